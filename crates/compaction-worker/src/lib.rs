@@ -1,0 +1,71 @@
+//! The FUSOU compaction service: consumes the compaction queue and its dead-letter queue.
+//!
+//! Each message is decoded into the one [`CompactionMessage`] type of `fusou-core`; a body
+//! that is not one is logged and acknowledged (a retry could never fix it), so it can never
+//! block the queue. A `fetch` handler answers `/health` behind the upload Worker's service
+//! binding.
+
+use fusou_core::log::{Level, line};
+use fusou_core::message::CompactionMessage;
+use serde_json::{Value, json};
+use worker::{
+    Context, Env, MessageBatch, MessageExt, QueueRetryOptionsBuilder, Request, Response, Result,
+    console_error, console_log, console_warn, event,
+};
+
+const BATTLE_INDEX_DB: &str = "BATTLE_INDEX_DB";
+const DEAD_LETTER_QUEUE: &str = "fusou-compaction-dlq";
+
+fn log(level: Level, event: &str, fields: Value) {
+    let l = line(level, event, fields);
+    match level {
+        Level::Info => console_log!("{l}"),
+        Level::Warn => console_warn!("{l}"),
+        Level::Error => console_error!("{l}"),
+    }
+}
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    console_error_panic_hook::set_once();
+    if req.path() != "/health" {
+        return Ok(Response::from_json(&json!({ "error": "no such route" }))?.with_status(404));
+    }
+    let d1 = env
+        .d1(BATTLE_INDEX_DB)?
+        .prepare("SELECT count(*) AS n FROM d1_migrations")
+        .first::<u32>(Some("n"))
+        .await;
+    let (status, body) = match d1 {
+        Ok(Some(n)) if n > 0 => (200, json!({ "service": "fusou-compaction", "ok": true, "d1Migrations": n })),
+        Ok(_) => (503, json!({ "service": "fusou-compaction", "ok": false, "error": "no D1 migrations applied" })),
+        Err(e) => (503, json!({ "service": "fusou-compaction", "ok": false, "error": e.to_string() })),
+    };
+    Ok(Response::from_json(&body)?.with_status(status))
+}
+
+#[event(queue)]
+async fn queue(batch: MessageBatch<Value>, _env: Env, _ctx: Context) -> Result<()> {
+    console_error_panic_hook::set_once();
+    let queue = batch.queue();
+    for message in batch.messages()? {
+        let decoded = CompactionMessage::from_value(message.body().clone());
+        match (decoded, queue.as_str()) {
+            (Err(e), _) => {
+                log(Level::Error, "message.invalid", json!({ "queue": queue, "messageId": message.id(), "error": e.to_string() }));
+                message.ack();
+            }
+            (Ok(msg), DEAD_LETTER_QUEUE) => {
+                log(Level::Error, "message.dead_lettered", json!({ "queue": queue, "datasetId": msg.dataset_id, "metricId": msg.metric_id }));
+                message.ack();
+            }
+            (Ok(msg), _) => {
+                // The compaction workflow is not part of this build: hand the message back so
+                // that, after its retries, it reaches the dead-letter queue and nothing is lost.
+                log(Level::Warn, "compaction.unavailable", json!({ "queue": queue, "datasetId": msg.dataset_id, "metricId": msg.metric_id }));
+                message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(10).build());
+            }
+        }
+    }
+    Ok(())
+}

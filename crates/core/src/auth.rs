@@ -1,0 +1,193 @@
+//! Verification of Supabase user access tokens.
+//!
+//! Supabase signs user tokens with an asymmetric key (ES256, sometimes RS256) whose public half
+//! is served as a JWK set at `<SUPABASE_URL>/auth/v1/.well-known/jwks.json`; older projects sign
+//! with HS256 and the project's JWT secret. A token is accepted when its signature verifies with
+//! a key of the set (HS256 only when a legacy secret is configured), its algorithm is the key's,
+//! `iss` is `<SUPABASE_URL>/auth/v1`, `aud` is `authenticated`, `exp` is in the future and `sub`
+//! is a UUID. `alg: none` and every other algorithm are refused.
+//!
+//! The caller passes the current time and the key set, so this module does no I/O and no clock
+//! reads; the Worker caches the fetched set.
+
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The audience Supabase puts in every signed-in user's token.
+pub const AUTHENTICATED_AUDIENCE: &str = "authenticated";
+
+/// Where a token must come from and which keys may have signed it.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// `<SUPABASE_URL>/auth/v1`, see [`issuer_for`].
+    pub issuer: String,
+    /// The project's public signing keys.
+    pub jwks: JwkSet,
+    /// The legacy HS256 JWT secret; `None` refuses every HS256 token.
+    pub legacy_hs256_secret: Option<String>,
+}
+
+/// The claims of a Supabase access token that the services use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserClaims {
+    pub sub: String,
+    pub iss: String,
+    pub aud: serde_json::Value,
+    pub exp: u64,
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+/// A caller whose token verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticatedUser {
+    pub id: Uuid,
+    pub email: Option<String>,
+}
+
+/// Why a token was refused. Every variant is an authentication failure (HTTP 401).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing bearer token")]
+    Missing,
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    #[error("token algorithm {0} is not accepted")]
+    AlgorithmNotAccepted(String),
+    #[error("no signing key matches the token (kid {0:?})")]
+    UnknownKey(Option<String>),
+    #[error("token signature or claims are invalid: {0}")]
+    Invalid(String),
+    #[error("token has expired")]
+    Expired,
+    #[error("token subject is not a user id")]
+    BadSubject,
+}
+
+/// `<SUPABASE_URL>/auth/v1`, the issuer of the project's user tokens.
+pub fn issuer_for(supabase_url: &str) -> String {
+    format!("{}/auth/v1", supabase_url.trim_end_matches('/'))
+}
+
+/// `<SUPABASE_URL>/auth/v1/.well-known/jwks.json`, where the project's public keys are served.
+pub fn jwks_url_for(supabase_url: &str) -> String {
+    format!("{}/.well-known/jwks.json", issuer_for(supabase_url))
+}
+
+/// The token of an `Authorization: Bearer <token>` header value.
+pub fn bearer_token(authorization: Option<&str>) -> Result<&str, AuthError> {
+    let value = authorization.ok_or(AuthError::Missing)?.trim();
+    let (scheme, token) = value.split_once(' ').ok_or(AuthError::Missing)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(AuthError::Missing);
+    }
+    Ok(token)
+}
+
+/// Verifies a user access token at time `now` (seconds since the Unix epoch).
+pub fn verify_user_token(
+    token: &str,
+    config: &AuthConfig,
+    now: u64,
+) -> Result<AuthenticatedUser, AuthError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+        // `alg: none` and unknown algorithms fail here, before any key is looked at.
+        jsonwebtoken::errors::ErrorKind::Json(_) => AuthError::AlgorithmNotAccepted(
+            algorithm_name(token).unwrap_or_else(|| "unknown".into()),
+        ),
+        _ => AuthError::Malformed(e.to_string()),
+    })?;
+
+    let key = match header.alg {
+        Algorithm::HS256 => match &config.legacy_hs256_secret {
+            Some(secret) => DecodingKey::from_secret(secret.as_bytes())
+                .map_err(|e| AuthError::Invalid(e.to_string()))?,
+            None => return Err(AuthError::AlgorithmNotAccepted("HS256".into())),
+        },
+        Algorithm::ES256 | Algorithm::RS256 => {
+            let jwk = find_key(&config.jwks, header.alg, header.kid.as_deref())?;
+            DecodingKey::from_jwk(jwk).map_err(|e| AuthError::Invalid(e.to_string()))?
+        }
+        other => return Err(AuthError::AlgorithmNotAccepted(format!("{other:?}"))),
+    };
+
+    let mut validation = Validation::new(header.alg);
+    validation.set_issuer(&[&config.issuer]);
+    validation.set_audience(&[AUTHENTICATED_AUDIENCE]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    // Expiry is checked below against the caller's clock, not the library's.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+
+    let claims = jsonwebtoken::decode::<UserClaims>(token, &key, &validation)
+        .map_err(|e| AuthError::Invalid(e.to_string()))?
+        .claims;
+    if claims.exp <= now {
+        return Err(AuthError::Expired);
+    }
+    let id = Uuid::parse_str(&claims.sub).map_err(|_| AuthError::BadSubject)?;
+    Ok(AuthenticatedUser {
+        id,
+        email: claims.email,
+    })
+}
+
+/// The key that signed a token: by `kid` when the token names one, otherwise the only key of
+/// the right type. The key's declared algorithm, when it has one, must be the token's.
+fn find_key<'a>(jwks: &'a JwkSet, alg: Algorithm, kid: Option<&str>) -> Result<&'a Jwk, AuthError> {
+    let fits = |k: &&Jwk| {
+        let type_fits = matches!(
+            (&k.algorithm, alg),
+            (AlgorithmParameters::EllipticCurve(_), Algorithm::ES256)
+                | (AlgorithmParameters::RSA(_), Algorithm::RS256)
+        );
+        let alg_fits = match k.common.key_algorithm {
+            None => true,
+            Some(KeyAlgorithm::ES256) => alg == Algorithm::ES256,
+            Some(KeyAlgorithm::RS256) => alg == Algorithm::RS256,
+            Some(_) => false,
+        };
+        type_fits && alg_fits
+    };
+    let unknown = || AuthError::UnknownKey(kid.map(str::to_owned));
+    match kid {
+        Some(kid) => {
+            let key = jwks
+                .keys
+                .iter()
+                .find(|k| k.common.key_id.as_deref() == Some(kid))
+                .ok_or_else(unknown)?;
+            if fits(&key) {
+                Ok(key)
+            } else {
+                Err(AuthError::AlgorithmNotAccepted(format!("{alg:?} for key {kid}")))
+            }
+        }
+        None => {
+            let mut candidates = jwks.keys.iter().filter(fits);
+            match (candidates.next(), candidates.next()) {
+                (Some(key), None) => Ok(key),
+                _ => Err(unknown()),
+            }
+        }
+    }
+}
+
+/// The `alg` a token's header claims, read without trusting it (for error messages).
+fn algorithm_name(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let header = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    Some(value.get("alg")?.as_str()?.to_owned())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,19 @@
+//! The FUSOU pipeline core.
+//!
+//! Everything the two Workers decide lives here as plain Rust: the contracts with the FUSOU
+//! client and between the services, validation of everything that reaches a storage key or a
+//! query, and verification of Supabase user tokens. The crate knows nothing of workers-rs and
+//! does no I/O: time, keys and bytes are passed in, so it tests natively and builds for wasm32.
+//!
+//! - [`ids`]: the identifiers that reach storage keys and queries (dataset, table, period).
+//! - [`log`]: the one structured log-line convention of both Workers.
+//! - [`message`]: [`message::CompactionMessage`], the one queue message every producer sends.
+//! - [`auth`]: Supabase access-token verification against a JWK set (or a legacy HS256 secret).
+//! - `signing` (feature `signing`): an ES256 key that mints such tokens, for the local stand-in.
+
+pub mod auth;
+#[cfg(feature = "signing")]
+pub mod signing;
+pub mod ids;
+pub mod log;
+pub mod message;
