@@ -28,6 +28,11 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let router = get_both!(Router::new(), "/health", health::handle)
         .or_else_any_method_async("/", |_, _| async { http::not_found() })
         .or_else_any_method_async("/*path", |_, _| async { http::not_found() });
-    let response = router.run(req, env).await.or_else(|e| http::internal(&e))?;
+    let response = match router.run(req, env).await {
+        // The router answers a known path with another method in plain text: keep errors JSON.
+        Ok(r) if r.status_code() == 405 => http::error(405, "method not allowed for this route")?,
+        Ok(r) => r,
+        Err(e) => http::internal(&e)?,
+    };
     http::with_cors(response)
 }

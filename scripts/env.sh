@@ -1,0 +1,18 @@
+# Shared environment for every script: sourced, never run.
+# The Cargo target directory lives outside the clone so that fresh clones (and CI) reuse builds.
+FUSOU_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export FUSOU_ROOT
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fusou/target}"
+export PATH="$HOME/.cargo/bin:$FUSOU_ROOT/node_modules/.bin:$PATH"
+# Local wrangler makes no outside connection.
+export WRANGLER_SEND_METRICS=false WRANGLER_SEND_ERROR_REPORTS=false
+export CLOUDFLARE_CF_FETCH_ENABLED=false WRANGLER_HIDE_BANNER=true
+# Toolchain versions; wasm-bindgen-cli must equal the wasm-bindgen of Cargo.lock.
+export FUSOU_WORKER_BUILD_VERSION=0.8.7
+FUSOU_WASM_BINDGEN_VERSION="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print }' "$FUSOU_ROOT/Cargo.lock")"
+export FUSOU_WASM_BINDGEN_VERSION
+# Where local state lives (git-ignored).
+export FUSOU_LOCAL="${FUSOU_LOCAL:-$FUSOU_ROOT/.local}"
+
+log() { printf '\033[1m[fusou]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[31m[fusou] error:\033[0m %s\n' "$*" >&2; exit 1; }

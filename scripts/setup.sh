@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs whatever is missing, at pinned versions, from the registries these machines reach
+# (crates.io, npm, Debian). Safe to run again: each step checks before it installs.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$FUSOU_ROOT"
+
+need_apt=()
+command -v clang >/dev/null || need_apt+=(clang)
+if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    need_apt+=(postgresql)
+fi
+command -v node >/dev/null || need_apt+=(nodejs npm)
+if ((${#need_apt[@]})); then
+    log "installing Debian packages: ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+    log "adding the wasm32-unknown-unknown target"
+    rustup target add wasm32-unknown-unknown
+fi
+
+if [[ "$(worker-build --version 2>/dev/null)" != *"$FUSOU_WORKER_BUILD_VERSION"* ]]; then
+    log "installing worker-build $FUSOU_WORKER_BUILD_VERSION (a few minutes)"
+    cargo install "worker-build@$FUSOU_WORKER_BUILD_VERSION" --locked
+fi
+
+[[ -n "$FUSOU_WASM_BINDGEN_VERSION" ]] || die "no wasm-bindgen in Cargo.lock"
+if [[ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $FUSOU_WASM_BINDGEN_VERSION" ]]; then
+    log "installing wasm-bindgen-cli $FUSOU_WASM_BINDGEN_VERSION (a few minutes)"
+    # Not --locked: one of its locked dependency versions is missing from the registry mirror.
+    cargo install "wasm-bindgen-cli@$FUSOU_WASM_BINDGEN_VERSION"
+fi
+
+if [[ ! -x node_modules/.bin/wrangler || package-lock.json -nt node_modules/.package-lock.json ]]; then
+    log "installing npm packages from package-lock.json"
+    npm ci --no-audit --no-fund --loglevel=error
+fi
+
+# Local secrets, generated once with random values; nothing falls back to a built-in secret.
+mkdir -p "$FUSOU_LOCAL"
+secrets="$FUSOU_LOCAL/secrets.env"
+if [[ ! -s "$secrets" ]]; then
+    log "generating local secrets in $secrets"
+    rand() { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+    umask 077
+    cat > "$secrets" <<SECRETS
+SUPABASE_SERVICE_KEY=sb_secret_$(rand)
+SUPABASE_PUBLISHABLE_KEY=sb_publishable_$(rand)
+UPLOAD_TOKEN_SECRET=$(rand)
+OPERATOR_SECRET=$(rand)
+SECRETS
+fi
+log "set-up complete"

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command: native tests of every crate, then the end-to-end suite against one fresh
+# local stack (started once, stopped at the end).
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+source "$FUSOU_ROOT/scripts/stack.sh"
+cd "$FUSOU_ROOT"
+
+bash scripts/setup.sh
+log "native tests"
+cargo test --workspace --exclude fusou-e2e
+cargo build -q --tests -p fusou-e2e
+
+state="$FUSOU_LOCAL/test"
+rm -rf "$state"
+stack_up "$state"
+export FUSOU_PG_URL="postgres://postgres@127.0.0.1:$FUSOU_PG_PORT/postgres"
+log "end-to-end tests"
+cargo test -p fusou-e2e --test e2e
