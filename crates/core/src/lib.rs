@@ -6,14 +6,21 @@
 //! does no I/O: time, keys and bytes are passed in, so it tests natively and builds for wasm32.
 //!
 //! - [`ids`]: the identifiers that reach storage keys and queries (dataset, table, period).
+//! - [`fragment`]: the fragment format: declared segments (`table_offsets`) and their checks.
 //! - [`log`]: the one structured log-line convention of both Workers.
 //! - [`message`]: [`message::CompactionMessage`], the one queue message every producer sends.
 //! - [`auth`]: Supabase access-token verification against a JWK set (or a legacy HS256 secret).
+//! - [`upload`]: the two-phase upload: the handshake, storage keys, the signed upload grant.
+//! - `synth` (feature `synth`): deterministic fragments shaped like the client's tables.
 //! - `signing` (feature `signing`): an ES256 key that mints such tokens, for the local stand-in.
 
 pub mod auth;
+pub mod fragment;
 #[cfg(feature = "signing")]
 pub mod signing;
 pub mod ids;
 pub mod log;
 pub mod message;
+#[cfg(feature = "synth")]
+pub mod synth;
+pub mod upload;

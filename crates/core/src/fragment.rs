@@ -1,0 +1,182 @@
+//! The fragment format: what the FUSOU client uploads in phase 2.
+//!
+//! A fragment is a plain byte concatenation of standalone Parquet files ("segments"), one per
+//! battle table. Each segment starts and ends with `PAR1` and carries its own footer, whose
+//! offsets are relative to the segment's own start, so a segment is extracted by a byte slice.
+//! `table_offsets` lists them (in any order). The fragment as a whole is not a Parquet file.
+
+use bytes::Bytes;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::ids::TableName;
+
+/// The magic bytes that open and close every Parquet file.
+pub const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
+/// Most segments one fragment may declare: the client sends at most 32 tables.
+pub const MAX_SEGMENTS: usize = 256;
+/// Smallest possible Parquet file: magic, footer length, magic.
+const MIN_PARQUET_LEN: u64 = 12;
+
+/// One segment of a fragment, as the client declares it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableOffset {
+    pub table_name: TableName,
+    pub start_byte: u64,
+    pub byte_length: u64,
+    /// Always `parquet`.
+    #[serde(default = "parquet_format")]
+    pub format: String,
+    /// Sent by newer clients only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_rows: Option<u64>,
+}
+
+fn parquet_format() -> String {
+    "parquet".into()
+}
+
+impl TableOffset {
+    pub fn end(&self) -> u64 {
+        self.start_byte + self.byte_length
+    }
+
+    /// The segment's bytes within the whole fragment (checked by [`validate_offsets`]).
+    pub fn slice<'a>(&self, fragment: &'a [u8]) -> &'a [u8] {
+        &fragment[self.start_byte as usize..self.end() as usize]
+    }
+}
+
+/// Why a fragment or one of its segments was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FragmentError {
+    #[error("table_offsets is not a JSON array of segments: {0}")]
+    Malformed(String),
+    #[error("table_offsets is empty")]
+    Empty,
+    #[error("table_offsets lists {0} segments, more than {MAX_SEGMENTS}")]
+    TooMany(usize),
+    #[error("segment {table}: format {format:?} is not parquet")]
+    Format { table: String, format: String },
+    #[error("segment {table}: {byte_length} bytes is too short for a Parquet file")]
+    TooShort { table: String, byte_length: u64 },
+    #[error("segment {table}: bytes {start}..{end} lie outside the {size}-byte fragment")]
+    OutOfRange { table: String, start: u64, end: u64, size: u64 },
+    #[error("segments {first} and {second} overlap")]
+    Overlap { first: String, second: String },
+    #[error("segment {table} is listed twice")]
+    Duplicate { table: String },
+    #[error("segment {table} is not a Parquet file: {reason}")]
+    NotParquet { table: String, reason: String },
+    #[error("segment {table} declares {declared} rows but holds {actual}")]
+    RowCount { table: String, declared: u64, actual: u64 },
+}
+
+/// Accepts `table_offsets` as the client sends it (a JSON *string* holding an array) or as a
+/// plain JSON array.
+pub fn deserialize_offsets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<TableOffset>, D::Error> {
+    let values = match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => serde_json::from_str::<Vec<serde_json::Value>>(&s)
+            .map_err(|e| serde::de::Error::custom(format!("table_offsets is not a JSON array: {e}")))?,
+        serde_json::Value::Array(v) => v,
+        _ => return Err(serde::de::Error::custom("table_offsets must be a JSON array or a string holding one")),
+    };
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            serde_json::from_value(v)
+                .map_err(|e| serde::de::Error::custom(format!("table_offsets[{i}]: {e}")))
+        })
+        .collect()
+}
+
+/// Checks the declared segments against the declared fragment size: each one a plausible
+/// Parquet file, inside the fragment, no two overlapping, no table twice.
+pub fn validate_offsets(offsets: &[TableOffset], fragment_size: u64) -> Result<(), FragmentError> {
+    if offsets.is_empty() {
+        return Err(FragmentError::Empty);
+    }
+    if offsets.len() > MAX_SEGMENTS {
+        return Err(FragmentError::TooMany(offsets.len()));
+    }
+    for o in offsets {
+        let table = o.table_name.to_string();
+        if o.format != "parquet" {
+            return Err(FragmentError::Format { table, format: o.format.clone() });
+        }
+        if o.byte_length < MIN_PARQUET_LEN {
+            return Err(FragmentError::TooShort { table, byte_length: o.byte_length });
+        }
+        match o.start_byte.checked_add(o.byte_length) {
+            Some(end) if end <= fragment_size => {}
+            _ => {
+                return Err(FragmentError::OutOfRange {
+                    table,
+                    start: o.start_byte,
+                    end: o.start_byte.saturating_add(o.byte_length),
+                    size: fragment_size,
+                });
+            }
+        }
+    }
+    let mut sorted: Vec<&TableOffset> = offsets.iter().collect();
+    sorted.sort_by_key(|o| o.start_byte);
+    for pair in sorted.windows(2) {
+        if pair[1].start_byte < pair[0].end() {
+            return Err(FragmentError::Overlap {
+                first: pair[0].table_name.to_string(),
+                second: pair[1].table_name.to_string(),
+            });
+        }
+    }
+    let mut names: Vec<&str> = offsets.iter().map(|o| o.table_name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(dup) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(FragmentError::Duplicate { table: dup[0].to_owned() });
+    }
+    Ok(())
+}
+
+/// A segment that is a readable Parquet file.
+#[derive(Debug, Clone)]
+pub struct SegmentInfo {
+    pub table_name: TableName,
+    pub num_rows: u64,
+    pub metadata: ParquetMetaData,
+}
+
+/// Checks that `segment` is a standalone Parquet file: the magic at both ends and a footer
+/// that parses. Reads only the footer; data pages are not decoded.
+pub fn inspect_segment(offset: &TableOffset, segment: Bytes) -> Result<SegmentInfo, FragmentError> {
+    let table = offset.table_name.to_string();
+    let not_parquet = |reason: String| FragmentError::NotParquet { table: table.clone(), reason };
+    if segment.len() < MIN_PARQUET_LEN as usize
+        || &segment[..4] != PARQUET_MAGIC
+        || &segment[segment.len() - 4..] != PARQUET_MAGIC
+    {
+        return Err(not_parquet("it does not begin and end with PAR1".into()));
+    }
+    let metadata = ParquetMetaDataReader::new()
+        .parse_and_finish(&segment)
+        .map_err(|e| not_parquet(format!("its footer does not parse: {e}")))?;
+    let num_rows = metadata.file_metadata().num_rows().max(0) as u64;
+    if let Some(declared) = offset.num_rows
+        && declared != num_rows
+    {
+        return Err(FragmentError::RowCount { table, declared, actual: num_rows });
+    }
+    Ok(SegmentInfo { table_name: offset.table_name.clone(), num_rows, metadata })
+}
+
+/// Inspects every declared segment of a whole fragment (offsets already validated).
+pub fn inspect_fragment(offsets: &[TableOffset], fragment: &Bytes) -> Result<Vec<SegmentInfo>, FragmentError> {
+    offsets
+        .iter()
+        .map(|o| inspect_segment(o, fragment.slice(o.start_byte as usize..o.end() as usize)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
