@@ -11,9 +11,11 @@ log "native tests"
 cargo test --workspace --exclude fusou-e2e
 cargo build -q --tests -p fusou-e2e
 
+# Tests see queue messages at once instead of after the production burst delay.
+export FUSOU_REALTIME_DELAY_SECONDS=0
 state="$FUSOU_LOCAL/test"
 rm -rf "$state"
 stack_up "$state"
-export FUSOU_PG_URL="postgres://postgres@127.0.0.1:$FUSOU_PG_PORT/postgres"
+export FUSOU_PG_URL="postgres://postgres@127.0.0.1:$FUSOU_PG_PORT/postgres" FUSOU_STATE="$state"
 log "end-to-end tests"
 cargo test -p fusou-e2e --test e2e

@@ -8,6 +8,7 @@
 mod support;
 mod tests_stack;
 mod tests_supabase;
+mod tests_upload;
 
 use libtest_mimic::{Arguments, Trial};
 
@@ -16,6 +17,7 @@ fn main() {
     let trials: Vec<Trial> = tests_stack::TESTS
         .iter()
         .chain(tests_supabase::TESTS)
+        .chain(tests_upload::TESTS)
         .map(|&(name, test)| Trial::test(name, move || test().map_err(Into::into)))
         .collect();
     libtest_mimic::run(&args, trials).exit();

@@ -16,6 +16,11 @@ pub struct Stack {
     pub publishable_key: String,
     /// The PostgreSQL behind the stand-in, as its owner.
     pub pg_url: String,
+    pub upload_secret: String,
+    pub operator_secret: String,
+    /// The stack's state directory (wrangler's persisted R2/D1/queues, logs).
+    pub state: String,
+    pub root: String,
     pub http: Client,
 }
 
@@ -33,6 +38,10 @@ pub fn stack() -> &'static Stack {
         service_key: var("SUPABASE_SERVICE_KEY"),
         publishable_key: var("SUPABASE_PUBLISHABLE_KEY"),
         pg_url: var("FUSOU_PG_URL"),
+        upload_secret: var("UPLOAD_TOKEN_SECRET"),
+        operator_secret: var("OPERATOR_SECRET"),
+        state: var("FUSOU_STATE"),
+        root: var("FUSOU_ROOT"),
         http: Client::builder()
             .timeout(std::time::Duration::from_secs(60))
             .build()
@@ -56,15 +65,19 @@ macro_rules! ensure_eq {
     ($left:expr, $right:expr) => {
         ensure_eq!($left, $right, "")
     };
-    ($left:expr, $right:expr, $($ctx:tt)+) => {{
-        let (l, r) = (&$left, &$right);
-        if l != r {
-            return Err(format!(
-                "{} == {} failed: {:?} != {:?} {}",
-                stringify!($left), stringify!($right), l, r, format!($($ctx)+)
-            ));
+    ($left:expr, $right:expr, $($ctx:tt)+) => {
+        // A `match`, as in `assert_eq!`, keeps temporaries alive for the comparison.
+        match (&$left, &$right) {
+            (l, r) => {
+                if l != r {
+                    return Err(format!(
+                        "{} == {} failed: {:?} != {:?} {}",
+                        stringify!($left), stringify!($right), l, r, format!($($ctx)+)
+                    ));
+                }
+            }
         }
-    }};
+    };
 }
 
 /// Runs SQL on the PostgreSQL behind the stand-in, as its owner, in one transaction, after
@@ -141,4 +154,106 @@ pub fn new_user(claims: Value) -> Result<(String, String), String> {
 /// A dataset id no other test uses.
 pub fn unique_dataset() -> String {
     format!("e2e-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Runs a wrangler command against the stack's persisted local state.
+fn wrangler(args: &[&str]) -> Result<std::process::Output, String> {
+    let s = stack();
+    std::process::Command::new("wrangler")
+        .args(args)
+        .args(["--local", "--persist-to", &format!("{}/wrangler", s.state), "-c", "wrangler.toml"])
+        .current_dir(&s.root)
+        .output()
+        .map_err(|e| format!("wrangler: {e}"))
+}
+
+/// Rows of a query on the local D1, read with wrangler's own CLI.
+pub fn d1(sql: &str) -> Result<Vec<Value>, String> {
+    let out = wrangler(&["d1", "execute", "fusou-battle-index", "--json", "--command", sql])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let parsed: Value = serde_json::from_str(&text).map_err(|e| format!("d1 output {text}: {e}"))?;
+    parsed[0]["results"].as_array().cloned().ok_or_else(|| format!("d1: {text}"))
+}
+
+/// The bytes of a local R2 object, or `None` when it does not exist.
+pub fn r2_get(key: &str) -> Result<Option<Vec<u8>>, String> {
+    let out = wrangler(&["r2", "object", "get", &format!("fusou-battle-data/{key}"), "--pipe"])?;
+    if out.status.success() {
+        Ok(Some(out.stdout))
+    } else if String::from_utf8_lossy(&out.stderr).contains("does not exist") {
+        Ok(None)
+    } else {
+        Err(format!("r2 get {key}: {}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// The compaction queue messages the consumer has received so far, as it logged them.
+pub fn consumer_messages() -> Result<Vec<Value>, String> {
+    let log = std::fs::read_to_string(format!("{}/logs/wrangler.log", stack().state)).map_err(|e| e.to_string())?;
+    Ok(log
+        .lines()
+        .filter_map(|l| l.find("{\"level\"").map(|i| &l[i..]))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "message.received")
+        .map(|v| v["message"].clone())
+        .collect())
+}
+
+/// Waits until the consumer has received the message with `metric_id`.
+pub fn wait_for_message(metric_id: &str, seconds: u64) -> Result<Value, String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if let Some(m) = consumer_messages()?.into_iter().find(|m| m["metricId"] == metric_id) {
+            return Ok(m);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("no queue message with metricId {metric_id} within {seconds}s"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// The upload route as the client's endpoint setting names it.
+pub fn upload_url() -> String {
+    format!("{}/api/battle-data/upload", stack().url)
+}
+
+/// The handshake exactly as the FUSOU client sends it: string-typed `file_size` and
+/// `table_offsets`, `path` and `binary` included.
+pub fn client_handshake(dataset_id: &str, period: &str, f: &fusou_core::synth::Fragment) -> Value {
+    json!({
+        "path": format!("{period}-port-7-3.bin"),
+        "binary": true,
+        "dataset_id": dataset_id,
+        "table": "port_table",
+        "kc_period_tag": period,
+        "file_size": f.bytes.len().to_string(),
+        "table_offsets": f.table_offsets_string(),
+        "content_hash": fusou_core::upload::ContentHash::of(&f.bytes).as_str(),
+    })
+}
+
+/// Phase 1: the handshake, at `url`.
+pub fn handshake_at(url: &str, token: &str, body: &Value) -> Result<(u16, Value), String> {
+    send(stack().http.post(url).bearer_auth(token).header("content-type", "application/json").body(body.to_string()))
+}
+
+/// Phase 2: the raw bytes to the handshake's upload URL.
+pub fn send_bytes(upload_url: &str, token: &str, bytes: Vec<u8>) -> Result<(u16, Value), String> {
+    send(stack().http.post(upload_url).bearer_auth(token).header("content-type", "application/octet-stream").body(bytes))
+}
+
+/// Both phases, as the client does them; both must answer 200. Answers phase 2's body.
+pub fn upload(token: &str, dataset_id: &str, period: &str, f: &fusou_core::synth::Fragment) -> Result<Value, String> {
+    let (status, answer) = handshake_at(&upload_url(), token, &client_handshake(dataset_id, period, f))?;
+    ensure_eq!(status, 200, "handshake: {answer}");
+    let url = answer["uploadUrl"].as_str().ok_or("no uploadUrl")?.to_owned();
+    let (status, stored) = send_bytes(&url, token, f.bytes.clone())?;
+    ensure_eq!(status, 200, "upload: {stored}");
+    Ok(stored)
+}
+
+/// A fragment like the client's (all 32 tables, 1 to 8 rows each), generated from `seed`.
+pub fn small_fragment(seed: u64) -> fusou_core::synth::Fragment {
+    fusou_core::synth::fragment(&fusou_core::synth::FragmentSpec { seed, rows: 1..=8, include_empty_tables: false })
 }

@@ -5,25 +5,13 @@
 //! block the queue. A `fetch` handler answers `/health` behind the upload Worker's service
 //! binding.
 
-use fusou_core::log::{Level, line};
 use fusou_core::message::CompactionMessage;
+use fusou_edge::bindings::BATTLE_INDEX_DB;
+use fusou_edge::log;
 use serde_json::{Value, json};
-use worker::{
-    Context, Env, MessageBatch, MessageExt, QueueRetryOptionsBuilder, Request, Response, Result,
-    console_error, console_log, console_warn, event,
-};
+use worker::{Context, Env, MessageBatch, MessageExt, QueueRetryOptionsBuilder, Request, Response, Result, event};
 
-const BATTLE_INDEX_DB: &str = "BATTLE_INDEX_DB";
 const DEAD_LETTER_QUEUE: &str = "fusou-compaction-dlq";
-
-fn log(level: Level, event: &str, fields: Value) {
-    let l = line(level, event, fields);
-    match level {
-        Level::Info => console_log!("{l}"),
-        Level::Warn => console_warn!("{l}"),
-        Level::Error => console_error!("{l}"),
-    }
-}
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
@@ -52,17 +40,18 @@ async fn queue(batch: MessageBatch<Value>, _env: Env, _ctx: Context) -> Result<(
         let decoded = CompactionMessage::from_value(message.body().clone());
         match (decoded, queue.as_str()) {
             (Err(e), _) => {
-                log(Level::Error, "message.invalid", json!({ "queue": queue, "messageId": message.id(), "error": e.to_string() }));
+                log::error("message.invalid", json!({ "queue": queue, "messageId": message.id(), "error": e.to_string() }));
                 message.ack();
             }
             (Ok(msg), DEAD_LETTER_QUEUE) => {
-                log(Level::Error, "message.dead_lettered", json!({ "queue": queue, "datasetId": msg.dataset_id, "metricId": msg.metric_id }));
+                log::error("message.dead_lettered", json!({ "queue": queue, "datasetId": msg.dataset_id, "metricId": msg.metric_id }));
                 message.ack();
             }
             (Ok(msg), _) => {
+                log::info("message.received", json!({ "queue": queue, "datasetId": msg.dataset_id, "metricId": msg.metric_id, "message": msg }));
                 // The compaction workflow is not part of this build: hand the message back so
                 // that, after its retries, it reaches the dead-letter queue and nothing is lost.
-                log(Level::Warn, "compaction.unavailable", json!({ "queue": queue, "datasetId": msg.dataset_id, "metricId": msg.metric_id }));
+                log::warn("compaction.unavailable", json!({ "queue": queue, "datasetId": msg.dataset_id, "metricId": msg.metric_id }));
                 message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(10).build());
             }
         }

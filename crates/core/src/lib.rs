@@ -7,20 +7,26 @@
 //!
 //! - [`ids`]: the identifiers that reach storage keys and queries (dataset, table, period).
 //! - [`fragment`]: the fragment format: declared segments (`table_offsets`) and their checks.
+//! - [`index`]: the SQL the Workers run on D1, as named statements.
 //! - [`log`]: the one structured log-line convention of both Workers.
 //! - [`message`]: [`message::CompactionMessage`], the one queue message every producer sends.
 //! - [`auth`]: Supabase access-token verification against a JWK set (or a legacy HS256 secret).
+//! - [`supabase`]: the PostgREST calls the Workers make, as data.
+//! - [`config`]: deployment settings from Worker variables.
 //! - [`upload`]: the two-phase upload: the handshake, storage keys, the signed upload grant.
 //! - `synth` (feature `synth`): deterministic fragments shaped like the client's tables.
 //! - `signing` (feature `signing`): an ES256 key that mints such tokens, for the local stand-in.
 
 pub mod auth;
+pub mod config;
 pub mod fragment;
 #[cfg(feature = "signing")]
 pub mod signing;
 pub mod ids;
+pub mod index;
 pub mod log;
 pub mod message;
 #[cfg(feature = "synth")]
 pub mod synth;
+pub mod supabase;
 pub mod upload;

@@ -5,7 +5,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use worker::{Env, Request, Response, Result, RouteContext};
 
-use crate::{bindings, http};
+use fusou_edge::bindings;
+
+use crate::http;
 
 #[derive(Deserialize)]
 struct Migration {

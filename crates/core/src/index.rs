@@ -1,0 +1,62 @@
+//! The SQL the Workers run on D1 (the battle-data index, `migrations/`). Kept here, as named
+//! statements with their parameters documented, so that each has one definition and can be
+//! tested natively on SQLite. Times are ISO-8601 UTC text; lease expiry is Unix milliseconds.
+
+/// `?1` dataset id → `owner_id`.
+pub const DATASET_OWNER: &str = "SELECT owner_id FROM datasets WHERE id = ?1";
+
+/// `?1` dataset id → the whole dataset row.
+pub const DATASET_STATE: &str = "SELECT id, owner_id, compaction_needed, lease_run_id, lease_expires_at, \
+     lease_epoch, created_at, updated_at, last_compacted_at FROM datasets WHERE id = ?1";
+
+/// `?1` dataset id, `?2` content hash → the key of a fragment with those bytes, if any.
+pub const FRAGMENT_BY_HASH: &str = "SELECT key FROM battle_files WHERE dataset_id = ?1 AND content_hash = ?2";
+
+/// Creates the dataset for `?2` (owner) or marks it as needing compaction; does nothing to a
+/// dataset of another owner. `?1` id, `?3` now.
+pub const CLAIM_DATASET: &str = "INSERT INTO datasets (id, owner_id, compaction_needed, created_at, updated_at) \
+     VALUES (?1, ?2, 1, ?3, ?3) \
+     ON CONFLICT (id) DO UPDATE SET compaction_needed = 1, updated_at = ?3 WHERE datasets.owner_id = ?2";
+
+/// Records a fragment, only if `?8` (uploader) owns dataset `?2`: zero changes means it does
+/// not. `?1` key, `?3` table, `?4` period, `?5` hash, `?6` size, `?7` offsets JSON, `?9` now.
+/// Fails on UNIQUE (dataset_id, content_hash) when the bytes are already there.
+pub const INSERT_FRAGMENT: &str = "INSERT INTO battle_files \
+     (key, dataset_id, table_name, period_tag, content_hash, size, table_offsets, uploaded_by, uploaded_at) \
+     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 \
+     WHERE EXISTS (SELECT 1 FROM datasets WHERE id = ?2 AND owner_id = ?8)";
+
+/// `?1` dataset id → pending fragments: `fragments`, `bytes`, `oldest` (upload time).
+pub const PENDING_SUMMARY: &str = "SELECT count(*) AS fragments, coalesce(sum(size), 0) AS bytes, \
+     min(uploaded_at) AS oldest FROM battle_files WHERE dataset_id = ?1 AND compacted_at IS NULL";
+
+/// `?1` dataset id → compacted outputs: `files`, `bytes`, `rows`.
+pub const COMPACTED_SUMMARY: &str = "SELECT count(*) AS files, coalesce(sum(size), 0) AS bytes, \
+     coalesce(sum(row_count), 0) AS rows FROM compacted_files WHERE dataset_id = ?1";
+
+/// `?1` dataset id, `?2` period or NULL, `?3` table or NULL, `?4` limit, `?5` key to start after
+/// ('' for the first page) → outputs in key order.
+pub const LIST_OUTPUTS: &str = "SELECT key, period_tag, table_name, row_count, size, source_segments, created_at \
+     FROM compacted_files WHERE dataset_id = ?1 AND (?2 IS NULL OR period_tag = ?2) \
+     AND (?3 IS NULL OR table_name = ?3) AND key > ?5 ORDER BY key LIMIT ?4";
+
+/// `?1` dataset id, `?2` key → the output, if it belongs to the dataset.
+pub const OUTPUT_BY_KEY: &str = "SELECT key, size FROM compacted_files WHERE dataset_id = ?1 AND key = ?2";
+
+/// Releases the lease of dataset `?1` if it expired by `?3` (Unix ms); `?2` now.
+pub const RELEASE_EXPIRED_LEASE: &str = "UPDATE datasets SET lease_run_id = NULL, lease_expires_at = NULL, \
+     updated_at = ?2 WHERE id = ?1 AND lease_expires_at IS NOT NULL AND lease_expires_at <= ?3";
+
+/// Marks dataset `?1` as needing compaction if it has pending fragments; `?2` now.
+pub const MARK_IF_PENDING: &str = "UPDATE datasets SET compaction_needed = 1, updated_at = ?2 \
+     WHERE id = ?1 AND EXISTS (SELECT 1 FROM battle_files WHERE dataset_id = ?1 AND compacted_at IS NULL)";
+
+/// Datasets that need compaction and hold no live lease at `?1` (Unix ms), after id `?2`
+/// ('' for the first page), `?3` at most, in id order.
+pub const DATASETS_DUE: &str = "SELECT id FROM datasets WHERE compaction_needed = 1 \
+     AND (lease_expires_at IS NULL OR lease_expires_at <= ?1) AND id > ?2 ORDER BY id LIMIT ?3";
+
+/// D1's error text for a UNIQUE violation: the same bytes are already stored.
+pub fn is_unique_violation(message: &str) -> bool {
+    message.contains("UNIQUE constraint failed")
+}

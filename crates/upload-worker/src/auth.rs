@@ -1,0 +1,86 @@
+//! Who is calling: a Supabase user, verified against the project's JWK set (cached per isolate,
+//! refetched when a token names a key the cache does not hold), or the operator.
+
+use std::cell::RefCell;
+
+use fusou_core::auth::{AuthConfig, AuthError, AuthenticatedUser, bearer_token, issuer_for, jwks_url_for, verify_user_token};
+use jsonwebtoken::jwk::JwkSet;
+use subtle::ConstantTimeEq;
+use worker::{Fetch, Request, Url};
+
+use crate::context::Ctx;
+use crate::http::ApiError;
+
+/// How long a fetched key set is trusted.
+const JWKS_TTL_MS: u64 = 10 * 60 * 1000;
+/// A token naming an unknown key refetches the set at most this often (key rotation).
+const JWKS_REFRESH_MIN_MS: u64 = 30 * 1000;
+
+struct Cached {
+    url: String,
+    set: JwkSet,
+    fetched_ms: u64,
+}
+
+thread_local! {
+    static JWKS: RefCell<Option<Cached>> = const { RefCell::new(None) };
+}
+
+async fn fetch_jwks(url: &str) -> Result<JwkSet, ApiError> {
+    let unavailable = |e: String| ApiError::new(503, format!("cannot fetch the token signing keys: {e}"));
+    let mut response = Fetch::Url(Url::parse(url).map_err(|e| unavailable(e.to_string()))?)
+        .send()
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    if response.status_code() != 200 {
+        return Err(unavailable(format!("{url} answered {}", response.status_code())));
+    }
+    response.json::<JwkSet>().await.map_err(|e| unavailable(e.to_string()))
+}
+
+/// The key set, from the cache unless it is stale (or `refresh` and old enough to refetch).
+async fn jwks(ctx: &Ctx, refresh: bool) -> Result<JwkSet, ApiError> {
+    let url = jwks_url_for(&ctx.supabase.url);
+    let now = fusou_edge::now_ms();
+    let cached = JWKS.with(|c| {
+        c.borrow().as_ref().and_then(|c| {
+            let age = now.saturating_sub(c.fetched_ms);
+            let fresh = c.url == url && age < JWKS_TTL_MS && !(refresh && age >= JWKS_REFRESH_MIN_MS);
+            fresh.then(|| c.set.clone())
+        })
+    });
+    if let Some(set) = cached {
+        return Ok(set);
+    }
+    let set = fetch_jwks(&url).await?;
+    JWKS.with(|c| *c.borrow_mut() = Some(Cached { url, set: set.clone(), fetched_ms: now }));
+    Ok(set)
+}
+
+/// The signed-in user of `req`, or 401 (503 when the keys cannot be fetched).
+pub async fn user(req: &Request, ctx: &Ctx) -> Result<AuthenticatedUser, ApiError> {
+    let header = req.headers().get("authorization")?;
+    let token = bearer_token(header.as_deref())?;
+    let now = fusou_edge::now_ms() / 1000;
+    let config = |jwks| AuthConfig {
+        issuer: issuer_for(&ctx.supabase.url),
+        jwks,
+        legacy_hs256_secret: ctx.legacy_jwt_secret.clone(),
+    };
+    match verify_user_token(token, &config(jwks(ctx, false).await?), now) {
+        Err(AuthError::UnknownKey(_)) => Ok(verify_user_token(token, &config(jwks(ctx, true).await?), now)?),
+        other => Ok(other?),
+    }
+}
+
+/// Passes only a request whose bearer is the operator secret (compared in constant time).
+pub fn operator(req: &Request, ctx: &Ctx) -> Result<(), ApiError> {
+    let secret = ctx.operator_secret()?;
+    let header = req.headers().get("authorization")?;
+    let token = bearer_token(header.as_deref()).map_err(|_| ApiError::new(401, "the operator secret is required"))?;
+    if bool::from(token.as_bytes().ct_eq(secret.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("wrong operator secret"))
+    }
+}

@@ -1,0 +1,170 @@
+//! Read routes for a dataset's owner: its state, its compacted outputs, and a download.
+
+use fusou_core::ids::{DatasetId, PeriodTag, TableName};
+use fusou_core::index;
+use fusou_core::supabase as rest;
+use fusou_edge::d1::{self, Param};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use worker::{Request, Response, RouteContext};
+
+use crate::auth;
+use crate::context::Ctx;
+use crate::http::{self, ApiError};
+use crate::pipeline;
+
+const MAX_PAGE: u64 = 1000;
+
+#[derive(Deserialize)]
+struct State {
+    compaction_needed: u8,
+    lease_run_id: Option<String>,
+    lease_expires_at: Option<f64>,
+    created_at: String,
+    updated_at: String,
+    last_compacted_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Pending {
+    fragments: u64,
+    bytes: u64,
+    oldest: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Compacted {
+    files: u64,
+    bytes: u64,
+    rows: u64,
+}
+
+#[derive(Deserialize, Serialize)]
+struct Output {
+    key: String,
+    period_tag: String,
+    table_name: String,
+    row_count: u64,
+    size: u64,
+    source_segments: u64,
+    created_at: String,
+}
+
+/// The dataset named in the path, if it exists and the caller owns it (404 / 403 otherwise).
+async fn owned_dataset(req: &Request, ctx: &Ctx, rc: &RouteContext<()>) -> Result<DatasetId, ApiError> {
+    let user = auth::user(req, ctx).await?;
+    let raw = rc.param("id").map(String::as_str).unwrap_or_default();
+    let dataset = DatasetId::parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    match pipeline::check_owner(ctx, &dataset, user.id).await? {
+        Some(_) => Ok(dataset),
+        None => Err(ApiError::not_found(format!("no dataset {dataset}"))),
+    }
+}
+
+fn query(req: &Request, name: &str) -> Result<Option<String>, ApiError> {
+    Ok(req.url()?.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned()))
+}
+
+pub async fn show(req: Request, rc: RouteContext<()>) -> worker::Result<Response> {
+    http::respond("/battle-data/datasets/{id}", show_run(req, rc).await)
+}
+
+async fn show_run(req: Request, rc: RouteContext<()>) -> Result<Response, ApiError> {
+    let ctx = Ctx::load(rc.env.clone())?;
+    let dataset = owned_dataset(&req, &ctx, &rc).await?;
+    let db = ctx.db()?;
+    let id = [Param::from(dataset.as_str())];
+    let state: State = d1::first(&db, index::DATASET_STATE, &id).await?.ok_or_else(|| ApiError::not_found("no dataset"))?;
+    let pending: Pending = d1::first(&db, index::PENDING_SUMMARY, &id).await?.ok_or_else(|| ApiError::new(500, "no summary"))?;
+    let compacted: Compacted =
+        d1::first(&db, index::COMPACTED_SUMMARY, &id).await?.ok_or_else(|| ApiError::new(500, "no summary"))?;
+    let outputs: Vec<Output> =
+        d1::all(&db, index::LIST_OUTPUTS, &[dataset.as_str().into(), Param::Null, Param::Null, Param::from(20u64), "".into()]).await?;
+    let now = fusou_edge::now_utc();
+    let oldest_age = pending
+        .oldest
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| (now - t.to_utc()).num_seconds().max(0));
+    let lease_live = state.lease_expires_at.is_some_and(|e| e > now.timestamp_millis() as f64);
+    // The runs come from Supabase; if it is down the rest of the answer still stands.
+    let runs = match ctx.supabase.execute(&rest::recent_metrics(&dataset, 10)).await {
+        Ok(text) => serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+        Err(e) => json!({ "error": e.to_string() }),
+    };
+    Ok(http::json(
+        200,
+        &json!({
+            "datasetId": dataset,
+            "createdAt": state.created_at,
+            "updatedAt": state.updated_at,
+            "compaction": {
+                "needed": state.compaction_needed == 1,
+                "inProgress": lease_live,
+                "runId": if lease_live { state.lease_run_id } else { None },
+                "lastCompactedAt": state.last_compacted_at,
+            },
+            "pending": { "fragments": pending.fragments, "bytes": pending.bytes, "oldestUploadedAt": pending.oldest, "oldestAgeSeconds": oldest_age },
+            "compacted": { "files": compacted.files, "bytes": compacted.bytes, "rows": compacted.rows, "latest": outputs },
+            "runs": runs,
+        }),
+    )?)
+}
+
+pub async fn outputs(req: Request, rc: RouteContext<()>) -> worker::Result<Response> {
+    http::respond("/battle-data/datasets/{id}/outputs", outputs_run(req, rc).await)
+}
+
+async fn outputs_run(req: Request, rc: RouteContext<()>) -> Result<Response, ApiError> {
+    let ctx = Ctx::load(rc.env.clone())?;
+    let dataset = owned_dataset(&req, &ctx, &rc).await?;
+    let bad = |e: fusou_core::ids::IdError| ApiError::bad_request(e.to_string());
+    let period = query(&req, "period")?.map(|p| PeriodTag::parse(&p)).transpose().map_err(bad)?;
+    let table = query(&req, "table")?.map(|t| TableName::parse(&t)).transpose().map_err(bad)?;
+    let limit = match query(&req, "limit")? {
+        None => 100,
+        Some(l) => l.parse::<u64>().ok().filter(|l| (1..=MAX_PAGE).contains(l)).ok_or_else(|| {
+            ApiError::bad_request(format!("limit must be a whole number from 1 to {MAX_PAGE}"))
+        })?,
+    };
+    let after = query(&req, "after")?.unwrap_or_default();
+    let rows: Vec<Output> = d1::all(
+        &ctx.db()?,
+        index::LIST_OUTPUTS,
+        &[
+            dataset.as_str().into(),
+            period.as_ref().map(PeriodTag::as_str).into(),
+            table.as_ref().map(TableName::as_str).into(),
+            Param::from(limit),
+            after.as_str().into(),
+        ],
+    )
+    .await?;
+    let next = (rows.len() as u64 == limit).then(|| rows.last().map(|r| r.key.clone())).flatten();
+    Ok(http::json(200, &json!({ "datasetId": dataset, "outputs": rows, "next": next }))?)
+}
+
+pub async fn download(req: Request, rc: RouteContext<()>) -> worker::Result<Response> {
+    http::respond("/battle-data/datasets/{id}/outputs/download", download_run(req, rc).await)
+}
+
+async fn download_run(req: Request, rc: RouteContext<()>) -> Result<Response, ApiError> {
+    let ctx = Ctx::load(rc.env.clone())?;
+    let dataset = owned_dataset(&req, &ctx, &rc).await?;
+    let key = query(&req, "key")?.ok_or_else(|| ApiError::bad_request("key is required"))?;
+    #[derive(Deserialize)]
+    struct Found {
+        key: String,
+    }
+    let found: Option<Found> = d1::first(&ctx.db()?, index::OUTPUT_BY_KEY, &[dataset.as_str().into(), key.as_str().into()]).await?;
+    let found = found.ok_or_else(|| ApiError::not_found("no such output in this dataset"))?;
+    let object = ctx.bucket()?.get(&found.key).execute().await?.ok_or_else(|| ApiError::not_found("the output's object is missing"))?;
+    let body = object.body().ok_or_else(|| ApiError::new(500, "the object has no body"))?;
+    let file_name = found.key.rsplit('/').next().unwrap_or("output.parquet").to_owned();
+    let mut response = Response::from_stream(body.stream()?)?;
+    let headers = response.headers_mut();
+    headers.set("content-type", "application/vnd.apache.parquet")?;
+    headers.set("content-length", &object.size().to_string())?;
+    headers.set("content-disposition", &format!("attachment; filename=\"{file_name}\""))?;
+    Ok(response)
+}

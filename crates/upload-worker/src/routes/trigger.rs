@@ -1,0 +1,98 @@
+//! `POST /trigger-scheduled` (operator secret as bearer) and the cron trigger: request a
+//! `scheduled` compaction for every dataset that needs one and holds no live lease, page by
+//! page, with one metrics row each.
+
+use fusou_core::ids::DatasetId;
+use fusou_core::index;
+use fusou_core::message::{CompactionMessage, Priority};
+use fusou_core::supabase::{self as rest, NewMetric};
+use fusou_edge::d1::{self, Param};
+use fusou_edge::log;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+use worker::{MessageBuilder, Request, Response, RouteContext};
+
+use crate::auth;
+use crate::context::Ctx;
+use crate::http::{self, ApiError};
+
+const ROUTE: &str = "/trigger-scheduled";
+/// Datasets per page: one D1 query, one Supabase insert and one queue batch (at most 100) each.
+const PAGE: u64 = 100;
+
+#[derive(Deserialize)]
+struct Due {
+    id: DatasetId,
+}
+
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggerReport {
+    pub enqueued: u64,
+    pub failed: u64,
+    pub metrics_failed: u64,
+    pub pages: u64,
+}
+
+pub async fn handle(req: Request, rc: RouteContext<()>) -> worker::Result<Response> {
+    http::respond(ROUTE, run(req, rc).await)
+}
+
+async fn run(req: Request, rc: RouteContext<()>) -> Result<Response, ApiError> {
+    let ctx = Ctx::load(rc.env)?;
+    auth::operator(&req, &ctx)?;
+    let report = enqueue_due(&ctx, ROUTE).await?;
+    Ok(http::json(200, &report)?)
+}
+
+/// Enqueues every due dataset; used by the route and by the cron trigger.
+pub async fn enqueue_due(ctx: &Ctx, source: &str) -> Result<TriggerReport, ApiError> {
+    let db = ctx.db()?;
+    let queue = ctx.queue()?;
+    let now = fusou_edge::now_utc();
+    let mut report = TriggerReport::default();
+    let mut after = String::new();
+    loop {
+        let due: Vec<Due> = d1::all(
+            &db,
+            index::DATASETS_DUE,
+            &[Param::from(now.timestamp_millis()), after.as_str().into(), Param::from(PAGE)],
+        )
+        .await?;
+        let Some(last) = due.last() else { break };
+        after = last.id.to_string();
+        report.pages += 1;
+        let messages: Vec<CompactionMessage> = due
+            .iter()
+            .map(|d| CompactionMessage {
+                dataset_id: d.id.clone(),
+                triggered_at: now,
+                priority: Priority::Scheduled,
+                metric_id: Some(Uuid::new_v4()),
+                table: None,
+                period_tag: None,
+            })
+            .collect();
+        let metrics: Vec<NewMetric> = messages.iter().filter_map(NewMetric::queued).collect();
+        if let Err(e) = ctx.supabase.execute(&rest::insert_metrics(&metrics)).await {
+            report.metrics_failed += metrics.len() as u64;
+            log::error("supabase.metric_failed", json!({ "route": source, "datasets": metrics.len(), "error": e.to_string() }));
+        }
+        let batch: Vec<_> = messages.iter().map(|m| MessageBuilder::new(m).build()).collect();
+        match queue.send_batch(batch).await {
+            Ok(()) => {
+                report.enqueued += messages.len() as u64;
+                log::info("queue.sent", json!({ "route": source, "priority": "scheduled", "datasets": messages.len() }));
+            }
+            Err(e) => {
+                report.failed += messages.len() as u64;
+                log::error("queue.send_failed", json!({ "route": source, "datasets": messages.len(), "error": e.to_string() }));
+            }
+        }
+        if (due.len() as u64) < PAGE {
+            break;
+        }
+    }
+    Ok(report)
+}

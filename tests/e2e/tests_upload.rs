@@ -1,0 +1,194 @@
+//! The upload service, driven exactly as the deployed FUSOU client drives it, and checked in
+//! every store it writes: R2, D1, Supabase (through PostgreSQL) and the queue (as the consumer
+//! received the message).
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+use crate::{ensure, ensure_eq};
+
+pub const TESTS: &[(&str, Test)] = &[
+    ("upload::the_clients_two_phase_upload_reaches_every_store", client_upload),
+    ("upload::the_same_bytes_again_are_409_in_either_phase", duplicate_upload),
+    ("upload::operators_upload_one_parquet_file", direct_upload),
+    ("upload::owners_see_their_dataset_and_repair_it", owner_routes),
+    ("upload::the_operator_triggers_scheduled_compaction", trigger_scheduled),
+];
+
+fn sql_text(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}
+
+fn client_upload() -> TestResult {
+    let (user, token) = new_user(json!({}))?;
+    let dataset = uuid::Uuid::new_v4().to_string();
+    let f = small_fragment(11);
+    ensure!(f.offsets.len() >= 30, "a fragment of many segments");
+
+    // Phase 1 as the client sends it: a dataset id read from a file, newline and all.
+    let (status, answer) = handshake_at(&upload_url(), &token, &client_handshake(&format!("{dataset}\n"), "2025-11-05", &f))?;
+    ensure_eq!(status, 200, "{answer}");
+    let url = answer["uploadUrl"].as_str().ok_or("no uploadUrl")?;
+    ensure!(url.starts_with(&format!("{}/api/battle-data/upload?token=", stack().url)), "uploadUrl {url}");
+    let expires = chrono::DateTime::parse_from_rfc3339(answer["expiresAt"].as_str().ok_or("no expiresAt")?).map_err(|e| e.to_string())?;
+    let lifetime = (expires.to_utc() - chrono::Utc::now()).num_seconds();
+    ensure!((100..=125).contains(&lifetime), "expiresAt {expires} is {lifetime}s away");
+
+    // Phase 2: the raw bytes.
+    let (status, stored) = send_bytes(url, &token, f.bytes.clone())?;
+    ensure_eq!(status, 200, "{stored}");
+    ensure_eq!(stored["ok"], true);
+    ensure_eq!(stored["size"], f.bytes.len());
+    let key = stored["key"].as_str().ok_or("no key")?.to_owned();
+    let prefix = format!("battle_data/{dataset}/port_table/");
+    ensure!(key.starts_with(&prefix) && key.ends_with(".parquet"), "key {key}");
+    let stamp = &key[prefix.len()..prefix.len() + 14];
+    ensure!(stamp.bytes().all(|b| b.is_ascii_digit()) && key.as_bytes()[prefix.len() + 14] == b'-', "key {key}");
+    let metric_id = stored["metricId"].as_str().ok_or("no metricId")?.to_owned();
+
+    // R2 holds exactly the bytes.
+    ensure_eq!(r2_get(&key)?.as_deref(), Some(f.bytes.as_slice()), "R2 object");
+
+    // D1: the fragment row and the dataset, owned by the uploader and marked.
+    let rows = d1(&format!("SELECT * FROM battle_files WHERE key = {}", sql_text(&key)))?;
+    ensure_eq!(rows.len(), 1);
+    let row = &rows[0];
+    ensure_eq!(row["dataset_id"], dataset.as_str());
+    ensure_eq!(row["table_name"], "port_table");
+    ensure_eq!(row["period_tag"], "2025-11-05");
+    ensure_eq!(row["size"], f.bytes.len());
+    ensure_eq!(row["content_hash"], fusou_core::upload::ContentHash::of(&f.bytes).as_str());
+    ensure_eq!(row["uploaded_by"], user.as_str());
+    ensure_eq!(row["compacted_at"], Value::Null);
+    let offsets: Value = serde_json::from_str(row["table_offsets"].as_str().ok_or("offsets")?).map_err(|e| e.to_string())?;
+    ensure_eq!(offsets, serde_json::to_value(&f.offsets).unwrap());
+    let ds = d1(&format!("SELECT owner_id, compaction_needed FROM datasets WHERE id = {}", sql_text(&dataset)))?;
+    ensure_eq!(ds, vec![json!({ "owner_id": user, "compaction_needed": 1 })]);
+
+    // Supabase: the dataset and a queued metrics row with the message's id.
+    let metrics = pg_json(&[], &format!(
+        "SELECT status::text, priority::text, table_name, period_tag, dataset_id FROM public.processing_metrics WHERE id = '{metric_id}'"))?;
+    ensure_eq!(metrics, json!([{ "status": "queued", "priority": "realtime", "table_name": "port_table", "period_tag": "2025-11-05", "dataset_id": dataset }]));
+    let owner = pg_json(&[], &format!("SELECT owner_id::text, compaction_needed FROM public.datasets WHERE id = {}", sql_text(&dataset)))?;
+    ensure_eq!(owner, json!([{ "owner_id": user, "compaction_needed": true }]));
+
+    // The queue: the message as the consumer received it.
+    let message = wait_for_message(&metric_id, 90)?;
+    ensure_eq!(message["datasetId"], dataset.as_str());
+    ensure_eq!(message["priority"], "realtime");
+    ensure_eq!(message["table"], "port_table");
+    ensure_eq!(message["periodTag"], "2025-11-05");
+    ensure!(message["triggeredAt"].is_string(), "{message}");
+    ensure!(message.get("bucketKey").is_none(), "{message}");
+
+    // The route answers without the /api prefix too.
+    let g = small_fragment(12);
+    let (status, answer) = handshake_at(&format!("{}/battle-data/upload", stack().url), &token, &client_handshake(&dataset, "2025-11-05", &g))?;
+    ensure_eq!(status, 200, "{answer}");
+    let url = answer["uploadUrl"].as_str().ok_or("no uploadUrl")?;
+    ensure!(url.starts_with(&format!("{}/battle-data/upload?token=", stack().url)), "{url}");
+    let (status, stored) = send_bytes(url, &token, g.bytes.clone())?;
+    ensure_eq!(status, 200, "{stored}");
+    Ok(())
+}
+
+fn duplicate_upload() -> TestResult {
+    let (_, token) = new_user(json!({}))?;
+    let dataset = unique_dataset();
+    let f = small_fragment(21);
+    upload(&token, &dataset, "2025-11-06", &f)?;
+    let (status, body) = handshake_at(&upload_url(), &token, &client_handshake(&dataset, "2025-11-06", &f))?;
+    ensure_eq!(status, 409, "phase 1: {body}");
+    ensure!(body["error"].as_str().is_some_and(|e| e.contains("already")), "{body}");
+    let rows = d1(&format!("SELECT count(*) AS n FROM battle_files WHERE dataset_id = {}", sql_text(&dataset)))?;
+    ensure_eq!(rows[0]["n"], 1);
+    Ok(())
+}
+
+/// A multipart body with text fields and one file.
+pub fn multipart(fields: &[(&str, &str)], file: Option<(&str, Vec<u8>)>) -> reqwest::blocking::multipart::Form {
+    let mut form = reqwest::blocking::multipart::Form::new();
+    for (k, v) in fields {
+        form = form.text(k.to_string(), v.to_string());
+    }
+    if let Some((name, bytes)) = file {
+        form = form.part("file", reqwest::blocking::multipart::Part::bytes(bytes).file_name(name.to_string()));
+    }
+    form
+}
+
+fn direct_upload() -> TestResult {
+    let (user, token) = new_user(json!({}))?;
+    let dataset = unique_dataset();
+    let f = small_fragment(31);
+    let segment = f.segments.iter().find(|s| s.table.as_str() == "battle").ok_or("battle")?;
+    let (status, stored) = send(
+        stack().http.post(format!("{}/compact/upload", stack().url)).bearer_auth(&token).multipart(multipart(
+            &[("datasetId", &dataset), ("tableId", "battle"), ("periodTag", "2025-11-07")],
+            Some(("whatever.bin", segment.bytes.clone())),
+        )),
+    )?;
+    ensure_eq!(status, 200, "{stored}");
+    let key = stored["key"].as_str().ok_or("key")?;
+    ensure!(key.starts_with(&format!("battle_data/{dataset}/battle/")), "{key}");
+    ensure_eq!(r2_get(key)?.as_deref(), Some(segment.bytes.as_slice()));
+    let rows = d1(&format!("SELECT table_name, period_tag, table_offsets, uploaded_by FROM battle_files WHERE key = {}", sql_text(key)))?;
+    ensure_eq!(rows.len(), 1);
+    ensure_eq!(rows[0]["uploaded_by"], user.as_str());
+    let offsets: Value = serde_json::from_str(rows[0]["table_offsets"].as_str().ok_or("offsets")?).map_err(|e| e.to_string())?;
+    ensure_eq!(offsets, json!([{ "table_name": "battle", "start_byte": 0, "byte_length": segment.bytes.len(), "format": "parquet", "num_rows": segment.batch.num_rows() }]));
+    let metric_id = stored["metricId"].as_str().ok_or("metricId")?;
+    let message = wait_for_message(metric_id, 90)?;
+    ensure_eq!((message["table"].as_str(), message["periodTag"].as_str()), (Some("battle"), Some("2025-11-07")));
+    Ok(())
+}
+
+fn owner_routes() -> TestResult {
+    let (_, token) = new_user(json!({}))?;
+    let (_, stranger) = new_user(json!({}))?;
+    let dataset = unique_dataset();
+    let f = small_fragment(41);
+    upload(&token, &dataset, "2025-11-08", &f)?;
+
+    let (status, body) = send(stack().http.get(format!("{}/api/battle-data/datasets/{dataset}", stack().url)).bearer_auth(&token))?;
+    ensure_eq!(status, 200, "{body}");
+    ensure_eq!(body["pending"]["fragments"], 1);
+    ensure_eq!(body["pending"]["bytes"], f.bytes.len());
+    ensure_eq!(body["compaction"]["needed"], true);
+    ensure!(body["runs"].as_array().is_some_and(|r| r.len() == 1 && r[0]["status"] == "queued"), "{body}");
+    let (status, _) = send(stack().http.get(format!("{}/battle-data/datasets/{dataset}", stack().url)).bearer_auth(&stranger))?;
+    ensure_eq!(status, 403);
+    let (status, _) = send(stack().http.get(format!("{}/battle-data/datasets/{}", stack().url, unique_dataset())).bearer_auth(&token))?;
+    ensure_eq!(status, 404);
+    let (status, body) = send(stack().http.get(format!("{}/battle-data/datasets/{dataset}/outputs", stack().url)).bearer_auth(&token))?;
+    ensure_eq!((status, body["outputs"].clone()), (200, json!([])));
+
+    let (status, body) = send(stack().http.post(format!("{}/sanitize-state", stack().url)).bearer_auth(&token).json(&json!({ "datasetId": dataset })))?;
+    ensure_eq!(status, 200, "{body}");
+    ensure_eq!(body["pendingFragments"], 1);
+    ensure_eq!(body["compaction"]["enqueued"], true);
+    let metric_id = body["compaction"]["metricId"].as_str().ok_or("metricId")?;
+    let message = wait_for_message(metric_id, 90)?;
+    ensure_eq!(message["priority"], "manual");
+    let metrics = pg_json(&[], &format!("SELECT priority::text, status::text FROM public.processing_metrics WHERE id = '{metric_id}'"))?;
+    ensure_eq!(metrics, json!([{ "priority": "manual", "status": "queued" }]));
+    Ok(())
+}
+
+fn trigger_scheduled() -> TestResult {
+    let (_, token) = new_user(json!({}))?;
+    let dataset = unique_dataset();
+    upload(&token, &dataset, "2025-11-09", &small_fragment(51))?;
+    let (status, report) = send(stack().http.post(format!("{}/api/trigger-scheduled", stack().url)).bearer_auth(&stack().operator_secret))?;
+    ensure_eq!(status, 200, "{report}");
+    ensure!(report["enqueued"].as_u64().is_some_and(|n| n >= 1), "{report}");
+    ensure_eq!(report["failed"], 0);
+    // Our dataset got a scheduled request with its own metrics row.
+    let rows = pg_json(&[], &format!(
+        "SELECT id::text FROM public.processing_metrics WHERE dataset_id = {} AND priority = 'scheduled'", sql_text(&dataset)))?;
+    let id = rows[0]["id"].as_str().ok_or("a scheduled metrics row")?;
+    let message = wait_for_message(id, 90)?;
+    ensure_eq!(message["priority"], "scheduled");
+    ensure_eq!(message["datasetId"], dataset.as_str());
+    Ok(())
+}
