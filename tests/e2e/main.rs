@@ -6,6 +6,7 @@
 //! variable is missing.
 
 mod support;
+mod tests_bad_input;
 mod tests_stack;
 mod tests_supabase;
 mod tests_upload;
@@ -18,6 +19,7 @@ fn main() {
         .iter()
         .chain(tests_supabase::TESTS)
         .chain(tests_upload::TESTS)
+        .chain(tests_bad_input::TESTS)
         .map(|&(name, test)| Trial::test(name, move || test().map_err(Into::into)))
         .collect();
     libtest_mimic::run(&args, trials).exit();
