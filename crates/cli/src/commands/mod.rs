@@ -1,0 +1,127 @@
+//! One function per command.
+
+pub mod upload;
+
+use std::path::Path;
+
+use fusou_core::synth::{FragmentSpec, fragment};
+use serde_json::{Value, json};
+
+/// Where a generated fragment and its offsets are written.
+pub fn fragment_paths(dir: &Path, n: u64) -> (std::path::PathBuf, std::path::PathBuf) {
+    (dir.join(format!("{n:06}.bin")), dir.join(format!("{n:06}.offsets.json")))
+}
+
+pub fn generate(out: &Path, count: u64, seed: u64, max_rows: u64) -> Result<(), String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let (mut bytes, mut rows) = (0u64, 0u64);
+    for n in 0..count {
+        let f = fragment(&FragmentSpec { seed: seed.wrapping_add(n), rows: 1..=max_rows.max(1), include_empty_tables: false });
+        let (bin, offsets) = fragment_paths(out, n);
+        std::fs::write(&bin, &f.bytes).map_err(|e| format!("{}: {e}", bin.display()))?;
+        std::fs::write(&offsets, f.table_offsets_string()).map_err(|e| format!("{}: {e}", offsets.display()))?;
+        bytes += f.bytes.len() as u64;
+        rows += f.total_rows();
+    }
+    println!("wrote {count} fragments to {} ({bytes} bytes, {rows} rows)", out.display());
+    Ok(())
+}
+
+async fn json_answer(resp: Result<reqwest::Response, reqwest::Error>, what: &str) -> Result<Value, String> {
+    let resp = resp.map_err(|e| format!("{what}: cannot reach the service: {e}"))?;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(format!("{what}: the service answered {status}: {}", body["error"].as_str().or(body["message"].as_str()).unwrap_or("")))
+    }
+}
+
+fn is_local(url: &str) -> bool {
+    let host = url.split("://").nth(1).unwrap_or(url).split(['/', ':']).next().unwrap_or("");
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+}
+
+/// The local stand-in's secret key from `.local/secrets.env`, searched upwards from here.
+fn local_service_key() -> Option<String> {
+    let mut dir = std::env::current_dir().ok()?;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(dir.join(".local/secrets.env")) {
+            return text.lines().find_map(|l| l.strip_prefix("SUPABASE_SERVICE_KEY=").map(str::to_owned));
+        }
+        if !dir.pop() {
+            return None;
+        }
+    }
+}
+
+pub async fn token(supabase_url: &str, service_key: Option<String>, email: Option<String>) -> Result<(), String> {
+    if !is_local(supabase_url) {
+        return Err(format!("{supabase_url} is not the local stand-in: sign in through your Supabase project instead"));
+    }
+    let key = service_key.or_else(local_service_key).ok_or("no SUPABASE_SERVICE_KEY: set it, or run from the repository after scripts/dev.sh")?;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/auth/v1/dev/token", supabase_url.trim_end_matches('/')))
+        .header("apikey", &key)
+        .bearer_auth(&key)
+        .json(&json!({ "email": email, "expires_in": 86_400 }))
+        .send()
+        .await;
+    let body = json_answer(resp, "minting a token").await?;
+    println!("{}", body["access_token"].as_str().ok_or("no access_token in the answer")?);
+    Ok(())
+}
+
+pub async fn status(url: &str, dataset: &str, token: &str) -> Result<(), String> {
+    let resp = reqwest::Client::new().get(format!("{url}/api/battle-data/datasets/{dataset}")).bearer_auth(token).send().await;
+    let body = json_answer(resp, "status").await?;
+    println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+    Ok(())
+}
+
+pub async fn fetch(url: &str, dataset: &str, token: &str, out: &Path) -> Result<(), String> {
+    let http = reqwest::Client::new();
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let (mut after, mut files, mut bytes) = (String::new(), 0u64, 0u64);
+    loop {
+        let resp = http
+            .get(format!("{url}/api/battle-data/datasets/{dataset}/outputs"))
+            .query(&[("limit", "1000"), ("after", after.as_str())])
+            .bearer_auth(token)
+            .send()
+            .await;
+        let page = json_answer(resp, "listing outputs").await?;
+        for output in page["outputs"].as_array().into_iter().flatten() {
+            let key = output["key"].as_str().ok_or("an output without a key")?;
+            let data = http
+                .get(format!("{url}/api/battle-data/datasets/{dataset}/outputs/download"))
+                .query(&[("key", key)])
+                .bearer_auth(token)
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .map_err(|e| format!("downloading {key}: {e}"))?
+                .bytes()
+                .await
+                .map_err(|e| format!("downloading {key}: {e}"))?;
+            let local = out.join(key.replace('/', "__"));
+            std::fs::write(&local, &data).map_err(|e| format!("{}: {e}", local.display()))?;
+            files += 1;
+            bytes += data.len() as u64;
+        }
+        match page["next"].as_str() {
+            Some(next) => after = next.to_owned(),
+            None => break,
+        }
+    }
+    println!("fetched {files} files ({bytes} bytes) into {}", out.display());
+    Ok(())
+}
+
+pub async fn trigger(url: &str, operator_secret: &str) -> Result<(), String> {
+    let resp = reqwest::Client::new().post(format!("{url}/api/trigger-scheduled")).bearer_auth(operator_secret).send().await;
+    let body = json_answer(resp, "trigger").await?;
+    println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! `upload` and `load`: many uploads from concurrent clients, as the FUSOU client makes them.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use fusou_core::synth::{FragmentSpec, fragment};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::client::{Outcome, Uploader};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Upload the fragments `fusou gen` wrote here (otherwise generate `--count` of them).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 200)]
+    count: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, env = "FUSOU_DATASET")]
+    dataset: String,
+    #[arg(long, default_value = "2025-11-05")]
+    period: String,
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    #[arg(long, env = "FUSOU_TOKEN")]
+    token: String,
+}
+
+#[derive(clap::Args)]
+pub struct LoadArgs {
+    #[arg(long, default_value_t = 2000)]
+    uploads: usize,
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Each client uploads to its own dataset named `<prefix>-<client>`.
+    #[arg(long, default_value = "load")]
+    dataset_prefix: String,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, env = "FUSOU_TOKEN")]
+    token: String,
+    /// Also time the same number of `GET /openapi.json` (a static answer through the same
+    /// Worker runtime) at the same concurrency, and print the ratio.
+    #[arg(long)]
+    baseline: bool,
+}
+
+/// A fragment to upload: its bytes and its `table_offsets` string.
+struct Job {
+    bytes: Vec<u8>,
+    offsets: String,
+}
+
+fn generated(count: u64, seed: u64) -> Vec<Job> {
+    (0..count)
+        .map(|n| {
+            let f = fragment(&FragmentSpec { seed: seed.wrapping_add(n), ..FragmentSpec::default() });
+            Job { offsets: f.table_offsets_string(), bytes: f.bytes }
+        })
+        .collect()
+}
+
+fn from_dir(dir: &std::path::Path) -> Result<Vec<Job>, String> {
+    let mut jobs = Vec::new();
+    for n in 0.. {
+        let (bin, offsets) = super::fragment_paths(dir, n);
+        if !bin.exists() {
+            break;
+        }
+        jobs.push(Job {
+            bytes: std::fs::read(&bin).map_err(|e| format!("{}: {e}", bin.display()))?,
+            offsets: std::fs::read_to_string(&offsets).map_err(|e| format!("{}: {e}", offsets.display()))?,
+        });
+    }
+    if jobs.is_empty() {
+        return Err(format!("no fragments in {} (write some with `fusou gen`)", dir.display()));
+    }
+    Ok(jobs)
+}
+
+/// What a run did.
+#[derive(Default)]
+struct Tally {
+    stored: usize,
+    skipped: usize,
+    errors: Vec<String>,
+    latencies: Vec<Duration>,
+}
+
+/// Runs `jobs` from `clients` concurrent clients; `dataset(client)` names each client's dataset.
+async fn run(
+    uploader: Arc<Uploader>,
+    jobs: Arc<Vec<Job>>,
+    clients: usize,
+    period: Arc<String>,
+    dataset: impl Fn(usize) -> String,
+    progress: ProgressBar,
+) -> (Tally, Duration) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..clients.max(1))
+        .map(|c| {
+            let (uploader, jobs, next, period, progress) = (uploader.clone(), jobs.clone(), next.clone(), period.clone(), progress.clone());
+            let dataset = dataset(c);
+            tokio::spawn(async move {
+                let mut tally = Tally::default();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(job) = jobs.get(i) else { break };
+                    let t = Instant::now();
+                    match uploader.upload(&dataset, &period, &job.bytes, &job.offsets).await {
+                        Ok(Outcome::Stored) => tally.stored += 1,
+                        Ok(Outcome::Skipped) => tally.skipped += 1,
+                        Err(e) => tally.errors.push(e),
+                    }
+                    tally.latencies.push(t.elapsed());
+                    progress.inc(1);
+                }
+                tally
+            })
+        })
+        .collect();
+    let mut total = Tally::default();
+    for h in handles {
+        let t = h.await.unwrap_or_default();
+        total.stored += t.stored;
+        total.skipped += t.skipped;
+        total.errors.extend(t.errors);
+        total.latencies.extend(t.latencies);
+    }
+    progress.finish_and_clear();
+    (total, started.elapsed())
+}
+
+fn bar(len: usize) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} uploads {per_sec} eta {eta}").expect("a valid template"));
+    bar
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+fn report(clients: usize, mut tally: Tally, elapsed: Duration, bytes: u64) -> Result<(), String> {
+    tally.latencies.sort();
+    let n = tally.latencies.len();
+    println!(
+        "clients {clients:>3}  uploads {n:>5}  stored {:>5}  skipped {:>4}  errors {:>3}  {:>7.1} uploads/s  {:>6.2} MB/s  p50 {:>7.1} ms  p95 {:>7.1} ms  p99 {:>7.1} ms",
+        tally.stored,
+        tally.skipped,
+        tally.errors.len(),
+        n as f64 / elapsed.as_secs_f64(),
+        bytes as f64 / 1e6 / elapsed.as_secs_f64(),
+        percentile(&tally.latencies, 0.50),
+        percentile(&tally.latencies, 0.95),
+        percentile(&tally.latencies, 0.99),
+    );
+    if let Some(first) = tally.errors.first() {
+        return Err(format!("{} uploads failed; the first: {first}", tally.errors.len()));
+    }
+    Ok(())
+}
+
+pub async fn upload(url: &str, args: Args) -> Result<(), String> {
+    let jobs = match &args.dir {
+        Some(dir) => from_dir(dir)?,
+        None => generated(args.count, args.seed),
+    };
+    let bytes = jobs.iter().map(|j| j.bytes.len() as u64).sum();
+    let uploader = Arc::new(Uploader::new(url, args.token));
+    let n = jobs.len();
+    let dataset = args.dataset.clone();
+    let (tally, elapsed) = run(uploader, Arc::new(jobs), args.clients, Arc::new(args.period), move |_| dataset.clone(), bar(n)).await;
+    report(args.clients, tally, elapsed, bytes)
+}
+
+/// `n` requests of a static route from `clients` concurrent clients: answers per second and p50.
+async fn baseline(url: &str, n: usize, clients: usize) -> Result<(f64, f64), String> {
+    let http = reqwest::Client::new();
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..clients.max(1))
+        .map(|_| {
+            let (http, next, target) = (http.clone(), next.clone(), format!("{url}/openapi.json"));
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while next.fetch_add(1, Ordering::Relaxed) < n {
+                    let t = Instant::now();
+                    let ok = http.get(&target).send().await.map(|r| r.status().is_success()).unwrap_or(false);
+                    if !ok {
+                        return Err(format!("GET {target} failed"));
+                    }
+                    latencies.push(t.elapsed());
+                }
+                Ok(latencies)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.map_err(|e| e.to_string())??);
+    }
+    let elapsed = started.elapsed();
+    all.sort();
+    Ok((all.len() as f64 / elapsed.as_secs_f64(), percentile(&all, 0.5)))
+}
+
+pub async fn load(url: &str, args: LoadArgs) -> Result<(), String> {
+    if args.baseline {
+        let (rate, p50) = baseline(url, args.uploads, args.clients).await?;
+        println!("clients {:>3}  baseline GET /openapi.json: {rate:>7.1} answers/s  p50 {p50:>7.1} ms", args.clients);
+    }
+    eprintln!("generating {} fragments…", args.uploads);
+    let jobs = generated(args.uploads as u64, args.seed);
+    let bytes = jobs.iter().map(|j| j.bytes.len() as u64).sum();
+    let uploader = Arc::new(Uploader::new(url, args.token));
+    let prefix = args.dataset_prefix.clone();
+    let (tally, elapsed) =
+        run(uploader, Arc::new(jobs), args.clients, Arc::new("2025-11-05".into()), move |c| format!("{prefix}-{c}"), bar(args.uploads)).await;
+    report(args.clients, tally, elapsed, bytes)
+}

@@ -1,0 +1,87 @@
+//! `fusou`: try, operate and load-test the FUSOU pipeline, against the local stack or a
+//! deployed service. Uploads go exactly as the FUSOU client sends them: two phases,
+//! `file_size` and `table_offsets` as strings.
+
+mod client;
+mod commands;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "fusou", version, about = "Try, operate and load-test the FUSOU battle-data pipeline")]
+struct Cli {
+    /// The upload service.
+    #[arg(long, global = true, env = "FUSOU_URL", default_value = "http://127.0.0.1:8787")]
+    url: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write synthetic fragments shaped like the client's (with their offsets) to a folder.
+    Gen {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        count: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Largest number of rows per table.
+        #[arg(long, default_value_t = 40)]
+        max_rows: u64,
+    },
+    /// Upload fragments exactly as the FUSOU client does.
+    Upload(commands::upload::Args),
+    /// Upload N generated fragments from C concurrent clients and report throughput and latency.
+    Load(commands::upload::LoadArgs),
+    /// Mint a development user token from the local Supabase stand-in.
+    Token {
+        #[arg(long, env = "SUPABASE_URL", default_value = "http://127.0.0.1:54321")]
+        supabase_url: String,
+        /// The stand-in's secret key (default: read from .local/secrets.env).
+        #[arg(long, env = "SUPABASE_SERVICE_KEY")]
+        service_key: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// Show a dataset's state.
+    Status {
+        dataset: String,
+        #[arg(long, env = "FUSOU_TOKEN")]
+        token: String,
+    },
+    /// Download a dataset's compacted outputs.
+    Fetch {
+        dataset: String,
+        #[arg(long, env = "FUSOU_TOKEN")]
+        token: String,
+        #[arg(long, default_value = "outputs")]
+        out: PathBuf,
+    },
+    /// Request compaction of every dataset that needs it (operator).
+    Trigger {
+        #[arg(long, env = "FUSOU_OPERATOR_SECRET")]
+        operator_secret: String,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Gen { out, count, seed, max_rows } => commands::generate(&out, count, seed, max_rows),
+        Command::Upload(args) => commands::upload::upload(&cli.url, args).await,
+        Command::Load(args) => commands::upload::load(&cli.url, args).await,
+        Command::Token { supabase_url, service_key, email } => commands::token(&supabase_url, service_key, email).await,
+        Command::Status { dataset, token } => commands::status(&cli.url, &dataset, &token).await,
+        Command::Fetch { dataset, token, out } => commands::fetch(&cli.url, &dataset, &token, &out).await,
+        Command::Trigger { operator_secret } => commands::trigger(&cli.url, &operator_secret).await,
+    };
+    if let Err(e) = result {
+        eprintln!("fusou: {e}");
+        std::process::exit(1);
+    }
+}
