@@ -6,6 +6,7 @@
 //! does no I/O: time, keys and bytes are passed in, so it tests natively and builds for wasm32.
 //!
 //! - [`ids`]: the identifiers that reach storage keys and queries (dataset, table, period).
+//! - `engine` (feature `engine`): the compaction engine (cut, group, plan, merge).
 //! - [`fragment`]: the fragment format: declared segments (`table_offsets`) and their checks.
 //! - [`index`]: the SQL the Workers run on D1, as named statements.
 //! - [`log`]: the one structured log-line convention of both Workers.
@@ -19,6 +20,8 @@
 
 pub mod auth;
 pub mod config;
+#[cfg(feature = "engine")]
+pub mod engine;
 pub mod fragment;
 #[cfg(feature = "signing")]
 pub mod signing;

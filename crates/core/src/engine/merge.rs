@@ -1,0 +1,171 @@
+//! Merging one planned output: decode each segment, align it to the output's superset schema,
+//! gather small batches into larger ones, encode with `ArrowWriter` into large row groups.
+
+use std::sync::Arc;
+
+use arrow_array::{RecordBatch, new_null_array};
+use arrow_schema::SchemaRef;
+use arrow_select::concat::concat_batches;
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+
+use super::plan::OutputPlan;
+use super::segment::SegmentDesc;
+use super::sink::PartSink;
+use super::{ENGINE_VERSION, EngineConfig, EngineError};
+
+/// Key-value metadata keys of every output.
+pub const META_SOURCE_SEGMENTS: &str = "fusou.source_segments";
+pub const META_FINGERPRINT: &str = "fusou.schema_fingerprint";
+pub const META_ENGINE_VERSION: &str = "fusou.engine_version";
+
+/// Writes one output, segment by segment; its parts can be taken as they fill.
+pub struct Merger {
+    writer: ArrowWriter<PartSink>,
+    schema: SchemaRef,
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+    rows_in: u64,
+    write_batch_rows: usize,
+    row_group_bytes: usize,
+    peak_buffered: usize,
+}
+
+/// A finished output.
+#[derive(Debug)]
+pub struct Finished {
+    /// The parts not taken before [`Merger::finish`], the last one possibly short.
+    pub parts: Vec<Bytes>,
+    pub rows: u64,
+    pub bytes: u64,
+    pub row_groups: usize,
+    /// Most bytes the writer and sink held at once (encoded data not yet handed out).
+    pub peak_buffered: usize,
+}
+
+impl Merger {
+    pub fn new(plan: &OutputPlan, config: &EngineConfig) -> Result<Self, EngineError> {
+        if config.part_bytes == 0 || config.write_batch_rows == 0 {
+            return Err(EngineError::Config("part_bytes and write_batch_rows must be positive".into()));
+        }
+        let metadata = vec![
+            KeyValue::new(META_SOURCE_SEGMENTS.into(), plan.inputs.len().to_string()),
+            KeyValue::new(META_FINGERPRINT.into(), plan.fingerprint.to_string()),
+            KeyValue::new(META_ENGINE_VERSION.into(), ENGINE_VERSION.to_string()),
+        ];
+        let props = WriterProperties::builder()
+            .set_compression(config.compression)
+            // Row groups are cut by bytes (below), not by a row count.
+            .set_max_row_group_row_count(Some(usize::MAX))
+            .set_key_value_metadata(Some(metadata))
+            .build();
+        let writer = ArrowWriter::try_new(PartSink::new(config.part_bytes), plan.schema.clone(), Some(props))?;
+        Ok(Self {
+            writer,
+            schema: plan.schema.clone(),
+            pending: Vec::new(),
+            pending_rows: 0,
+            rows_in: 0,
+            write_batch_rows: config.write_batch_rows,
+            row_group_bytes: config.row_group_bytes,
+            peak_buffered: 0,
+        })
+    }
+
+    /// Decodes a segment (`bytes`, as `desc` describes them) and queues its rows.
+    pub fn push(&mut self, desc: &SegmentDesc, bytes: Bytes) -> Result<(), EngineError> {
+        if bytes.len() != desc.len as usize {
+            return Err(EngineError::Config(format!("a segment read {} bytes, its offsets say {}", bytes.len(), desc.len)));
+        }
+        let metadata = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new())?;
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, metadata)
+            .with_batch_size(self.write_batch_rows)
+            .build()?;
+        for batch in reader {
+            let batch = align(batch?, &self.schema)?;
+            self.pending_rows += batch.num_rows();
+            self.pending.push(batch);
+        }
+        self.rows_in += desc.rows as u64;
+        if self.pending_rows >= self.write_batch_rows {
+            self.write_pending()?;
+        }
+        Ok(())
+    }
+
+    fn write_pending(&mut self) -> Result<(), EngineError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = concat_batches(&self.schema, &self.pending)?;
+        self.pending.clear();
+        self.pending_rows = 0;
+        self.writer.write(&batch)?;
+        self.peak_buffered = self.peak_buffered.max(self.writer.memory_size() + self.writer.inner().buffered());
+        if self.writer.memory_size() >= self.row_group_bytes {
+            self.writer.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The full parts written so far, to upload while merging goes on.
+    pub fn take_parts(&mut self) -> Vec<Bytes> {
+        self.writer.inner_mut().take_ready()
+    }
+
+    /// Writes what is queued and the footer, and checks that every row came out.
+    pub fn finish(mut self) -> Result<Finished, EngineError> {
+        self.write_pending()?;
+        let metadata = self.writer.finish()?;
+        let rows = metadata.file_metadata().num_rows() as u64;
+        if rows != self.rows_in {
+            return Err(EngineError::RowCountMismatch { expected: self.rows_in, out: rows });
+        }
+        let sink = self.writer.inner_mut();
+        let bytes = sink.written();
+        Ok(Finished {
+            parts: sink.take_all(),
+            rows,
+            bytes,
+            row_groups: metadata.num_row_groups(),
+            peak_buffered: self.peak_buffered,
+        })
+    }
+}
+
+/// `batch` with `schema`'s columns in `schema`'s order; columns it lacks are all null.
+fn align(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, EngineError> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch.with_schema(schema.clone())?);
+    }
+    let rows = batch.num_rows();
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| batch.column_by_name(f.name()).cloned().unwrap_or_else(|| new_null_array(f.data_type(), rows)))
+        .collect();
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+/// Merges one planned output, reading each segment's bytes from `read` and handing every part
+/// to `emit` as soon as it is full (the last, possibly short, one included).
+pub fn merge_output(
+    plan: &OutputPlan,
+    segments: &[SegmentDesc],
+    config: &EngineConfig,
+    mut read: impl FnMut(&SegmentDesc) -> Result<Bytes, EngineError>,
+    mut emit: impl FnMut(Bytes),
+) -> Result<Finished, EngineError> {
+    let mut merger = Merger::new(plan, config)?;
+    for &i in &plan.inputs {
+        let desc = &segments[i];
+        merger.push(desc, read(desc)?)?;
+        merger.take_parts().into_iter().for_each(&mut emit);
+    }
+    let mut finished = merger.finish()?;
+    finished.parts.drain(..).for_each(&mut emit);
+    Ok(finished)
+}

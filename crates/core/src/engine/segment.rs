@@ -1,0 +1,162 @@
+//! The first pass: each fragment is read once and its segments' footers parsed. What planning
+//! needs is kept in a [`Scan`]: fragments, table names and schemas once each, and per segment a
+//! 24-byte [`SegmentDesc`], so that planning memory is small and holds no footer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_schema::SchemaRef;
+use bytes::Bytes;
+use parquet::arrow::parquet_to_arrow_schema;
+
+use super::schema::{Fingerprint, fingerprint};
+use crate::fragment::{self, TableOffset};
+use crate::ids::{DatasetId, PeriodTag, TableName};
+
+/// A fragment as stored: its key, its D1 row's dataset and period, its offsets and its bytes.
+#[derive(Debug, Clone)]
+pub struct FragmentInput {
+    pub key: Arc<str>,
+    pub dataset: DatasetId,
+    pub period: PeriodTag,
+    pub offsets: Vec<TableOffset>,
+    pub bytes: Bytes,
+}
+
+/// A scanned fragment (its bytes are not kept).
+#[derive(Debug, Clone)]
+pub struct FragmentInfo {
+    pub key: Arc<str>,
+    pub dataset: DatasetId,
+    pub period: PeriodTag,
+}
+
+/// One readable segment: indices into its [`Scan`] and where its bytes lie in its fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentDesc {
+    pub fragment: u32,
+    pub table: u16,
+    pub schema: u16,
+    pub start: u64,
+    pub len: u32,
+    pub rows: u32,
+}
+
+impl SegmentDesc {
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.start as usize..self.start as usize + self.len as usize
+    }
+}
+
+/// A segment set aside because it cannot be read; the rest of its fragment goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    pub fragment_key: String,
+    /// The table, or `*` when the whole fragment is unreadable (its offsets do not fit it).
+    pub table: String,
+    pub error: String,
+}
+
+/// Everything the first pass learned.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub fragments: Vec<FragmentInfo>,
+    pub tables: Vec<TableName>,
+    pub schemas: Vec<(Fingerprint, SchemaRef)>,
+    pub segments: Vec<SegmentDesc>,
+    pub quarantined: Vec<Quarantined>,
+    table_index: HashMap<TableName, u16>,
+    schema_index: HashMap<Fingerprint, u16>,
+}
+
+impl Scan {
+    /// Reads the footer of each segment of `input`, fragment number `self.fragments.len()`
+    /// (numbers follow the order fragments are added); segments that do not parse are
+    /// quarantined, each with an error naming the fragment and the table.
+    pub fn add_fragment(&mut self, input: &FragmentInput) {
+        let quarantine = |table: &str, error: String| Quarantined {
+            fragment_key: input.key.to_string(),
+            table: table.to_owned(),
+            error,
+        };
+        // Every fragment gets a number, in the caller's order, even one quarantined whole.
+        let fragment = self.fragments.len() as u32;
+        self.fragments.push(FragmentInfo { key: input.key.clone(), dataset: input.dataset.clone(), period: input.period.clone() });
+        if let Err(e) = fragment::validate_offsets(&input.offsets, input.bytes.len() as u64) {
+            self.quarantined.push(quarantine("*", e.to_string()));
+            return;
+        }
+        for offset in &input.offsets {
+            let bytes = input.bytes.slice(offset.start_byte as usize..offset.end() as usize);
+            match self.describe(offset, bytes) {
+                Ok((schema, rows)) => {
+                    let table = self.intern_table(&offset.table_name);
+                    self.segments.push(SegmentDesc {
+                        fragment,
+                        table,
+                        schema,
+                        start: offset.start_byte,
+                        len: offset.byte_length as u32,
+                        rows,
+                    });
+                }
+                Err(e) => self.quarantined.push(quarantine(offset.table_name.as_str(), e)),
+            }
+        }
+    }
+
+    fn describe(&mut self, offset: &TableOffset, bytes: Bytes) -> Result<(u16, u32), String> {
+        if offset.byte_length > u32::MAX as u64 {
+            return Err(format!("segment {} is larger than 4 GiB", offset.table_name));
+        }
+        let info = fragment::inspect_segment(offset, bytes).map_err(|e| e.to_string())?;
+        let rows = u32::try_from(info.num_rows).map_err(|_| format!("segment {} has too many rows", offset.table_name))?;
+        let file = info.metadata.file_metadata();
+        let schema = parquet_to_arrow_schema(file.schema_descr(), file.key_value_metadata())
+            .map_err(|e| format!("segment {} has no Arrow schema: {e}", offset.table_name))?;
+        let fp = fingerprint(&schema);
+        let next = self.schemas.len() as u16;
+        let index = *self.schema_index.entry(fp.clone()).or_insert(next);
+        if index == next {
+            self.schemas.push((fp, Arc::new(schema)));
+        }
+        Ok((index, rows))
+    }
+
+    fn intern_table(&mut self, table: &TableName) -> u16 {
+        let next = self.tables.len() as u16;
+        let index = *self.table_index.entry(table.clone()).or_insert(next);
+        if index == next {
+            self.tables.push(table.clone());
+        }
+        index
+    }
+
+    pub fn fragment(&self, s: &SegmentDesc) -> &FragmentInfo {
+        &self.fragments[s.fragment as usize]
+    }
+
+    pub fn table(&self, s: &SegmentDesc) -> &TableName {
+        &self.tables[s.table as usize]
+    }
+
+    pub fn fingerprint(&self, s: &SegmentDesc) -> &Fingerprint {
+        &self.schemas[s.schema as usize].0
+    }
+
+    /// Rows in all readable segments.
+    pub fn rows(&self) -> u64 {
+        self.segments.iter().map(|s| s.rows as u64).sum()
+    }
+
+    /// Bytes of all readable segments.
+    pub fn bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.len as u64).sum()
+    }
+}
+
+/// The byte range of one table's segment, for a ranged read of a large fragment when only that
+/// table is wanted. `None` when the fragment has no such segment.
+pub fn segment_range(offsets: &[TableOffset], table: &TableName) -> Option<std::ops::Range<u64>> {
+    offsets.iter().find(|o| &o.table_name == table).map(|o| o.start_byte..o.end())
+}

@@ -1,0 +1,199 @@
+//! The compaction engine end to end in memory: outputs read back with the parquet crate and
+//! compared by value with the inputs.
+
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use bytes::Bytes;
+use fusou_core::engine::merge::{META_ENGINE_VERSION, META_FINGERPRINT, META_SOURCE_SEGMENTS};
+use fusou_core::engine::segment::FragmentInput;
+use fusou_core::engine::{ENGINE_VERSION, EngineConfig, compact_in_memory};
+use fusou_core::fragment::TableOffset;
+use fusou_core::ids::{DatasetId, PeriodTag, TableName};
+use fusou_core::synth::{self, FragmentSpec, write_segment};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+fn input(key: &str, dataset: &str, period: &str, f: &synth::Fragment) -> FragmentInput {
+    FragmentInput {
+        key: key.into(),
+        dataset: DatasetId::parse(dataset).unwrap(),
+        period: PeriodTag::parse(period).unwrap(),
+        offsets: f.offsets.clone(),
+        bytes: Bytes::from(f.bytes.clone()),
+    }
+}
+
+/// A fragment of the given (table, batch) segments.
+fn custom(segments: &[(&str, RecordBatch)]) -> synth::Fragment {
+    let mut bytes = Vec::new();
+    let mut offsets = Vec::new();
+    let mut segs = Vec::new();
+    for (table, batch) in segments {
+        let data = write_segment(batch);
+        offsets.push(TableOffset {
+            table_name: TableName::parse(table).unwrap(),
+            start_byte: bytes.len() as u64,
+            byte_length: data.len() as u64,
+            format: "parquet".into(),
+            num_rows: Some(batch.num_rows() as u64),
+        });
+        bytes.extend_from_slice(&data);
+        segs.push(synth::Segment { table: TableName::parse(table).unwrap(), batch: batch.clone(), bytes: data });
+    }
+    synth::Fragment { bytes, offsets, segments: segs }
+}
+
+/// Every row of a Parquet file, in one batch, with its key-value metadata.
+fn read_back(file: &Bytes) -> (RecordBatch, Vec<(String, String)>) {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file.clone()).unwrap();
+    let kv = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|kv| kv.iter().map(|k| (k.key.clone(), k.value.clone().unwrap_or_default())).collect())
+        .unwrap_or_default();
+    let schema = builder.schema().clone();
+    let batches: Vec<RecordBatch> = builder.build().unwrap().map(Result::unwrap).collect();
+    (arrow_select::concat::concat_batches(&schema, &batches).unwrap(), kv)
+}
+
+fn assert_same_values(got: &RecordBatch, expected: &RecordBatch) {
+    assert_eq!(got.num_rows(), expected.num_rows());
+    for field in expected.schema().fields() {
+        let g = got.column_by_name(field.name()).unwrap_or_else(|| panic!("column {} missing", field.name()));
+        let e = expected.column_by_name(field.name()).unwrap();
+        assert_eq!(g.to_data(), e.to_data(), "column {}", field.name());
+    }
+}
+
+#[test]
+fn every_row_comes_back_with_its_values() {
+    let fragments: Vec<synth::Fragment> = (0..25).map(|seed| synth::fragment(&FragmentSpec { seed, rows: 1..=30, include_empty_tables: false })).collect();
+    let inputs: Vec<FragmentInput> = fragments.iter().enumerate().map(|(i, f)| input(&format!("k/{i:03}"), "ds", "2025-11-05", f)).collect();
+    let result = compact_in_memory(&inputs, &EngineConfig::default()).unwrap();
+    assert!(result.scan.quarantined.is_empty());
+    assert_eq!(result.outputs.len(), 32, "one output per table");
+    for (plan, file, finished) in &result.outputs {
+        let expected_batches: Vec<RecordBatch> = fragments
+            .iter()
+            .map(|f| f.segments.iter().find(|s| s.table == plan.table).unwrap().batch.clone())
+            .collect();
+        let expected = arrow_select::concat::concat_batches(&expected_batches[0].schema(), &expected_batches).unwrap();
+        let (got, kv) = read_back(file);
+        assert_same_values(&got, &expected);
+        assert_eq!(finished.rows, expected.num_rows() as u64);
+        let kv: std::collections::HashMap<_, _> = kv.into_iter().collect();
+        assert_eq!(kv[META_SOURCE_SEGMENTS], "25");
+        assert_eq!(kv[META_FINGERPRINT], plan.fingerprint.as_str());
+        assert_eq!(kv[META_ENGINE_VERSION], ENGINE_VERSION);
+        assert_eq!(finished.row_groups, 1, "small inputs make one large row group");
+    }
+}
+
+fn battle(columns: &[(&str, ArrayRef)]) -> RecordBatch {
+    let schema = Schema::new(columns.iter().map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect::<Vec<_>>());
+    RecordBatch::try_new(Arc::new(schema), columns.iter().map(|(_, a)| a.clone()).collect()).unwrap()
+}
+
+#[test]
+fn added_columns_merge_and_conflicting_types_split() {
+    let ints = |v: &[i32]| Arc::new(Int32Array::from(v.to_vec())) as ArrayRef;
+    let texts = |v: &[&str]| Arc::new(StringArray::from(v.to_vec())) as ArrayRef;
+    let old = battle(&[("a", ints(&[1, 2])), ("b", texts(&["x", "y"]))]);
+    let new = battle(&[("a", ints(&[3])), ("b", texts(&["z"])), ("c", Arc::new(Int64Array::from(vec![9i64])) as ArrayRef)]);
+    let clash = battle(&[("a", texts(&["not a number"]))]);
+    let inputs = vec![
+        input("k/1", "ds", "p", &custom(&[("battle", old)])),
+        input("k/2", "ds", "p", &custom(&[("battle", new)])),
+        input("k/3", "ds", "p", &custom(&[("battle", clash)])),
+    ];
+    let result = compact_in_memory(&inputs, &EngineConfig::default()).unwrap();
+    assert_eq!(result.outputs.len(), 2, "the type clash gets its own output");
+    let (merged, _) = result.outputs.iter().map(|(_, f, _)| read_back(f)).find(|(b, _)| b.num_rows() == 3).unwrap();
+    assert_eq!(merged.schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+    let a = merged.column_by_name("a").unwrap().as_any().downcast_ref::<Int32Array>().unwrap();
+    assert_eq!(a.values().to_vec(), vec![1, 2, 3]);
+    let c = merged.column_by_name("c").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
+    assert_eq!((c.is_null(0), c.is_null(1), c.value(2)), (true, true, 9), "old rows get nulls");
+    let (apart, _) = result.outputs.iter().map(|(_, f, _)| read_back(f)).find(|(b, _)| b.num_rows() == 1).unwrap();
+    assert_eq!(apart.column(0).data_type(), &DataType::Utf8);
+}
+
+#[test]
+fn datasets_and_periods_never_share_a_file() {
+    let f = synth::fragment(&FragmentSpec::default());
+    let inputs = vec![
+        input("k/1", "ds-a", "2025-11-05", &f),
+        input("k/2", "ds-a", "2025-11-06", &f),
+        input("k/3", "ds-b", "2025-11-05", &f),
+    ];
+    let result = compact_in_memory(&inputs, &EngineConfig::default()).unwrap();
+    assert_eq!(result.outputs.len(), 3 * 32);
+    for (plan, _, finished) in &result.outputs {
+        let seg = f.segments.iter().find(|s| s.table == plan.table).unwrap();
+        assert_eq!(finished.rows, seg.batch.num_rows() as u64, "{} {} {}", plan.dataset, plan.period, plan.table);
+    }
+}
+
+#[test]
+fn zero_row_segments_are_consumed_without_an_output() {
+    let fragments: Vec<synth::Fragment> = (0..6).map(|seed| synth::fragment(&FragmentSpec { seed, rows: 0..=2, include_empty_tables: true })).collect();
+    let inputs: Vec<FragmentInput> = fragments.iter().enumerate().map(|(i, f)| input(&format!("k/{i}"), "ds", "p", f)).collect();
+    let result = compact_in_memory(&inputs, &EngineConfig::default()).unwrap();
+    let rows_in: u64 = fragments.iter().map(|f| f.total_rows()).sum();
+    let rows_out: u64 = result.outputs.iter().map(|(_, _, f)| f.rows).sum();
+    assert_eq!(rows_out, rows_in);
+    assert_eq!(result.scan.segments.len(), 6 * 32, "empty segments are scanned");
+    assert!(result.outputs.iter().all(|(_, _, f)| f.rows > 0), "no empty output files");
+}
+
+#[test]
+fn a_corrupt_segment_is_quarantined_and_the_rest_compacted() {
+    let fragments: Vec<synth::Fragment> = (0..4).map(|seed| synth::fragment(&FragmentSpec { seed, ..FragmentSpec::default() })).collect();
+    let mut inputs: Vec<FragmentInput> = fragments.iter().enumerate().map(|(i, f)| input(&format!("k/{i}"), "ds", "p", f)).collect();
+    // Damage the footer of one segment of fragment 2, keeping its magic bytes.
+    let victim = fragments[2].offsets.iter().find(|o| o.table_name.as_str() == "hougeki").unwrap().clone();
+    let mut bytes = fragments[2].bytes.clone();
+    let footer_len_at = (victim.end() - 8) as usize;
+    bytes[footer_len_at - 16..footer_len_at].fill(0xAB);
+    inputs[2].bytes = Bytes::from(bytes);
+    // And give fragment 3 offsets that do not fit it.
+    inputs[3].offsets[0].byte_length = 1 << 30;
+
+    let result = compact_in_memory(&inputs, &EngineConfig::default()).unwrap();
+    let q = &result.scan.quarantined;
+    assert_eq!(q.len(), 2, "{q:?}");
+    assert!(q.iter().any(|q| q.fragment_key == "k/2" && q.table == "hougeki" && q.error.contains("hougeki")), "{q:?}");
+    assert!(q.iter().any(|q| q.fragment_key == "k/3" && q.table == "*"), "{q:?}");
+    let rows_out: u64 = result.outputs.iter().map(|(_, _, f)| f.rows).sum();
+    let hougeki_2 = fragments[2].segments.iter().find(|s| s.table.as_str() == "hougeki").unwrap().batch.num_rows() as u64;
+    assert_eq!(rows_out, fragments[0].total_rows() + fragments[1].total_rows() + fragments[2].total_rows() - hougeki_2);
+}
+
+#[test]
+fn outputs_stream_in_equal_parts() {
+    let fragments: Vec<synth::Fragment> = (0..60).map(|seed| synth::fragment(&FragmentSpec { seed, rows: 200..=400, include_empty_tables: false })).collect();
+    let inputs: Vec<FragmentInput> = fragments.iter().enumerate().map(|(i, f)| input(&format!("k/{i:03}"), "ds", "p", f)).collect();
+    let config = EngineConfig { part_bytes: 64 * 1024, row_group_bytes: 256 * 1024, write_batch_rows: 1024, ..EngineConfig::default() };
+    let mut scan = fusou_core::engine::segment::Scan::default();
+    inputs.iter().for_each(|f| scan.add_fragment(f));
+    let plans = fusou_core::engine::plan::plan(&scan, &config);
+    let biggest = plans.iter().max_by_key(|p| p.input_bytes).unwrap();
+    let mut parts = Vec::new();
+    let finished = fusou_core::engine::merge::merge_output(
+        biggest,
+        &scan.segments,
+        &config,
+        |d| Ok(inputs[d.fragment as usize].bytes.slice(d.range())),
+        |p| parts.push(p),
+    )
+    .unwrap();
+    assert!(parts.len() >= 3, "{} parts", parts.len());
+    let (last, full) = parts.split_last().unwrap();
+    assert!(full.iter().all(|p| p.len() == 64 * 1024));
+    assert!(last.len() <= 64 * 1024 && !last.is_empty());
+    assert!(finished.row_groups > 1, "row groups are cut by bytes");
+    let whole: Bytes = parts.iter().flat_map(|p| p.to_vec()).collect::<Vec<u8>>().into();
+    assert_eq!(read_back(&whole).0.num_rows() as u64, biggest.input_rows);
+}
