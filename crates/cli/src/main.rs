@@ -5,6 +5,11 @@
 mod client;
 mod commands;
 
+/// mimalloc (merging many small Parquet files is allocation-heavy), counted for the peak-memory
+/// figures of `fusou compact`.
+#[global_allocator]
+static ALLOCATOR: fusou_core::measure::Counting<mimalloc::MiMalloc> = fusou_core::measure::Counting::new(mimalloc::MiMalloc);
+
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -32,7 +37,12 @@ enum Command {
         /// Largest number of rows per table.
         #[arg(long, default_value_t = 40)]
         max_rows: u64,
+        /// Also write every segment as its own Parquet file under `<out>/segments/<table>/`.
+        #[arg(long)]
+        segments: bool,
     },
+    /// Run the compaction engine over a folder of fragments (single-threaded).
+    Compact(commands::compact::Args),
     /// Upload fragments exactly as the FUSOU client does.
     Upload(commands::upload::Args),
     /// Upload N generated fragments from C concurrent clients and report throughput and latency.
@@ -72,7 +82,8 @@ enum Command {
 async fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Gen { out, count, seed, max_rows } => commands::generate(&out, count, seed, max_rows),
+        Command::Gen { out, count, seed, max_rows, segments } => commands::generate(&out, count, seed, max_rows, segments),
+        Command::Compact(args) => commands::compact::compact(args),
         Command::Upload(args) => commands::upload::upload(&cli.url, args).await,
         Command::Load(args) => commands::upload::load(&cli.url, args).await,
         Command::Token { supabase_url, service_key, email } => commands::token(&supabase_url, service_key, email).await,

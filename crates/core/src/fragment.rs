@@ -6,7 +6,7 @@
 //! `table_offsets` lists them (in any order). The fragment as a whole is not a Parquet file.
 
 use bytes::Bytes;
-use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataOptions, ParquetMetaDataReader};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::ids::TableName;
@@ -150,6 +150,15 @@ pub struct SegmentInfo {
 /// Checks that `segment` is a standalone Parquet file: the magic at both ends and a footer
 /// that parses. Reads only the footer; data pages are not decoded.
 pub fn inspect_segment(offset: &TableOffset, segment: Bytes) -> Result<SegmentInfo, FragmentError> {
+    inspect_segment_with(offset, segment, None)
+}
+
+/// [`inspect_segment`] with footer-decoding options (to skip statistics, say).
+pub fn inspect_segment_with(
+    offset: &TableOffset,
+    segment: Bytes,
+    options: Option<ParquetMetaDataOptions>,
+) -> Result<SegmentInfo, FragmentError> {
     let table = offset.table_name.to_string();
     let not_parquet = |reason: String| FragmentError::NotParquet { table: table.clone(), reason };
     if segment.len() < MIN_PARQUET_LEN as usize
@@ -159,6 +168,7 @@ pub fn inspect_segment(offset: &TableOffset, segment: Bytes) -> Result<SegmentIn
         return Err(not_parquet("it does not begin and end with PAR1".into()));
     }
     let metadata = ParquetMetaDataReader::new()
+        .with_metadata_options(options)
         .parse_and_finish(&segment)
         .map_err(|e| not_parquet(format!("its footer does not parse: {e}")))?;
     let num_rows = metadata.file_metadata().num_rows().max(0) as u64;

@@ -10,6 +10,7 @@
 //! - [`fragment`]: the fragment format: declared segments (`table_offsets`) and their checks.
 //! - [`index`]: the SQL the Workers run on D1, as named statements.
 //! - [`log`]: the one structured log-line convention of both Workers.
+//! - [`measure`]: a counting allocator for peak-memory figures (tests and native tools).
 //! - [`message`]: [`message::CompactionMessage`], the one queue message every producer sends.
 //! - [`auth`]: Supabase access-token verification against a JWK set (or a legacy HS256 secret).
 //! - [`supabase`]: the PostgREST calls the Workers make, as data.
@@ -28,6 +29,7 @@ pub mod signing;
 pub mod ids;
 pub mod index;
 pub mod log;
+pub mod measure;
 pub mod message;
 #[cfg(feature = "synth")]
 pub mod synth;

@@ -183,7 +183,7 @@ fn outputs_stream_in_equal_parts() {
     let mut parts = Vec::new();
     let finished = fusou_core::engine::merge::merge_output(
         biggest,
-        &scan.segments,
+        &scan,
         &config,
         |d| Ok(inputs[d.fragment as usize].bytes.slice(d.range())),
         |p| parts.push(p),

@@ -1,5 +1,6 @@
 //! One function per command.
 
+pub mod compact;
 pub mod upload;
 
 use std::path::Path;
@@ -12,7 +13,7 @@ pub fn fragment_paths(dir: &Path, n: u64) -> (std::path::PathBuf, std::path::Pat
     (dir.join(format!("{n:06}.bin")), dir.join(format!("{n:06}.offsets.json")))
 }
 
-pub fn generate(out: &Path, count: u64, seed: u64, max_rows: u64) -> Result<(), String> {
+pub fn generate(out: &Path, count: u64, seed: u64, max_rows: u64, segments: bool) -> Result<(), String> {
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let (mut bytes, mut rows) = (0u64, 0u64);
     for n in 0..count {
@@ -22,6 +23,12 @@ pub fn generate(out: &Path, count: u64, seed: u64, max_rows: u64) -> Result<(), 
         std::fs::write(&offsets, f.table_offsets_string()).map_err(|e| format!("{}: {e}", offsets.display()))?;
         bytes += f.bytes.len() as u64;
         rows += f.total_rows();
+        for s in f.segments.iter().filter(|_| segments) {
+            let dir = out.join("segments").join(s.table.as_str());
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let path = dir.join(format!("{n:06}.parquet"));
+            std::fs::write(&path, &s.bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
     }
     println!("wrote {count} fragments to {} ({bytes} bytes, {rows} rows)", out.display());
     Ok(())

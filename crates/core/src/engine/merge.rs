@@ -9,11 +9,13 @@ use arrow_select::concat::concat_batches;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::file::metadata::ParquetStatisticsPolicy;
+use parquet::schema::types::SchemaDescPtr;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
 use super::plan::OutputPlan;
-use super::segment::SegmentDesc;
+use super::segment::{Scan, SegmentDesc};
 use super::sink::PartSink;
 use super::{ENGINE_VERSION, EngineConfig, EngineError};
 
@@ -75,12 +77,21 @@ impl Merger {
         })
     }
 
-    /// Decodes a segment (`bytes`, as `desc` describes them) and queues its rows.
-    pub fn push(&mut self, desc: &SegmentDesc, bytes: Bytes) -> Result<(), EngineError> {
+    /// Decodes a segment (`bytes`, as `desc` describes them; `parquet_schema` is its schema as
+    /// the scan decoded it) and queues its rows.
+    pub fn push(&mut self, desc: &SegmentDesc, parquet_schema: &SchemaDescPtr, bytes: Bytes) -> Result<(), EngineError> {
         if bytes.len() != desc.len as usize {
             return Err(EngineError::Config(format!("a segment read {} bytes, its offsets say {}", bytes.len(), desc.len)));
         }
-        let metadata = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new())?;
+        // The footer is decoded again (keeping every footer from the scan would make memory
+        // grow with the input), but without its schema or statistics.
+        let options = ArrowReaderOptions::new()
+            .with_skip_arrow_metadata(true)
+            .with_parquet_schema(parquet_schema.clone())
+            .with_column_stats_policy(ParquetStatisticsPolicy::SkipAll)
+            .with_encoding_stats_policy(ParquetStatisticsPolicy::SkipAll)
+            .with_size_stats_policy(ParquetStatisticsPolicy::SkipAll);
+        let metadata = ArrowReaderMetadata::load(&bytes, options)?;
         let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, metadata)
             .with_batch_size(self.write_batch_rows)
             .build()?;
@@ -154,15 +165,15 @@ fn align(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, EngineEr
 /// to `emit` as soon as it is full (the last, possibly short, one included).
 pub fn merge_output(
     plan: &OutputPlan,
-    segments: &[SegmentDesc],
+    scan: &Scan,
     config: &EngineConfig,
     mut read: impl FnMut(&SegmentDesc) -> Result<Bytes, EngineError>,
     mut emit: impl FnMut(Bytes),
 ) -> Result<Finished, EngineError> {
     let mut merger = Merger::new(plan, config)?;
     for &i in &plan.inputs {
-        let desc = &segments[i];
-        merger.push(desc, read(desc)?)?;
+        let desc = &scan.segments[i];
+        merger.push(desc, &scan.parquet_schemas[desc.schema as usize], read(desc)?)?;
         merger.take_parts().into_iter().for_each(&mut emit);
     }
     let mut finished = merger.finish()?;

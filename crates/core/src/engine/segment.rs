@@ -8,6 +8,8 @@ use std::sync::Arc;
 use arrow_schema::SchemaRef;
 use bytes::Bytes;
 use parquet::arrow::parquet_to_arrow_schema;
+use parquet::file::metadata::{ParquetMetaDataOptions, ParquetStatisticsPolicy};
+use parquet::schema::types::SchemaDescPtr;
 
 use super::schema::{Fingerprint, fingerprint};
 use crate::fragment::{self, TableOffset};
@@ -63,6 +65,8 @@ pub struct Scan {
     pub fragments: Vec<FragmentInfo>,
     pub tables: Vec<TableName>,
     pub schemas: Vec<(Fingerprint, SchemaRef)>,
+    /// The Parquet schema of each entry of `schemas`, so the merge pass need not decode it again.
+    pub parquet_schemas: Vec<SchemaDescPtr>,
     pub segments: Vec<SegmentDesc>,
     pub quarantined: Vec<Quarantined>,
     table_index: HashMap<TableName, u16>,
@@ -109,16 +113,19 @@ impl Scan {
         if offset.byte_length > u32::MAX as u64 {
             return Err(format!("segment {} is larger than 4 GiB", offset.table_name));
         }
-        let info = fragment::inspect_segment(offset, bytes).map_err(|e| e.to_string())?;
+        let info = fragment::inspect_segment_with(offset, bytes, Some(footer_options(None))).map_err(|e| e.to_string())?;
         let rows = u32::try_from(info.num_rows).map_err(|_| format!("segment {} has too many rows", offset.table_name))?;
         let file = info.metadata.file_metadata();
-        let schema = parquet_to_arrow_schema(file.schema_descr(), file.key_value_metadata())
+        // The Arrow schema is derived from the Parquet schema alone: the client's columns are
+        // plain Int32/Int64/Float32/Boolean/Utf8, which that conversion gives exactly.
+        let schema = parquet_to_arrow_schema(file.schema_descr(), None)
             .map_err(|e| format!("segment {} has no Arrow schema: {e}", offset.table_name))?;
         let fp = fingerprint(&schema);
         let next = self.schemas.len() as u16;
         let index = *self.schema_index.entry(fp.clone()).or_insert(next);
         if index == next {
             self.schemas.push((fp, Arc::new(schema)));
+            self.parquet_schemas.push(file.schema_descr_ptr());
         }
         Ok((index, rows))
     }
@@ -153,6 +160,19 @@ impl Scan {
     pub fn bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.len as u64).sum()
     }
+}
+
+/// Footer decoding that skips what compaction never reads (column, encoding and size
+/// statistics), and the schema too when it is already known.
+pub fn footer_options(schema: Option<SchemaDescPtr>) -> ParquetMetaDataOptions {
+    let mut options = ParquetMetaDataOptions::new()
+        .with_column_stats_policy(ParquetStatisticsPolicy::SkipAll)
+        .with_encoding_stats_policy(ParquetStatisticsPolicy::SkipAll)
+        .with_size_stats_policy(ParquetStatisticsPolicy::SkipAll);
+    if let Some(schema) = schema {
+        options.set_schema(schema);
+    }
+    options
 }
 
 /// The byte range of one table's segment, for a ranged read of a large fragment when only that
