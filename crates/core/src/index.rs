@@ -60,3 +60,11 @@ pub const DATASETS_DUE: &str = "SELECT id FROM datasets WHERE compaction_needed 
 pub fn is_unique_violation(message: &str) -> bool {
     message.contains("UNIQUE constraint failed")
 }
+
+/// `?1` run id, `?2` step → the stored output of a completed step.
+pub const STEP_OUTPUT: &str = "SELECT output FROM workflow_steps WHERE run_id = ?1 AND step = ?2";
+
+/// Records a completed step; the first write wins. `?1` run id, `?2` step, `?3` output (JSON),
+/// `?4` attempts, `?5` duration in ms, `?6` now.
+pub const SAVE_STEP: &str = "INSERT INTO workflow_steps (run_id, step, output, attempts, duration_ms, completed_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (run_id, step) DO NOTHING";

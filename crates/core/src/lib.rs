@@ -6,6 +6,7 @@
 //! does no I/O: time, keys and bytes are passed in, so it tests natively and builds for wasm32.
 //!
 //! - [`ids`]: the identifiers that reach storage keys and queries (dataset, table, period).
+//! - [`workflow`]: a durable step runner (`step(name, config, fn)`), storage and time as ports.
 //! - `engine` (feature `engine`): the compaction engine (cut, group, plan, merge).
 //! - [`fragment`]: the fragment format: declared segments (`table_offsets`) and their checks.
 //! - [`index`]: the SQL the Workers run on D1, as named statements.
@@ -35,3 +36,4 @@ pub mod message;
 pub mod synth;
 pub mod supabase;
 pub mod upload;
+pub mod workflow;

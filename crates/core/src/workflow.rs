@@ -1,0 +1,176 @@
+//! A durable, Workflow-style step runner, in the manner of Cloudflare Workflows'
+//! `step.do(name, config, fn)`: named steps, each with a retry policy and a timeout, whose
+//! results are checkpointed so that a run started again with the same id skips the steps it
+//! has already done.
+//!
+//! The runner is generic: a workflow is any async code that calls [`Run::step`]. Storage and
+//! time are ports ([`CheckpointStore`], [`Clock`]): the Worker implements them over D1 (the
+//! SQL is in [`crate::index`]) and `worker::Delay`; tests over SQLite and a fake clock.
+//!
+//! Semantics:
+//! - A step's output is what was *stored*: the first completion of `(run, step)` wins, and a
+//!   duplicate run racing the same step continues with that stored value, never its own.
+//! - A failing attempt is retried after the policy's delay, up to `limit` retries; then the
+//!   step fails with its name, its attempts and the last error. An attempt that does not finish
+//!   within `timeout_ms` counts as failed.
+//! - Outputs are JSON; a step must therefore return the same type each time it is asked for.
+
+use std::future::Future;
+use std::pin::pin;
+
+use futures_util::future::{Either, select};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// How delays grow between attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backoff {
+    Constant,
+    Linear,
+    Exponential,
+}
+
+/// Retries after the first attempt: `limit` of them, waiting `delay_ms` grown by `backoff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub limit: u32,
+    pub delay_ms: u64,
+    pub backoff: Backoff,
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `retry` (1 for the first retry).
+    pub fn delay_before(&self, retry: u32) -> u64 {
+        let n = retry.max(1) as u64;
+        match self.backoff {
+            Backoff::Constant => self.delay_ms,
+            Backoff::Linear => self.delay_ms.saturating_mul(n),
+            Backoff::Exponential => self.delay_ms.saturating_mul(1u64 << (n - 1).min(32)),
+        }
+    }
+}
+
+/// A step's retry policy and per-attempt timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepConfig {
+    pub retries: RetryPolicy,
+    pub timeout_ms: u64,
+}
+
+/// Where completed steps are kept.
+#[allow(async_fn_in_trait)] // Workers are single-threaded: no `Send` bound is wanted.
+pub trait CheckpointStore {
+    /// The stored output of a completed step, if any.
+    async fn output(&self, run: &str, step: &str) -> Result<Option<String>, String>;
+    /// Stores a completed step, unless one is stored already (the first write wins).
+    async fn save(&self, run: &str, step: &str, output: &str, attempts: u32, duration_ms: u64) -> Result<(), String>;
+}
+
+/// Time, for delays, timeouts and durations.
+#[allow(async_fn_in_trait)]
+pub trait Clock {
+    fn now_ms(&self) -> u64;
+    async fn sleep(&self, ms: u64);
+}
+
+/// Why a step did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepError {
+    #[error("step {step} failed after {attempts} attempt(s): {message}")]
+    Failed { step: String, attempts: u32, message: String },
+    #[error("step {step}: the checkpoint store failed: {message}")]
+    Store { step: String, message: String },
+    #[error("step {step}: its stored output does not decode: {message}")]
+    Corrupt { step: String, message: String },
+}
+
+impl StepError {
+    /// The step that failed.
+    pub fn step(&self) -> &str {
+        match self {
+            StepError::Failed { step, .. } | StepError::Store { step, .. } | StepError::Corrupt { step, .. } => step,
+        }
+    }
+}
+
+/// What one step did in this invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRecord {
+    pub name: String,
+    /// `false` when the output came from the checkpoint store.
+    pub ran: bool,
+    pub attempts: u32,
+    pub duration_ms: u64,
+}
+
+/// One run of a workflow.
+pub struct Run<'a, S, C> {
+    id: String,
+    store: &'a S,
+    clock: &'a C,
+    records: Vec<StepRecord>,
+}
+
+impl<'a, S: CheckpointStore, C: Clock> Run<'a, S, C> {
+    pub fn new(id: impl Into<String>, store: &'a S, clock: &'a C) -> Self {
+        Self { id: id.into(), store, clock, records: Vec::new() }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The steps this invocation went through, in order.
+    pub fn records(&self) -> &[StepRecord] {
+        &self.records
+    }
+
+    /// Runs `attempt` as step `name` unless it is already done in this run.
+    pub async fn step<T, F, Fut>(&mut self, name: &str, config: &StepConfig, mut attempt: F) -> Result<T, StepError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, String>>,
+    {
+        let store_error = |message: String| StepError::Store { step: name.to_owned(), message };
+        if let Some(saved) = self.store.output(&self.id, name).await.map_err(store_error)? {
+            self.records.push(StepRecord { name: name.to_owned(), ran: false, attempts: 0, duration_ms: 0 });
+            return decode(name, &saved);
+        }
+        let started = self.clock.now_ms();
+        let mut attempts = 0;
+        let value = loop {
+            attempts += 1;
+            match self.with_timeout(attempt(), config.timeout_ms).await {
+                Ok(value) => break value,
+                Err(message) if attempts > config.retries.limit => {
+                    return Err(StepError::Failed { step: name.to_owned(), attempts, message });
+                }
+                Err(_) => self.clock.sleep(config.retries.delay_before(attempts)).await,
+            }
+        };
+        let duration_ms = self.clock.now_ms().saturating_sub(started);
+        let output = serde_json::to_string(&value).map_err(|e| StepError::Corrupt { step: name.to_owned(), message: e.to_string() })?;
+        self.store.save(&self.id, name, &output, attempts, duration_ms).await.map_err(store_error)?;
+        self.records.push(StepRecord { name: name.to_owned(), ran: true, attempts, duration_ms });
+        // Another run may have stored this step first: continue from what is stored.
+        match self.store.output(&self.id, name).await.map_err(store_error)? {
+            Some(stored) if stored != output => decode(name, &stored),
+            _ => Ok(value),
+        }
+    }
+
+    async fn with_timeout<T>(&self, attempt: impl Future<Output = Result<T, String>>, timeout_ms: u64) -> Result<T, String> {
+        match select(pin!(attempt), pin!(self.clock.sleep(timeout_ms))).await {
+            Either::Left((outcome, _)) => outcome,
+            Either::Right(_) => Err(format!("timed out after {timeout_ms} ms")),
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(step: &str, stored: &str) -> Result<T, StepError> {
+    serde_json::from_str(stored).map_err(|e| StepError::Corrupt { step: step.to_owned(), message: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,177 @@
+//! The step runner over SQLite (with the D1 migrations and the D1 statements) and a fake clock.
+
+use std::cell::{Cell, RefCell};
+use std::sync::Mutex;
+
+use futures::executor::block_on;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::*;
+use crate::index;
+
+/// A checkpoint store on SQLite, running the same SQL as the Worker runs on D1.
+struct Sqlite(Mutex<Connection>);
+
+impl Sqlite {
+    /// A database with every D1 migration applied, in order.
+    fn migrated() -> Self {
+        let conn = Connection::open_in_memory().unwrap();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations");
+        let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        for f in files {
+            conn.execute_batch(&std::fs::read_to_string(&f).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        }
+        Self(Mutex::new(conn))
+    }
+
+    fn attempts(&self, run: &str, step: &str) -> Option<u32> {
+        let conn = self.0.lock().unwrap();
+        conn.query_row("SELECT attempts FROM workflow_steps WHERE run_id = ?1 AND step = ?2", params![run, step], |r| r.get(0))
+            .optional()
+            .unwrap()
+    }
+}
+
+impl CheckpointStore for Sqlite {
+    async fn output(&self, run: &str, step: &str) -> Result<Option<String>, String> {
+        let conn = self.0.lock().unwrap();
+        conn.query_row(index::STEP_OUTPUT, params![run, step], |r| r.get(0)).optional().map_err(|e| e.to_string())
+    }
+
+    async fn save(&self, run: &str, step: &str, output: &str, attempts: u32, duration_ms: u64) -> Result<(), String> {
+        let conn = self.0.lock().unwrap();
+        conn.execute(index::SAVE_STEP, params![run, step, output, attempts, duration_ms as i64, "2026-11-28T00:00:00Z"])
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Time that moves only when slept; every sleep is recorded.
+#[derive(Default)]
+struct FakeClock {
+    now: Cell<u64>,
+    slept: RefCell<Vec<u64>>,
+}
+
+impl Clock for FakeClock {
+    fn now_ms(&self) -> u64 {
+        self.now.get()
+    }
+    async fn sleep(&self, ms: u64) {
+        self.slept.borrow_mut().push(ms);
+        self.now.set(self.now.get() + ms);
+    }
+}
+
+const QUICK: StepConfig = StepConfig {
+    retries: RetryPolicy { limit: 2, delay_ms: 100, backoff: Backoff::Exponential },
+    timeout_ms: 30_000,
+};
+
+#[test]
+fn backoff_delays() {
+    let p = |backoff| RetryPolicy { limit: 5, delay_ms: 10, backoff };
+    let delays = |policy: RetryPolicy| (1..=4).map(|n| policy.delay_before(n)).collect::<Vec<_>>();
+    assert_eq!(delays(p(Backoff::Constant)), [10, 10, 10, 10]);
+    assert_eq!(delays(p(Backoff::Linear)), [10, 20, 30, 40]);
+    assert_eq!(delays(p(Backoff::Exponential)), [10, 20, 40, 80]);
+    assert_eq!(p(Backoff::Exponential).delay_before(200), 10 << 32, "no overflow");
+}
+
+#[test]
+fn a_rerun_skips_completed_steps() {
+    let store = Sqlite::migrated();
+    let clock = FakeClock::default();
+    let calls = Cell::new(0);
+    let first = block_on(async {
+        let mut run = Run::new("run-1", &store, &clock);
+        let a: u32 = run.step("a", &QUICK, || async { calls.set(calls.get() + 1); Ok(7) }).await.unwrap();
+        let b: String = run.step("b", &QUICK, || async { calls.set(calls.get() + 1); Ok(format!("b{a}")) }).await.unwrap();
+        (a, b, run.records().to_vec())
+    });
+    assert_eq!((first.0, first.1.as_str()), (7, "b7"));
+    assert!(first.2.iter().all(|r| r.ran && r.attempts == 1));
+
+    // The same run again (a redelivered message): nothing runs, the stored outputs come back.
+    let again = block_on(async {
+        let mut run = Run::new("run-1", &store, &clock);
+        let a: u32 = run.step("a", &QUICK, || async { Err("must not run".to_string()) }).await.unwrap();
+        let b: String = run.step("b", &QUICK, || async { Err("must not run".to_string()) }).await.unwrap();
+        (a, b, run.records().to_vec())
+    });
+    assert_eq!((again.0, again.1.as_str()), (7, "b7"));
+    assert!(again.2.iter().all(|r| !r.ran));
+    assert_eq!(calls.get(), 2);
+}
+
+#[test]
+fn a_crash_between_steps_resumes_at_the_next_step() {
+    let store = Sqlite::migrated();
+    let clock = FakeClock::default();
+    let never = StepConfig { retries: RetryPolicy { limit: 0, ..QUICK.retries }, ..QUICK };
+    let crashed = block_on(async {
+        let mut run = Run::new("run-2", &store, &clock);
+        run.step("list", &never, || async { Ok(vec![1, 2, 3]) }).await.unwrap();
+        run.step("merge", &never, || async { Err::<u32, _>("the isolate died".to_string()) }).await
+    });
+    assert!(matches!(crashed, Err(StepError::Failed { ref step, attempts: 1, .. }) if step == "merge"));
+    let resumed = block_on(async {
+        let mut run = Run::new("run-2", &store, &clock);
+        let list: Vec<u32> = run.step("list", &never, || async { Err("listed twice".to_string()) }).await.unwrap();
+        let sum: u32 = run.step("merge", &never, || async { Ok(list.iter().sum()) }).await.unwrap();
+        sum
+    });
+    assert_eq!(resumed, 6);
+}
+
+#[test]
+fn failures_are_retried_with_backoff_then_fail_naming_the_step() {
+    let store = Sqlite::migrated();
+    let clock = FakeClock::default();
+    let tries = Cell::new(0);
+    let ok: u32 = block_on(Run::new("run-3", &store, &clock).step("flaky", &QUICK, || async {
+        tries.set(tries.get() + 1);
+        if tries.get() < 3 { Err(format!("try {}", tries.get())) } else { Ok(42) }
+    }))
+    .unwrap();
+    assert_eq!(ok, 42);
+    assert_eq!(*clock.slept.borrow(), vec![100, 200]);
+    assert_eq!(store.attempts("run-3", "flaky"), Some(3));
+
+    let err = block_on(Run::new("run-4", &store, &clock).step("broken", &QUICK, || async { Err::<u32, _>("D1 is down".to_string()) }))
+        .unwrap_err();
+    assert_eq!(err, StepError::Failed { step: "broken".into(), attempts: 3, message: "D1 is down".into() });
+    assert_eq!(store.attempts("run-4", "broken"), None, "a failed step stores nothing");
+}
+
+#[test]
+fn an_attempt_that_hangs_times_out() {
+    let store = Sqlite::migrated();
+    let clock = FakeClock::default();
+    let config = StepConfig { retries: RetryPolicy { limit: 1, delay_ms: 5, backoff: Backoff::Constant }, timeout_ms: 1000 };
+    let err = block_on(Run::new("run-5", &store, &clock).step("hang", &config, || std::future::pending::<Result<u32, String>>()))
+        .unwrap_err();
+    assert_eq!(err, StepError::Failed { step: "hang".into(), attempts: 2, message: "timed out after 1000 ms".into() });
+    assert_eq!(*clock.slept.borrow(), vec![1000, 5, 1000]);
+}
+
+#[test]
+fn racing_runs_continue_from_the_first_stored_output() {
+    let store = Sqlite::migrated();
+    let clock = FakeClock::default();
+    // Another invocation of the same run completed the step between our check and our save.
+    struct Racing<'a>(&'a Sqlite);
+    impl CheckpointStore for Racing<'_> {
+        async fn output(&self, run: &str, step: &str) -> Result<Option<String>, String> {
+            self.0.output(run, step).await
+        }
+        async fn save(&self, run: &str, step: &str, output: &str, attempts: u32, ms: u64) -> Result<(), String> {
+            self.0.save(run, step, "\"theirs\"", 1, 0).await?;
+            self.0.save(run, step, output, attempts, ms).await
+        }
+    }
+    let racing = Racing(&store);
+    let got: String = block_on(Run::new("run-6", &racing, &clock).step("plan", &QUICK, || async { Ok("ours".to_string()) })).unwrap();
+    assert_eq!(got, "theirs");
+}
