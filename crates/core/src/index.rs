@@ -68,3 +68,24 @@ pub const STEP_OUTPUT: &str = "SELECT output FROM workflow_steps WHERE run_id = 
 /// `?4` attempts, `?5` duration in ms, `?6` now.
 pub const SAVE_STEP: &str = "INSERT INTO workflow_steps (run_id, step, output, attempts, duration_ms, completed_at) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (run_id, step) DO NOTHING";
+
+/// Takes the compaction lease of dataset `?1` for run `?2` until `?4` (Unix ms), if the dataset
+/// needs compaction and no other run holds a live lease at `?3`; `?5` now (text). A new holder
+/// bumps the fencing epoch; the same run taking its own lease again keeps it. Answers the epoch
+/// (no row: not taken).
+pub const ACQUIRE_LEASE: &str = "UPDATE datasets SET \
+     lease_epoch = CASE WHEN lease_run_id = ?2 THEN lease_epoch ELSE lease_epoch + 1 END, \
+     lease_run_id = ?2, lease_expires_at = ?4, updated_at = ?5 \
+     WHERE id = ?1 AND compaction_needed = 1 \
+     AND (lease_run_id IS NULL OR lease_run_id = ?2 OR lease_expires_at <= ?3) \
+     RETURNING lease_epoch";
+
+/// Releases run `?2`'s lease of dataset `?1` (after a failure); the flags stay as they are.
+pub const RELEASE_LEASE: &str =
+    "UPDATE datasets SET lease_run_id = NULL, lease_expires_at = NULL WHERE id = ?1 AND lease_run_id = ?2";
+
+/// The pending fragments of dataset `?1`, optionally of table `?2` and period `?3` (NULL: any),
+/// in key (upload time) order, at most `?4`.
+pub const PENDING_FRAGMENTS: &str = "SELECT key, table_name, period_tag, size, table_offsets FROM battle_files \
+     WHERE dataset_id = ?1 AND compacted_at IS NULL AND (?2 IS NULL OR table_name = ?2) \
+     AND (?3 IS NULL OR period_tag = ?3) ORDER BY key LIMIT ?4";

@@ -15,12 +15,14 @@
 //! - [`message`]: [`message::CompactionMessage`], the one queue message every producer sends.
 //! - [`auth`]: Supabase access-token verification against a JWK set (or a legacy HS256 secret).
 //! - [`supabase`]: the PostgREST calls the Workers make, as data.
+//! - [`commit`]: a compaction run's fenced, atomic metadata commit, as a statement batch.
 //! - [`config`]: deployment settings from Worker variables.
 //! - [`upload`]: the two-phase upload: the handshake, storage keys, the signed upload grant.
 //! - `synth` (feature `synth`): deterministic fragments shaped like the client's tables.
 //! - `signing` (feature `signing`): an ES256 key that mints such tokens, for the local stand-in.
 
 pub mod auth;
+pub mod commit;
 pub mod config;
 #[cfg(feature = "engine")]
 pub mod engine;
@@ -37,3 +39,6 @@ pub mod synth;
 pub mod supabase;
 pub mod upload;
 pub mod workflow;
+
+#[cfg(test)]
+mod testing;

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use futures::executor::block_on;
 use rusqlite::{Connection, OptionalExtension, params};
 
+
 use super::*;
 use crate::index;
 
@@ -13,16 +14,8 @@ use crate::index;
 struct Sqlite(Mutex<Connection>);
 
 impl Sqlite {
-    /// A database with every D1 migration applied, in order.
     fn migrated() -> Self {
-        let conn = Connection::open_in_memory().unwrap();
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations");
-        let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
-        files.sort();
-        for f in files {
-            conn.execute_batch(&std::fs::read_to_string(&f).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        }
-        Self(Mutex::new(conn))
+        Self(Mutex::new(crate::testing::migrated_sqlite()))
     }
 
     fn attempts(&self, run: &str, step: &str) -> Option<u32> {

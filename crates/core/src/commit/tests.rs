@@ -1,0 +1,157 @@
+//! The lease and the commit, run on SQLite with the D1 migrations and statements.
+
+use rusqlite::{Connection, OptionalExtension, ToSql, params, params_from_iter};
+
+use super::*;
+use crate::index;
+use crate::testing::migrated_sqlite;
+
+const DS: &str = "ds-1";
+
+fn bind(v: &SqlValue) -> &dyn ToSql {
+    match v {
+        SqlValue::Text(s) => s,
+        SqlValue::Int(n) => n,
+    }
+}
+
+/// Runs a batch atomically, as D1's `batch()` does; answers each statement's changes.
+fn run_batch(conn: &mut Connection, batch: &[Statement]) -> Vec<usize> {
+    let tx = conn.transaction().unwrap();
+    let changes = batch
+        .iter()
+        .map(|s| tx.execute(&s.sql, params_from_iter(s.params.iter().map(bind))).unwrap())
+        .collect();
+    tx.commit().unwrap();
+    changes
+}
+
+fn upload(conn: &Connection, key: &str) {
+    conn.execute(index::CLAIM_DATASET, params![DS, "owner", "t0"]).unwrap();
+    let n = conn
+        .execute(index::INSERT_FRAGMENT, params![key, DS, "port_table", "p", format!("hash-{key}"), 100, "[]", "owner", "t0"])
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+fn acquire(conn: &Connection, run: &str, now_ms: i64) -> Option<i64> {
+    conn.query_row(index::ACQUIRE_LEASE, params![DS, run, now_ms, now_ms + 60_000, "t"], |r| r.get(0))
+        .optional()
+        .unwrap()
+}
+
+fn lease(run: &str, epoch: i64) -> Lease {
+    Lease { dataset: DatasetId::parse(DS).unwrap(), run_id: run.into(), epoch }
+}
+
+fn output(key: &str) -> OutputRecord {
+    OutputRecord {
+        key: key.into(),
+        period: PeriodTag::parse("p").unwrap(),
+        table: TableName::parse("battle").unwrap(),
+        schema_fingerprint: "fp".into(),
+        rows: 10,
+        bytes: 1000,
+        source_segments: 2,
+    }
+}
+
+fn count(conn: &Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+fn pending(conn: &Connection) -> i64 {
+    count(conn, "SELECT count(*) FROM battle_files WHERE compacted_at IS NULL")
+}
+
+fn needed(conn: &Connection) -> i64 {
+    count(conn, "SELECT compaction_needed FROM datasets")
+}
+
+#[test]
+fn one_run_holds_the_lease_until_it_expires() {
+    let conn = migrated_sqlite();
+    assert_eq!(acquire(&conn, "a", 0), None, "no dataset yet");
+    upload(&conn, "k1");
+    assert_eq!(acquire(&conn, "a", 1_000), Some(1));
+    assert_eq!(acquire(&conn, "b", 2_000), None, "a live lease is another run's");
+    assert_eq!(acquire(&conn, "a", 3_000), Some(1), "a redelivered run resumes its own lease");
+    assert_eq!(acquire(&conn, "b", 1_000 + 60_000 + 60_000), Some(2), "an expired lease is taken over, fenced by a new epoch");
+}
+
+#[test]
+fn a_commit_records_marks_clears_and_releases_at_once() {
+    let mut conn = migrated_sqlite();
+    upload(&conn, "k1");
+    upload(&conn, "k2");
+    let epoch = acquire(&conn, "a", 0).unwrap();
+    let batch = commit_batch(&lease("a", epoch), &[output("out/1")], &["k1".into(), "k2".into()], "t1");
+    let changes = run_batch(&mut conn, &batch);
+    assert_eq!(changes, vec![1, 2, 1]);
+    assert_eq!(count(&conn, "SELECT count(*) FROM compacted_files WHERE run_id = 'a'"), 1);
+    assert_eq!(pending(&conn), 0);
+    assert_eq!(needed(&conn), 0);
+    assert_eq!(count(&conn, "SELECT count(*) FROM datasets WHERE lease_run_id IS NULL AND last_compacted_at = 't1'"), 1);
+
+    // The same commit again (a redelivered message after success): the lease is gone, nothing changes.
+    let again = run_batch(&mut conn, &batch);
+    assert_eq!(again, vec![0, 0, 0]);
+    assert_eq!(count(&conn, "SELECT count(*) FROM compacted_files"), 1, "nothing counted twice");
+}
+
+#[test]
+fn a_run_that_lost_its_lease_changes_nothing() {
+    let mut conn = migrated_sqlite();
+    upload(&conn, "k1");
+    let old = acquire(&conn, "slow", 0).unwrap();
+    let new = acquire(&conn, "fast", 200_000).unwrap();
+    assert!(new > old);
+    // The slow run finishes late: fenced by the epoch, its batch is a no-op (outputs orphaned).
+    let late = run_batch(&mut conn, &commit_batch(&lease("slow", old), &[output("out/slow")], &["k1".into()], "t1"));
+    assert_eq!(late, vec![0, 0, 0]);
+    assert_eq!((pending(&conn), needed(&conn)), (1, 1));
+    let won = run_batch(&mut conn, &commit_batch(&lease("fast", new), &[output("out/fast")], &["k1".into()], "t2"));
+    assert_eq!(won, vec![1, 1, 1]);
+    assert_eq!(count(&conn, "SELECT count(*) FROM compacted_files"), 1);
+}
+
+#[test]
+fn fragments_uploaded_during_a_run_stay_pending() {
+    let mut conn = migrated_sqlite();
+    upload(&conn, "k1");
+    let epoch = acquire(&conn, "a", 0).unwrap();
+    upload(&conn, "k2"); // arrives after the run listed its fragments
+    run_batch(&mut conn, &commit_batch(&lease("a", epoch), &[output("out/1")], &["k1".into()], "t1"));
+    assert_eq!(pending(&conn), 1);
+    assert_eq!(needed(&conn), 1, "the dataset stays marked for the next run");
+}
+
+#[test]
+fn many_fragments_are_marked_within_the_parameter_limit() {
+    let mut conn = migrated_sqlite();
+    let keys: Vec<String> = (0..250).map(|i| format!("k{i:03}")).collect();
+    keys.iter().for_each(|k| upload(&conn, k));
+    let epoch = acquire(&conn, "a", 0).unwrap();
+    let batch = commit_batch(&lease("a", epoch), &[], &keys, "t1");
+    assert!(batch.iter().all(|s| s.params.len() <= 100), "D1 binds at most 100 parameters");
+    assert_eq!(batch.len(), 3 + 1);
+    let changes = run_batch(&mut conn, &batch);
+    assert_eq!(changes.iter().take(3).sum::<usize>(), 250);
+    assert_eq!(pending(&conn), 0);
+}
+
+#[test]
+fn release_after_failure_keeps_the_work_pending() {
+    let conn = migrated_sqlite();
+    upload(&conn, "k1");
+    acquire(&conn, "a", 0).unwrap();
+    assert_eq!(conn.execute(index::RELEASE_LEASE, params![DS, "b"]).unwrap(), 0, "only the holder releases");
+    assert_eq!(conn.execute(index::RELEASE_LEASE, params![DS, "a"]).unwrap(), 1);
+    assert_eq!((pending(&conn), needed(&conn)), (1, 1));
+    assert_eq!(acquire(&conn, "c", 1).map(|e| e > 1), Some(true), "the next run takes it at once");
+    let listed: Vec<String> = {
+        let mut stmt = conn.prepare(index::PENDING_FRAGMENTS).unwrap();
+        stmt.query_map(params![DS, None::<String>, None::<String>, 10], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    assert_eq!(listed, vec!["k1".to_string()]);
+}
