@@ -18,6 +18,7 @@ pub const KEYS_PER_STATEMENT: usize = 90;
 pub enum SqlValue {
     Text(String),
     Int(i64),
+    Null,
 }
 
 /// One statement of a batch.

@@ -15,6 +15,7 @@
 //! - [`message`]: [`message::CompactionMessage`], the one queue message every producer sends.
 //! - [`auth`]: Supabase access-token verification against a JWK set (or a legacy HS256 secret).
 //! - [`supabase`]: the PostgREST calls the Workers make, as data.
+//! - `compaction` (feature `engine`): the compaction workflow on the step runner, over ports.
 //! - [`commit`]: a compaction run's fenced, atomic metadata commit, as a statement batch.
 //! - [`config`]: deployment settings from Worker variables.
 //! - [`upload`]: the two-phase upload: the handshake, storage keys, the signed upload grant.
@@ -23,6 +24,8 @@
 
 pub mod auth;
 pub mod commit;
+#[cfg(feature = "engine")]
+pub mod compaction;
 pub mod config;
 #[cfg(feature = "engine")]
 pub mod engine;

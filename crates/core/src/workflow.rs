@@ -126,7 +126,7 @@ impl<'a, S: CheckpointStore, C: Clock> Run<'a, S, C> {
     }
 
     /// Runs `attempt` as step `name` unless it is already done in this run.
-    pub async fn step<T, F, Fut>(&mut self, name: &str, config: &StepConfig, mut attempt: F) -> Result<T, StepError>
+    pub async fn step<T, F, Fut>(&mut self, name: &str, config: &StepConfig, attempt: F) -> Result<T, StepError>
     where
         T: Serialize + DeserializeOwned,
         F: FnMut() -> Fut,
@@ -138,17 +138,7 @@ impl<'a, S: CheckpointStore, C: Clock> Run<'a, S, C> {
             return decode(name, &saved);
         }
         let started = self.clock.now_ms();
-        let mut attempts = 0;
-        let value = loop {
-            attempts += 1;
-            match self.with_timeout(attempt(), config.timeout_ms).await {
-                Ok(value) => break value,
-                Err(message) if attempts > config.retries.limit => {
-                    return Err(StepError::Failed { step: name.to_owned(), attempts, message });
-                }
-                Err(_) => self.clock.sleep(config.retries.delay_before(attempts)).await,
-            }
-        };
+        let (value, attempts) = self.attempts(name, config, attempt).await?;
         let duration_ms = self.clock.now_ms().saturating_sub(started);
         let output = serde_json::to_string(&value).map_err(|e| StepError::Corrupt { step: name.to_owned(), message: e.to_string() })?;
         self.store.save(&self.id, name, &output, attempts, duration_ms).await.map_err(store_error)?;
@@ -157,6 +147,40 @@ impl<'a, S: CheckpointStore, C: Clock> Run<'a, S, C> {
         match self.store.output(&self.id, name).await.map_err(store_error)? {
             Some(stored) if stored != output => decode(name, &stored),
             _ => Ok(value),
+        }
+    }
+
+    /// Runs `attempt` as step `name` with the step's retries and timeout, but without a
+    /// checkpoint: for work whose result belongs to this invocation only (taking a lease,
+    /// reading bytes that a resumed run reads again).
+    pub async fn ephemeral<T, F, Fut>(&mut self, name: &str, config: &StepConfig, attempt: F) -> Result<T, StepError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, String>>,
+    {
+        let started = self.clock.now_ms();
+        let (value, attempts) = self.attempts(name, config, attempt).await?;
+        let duration_ms = self.clock.now_ms().saturating_sub(started);
+        self.records.push(StepRecord { name: name.to_owned(), ran: true, attempts, duration_ms });
+        Ok(value)
+    }
+
+    /// Attempts until one succeeds or the retries are spent; answers the value and attempts.
+    async fn attempts<T, F, Fut>(&self, name: &str, config: &StepConfig, mut attempt: F) -> Result<(T, u32), StepError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, String>>,
+    {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.with_timeout(attempt(), config.timeout_ms).await {
+                Ok(value) => return Ok((value, attempts)),
+                Err(message) if attempts > config.retries.limit => {
+                    return Err(StepError::Failed { step: name.to_owned(), attempts, message });
+                }
+                Err(_) => self.clock.sleep(config.retries.delay_before(attempts)).await,
+            }
         }
     }
 

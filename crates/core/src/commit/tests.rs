@@ -12,6 +12,7 @@ fn bind(v: &SqlValue) -> &dyn ToSql {
     match v {
         SqlValue::Text(s) => s,
         SqlValue::Int(n) => n,
+        SqlValue::Null => &rusqlite::types::Null,
     }
 }
 

@@ -1,59 +1,20 @@
 //! The step runner over SQLite (with the D1 migrations and the D1 statements) and a fake clock.
 
-use std::cell::{Cell, RefCell};
-use std::sync::Mutex;
+use std::cell::Cell;
 
 use futures::executor::block_on;
-use rusqlite::{Connection, OptionalExtension, params};
-
+use rusqlite::{OptionalExtension, params};
 
 use super::*;
-use crate::index;
-
-/// A checkpoint store on SQLite, running the same SQL as the Worker runs on D1.
-struct Sqlite(Mutex<Connection>);
+use crate::testing::{FakeClock, Sqlite};
 
 impl Sqlite {
-    fn migrated() -> Self {
-        Self(Mutex::new(crate::testing::migrated_sqlite()))
-    }
-
     fn attempts(&self, run: &str, step: &str) -> Option<u32> {
-        let conn = self.0.lock().unwrap();
-        conn.query_row("SELECT attempts FROM workflow_steps WHERE run_id = ?1 AND step = ?2", params![run, step], |r| r.get(0))
-            .optional()
-            .unwrap()
-    }
-}
-
-impl CheckpointStore for Sqlite {
-    async fn output(&self, run: &str, step: &str) -> Result<Option<String>, String> {
-        let conn = self.0.lock().unwrap();
-        conn.query_row(index::STEP_OUTPUT, params![run, step], |r| r.get(0)).optional().map_err(|e| e.to_string())
-    }
-
-    async fn save(&self, run: &str, step: &str, output: &str, attempts: u32, duration_ms: u64) -> Result<(), String> {
-        let conn = self.0.lock().unwrap();
-        conn.execute(index::SAVE_STEP, params![run, step, output, attempts, duration_ms as i64, "2026-11-28T00:00:00Z"])
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-}
-
-/// Time that moves only when slept; every sleep is recorded.
-#[derive(Default)]
-struct FakeClock {
-    now: Cell<u64>,
-    slept: RefCell<Vec<u64>>,
-}
-
-impl Clock for FakeClock {
-    fn now_ms(&self) -> u64 {
-        self.now.get()
-    }
-    async fn sleep(&self, ms: u64) {
-        self.slept.borrow_mut().push(ms);
-        self.now.set(self.now.get() + ms);
+        self.with(|c| {
+            c.query_row("SELECT attempts FROM workflow_steps WHERE run_id = ?1 AND step = ?2", params![run, step], |r| r.get(0))
+                .optional()
+                .unwrap()
+        })
     }
 }
 

@@ -1,0 +1,301 @@
+//! The compaction workflow over SQLite (the D1 schema and SQL) and memory (for R2): rows
+//! compared by value, redelivery, crashes at every step, a stolen lease, continuation,
+//! quarantine.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use arrow_array::RecordBatch;
+use futures::executor::block_on;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rusqlite::params;
+
+use super::*;
+use crate::engine::EngineConfig;
+use crate::message::Priority;
+use crate::synth::{self, FragmentSpec};
+use crate::testing::{FakeClock, Sqlite};
+use crate::workflow::{Backoff, RetryPolicy};
+
+const DS: &str = "ds-1";
+
+/// R2 in memory, with multipart uploads, and an optional fault on the n-th write.
+#[derive(Default)]
+struct Memory {
+    objects: RefCell<HashMap<String, Bytes>>,
+    uploads: RefCell<HashMap<String, Vec<(u16, Bytes)>>>,
+    writes: Cell<u32>,
+    fail_write: Cell<Option<u32>>,
+}
+
+impl Memory {
+    fn write(&self) -> Result<(), String> {
+        self.writes.set(self.writes.get() + 1);
+        if self.fail_write.get() == Some(self.writes.get()) {
+            return Err("injected: the isolate died".into());
+        }
+        Ok(())
+    }
+}
+
+impl Blobs for Memory {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, String> {
+        Ok(self.objects.borrow().get(key).cloned())
+    }
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), String> {
+        self.write()?;
+        self.objects.borrow_mut().insert(key.into(), bytes);
+        Ok(())
+    }
+    async fn create_multipart(&self, key: &str) -> Result<String, String> {
+        let id = format!("{key}#{}", self.uploads.borrow().len());
+        self.uploads.borrow_mut().insert(id.clone(), Vec::new());
+        Ok(id)
+    }
+    async fn upload_part(&self, _key: &str, id: &str, number: u16, bytes: Bytes) -> Result<String, String> {
+        self.write()?;
+        self.uploads.borrow_mut().get_mut(id).ok_or("no such upload")?.push((number, bytes));
+        Ok(format!("etag-{number}"))
+    }
+    async fn complete_multipart(&self, key: &str, id: &str, parts: Vec<(u16, String)>) -> Result<(), String> {
+        let uploaded = self.uploads.borrow_mut().remove(id).ok_or("no such upload")?;
+        assert_eq!(parts.len(), uploaded.len());
+        let sizes: Vec<usize> = uploaded.iter().map(|(_, b)| b.len()).collect();
+        assert!(sizes[..sizes.len() - 1].windows(2).all(|w| w[0] == w[1]), "parts of one size but the last");
+        let whole: Vec<u8> = uploaded.into_iter().flat_map(|(_, b)| b.to_vec()).collect();
+        self.objects.borrow_mut().insert(key.into(), Bytes::from(whole));
+        Ok(())
+    }
+    async fn abort_multipart(&self, _key: &str, id: &str) -> Result<(), String> {
+        self.uploads.borrow_mut().remove(id);
+        Ok(())
+    }
+}
+
+struct World {
+    db: Sqlite,
+    blobs: Memory,
+    clock: FakeClock,
+    fragments: Vec<synth::Fragment>,
+}
+
+impl World {
+    fn with_fragments(n: u64) -> Self {
+        let w = World { db: Sqlite::migrated(), blobs: Memory::default(), clock: FakeClock::default(), fragments: Vec::new() };
+        let mut w = w;
+        for seed in 0..n {
+            w.upload(synth::fragment(&FragmentSpec { seed, rows: 1..=20, include_empty_tables: false }));
+        }
+        w
+    }
+
+    fn upload(&mut self, f: synth::Fragment) {
+        let key = format!("battle_data/{DS}/port_table/{:04}.parquet", self.fragments.len());
+        self.db.with(|c| {
+            c.execute(crate::index::CLAIM_DATASET, params![DS, "owner", "t0"]).unwrap();
+            c.execute(
+                crate::index::INSERT_FRAGMENT,
+                params![key, DS, "port_table", "2025-11-05", key.clone(), f.bytes.len() as i64, f.table_offsets_string(), "owner", "t0"],
+            )
+            .unwrap();
+        });
+        self.blobs.objects.borrow_mut().insert(key, Bytes::from(f.bytes.clone()));
+        self.fragments.push(f);
+    }
+
+    fn run(&self, run_id: &str, config: &RunConfig) -> Result<Outcome, RunError> {
+        block_on(compact(&message(), run_id, &self.db, &self.blobs, &self.db, &self.clock, config))
+    }
+
+    /// Every compacted row of `table`, read back from the outputs D1 lists, in key order.
+    fn compacted_rows(&self, table: &str) -> Vec<RecordBatch> {
+        let keys: Vec<String> = self.db.with(|c| {
+            let mut s = c.prepare("SELECT key FROM compacted_files WHERE table_name = ?1 ORDER BY key").unwrap();
+            s.query_map(params![table], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+        });
+        keys.iter()
+            .flat_map(|k| {
+                let file = self.blobs.objects.borrow()[k].clone();
+                ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap().map(Result::unwrap).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Asserts that the outputs hold exactly the rows of the fragments (`skip` aside), by value.
+    fn check_exact(&self, fragments: std::ops::Range<usize>) {
+        for table in synth::client_tables() {
+            let expected: Vec<RecordBatch> = self.fragments[fragments.clone()]
+                .iter()
+                .map(|f| f.segments.iter().find(|s| s.table == table.name).unwrap().batch.clone())
+                .collect();
+            let expected = arrow_select::concat::concat_batches(&table.schema, &expected).unwrap();
+            let got = self.compacted_rows(table.name.as_str());
+            let got = arrow_select::concat::concat_batches(&got[0].schema(), &got).unwrap();
+            assert_eq!(got.num_rows(), expected.num_rows(), "{}", table.name);
+            for (i, field) in table.schema.fields().iter().enumerate() {
+                assert_eq!(got.column_by_name(field.name()).unwrap().to_data(), expected.column(i).to_data(), "{}.{}", table.name, field.name());
+            }
+        }
+    }
+
+    fn pending(&self) -> i64 {
+        self.db.count("SELECT count(*) FROM battle_files WHERE compacted_at IS NULL")
+    }
+}
+
+fn message() -> CompactionMessage {
+    CompactionMessage {
+        dataset_id: DatasetId::parse(DS).unwrap(),
+        triggered_at: "2026-11-28T00:00:00Z".parse().unwrap(),
+        priority: Priority::Realtime,
+        metric_id: None,
+        table: None,
+        period_tag: None,
+    }
+}
+
+fn config(retries: u32) -> RunConfig {
+    RunConfig {
+        engine: EngineConfig { part_bytes: 16 * 1024, row_group_bytes: 64 * 1024, ..EngineConfig::default() },
+        steps: StepConfig { retries: RetryPolicy { limit: retries, delay_ms: 10, backoff: Backoff::Exponential }, timeout_ms: 60_000 },
+        lease_ms: 900_000,
+        max_fragments: 500,
+    }
+}
+
+fn committed(outcome: Outcome) -> Summary {
+    match outcome {
+        Outcome::Committed(s) => s,
+        other => panic!("expected a commit, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_run_compacts_every_row_exactly_once() {
+    let w = World::with_fragments(12);
+    let summary = committed(w.run("run-a", &config(0)).unwrap());
+    assert_eq!(summary.fragments, 12);
+    assert_eq!(summary.outputs.len(), 32);
+    assert!(summary.quarantined.is_empty());
+    w.check_exact(0..12);
+    assert_eq!(w.pending(), 0);
+    assert_eq!(w.db.count("SELECT compaction_needed FROM datasets"), 0);
+    assert_eq!(w.db.count("SELECT count(*) FROM datasets WHERE lease_run_id IS NULL"), 1, "lease released");
+    assert!(w.blobs.uploads.borrow().is_empty(), "no multipart upload left open");
+    let key = &summary.outputs[0].key;
+    assert!(key.starts_with(&format!("battle_compacted/2025-11-05/{DS}/")) && key.ends_with("run-a-0.parquet"), "{key}");
+}
+
+#[test]
+fn a_redelivered_message_changes_nothing() {
+    let mut w = World::with_fragments(5);
+    committed(w.run("run-a", &config(0)).unwrap());
+    let writes = w.blobs.writes.get();
+    // Delivered again with nothing pending: a quick no-op.
+    assert_eq!(w.run("run-a", &config(0)).unwrap(), Outcome::Skipped);
+    // Delivered again after new uploads: every step comes from its checkpoint, nothing is
+    // written or counted again, the lease is given back, and the new fragment stays pending.
+    w.upload(synth::fragment(&FragmentSpec { seed: 50, rows: 1..=20, include_empty_tables: false }));
+    let again = committed(w.run("run-a", &config(0)).unwrap());
+    assert_eq!(again.fragments, 5);
+    assert_eq!(w.blobs.writes.get(), writes);
+    assert_eq!(w.db.count("SELECT count(*) FROM compacted_files"), 32);
+    assert_eq!(w.db.count("SELECT count(*) FROM datasets WHERE lease_run_id IS NULL AND compaction_needed = 1"), 1);
+    assert_eq!(w.pending(), 1);
+    w.check_exact(0..5);
+    // The next message takes the new fragment.
+    committed(w.run("run-b", &config(0)).unwrap());
+    w.check_exact(0..6);
+}
+
+#[test]
+fn a_crash_at_any_write_resumes_to_the_exact_rows() {
+    // Fail the n-th object write (every output is one or more writes), then run again.
+    let probe = World::with_fragments(6);
+    committed(probe.run("probe", &config(0)).unwrap());
+    let total_writes = probe.blobs.writes.get();
+    for fail_at in [1, 2, total_writes / 2, total_writes] {
+        let w = World::with_fragments(6);
+        w.blobs.fail_write.set(Some(fail_at));
+        let err = w.run("run-a", &config(0)).unwrap_err();
+        assert!(err.0.step().starts_with("merge-"), "{err}");
+        assert_eq!(w.pending(), 6, "nothing marked");
+        assert_eq!(w.db.count("SELECT count(*) FROM datasets WHERE lease_run_id IS NULL"), 1, "lease released");
+        w.blobs.fail_write.set(None);
+        committed(w.run("run-a", &config(0)).unwrap());
+        w.check_exact(0..6);
+        assert_eq!(w.db.count("SELECT count(*) FROM compacted_files"), 32, "fail at {fail_at}");
+        assert!(w.blobs.uploads.borrow().is_empty(), "aborted uploads are gone");
+    }
+}
+
+#[test]
+fn a_transient_failure_is_retried_within_the_step() {
+    let w = World::with_fragments(3);
+    w.blobs.fail_write.set(Some(2));
+    committed(w.run("run-a", &config(2)).unwrap());
+    w.check_exact(0..3);
+    assert_eq!(*w.clock.slept.borrow(), vec![10]);
+}
+
+#[test]
+fn a_run_that_lost_its_lease_commits_nothing() {
+    /// Lets another run take the lease just before the commit.
+    struct Thief<'a>(&'a Sqlite);
+    impl Sql for Thief<'_> {
+        async fn rows(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Map<String, Value>>, String> {
+            self.0.rows(sql, params).await
+        }
+        async fn batch(&self, statements: &[Statement]) -> Result<Vec<u64>, String> {
+            self.0.with(|c| c.execute("UPDATE datasets SET lease_run_id = 'thief', lease_epoch = lease_epoch + 1", []).unwrap());
+            self.0.batch(statements).await
+        }
+    }
+    let w = World::with_fragments(4);
+    let thief = Thief(&w.db);
+    let outcome = block_on(compact(&message(), "run-a", &thief, &w.blobs, &w.db, &w.clock, &config(0))).unwrap();
+    let Outcome::LostLease { orphans } = outcome else { panic!("expected a lost lease, got {outcome:?}") };
+    assert_eq!(orphans.len(), 32);
+    assert_eq!(w.pending(), 4);
+    assert_eq!(w.db.count("SELECT count(*) FROM compacted_files"), 0, "nothing counted");
+}
+
+#[test]
+fn another_runs_live_lease_means_skipped() {
+    let w = World::with_fragments(2);
+    let epoch: i64 = w.db.with(|c| c.query_row(crate::index::ACQUIRE_LEASE, params![DS, "other", 0, 10_000_000, "t"], |r| r.get(0)).unwrap());
+    assert_eq!(epoch, 1);
+    assert_eq!(w.run("run-a", &config(0)).unwrap(), Outcome::Skipped);
+    assert_eq!(w.blobs.writes.get(), 0);
+    assert_eq!(w.pending(), 2);
+}
+
+#[test]
+fn a_run_takes_at_most_its_cap_and_asks_to_continue() {
+    let w = World::with_fragments(5);
+    let mut capped = config(0);
+    capped.max_fragments = 3;
+    let summary = committed(w.run("run-a", &capped).unwrap());
+    assert_eq!((summary.fragments, summary.continue_after), (3, true));
+    assert_eq!(w.pending(), 2);
+    assert_eq!(w.db.count("SELECT compaction_needed FROM datasets"), 1);
+    let rest = committed(w.run("run-b", &capped).unwrap());
+    assert_eq!((rest.fragments, rest.continue_after), (2, false));
+    assert_eq!(w.pending(), 0);
+}
+
+#[test]
+fn a_corrupt_fragment_is_quarantined_and_the_rest_compacted() {
+    let mut w = World::with_fragments(3);
+    let mut broken = synth::fragment(&FragmentSpec { seed: 99, rows: 1..=20, include_empty_tables: false });
+    let o = broken.offsets.iter().find(|o| o.table_name.as_str() == "battle").unwrap().clone();
+    broken.bytes[o.start_byte as usize] = b'X';
+    w.upload(broken);
+    let summary = committed(w.run("run-a", &config(0)).unwrap());
+    assert_eq!(summary.quarantined.len(), 1);
+    assert!(summary.quarantined[0].contains("battle"), "{:?}", summary.quarantined);
+    assert_eq!(w.pending(), 0, "its readable segments are compacted, so it is consumed");
+    let battle_rows: usize = w.compacted_rows("battle").iter().map(|b| b.num_rows()).sum();
+    let expected: usize = w.fragments[..3].iter().map(|f| f.segments.iter().find(|s| s.table.as_str() == "battle").unwrap().batch.num_rows()).sum();
+    assert_eq!(battle_rows, expected);
+}
