@@ -7,6 +7,7 @@
 
 mod support;
 mod tests_bad_input;
+mod tests_compaction;
 mod tests_stack;
 mod tests_supabase;
 mod tests_upload;
@@ -20,6 +21,7 @@ fn main() {
         .chain(tests_supabase::TESTS)
         .chain(tests_upload::TESTS)
         .chain(tests_bad_input::TESTS)
+        .chain(tests_compaction::TESTS)
         .map(|&(name, test)| Trial::test(name, move || test().map_err(Into::into)))
         .collect();
     libtest_mimic::run(&args, trials).exit();

@@ -167,12 +167,22 @@ fn wrangler(args: &[&str]) -> Result<std::process::Output, String> {
         .map_err(|e| format!("wrangler: {e}"))
 }
 
-/// Rows of a query on the local D1, read with wrangler's own CLI.
+/// Rows of a query on the local D1, read with wrangler's own CLI. The Worker writes the same
+/// SQLite file from another process, so a busy database is retried a few times.
 pub fn d1(sql: &str) -> Result<Vec<Value>, String> {
-    let out = wrangler(&["d1", "execute", "fusou-battle-index", "--json", "--command", sql])?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let parsed: Value = serde_json::from_str(&text).map_err(|e| format!("d1 output {text}: {e}"))?;
-    parsed[0]["results"].as_array().cloned().ok_or_else(|| format!("d1: {text}"))
+    let mut last = String::new();
+    for attempt in 0..5 {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(500 * attempt));
+        }
+        let out = wrangler(&["d1", "execute", "fusou-battle-index", "--json", "--command", sql])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        match serde_json::from_str::<Value>(&text).ok().and_then(|v| v[0]["results"].as_array().cloned()) {
+            Some(rows) => return Ok(rows),
+            None => last = format!("d1: {text} {}", String::from_utf8_lossy(&out.stderr)),
+        }
+    }
+    Err(last)
 }
 
 /// The bytes of a local R2 object, or `None` when it does not exist.

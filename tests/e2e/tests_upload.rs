@@ -59,16 +59,22 @@ fn client_upload() -> TestResult {
     ensure_eq!(row["size"], f.bytes.len());
     ensure_eq!(row["content_hash"], fusou_core::upload::ContentHash::of(&f.bytes).as_str());
     ensure_eq!(row["uploaded_by"], user.as_str());
-    ensure_eq!(row["compacted_at"], Value::Null);
     let offsets: Value = serde_json::from_str(row["table_offsets"].as_str().ok_or("offsets")?).map_err(|e| e.to_string())?;
     ensure_eq!(offsets, serde_json::to_value(&f.offsets).unwrap());
-    let ds = d1(&format!("SELECT owner_id, compaction_needed FROM datasets WHERE id = {}", sql_text(&dataset)))?;
-    ensure_eq!(ds, vec![json!({ "owner_id": user, "compaction_needed": 1 })]);
+    // Marked for compaction, unless compaction (running beside this test) has already taken it.
+    let ds = d1(&format!("SELECT owner_id, compaction_needed, (SELECT count(*) FROM battle_files WHERE dataset_id = datasets.id AND compacted_at IS NULL) AS pending FROM datasets WHERE id = {}", sql_text(&dataset)))?;
+    ensure_eq!(ds.len(), 1);
+    ensure_eq!(ds[0]["owner_id"], user.as_str());
+    ensure_eq!(ds[0]["compaction_needed"], ds[0]["pending"], "marked exactly while work is pending: {ds:?}");
 
     // Supabase: the dataset and a queued metrics row with the message's id.
     let metrics = pg_json(&[], &format!(
         "SELECT status::text, priority::text, table_name, period_tag, dataset_id FROM public.processing_metrics WHERE id = '{metric_id}'"))?;
-    ensure_eq!(metrics, json!([{ "status": "queued", "priority": "realtime", "table_name": "port_table", "period_tag": "2025-11-05", "dataset_id": dataset }]));
+    ensure_eq!(metrics.as_array().map(Vec::len), Some(1), "{metrics}");
+    ensure_eq!(json!({ "priority": metrics[0]["priority"], "table_name": metrics[0]["table_name"], "period_tag": metrics[0]["period_tag"], "dataset_id": metrics[0]["dataset_id"] }),
+        json!({ "priority": "realtime", "table_name": "port_table", "period_tag": "2025-11-05", "dataset_id": dataset }));
+    // Queued by the upload; later states are the compaction's, running beside this test.
+    ensure!(["queued", "running", "success"].contains(&metrics[0]["status"].as_str().unwrap_or("")), "{metrics}");
     let owner = pg_json(&[], &format!("SELECT owner_id::text, compaction_needed FROM public.datasets WHERE id = {}", sql_text(&dataset)))?;
     ensure_eq!(owner, json!([{ "owner_id": user, "compaction_needed": true }]));
 
@@ -152,10 +158,14 @@ fn owner_routes() -> TestResult {
 
     let (status, body) = send(stack().http.get(format!("{}/api/battle-data/datasets/{dataset}", stack().url)).bearer_auth(&token))?;
     ensure_eq!(status, 200, "{body}");
-    ensure_eq!(body["pending"]["fragments"], 1);
-    ensure_eq!(body["pending"]["bytes"], f.bytes.len());
-    ensure_eq!(body["compaction"]["needed"], true);
-    ensure!(body["runs"].as_array().is_some_and(|r| r.len() == 1 && r[0]["status"] == "queued"), "{body}");
+    // Compaction may already have taken the fragment: it is pending or compacted, never both.
+    let pending = body["pending"]["fragments"].as_u64().ok_or("pending")?;
+    let compacted = body["compacted"]["files"].as_u64().ok_or("compacted")?;
+    ensure!((pending == 1 && compacted == 0) || (pending == 0 && compacted > 0), "{body}");
+    if pending == 1 {
+        ensure_eq!(body["pending"]["bytes"], f.bytes.len());
+    }
+    ensure!(body["runs"].as_array().is_some_and(|r| r.len() == 1), "{body}");
     let (status, _) = send(stack().http.get(format!("{}/battle-data/datasets/{dataset}", stack().url)).bearer_auth(&stranger))?;
     ensure_eq!(status, 403);
     let (status, _) = send(stack().http.get(format!("{}/battle-data/datasets/{}", stack().url, unique_dataset())).bearer_auth(&token))?;
@@ -165,13 +175,13 @@ fn owner_routes() -> TestResult {
 
     let (status, body) = send(stack().http.post(format!("{}/sanitize-state", stack().url)).bearer_auth(&token).json(&json!({ "datasetId": dataset })))?;
     ensure_eq!(status, 200, "{body}");
-    ensure_eq!(body["pendingFragments"], 1);
+    ensure!(body["pendingFragments"] == 1 || body["pendingFragments"] == 0, "{body}");
     ensure_eq!(body["compaction"]["enqueued"], true);
     let metric_id = body["compaction"]["metricId"].as_str().ok_or("metricId")?;
     let message = wait_for_message(metric_id, 90)?;
     ensure_eq!(message["priority"], "manual");
-    let metrics = pg_json(&[], &format!("SELECT priority::text, status::text FROM public.processing_metrics WHERE id = '{metric_id}'"))?;
-    ensure_eq!(metrics, json!([{ "priority": "manual", "status": "queued" }]));
+    let metrics = pg_json(&[], &format!("SELECT priority::text FROM public.processing_metrics WHERE id = '{metric_id}'"))?;
+    ensure_eq!(metrics, json!([{ "priority": "manual" }]));
     Ok(())
 }
 
@@ -179,6 +189,8 @@ fn trigger_scheduled() -> TestResult {
     let (_, token) = new_user(json!({}))?;
     let dataset = unique_dataset();
     upload(&token, &dataset, "2025-11-09", &small_fragment(51))?;
+    // Compaction may already have taken the upload: make the dataset due again for the schedule.
+    d1(&format!("UPDATE datasets SET compaction_needed = 1, lease_run_id = NULL, lease_expires_at = NULL WHERE id = {}", sql_text(&dataset)))?;
     let (status, report) = send(stack().http.post(format!("{}/api/trigger-scheduled", stack().url)).bearer_auth(&stack().operator_secret))?;
     ensure_eq!(status, 200, "{report}");
     ensure!(report["enqueued"].as_u64().is_some_and(|n| n >= 1), "{report}");

@@ -2,8 +2,13 @@
 //!
 //! Each message is decoded into the one [`CompactionMessage`] type of `fusou-core`; a body
 //! that is not one is logged and acknowledged (a retry could never fix it), so it can never
-//! block the queue. A `fetch` handler answers `/health` behind the upload Worker's service
-//! binding.
+//! block the queue. A valid one runs the compaction workflow of `fusou_core::compaction` over
+//! D1 and R2 (`ports`); success acknowledges it, a failure retries it with a delay, and after
+//! its retries it reaches the dead-letter queue (`consumer::dead_letter`). A `fetch` handler
+//! answers `/health` behind the upload Worker's service binding.
+
+mod consumer;
+mod ports;
 
 use fusou_core::message::CompactionMessage;
 use fusou_edge::bindings::BATTLE_INDEX_DB;
@@ -33,7 +38,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
 }
 
 #[event(queue)]
-async fn queue(batch: MessageBatch<Value>, _env: Env, _ctx: Context) -> Result<()> {
+async fn queue(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> Result<()> {
     console_error_panic_hook::set_once();
     let queue = batch.queue();
     for message in batch.messages()? {
@@ -44,15 +49,15 @@ async fn queue(batch: MessageBatch<Value>, _env: Env, _ctx: Context) -> Result<(
                 message.ack();
             }
             (Ok(msg), DEAD_LETTER_QUEUE) => {
-                log::error("message.dead_lettered", json!({ "queue": queue, "datasetId": msg.dataset_id, "metricId": msg.metric_id }));
+                consumer::dead_letter(&env, &msg).await;
                 message.ack();
             }
             (Ok(msg), _) => {
                 log::info("message.received", json!({ "queue": queue, "datasetId": msg.dataset_id, "metricId": msg.metric_id, "message": msg }));
-                // The compaction workflow is not part of this build: hand the message back so
-                // that, after its retries, it reaches the dead-letter queue and nothing is lost.
-                log::warn("compaction.unavailable", json!({ "queue": queue, "datasetId": msg.dataset_id, "metricId": msg.metric_id }));
-                message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(10).build());
+                match consumer::compact(&env, &msg).await {
+                    Ok(()) => message.ack(),
+                    Err(_) => message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(10).build()),
+                }
             }
         }
     }

@@ -80,6 +80,13 @@ impl CompactionMessage {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a CompactionMessage always serializes")
     }
+
+    /// The id of the compaction run this message asks for: a digest of the whole message, so a
+    /// redelivered message resumes its run and a new message starts a new one.
+    pub fn run_id(&self) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(&Sha256::digest(self.to_json().as_bytes())[..12])
+    }
 }
 
 #[cfg(test)]
@@ -119,6 +126,16 @@ mod tests {
         .unwrap();
         assert_eq!(msg.metric_id, None);
         assert_eq!(msg.triggered_at.to_rfc3339(), "2026-11-28T01:00:00+00:00");
+    }
+
+    #[test]
+    fn run_ids_follow_the_whole_message() {
+        let a = CompactionMessage::from_json(br#"{"datasetId":"ds","triggeredAt":"2026-11-28T00:00:00Z","priority":"manual"}"#).unwrap();
+        let again = CompactionMessage::from_json(br#"{"priority":"manual","datasetId":"ds","triggeredAt":"2026-11-28T09:00:00+09:00"}"#).unwrap();
+        assert_eq!(a.run_id(), again.run_id(), "the same message, written differently");
+        assert_eq!(a.run_id().len(), 24);
+        let later = CompactionMessage { triggered_at: "2026-11-28T00:00:01Z".parse().unwrap(), ..a.clone() };
+        assert_ne!(a.run_id(), later.run_id());
     }
 
     #[test]

@@ -105,6 +105,16 @@ pub fn patch_metric(id: Uuid, changes: &serde_json::Value) -> RestCall {
     }
 }
 
+/// Creates or updates one metrics row (`row` must carry `id`, `dataset_id` and `priority`).
+pub fn upsert_metric(row: &serde_json::Value) -> RestCall {
+    RestCall {
+        method: "POST",
+        path_and_query: "processing_metrics?on_conflict=id".into(),
+        prefer: Some("resolution=merge-duplicates,return=minimal"),
+        body: Some(serde_json::Value::Array(vec![row.clone()]).to_string()),
+    }
+}
+
 /// The latest runs of a dataset, newest first.
 pub fn recent_metrics(dataset: &DatasetId, limit: u32) -> RestCall {
     RestCall {

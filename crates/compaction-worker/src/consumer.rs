@@ -1,0 +1,177 @@
+//! What happens to each message: the compaction workflow for the compaction queue, the failure
+//! record for the dead-letter queue; metrics in Supabase either way.
+
+use fusou_core::compaction::{self, Outcome, RunConfig};
+use fusou_core::engine::EngineConfig;
+use fusou_core::ids::DatasetId;
+use fusou_core::index;
+use fusou_core::message::CompactionMessage;
+use fusou_core::supabase::{self as rest, MetricStatus};
+use fusou_core::workflow::{Backoff, RetryPolicy, StepConfig};
+use fusou_edge::bindings;
+use fusou_edge::d1::{self};
+use fusou_edge::log;
+use fusou_edge::supabase::Supabase;
+use serde_json::{Value, json};
+use uuid::Uuid;
+use worker::{Env, MessageBuilder};
+
+use crate::ports::{D1, R2, WorkerClock};
+
+/// How runs are bounded here: one run reads its fragments into memory, so the cap keeps a run
+/// well inside a Worker's 128 MB (fragments are tens of KB).
+pub fn run_config(env: &Env) -> RunConfig {
+    let max_fragments = env
+        .var("COMPACTION_MAX_FRAGMENTS")
+        .ok()
+        .and_then(|v| v.to_string().parse().ok())
+        .unwrap_or(500);
+    RunConfig {
+        engine: EngineConfig::default(),
+        steps: StepConfig { retries: RetryPolicy { limit: 2, delay_ms: 1000, backoff: Backoff::Exponential }, timeout_ms: 120_000 },
+        lease_ms: 15 * 60 * 1000,
+        max_fragments,
+    }
+}
+
+fn supabase(env: &Env) -> Option<Supabase> {
+    let url = env.var("SUPABASE_URL").ok()?.to_string();
+    let key = env.secret("SUPABASE_SERVICE_KEY").ok()?.to_string();
+    Some(Supabase::new(url, key))
+}
+
+/// Creates or updates the message's metrics row; a failure is logged, never fatal.
+async fn record(env: &Env, message: &CompactionMessage, metric_id: Uuid, status: MetricStatus, extra: Value) {
+    let mut row = json!({
+        "id": metric_id,
+        "dataset_id": message.dataset_id,
+        "priority": message.priority.as_str(),
+        "table_name": message.table,
+        "period_tag": message.period_tag,
+        "status": status,
+    });
+    if let (Some(row), Some(extra)) = (row.as_object_mut(), extra.as_object()) {
+        row.extend(extra.clone());
+    }
+    let fields = json!({ "queue": "fusou-compaction", "datasetId": message.dataset_id, "metricId": metric_id });
+    match supabase(env) {
+        None => log::error("supabase.misconfigured", fields),
+        Some(s) => {
+            if let Err(e) = s.execute(&rest::upsert_metric(&row)).await {
+                let mut f = fields;
+                f["error"] = json!(e.to_string());
+                log::error("supabase.metric_failed", f);
+            }
+        }
+    }
+}
+
+/// Runs the compaction a message asks for. `Err` means "retry the message".
+pub async fn compact(env: &Env, message: &CompactionMessage) -> Result<(), String> {
+    let metric_id = message.metric_id.unwrap_or_else(|| Uuid::new_v4());
+    let run_id = message.run_id();
+    let started = fusou_edge::now_utc();
+    let fields = json!({ "queue": "fusou-compaction", "datasetId": message.dataset_id, "metricId": metric_id, "runId": run_id });
+    record(env, message, metric_id, MetricStatus::Running, json!({ "run_id": run_id, "started_at": started })).await;
+
+    let db = D1(env.d1(bindings::BATTLE_INDEX_DB).map_err(|e| e.to_string())?);
+    let bucket = R2(env.bucket(bindings::BATTLE_DATA_BUCKET).map_err(|e| e.to_string())?);
+    let config = run_config(env);
+    let outcome = compaction::compact(message, &run_id, &db, &bucket, &db, &WorkerClock, &config).await;
+    let finished = fusou_edge::now_utc();
+    let duration_ms = (finished - started).num_milliseconds();
+    match outcome {
+        Ok(Outcome::Committed(summary)) => {
+            let ratio = if summary.output_bytes > 0 { summary.input_bytes as f64 / summary.output_bytes as f64 } else { 0.0 };
+            record(env, message, metric_id, MetricStatus::Success, json!({
+                "finished_at": finished,
+                "step_durations_ms": { "total": duration_ms },
+                "input_bytes": summary.input_bytes,
+                "output_bytes": summary.output_bytes,
+                "input_rows": summary.rows,
+                "output_rows": summary.rows,
+                "input_fragments": summary.fragments,
+                "output_files": summary.outputs.len(),
+                "compression_ratio": ratio,
+                "error_message": if summary.quarantined.is_empty() { Value::Null } else { json!(format!("quarantined: {}", summary.quarantined.join("; "))) },
+            }))
+            .await;
+            let mut f = fields.clone();
+            f["outputs"] = json!(summary.outputs.len());
+            f["rows"] = json!(summary.rows);
+            f["fragments"] = json!(summary.fragments);
+            if !summary.quarantined.is_empty() {
+                f["quarantined"] = json!(summary.quarantined);
+                log::warn("compaction.quarantined", f.clone());
+            }
+            log::info("compaction.committed", f);
+            if summary.continue_after {
+                continue_run(env, message).await;
+            }
+            Ok(())
+        }
+        Ok(Outcome::Skipped) => {
+            record(env, message, metric_id, MetricStatus::Success, json!({
+                "finished_at": finished, "output_files": 0,
+                "error_message": "skipped: another run holds the dataset, or nothing is pending",
+            }))
+            .await;
+            log::info("compaction.skipped", fields);
+            Ok(())
+        }
+        Ok(Outcome::LostLease { orphans }) => {
+            // Another run owns the dataset now and will commit its work; ours is orphaned.
+            record(env, message, metric_id, MetricStatus::Failure, json!({
+                "finished_at": finished, "error_step": "update-metadata", "error_message": "the run lost its lease; outputs orphaned",
+            }))
+            .await;
+            let mut f = fields;
+            f["orphans"] = json!(orphans);
+            log::warn("compaction.lost_lease", f);
+            Ok(())
+        }
+        Err(e) => {
+            record(env, message, metric_id, MetricStatus::Failure, json!({
+                "finished_at": finished, "error_step": e.0.step(), "error_message": e.to_string(),
+            }))
+            .await;
+            let mut f = fields;
+            f["error"] = json!(e.to_string());
+            log::error("compaction.failed", f);
+            Err(e.to_string())
+        }
+    }
+}
+
+/// More fragments are pending than one run takes: the dataset gets another message at once.
+async fn continue_run(env: &Env, message: &CompactionMessage) {
+    let next = CompactionMessage { triggered_at: fusou_edge::now_utc(), metric_id: Some(Uuid::new_v4()), ..message.clone() };
+    let sent = match env.queue(bindings::COMPACTION_QUEUE) {
+        Ok(q) => q.send(MessageBuilder::new(&next).build()).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let fields = json!({ "queue": "fusou-compaction", "datasetId": next.dataset_id, "metricId": next.metric_id });
+    match sent {
+        Ok(()) => log::info("queue.sent", fields),
+        // The dataset stays marked: the schedule continues it.
+        Err(e) => log::error("queue.send_failed", json!({ "datasetId": next.dataset_id, "error": e })),
+    }
+}
+
+/// A message that exhausted its retries: its metrics row says so, its lease is released, and the
+/// dataset stays marked so the schedule tries again later.
+pub async fn dead_letter(env: &Env, message: &CompactionMessage) {
+    let metric_id = message.metric_id.unwrap_or_else(|| Uuid::new_v4());
+    record(env, message, metric_id, MetricStatus::DlqFailure, json!({
+        "finished_at": fusou_edge::now_utc(), "error_message": "dead-lettered after its retries",
+    }))
+    .await;
+    if let Ok(db) = env.d1(bindings::BATTLE_INDEX_DB) {
+        let dataset: &DatasetId = &message.dataset_id;
+        let run_id = message.run_id();
+        if let Err(e) = d1::run(&db, index::RELEASE_LEASE, &[dataset.as_str().into(), run_id.as_str().into()]).await {
+            log::error("lease.release_failed", json!({ "datasetId": dataset, "error": e.to_string() }));
+        }
+    }
+    log::error("message.dead_lettered", json!({ "queue": "fusou-compaction-dlq", "datasetId": message.dataset_id, "metricId": metric_id }));
+}
