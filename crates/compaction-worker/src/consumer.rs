@@ -18,19 +18,16 @@ use worker::{Env, MessageBuilder};
 
 use crate::ports::{D1, R2, WorkerClock};
 
-/// How runs are bounded here: one run reads its fragments into memory, so the cap keeps a run
-/// well inside a Worker's 128 MB (fragments are tens of KB).
+/// How runs are bounded here: one run reads its fragments into memory, so the byte cap (16 MiB
+/// by default) keeps a run well inside a Worker's 128 MB beside the engine's own ~40 MiB.
 pub fn run_config(env: &Env) -> RunConfig {
-    let max_fragments = env
-        .var("COMPACTION_MAX_FRAGMENTS")
-        .ok()
-        .and_then(|v| v.to_string().parse().ok())
-        .unwrap_or(500);
+    let number = |name: &str, default: u64| env.var(name).ok().and_then(|v| v.to_string().parse().ok()).unwrap_or(default);
     RunConfig {
         engine: EngineConfig::default(),
         steps: StepConfig { retries: RetryPolicy { limit: 2, delay_ms: 1000, backoff: Backoff::Exponential }, timeout_ms: 120_000 },
         lease_ms: 15 * 60 * 1000,
-        max_fragments,
+        max_fragments: number("COMPACTION_MAX_FRAGMENTS", 500) as u32,
+        max_run_bytes: number("COMPACTION_MAX_RUN_BYTES", 16 << 20),
     }
 }
 
@@ -85,7 +82,7 @@ pub async fn compact(env: &Env, message: &CompactionMessage) -> Result<(), Strin
             let ratio = if summary.output_bytes > 0 { summary.input_bytes as f64 / summary.output_bytes as f64 } else { 0.0 };
             record(env, message, metric_id, MetricStatus::Success, json!({
                 "finished_at": finished,
-                "step_durations_ms": { "total": duration_ms },
+                "step_durations_ms": step_durations(&summary, duration_ms),
                 "input_bytes": summary.input_bytes,
                 "output_bytes": summary.output_bytes,
                 "input_rows": summary.rows,
@@ -100,6 +97,12 @@ pub async fn compact(env: &Env, message: &CompactionMessage) -> Result<(), Strin
             f["outputs"] = json!(summary.outputs.len());
             f["rows"] = json!(summary.rows);
             f["fragments"] = json!(summary.fragments);
+            f["inputBytes"] = json!(summary.input_bytes);
+            f["outputBytes"] = json!(summary.output_bytes);
+            f["durationMs"] = json!(duration_ms);
+            f["steps"] = step_durations(&summary, duration_ms);
+            // Wasm memory never shrinks: its size now is the isolate's peak so far.
+            f["wasmMemoryBytes"] = json!(wasm_memory_bytes());
             if !summary.quarantined.is_empty() {
                 f["quarantined"] = json!(summary.quarantined);
                 log::warn("compaction.quarantined", f.clone());
@@ -140,6 +143,24 @@ pub async fn compact(env: &Env, message: &CompactionMessage) -> Result<(), Strin
             log::error("compaction.failed", f);
             Err(e.to_string())
         }
+    }
+}
+
+fn step_durations(summary: &compaction::Summary, total_ms: i64) -> Value {
+    let mut steps = json!(summary.step_ms);
+    steps["total"] = json!(total_ms);
+    steps
+}
+
+/// The size of this isolate's Wasm linear memory, in bytes.
+fn wasm_memory_bytes() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        core::arch::wasm32::memory_size(0) as u64 * 65_536
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        0
     }
 }
 

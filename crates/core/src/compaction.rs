@@ -7,7 +7,8 @@
 //!    compact: the run ends as skipped, nothing lost). Not checkpointed: a lease belongs to an
 //!    invocation, so a resumed run takes it again (under a new epoch if it had been released).
 //! 2. `list-fragments`: the pending fragments, narrowed by table and period when the message
-//!    has them, at most [`RunConfig::max_fragments`] per run (more left: `continue_after`).
+//!    has them, at most [`RunConfig::max_fragments`] and [`RunConfig::max_run_bytes`] per run
+//!    (more left: `continue_after`).
 //! 3. The fragments are read (one GET each), scanned and planned; planning is deterministic, so a
 //!    resumed run plans the same outputs. Each output is its own step, `merge-{n}`, written to
 //!    `battle_compacted/{period}/{dataset}/{table}/{run}-{n}.parquet`: a crash costs one output.
@@ -58,6 +59,10 @@ pub struct RunConfig {
     pub steps: StepConfig,
     pub lease_ms: u64,
     pub max_fragments: u32,
+    /// Fragment bytes one run reads into memory (at least one fragment is always taken). The
+    /// run holds its fragments whole, so this is what bounds a Worker's memory beside the
+    /// engine's own (see `engine`'s `# Memory usage`).
+    pub max_run_bytes: u64,
 }
 
 /// A pending fragment as `list-fragments` found it.
@@ -91,6 +96,8 @@ pub struct Summary {
     pub quarantined: Vec<String>,
     /// More pending fragments than one run takes: the caller enqueues a continuation.
     pub continue_after: bool,
+    /// Milliseconds spent in each step this invocation ran (merges summed as `merge`).
+    pub step_ms: std::collections::BTreeMap<String, u64>,
 }
 
 /// A run's failure: the step that failed and why.
@@ -169,8 +176,9 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, C: Clock>(
             sql.rows(index::PENDING_FRAGMENTS, &params).await?.iter().map(fragment_row).collect()
         })
         .await?;
-    let continue_after = fragments.len() > config.max_fragments as usize;
-    let fragments = &fragments[..fragments.len().min(config.max_fragments as usize)];
+    let take = run_share(&fragments, config);
+    let continue_after = fragments.len() > take;
+    let fragments = &fragments[..take];
 
     // Read and scan every fragment (one GET each). Not checkpointed: a resumed run reads them
     // again and, planning being deterministic, plans the same outputs.
@@ -220,7 +228,13 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, C: Clock>(
             .await
             .map_err(|message| StepError::Failed { step: "update-metadata".into(), attempts: 1, message })?;
     }
+    let mut step_ms = std::collections::BTreeMap::new();
+    for r in run.records().iter().filter(|r| r.ran) {
+        let name = if r.name.starts_with("merge-") { "merge" } else { r.name.as_str() };
+        *step_ms.entry(name.to_owned()).or_insert(0) += r.duration_ms;
+    }
     Ok(Outcome::Committed(Summary {
+        step_ms,
         fragments: fragments.len() as u64,
         input_bytes: scan.bytes(),
         rows: outputs.iter().map(|o| o.rows).sum(),
@@ -229,6 +243,20 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, C: Clock>(
         quarantined: scan.quarantined.iter().map(|q| format!("{} {}: {}", q.fragment_key, q.table, q.error)).collect(),
         continue_after,
     }))
+}
+
+/// How many of the listed fragments one run takes: within both caps, and at least one.
+fn run_share(listed: &[FragmentRow], config: &RunConfig) -> usize {
+    let mut bytes = 0u64;
+    let within = listed
+        .iter()
+        .take(config.max_fragments as usize)
+        .take_while(|f| {
+            bytes += f.size;
+            bytes <= config.max_run_bytes
+        })
+        .count();
+    within.max(listed.len().min(1))
 }
 
 /// ISO-8601 UTC text of a Unix-ms instant, as the index stores times.

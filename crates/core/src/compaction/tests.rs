@@ -160,6 +160,7 @@ fn config(retries: u32) -> RunConfig {
         steps: StepConfig { retries: RetryPolicy { limit: retries, delay_ms: 10, backoff: Backoff::Exponential }, timeout_ms: 60_000 },
         lease_ms: 900_000,
         max_fragments: 500,
+        max_run_bytes: 1 << 30,
     }
 }
 
@@ -282,6 +283,20 @@ fn a_run_takes_at_most_its_cap_and_asks_to_continue() {
     let rest = committed(w.run("run-b", &capped).unwrap());
     assert_eq!((rest.fragments, rest.continue_after), (2, false));
     assert_eq!(w.pending(), 0);
+}
+
+#[test]
+fn a_run_reads_at_most_its_byte_cap_but_always_one_fragment() {
+    let w = World::with_fragments(4);
+    let sizes: Vec<u64> = w.fragments.iter().map(|f| f.bytes.len() as u64).collect();
+    let mut capped = config(0);
+    capped.max_run_bytes = sizes[0] + sizes[1];
+    let first = committed(w.run("run-a", &capped).unwrap());
+    assert_eq!((first.fragments, first.continue_after), (2, true));
+    capped.max_run_bytes = 1;
+    let second = committed(w.run("run-b", &capped).unwrap());
+    assert_eq!((second.fragments, second.continue_after), (1, true), "one fragment even above the cap");
+    w.check_exact(0..3);
 }
 
 #[test]

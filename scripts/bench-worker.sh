@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Compaction in the Worker (prints figures; not a test): a fixed synthetic set uploaded as the
+# client uploads it, compacted by one run under `wrangler dev`, beside the native engine on the
+# same fragments. MB/s and duration of each, their ratio, and the Worker's Wasm memory as it
+# reports it from inside (its size after each run, which is its peak: Wasm memory never shrinks).
+# Runs are capped in bytes (COMPACTION_MAX_RUN_BYTES), so the set takes several; their time is
+# summed (queue waits between runs excluded).
+# Usage: scripts/bench-worker.sh [fragments, default 500]
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+source "$FUSOU_ROOT/scripts/stack.sh"
+cd "$FUSOU_ROOT"
+count="${1:-500}"
+dir="$FUSOU_LOCAL/bench-worker"
+dataset="bench-worker"
+
+cargo build -q --release -p fusou-cli
+fusou="$CARGO_TARGET_DIR/release/fusou"
+rm -rf "$dir" && mkdir -p "$dir"
+"$fusou" gen --out "$dir/fragments" --count "$count" --seed 42 >/dev/null
+
+# Uploads must not start compactions of their own: the run under test is the manual one.
+export FUSOU_REALTIME_DELAY_SECONDS=3600
+stack_up "$dir/stack"
+token="$("$fusou" token --supabase-url "$SUPABASE_URL" --service-key "$SUPABASE_SERVICE_KEY")"
+"$fusou" --url "$FUSOU_URL" upload --dir "$dir/fragments" --dataset "$dataset" --clients 8 --token "$token"
+
+log "compacting $count fragments in the Worker"
+curl -fsS -X POST "$FUSOU_URL/api/sanitize-state" -H "authorization: Bearer $token" \
+    -H 'content-type: application/json' -d "{\"datasetId\": \"$dataset\"}" >/dev/null
+# Runs are capped in bytes; the rest continues in follow-up runs. Wait until nothing is pending.
+for _ in $(seq 1 600); do
+    state="$(curl -fsS "$FUSOU_URL/api/battle-data/datasets/$dataset" -H "authorization: Bearer $token")"
+    python3 -c 'import json,sys; s=json.loads(sys.argv[1]); sys.exit(0 if s["pending"]["fragments"] == 0 and not s["compaction"]["inProgress"] else 1)' "$state" && break
+    sleep 1
+done
+runs="$(grep -o '{"level":"info","event":"compaction.committed".*"datasetId":"'"$dataset"'".*' "$dir/stack/logs/wrangler.log" || true)"
+[[ -n "$runs" ]] || die "no committed run (see $dir/stack/logs/wrangler.log)"
+stack_down
+
+native="$("$fusou" compact --dir "$dir/fragments" --out "$dir/native-out" --codec zstd | tail -n 1)"
+python3 - "$runs" "$native" <<'PY'
+import json, re, sys
+runs = [json.loads(l) for l in sys.argv[1].splitlines() if l.strip()]
+native = re.search(r"([0-9.]+) s .* ([0-9.]+) MB/s, peak heap ([0-9.]+) MiB", sys.argv[2])
+total = lambda k: sum(r[k] for r in runs)
+seconds = total("durationMs") / 1000
+worker_mbps = total("inputBytes") / 1e6 / seconds
+native_mbps = float(native.group(2))
+print(f"\ninput: {total('fragments')} fragments, {total('inputBytes') / 1e6:.1f} MB, {total('rows')} rows -> {total('outputs')} files, {total('outputBytes') / 1e6:.1f} MB, in {len(runs)} runs")
+print(f"worker (wrangler dev): {seconds:.2f} s of runs, {worker_mbps:.1f} MB/s, Wasm memory at most {max(r['wasmMemoryBytes'] for r in runs) / 2**20:.1f} MiB")
+for r in runs:
+    print(f"  run {r['runId']}: {r['fragments']} fragments, {r['inputBytes'] / 1e6:.1f} MB, {r['durationMs']} ms, steps {r['steps']}")
+print(f"native engine:         {float(native.group(1)):.2f} s, {native_mbps:.1f} MB/s, peak heap {native.group(3)} MiB")
+print(f"worker / native throughput: {worker_mbps / native_mbps:.2f}")
+PY
