@@ -1,6 +1,7 @@
 //! One function per command.
 
 pub mod compact;
+pub mod verify;
 pub mod upload;
 
 use std::path::Path;

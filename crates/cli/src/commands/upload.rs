@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+
 use fusou_core::synth::{FragmentSpec, fragment};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -46,6 +47,13 @@ pub struct LoadArgs {
     /// Worker runtime) at the same concurrency, and print the ratio.
     #[arg(long)]
     baseline: bool,
+    /// Then wait for compaction and check that every uploaded row is in the compacted outputs
+    /// exactly once.
+    #[arg(long)]
+    verify: bool,
+    /// How long `--verify` waits for compaction, in seconds.
+    #[arg(long, default_value_t = 900)]
+    verify_timeout: u64,
 }
 
 /// A fragment to upload: its bytes and its `table_offsets` string.
@@ -55,9 +63,15 @@ struct Job {
 }
 
 fn generated(count: u64, seed: u64) -> Vec<Job> {
+    generated_with(count, seed, |_| {})
+}
+
+/// Generates fragments, handing each one to `inspect` before keeping only its bytes.
+fn generated_with(count: u64, seed: u64, mut inspect: impl FnMut(&fusou_core::synth::Fragment)) -> Vec<Job> {
     (0..count)
         .map(|n| {
             let f = fragment(&FragmentSpec { seed: seed.wrapping_add(n), ..FragmentSpec::default() });
+            inspect(&f);
             Job { offsets: f.table_offsets_string(), bytes: f.bytes }
         })
         .collect()
@@ -219,11 +233,25 @@ pub async fn load(url: &str, args: LoadArgs) -> Result<(), String> {
         println!("clients {:>3}  baseline GET /openapi.json: {rate:>7.1} answers/s  p50 {p50:>7.1} ms", args.clients);
     }
     eprintln!("generating {} fragments…", args.uploads);
-    let jobs = generated(args.uploads as u64, args.seed);
+    let mut expected = super::verify::Digest::default();
+    let jobs = generated_with(args.uploads as u64, args.seed, |f| {
+        if args.verify {
+            f.segments.iter().for_each(|s| expected.add_batch(s.table.as_str(), &s.batch));
+        }
+    });
     let bytes = jobs.iter().map(|j| j.bytes.len() as u64).sum();
-    let uploader = Arc::new(Uploader::new(url, args.token));
+    let uploader = Arc::new(Uploader::new(url, args.token.clone()));
     let prefix = args.dataset_prefix.clone();
     let (tally, elapsed) =
         run(uploader, Arc::new(jobs), args.clients, Arc::new("2025-11-05".into()), move |c| format!("{prefix}-{c}"), bar(args.uploads)).await;
-    report(args.clients, tally, elapsed, bytes)
+    let stored = tally.stored;
+    report(args.clients, tally, elapsed, bytes)?;
+    if args.verify {
+        if stored != args.uploads {
+            return Err(format!("only {stored} of {} uploads were stored (a rerun skips what the datasets hold): use a new --dataset-prefix", args.uploads));
+        }
+        let datasets: Vec<String> = (0..args.clients.max(1)).map(|c| format!("{}-{c}", args.dataset_prefix)).collect();
+        super::verify::verify(url, &args.token, &datasets, &expected, Duration::from_secs(args.verify_timeout)).await?;
+    }
+    Ok(())
 }
