@@ -35,7 +35,7 @@ pub fn generate(out: &Path, count: u64, seed: u64, max_rows: u64, segments: bool
     Ok(())
 }
 
-async fn json_answer(resp: Result<reqwest::Response, reqwest::Error>, what: &str) -> Result<Value, String> {
+pub async fn json_answer(resp: Result<reqwest::Response, reqwest::Error>, what: &str) -> Result<Value, String> {
     let resp = resp.map_err(|e| format!("{what}: cannot reach the service: {e}"))?;
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
@@ -88,10 +88,16 @@ pub async fn status(url: &str, dataset: &str, token: &str) -> Result<(), String>
     Ok(())
 }
 
-pub async fn fetch(url: &str, dataset: &str, token: &str, out: &Path) -> Result<(), String> {
-    let http = reqwest::Client::new();
-    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    let (mut after, mut files, mut bytes) = (String::new(), 0u64, 0u64);
+/// Pages through a dataset's compacted outputs and downloads each one, handing `each` the
+/// output as the listing describes it and its bytes.
+pub async fn each_output(
+    http: &reqwest::Client,
+    url: &str,
+    dataset: &str,
+    token: &str,
+    mut each: impl FnMut(&Value, bytes::Bytes) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut after = String::new();
     loop {
         let resp = http
             .get(format!("{url}/api/battle-data/datasets/{dataset}/outputs"))
@@ -113,16 +119,27 @@ pub async fn fetch(url: &str, dataset: &str, token: &str, out: &Path) -> Result<
                 .bytes()
                 .await
                 .map_err(|e| format!("downloading {key}: {e}"))?;
-            let local = out.join(key.replace('/', "__"));
-            std::fs::write(&local, &data).map_err(|e| format!("{}: {e}", local.display()))?;
-            files += 1;
-            bytes += data.len() as u64;
+            each(output, data)?;
         }
         match page["next"].as_str() {
             Some(next) => after = next.to_owned(),
-            None => break,
+            None => return Ok(()),
         }
     }
+}
+
+pub async fn fetch(url: &str, dataset: &str, token: &str, out: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let (mut files, mut bytes) = (0u64, 0u64);
+    each_output(&reqwest::Client::new(), url, dataset, token, |output, data| {
+        let key = output["key"].as_str().unwrap_or_default();
+        let local = out.join(key.replace('/', "__"));
+        std::fs::write(&local, &data).map_err(|e| format!("{}: {e}", local.display()))?;
+        files += 1;
+        bytes += data.len() as u64;
+        Ok(())
+    })
+    .await?;
     println!("fetched {files} files ({bytes} bytes) into {}", out.display());
     Ok(())
 }

@@ -8,9 +8,7 @@ use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use arrow_array::{Array, BooleanArray, Float32Array, Int32Array, Int64Array, RecordBatch, StringArray};
-use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use serde_json::Value;
 
 /// Per table: rows, and the wrapping sum of each row's hash (order-independent).
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -53,20 +51,14 @@ impl Digest {
     }
 }
 
-async fn get_json(http: &reqwest::Client, url: &str, token: &str, query: &[(&str, &str)]) -> Result<Value, String> {
-    let resp = http.get(url).query(query).bearer_auth(token).send().await.map_err(|e| format!("{url}: {e}"))?;
-    let status = resp.status();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    if status.is_success() { Ok(body) } else { Err(format!("{url} answered {status}: {body}")) }
-}
-
 pub async fn verify(url: &str, token: &str, datasets: &[String], expected: &Digest, timeout: Duration) -> Result<(), String> {
     let http = reqwest::Client::new();
     let started = Instant::now();
     eprintln!("waiting for compaction of {} datasets…", datasets.len());
     for d in datasets {
         loop {
-            let state = get_json(&http, &format!("{url}/api/battle-data/datasets/{d}"), token, &[]).await?;
+            let resp = http.get(format!("{url}/api/battle-data/datasets/{d}")).bearer_auth(token).send().await;
+            let state = super::json_answer(resp, "status").await?;
             if state["pending"]["fragments"] == 0 && state["compaction"]["inProgress"] == false {
                 break;
             }
@@ -80,36 +72,19 @@ pub async fn verify(url: &str, token: &str, datasets: &[String], expected: &Dige
     let mut got = Digest::default();
     let mut files = 0;
     for d in datasets {
-        let mut after = String::new();
-        loop {
-            let page = get_json(&http, &format!("{url}/api/battle-data/datasets/{d}/outputs"), token, &[("limit", "1000"), ("after", &after)]).await?;
-            for o in page["outputs"].as_array().into_iter().flatten() {
-                let key = o["key"].as_str().ok_or("an output without a key")?;
-                let table = o["table_name"].as_str().ok_or("an output without a table")?;
-                let file = http
-                    .get(format!("{url}/api/battle-data/datasets/{d}/outputs/download"))
-                    .query(&[("key", key)])
-                    .bearer_auth(token)
-                    .send()
-                    .await
-                    .and_then(|r| r.error_for_status())
-                    .map_err(|e| format!("{key}: {e}"))?
-                    .bytes()
-                    .await
-                    .map_err(|e| format!("{key}: {e}"))?;
-                let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(file.to_vec()))
-                    .and_then(|b| b.build())
-                    .map_err(|e| format!("{key} is not readable Parquet: {e}"))?;
-                for batch in reader {
-                    got.add_batch(table, &batch.map_err(|e| format!("{key}: {e}"))?);
-                }
-                files += 1;
+        super::each_output(&http, url, d, token, |output, file| {
+            let key = output["key"].as_str().unwrap_or_default();
+            let table = output["table_name"].as_str().ok_or("an output without a table")?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                .and_then(|b| b.build())
+                .map_err(|e| format!("{key} is not readable Parquet: {e}"))?;
+            for batch in reader {
+                got.add_batch(table, &batch.map_err(|e| format!("{key}: {e}"))?);
             }
-            match page["next"].as_str() {
-                Some(next) => after = next.to_owned(),
-                None => break,
-            }
-        }
+            files += 1;
+            Ok(())
+        })
+        .await?;
     }
     let rows = |d: &Digest| d.0.values().map(|v| v.0).sum::<u64>();
     println!(
