@@ -97,6 +97,11 @@ impl ContentHash {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The 32 bytes of the digest (for checksums such as R2's `sha256`).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        hex::decode(&self.0).expect("a ContentHash is 64 hex digits")
+    }
 }
 
 impl TryFrom<String> for ContentHash {

@@ -79,12 +79,11 @@ pub async fn store_fragment(ctx: &Ctx, f: NewFragment) -> Result<String, ApiErro
     .collect::<std::collections::HashMap<_, _>>();
 
     let bucket = ctx.bucket()?;
-    let sha256 = hex_decode(f.hash.as_str());
     bucket
         .put(&f.key, f.body)
         .custom_metadata(metadata)
         .http_metadata(worker::HttpMetadata { content_type: Some("application/octet-stream".into()), ..Default::default() })
-        .sha256(sha256)
+        .sha256(f.hash.to_bytes())
         .execute()
         .await?;
 
@@ -128,10 +127,6 @@ pub async fn store_fragment(ctx: &Ctx, f: NewFragment) -> Result<String, ApiErro
         }
     }
     outcome
-}
-
-fn hex_decode(hex: &str) -> Vec<u8> {
-    (0..hex.len()).step_by(2).filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok()).collect()
 }
 
 /// What became of a compaction request.

@@ -96,6 +96,12 @@ fn sizes_and_segments_are_held_to_the_declaration() {
 }
 
 #[test]
+fn a_content_hash_gives_its_digest_bytes() {
+    use sha2::{Digest, Sha256};
+    assert_eq!(ContentHash::of(b"fusou").to_bytes(), Sha256::digest(b"fusou").to_vec());
+}
+
+#[test]
 fn keys_are_built_from_validated_parts() {
     let key = fragment_key(
         &DatasetId::parse("ds-1").unwrap(),

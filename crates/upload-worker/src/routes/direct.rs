@@ -67,9 +67,8 @@ async fn run(mut req: Request, rc: RouteContext<()>) -> Result<Response, ApiErro
         num_rows: None,
     };
     // Parquet or not is told by the bytes, not by the file's name or type.
-    let info = inspect_segment(&offset, bytes.clone()).map_err(|e| ApiError::new(415, e.to_string()))?;
-    let offset = TableOffset { num_rows: Some(info.num_rows), ..offset };
-    drop(info);
+    let num_rows = inspect_segment(&offset, bytes.clone()).map_err(|e| ApiError::new(415, e.to_string()))?.num_rows;
+    let offset = TableOffset { num_rows: Some(num_rows), ..offset };
 
     pipeline::check_owner(&ctx, &dataset, user.id).await?;
     let hash = ContentHash::of(&bytes);
