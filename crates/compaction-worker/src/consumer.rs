@@ -3,13 +3,12 @@
 
 use fusou_core::compaction::{self, Outcome, RunConfig};
 use fusou_core::engine::EngineConfig;
-use fusou_core::ids::DatasetId;
 use fusou_core::index;
 use fusou_core::message::CompactionMessage;
 use fusou_core::supabase::{self as rest, MetricStatus};
 use fusou_core::workflow::{Backoff, RetryPolicy, StepConfig};
 use fusou_edge::bindings;
-use fusou_edge::d1::{self};
+use fusou_edge::d1;
 use fusou_edge::log;
 use fusou_edge::supabase::Supabase;
 use serde_json::{Value, json};
@@ -188,7 +187,7 @@ pub async fn dead_letter(env: &Env, message: &CompactionMessage) {
     }))
     .await;
     if let Ok(db) = env.d1(bindings::BATTLE_INDEX_DB) {
-        let dataset: &DatasetId = &message.dataset_id;
+        let dataset = &message.dataset_id;
         let run_id = message.run_id();
         if let Err(e) = d1::run(&db, index::RELEASE_LEASE, &[dataset.as_str().into(), run_id.as_str().into()]).await {
             log::error("lease.release_failed", json!({ "datasetId": dataset, "error": e.to_string() }));
