@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::fragment::Quarantined;
 use crate::ids::{DatasetId, PeriodTag, TableName};
 
 /// D1 binds at most 100 parameters per statement; fragment keys are marked in chunks below it.
@@ -56,9 +57,17 @@ fn text(s: &str) -> SqlValue {
 }
 
 /// The commit batch. `consumed` are the fragment keys the run read (all of them, quarantined
-/// segments included: their readable segments are in the outputs); `now` is ISO-8601 text.
-/// Its last statement changes one row exactly when the commit took effect.
-pub fn commit_batch(lease: &Lease, outputs: &[OutputRecord], consumed: &[String], now: &str) -> Vec<Statement> {
+/// segments included: their readable segments are in the outputs); `quarantined` are recorded
+/// (their fragments are kept by clean-up, for inspection); the run's staged output keys are
+/// cleared (they are committed now); `now` is ISO-8601 text. Its last statement changes one
+/// row exactly when the commit took effect.
+pub fn commit_batch(
+    lease: &Lease,
+    outputs: &[OutputRecord],
+    consumed: &[String],
+    quarantined: &[Quarantined],
+    now: &str,
+) -> Vec<Statement> {
     let fence = || vec![text(lease.dataset.as_str()), text(&lease.run_id), SqlValue::Int(lease.epoch)];
     let mut batch = Vec::new();
     for o in outputs {
@@ -96,6 +105,21 @@ pub fn commit_batch(lease: &Lease, outputs: &[OutputRecord], consumed: &[String]
             params,
         });
     }
+    for q in quarantined {
+        let mut params = fence();
+        params.extend([text(&q.fragment_key), text(&q.table), text(&q.error), text(now)]);
+        batch.push(Statement {
+            sql: format!(
+                "INSERT OR IGNORE INTO quarantined_segments (fragment_key, table_name, dataset_id, run_id, error, created_at) \
+                 SELECT ?4, ?5, ?1, ?2, ?6, ?7 WHERE {FENCE}"
+            ),
+            params,
+        });
+    }
+    batch.push(Statement {
+        sql: format!("DELETE FROM staged_outputs WHERE run_id = ?2 AND dataset_id = ?1 AND {FENCE}"),
+        params: fence(),
+    });
     let mut params = fence();
     params.push(text(now));
     batch.push(Statement {

@@ -4,16 +4,22 @@
 //!
 //! Steps of one run (its id derived from the message, so a redelivery resumes it):
 //! 1. `validate-dataset`: take the dataset's lease (a live lease of another run, or nothing to
-//!    compact: the run ends as skipped, nothing lost). Not checkpointed: a lease belongs to an
-//!    invocation, so a resumed run takes it again (under a new epoch if it had been released).
+//!    compact: the run ends as skipped, nothing lost), then make sure the catalog (Supabase)
+//!    knows the dataset: an unreachable catalog fails the run before anything is written. Not
+//!    checkpointed: a lease belongs to an invocation, so a resumed run takes it again (under a
+//!    new epoch if it had been released).
 //! 2. `list-fragments`: the pending fragments, narrowed by table and period when the message
 //!    has them, at most [`RunConfig::max_fragments`] and [`RunConfig::max_run_bytes`] per run
 //!    (more left: `continue_after`).
 //! 3. The fragments are read (one GET each), scanned and planned; planning is deterministic, so a
 //!    resumed run plans the same outputs. Each output is its own step, `merge-{n}`, written to
 //!    `battle_compacted/{period}/{dataset}/{table}/{run}-{n}.parquet`: a crash costs one output.
+//!    Each key is *staged* in D1 before its first byte is written, so that an output no commit
+//!    ever records is found and deleted by [`crate::cleanup`].
 //! 4. `update-metadata`: one fenced batch ([`crate::commit`]). If it changes nothing, the run had
-//!    lost its lease: its outputs are orphans for clean-up and nothing is counted twice.
+//!    lost its lease: its outputs are orphans for clean-up and nothing is counted twice. When
+//!    fragments are still pending afterwards (uploads that arrived during the run, or more than
+//!    one run takes), the run asks for a continuation.
 //!
 //! A step that exhausts its retries fails the run: the lease is released and the fragments
 //! stay pending; the caller records the failure and lets the message be retried.
@@ -21,11 +27,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::commit::{Lease, OutputRecord, SqlValue, Statement, commit_batch};
-use crate::engine::segment::{FragmentInput, Scan};
+use crate::engine::segment::{FragmentInput, Quarantined, Scan};
 use crate::engine::{EngineConfig, merge, plan};
 use crate::fragment::TableOffset;
 use crate::ids::{DatasetId, PeriodTag, TableName};
@@ -50,7 +57,21 @@ pub trait Blobs {
     async fn upload_part(&self, key: &str, upload_id: &str, number: u16, bytes: Bytes) -> Result<String, String>;
     async fn complete_multipart(&self, key: &str, upload_id: &str, parts: Vec<(u16, String)>) -> Result<(), String>;
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), String>;
+    /// Deletes up to 1,000 objects; a key with no object is not an error.
+    async fn delete(&self, keys: &[String]) -> Result<(), String>;
 }
+
+/// The dataset catalog (Supabase in the Worker): what users see of their datasets.
+#[allow(async_fn_in_trait)]
+pub trait Catalog {
+    /// Makes sure the catalog has dataset `dataset` of `owner` (an upload made while the catalog
+    /// was down may have left it out); fails when the catalog cannot be reached.
+    async fn ensure_dataset(&self, dataset: &DatasetId, owner: &str) -> Result<(), String>;
+}
+
+/// Fragment GETs one run keeps in flight (a Worker allows six open connections per invocation;
+/// R2 binding calls are not connections, but a few suffice to hide the round trips).
+const CONCURRENT_READS: usize = 8;
 
 /// How a run is bounded and retried.
 #[derive(Debug, Clone)]
@@ -63,6 +84,9 @@ pub struct RunConfig {
     /// run holds its fragments whole, so this is what bounds a Worker's memory beside the
     /// engine's own (see `engine`'s `# Memory usage`).
     pub max_run_bytes: u64,
+    /// Fault injection for tests: the invocation stops after this step as if it had died there
+    /// (see [`crate::workflow::Run::crash_after`]). Always `None` in production.
+    pub crash_after: Option<String>,
 }
 
 /// A pending fragment as `list-fragments` found it.
@@ -93,11 +117,19 @@ pub struct Summary {
     pub rows: u64,
     pub outputs: Vec<OutputRecord>,
     pub output_bytes: u64,
-    pub quarantined: Vec<String>,
-    /// More pending fragments than one run takes: the caller enqueues a continuation.
+    /// Segments set aside (unreadable), each naming its fragment and table; recorded in D1.
+    pub quarantined: Vec<Quarantined>,
+    /// Fragments are still pending after this run: the caller enqueues a continuation.
     pub continue_after: bool,
     /// Milliseconds spent in each step this invocation ran (merges summed as `merge`).
     pub step_ms: std::collections::BTreeMap<String, u64>,
+}
+
+/// What a merge step leaves behind: its output, and the segments it had to leave out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Merged {
+    output: OutputRecord,
+    quarantined: Vec<Quarantined>,
 }
 
 /// A run's failure: the step that failed and why.
@@ -115,30 +147,37 @@ pub fn output_key(period: &PeriodTag, dataset: &DatasetId, table: &TableName, ru
 }
 
 /// Runs the compaction workflow of `message` as run `run_id`.
-pub async fn compact<S: Sql, B: Blobs, K: CheckpointStore, C: Clock>(
+#[allow(clippy::too_many_arguments)] // the workflow's ports, each a separate platform binding
+pub async fn compact<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
     message: &CompactionMessage,
     run_id: &str,
     sql: &S,
     blobs: &B,
     checkpoints: &K,
+    catalog: &Ca,
     clock: &C,
     config: &RunConfig,
 ) -> Result<Outcome, RunError> {
     let dataset = &message.dataset_id;
     let mut run = Run::new(run_id, checkpoints, clock);
-    let outcome = steps(message, &mut run, sql, blobs, clock, config).await;
-    if outcome.is_err() {
-        // Best effort: an expired lease frees itself anyway.
+    if let Some(step) = &config.crash_after {
+        run = run.crash_after(step);
+    }
+    let outcome = steps(message, &mut run, sql, blobs, catalog, clock, config).await;
+    if outcome.as_ref().is_err_and(|e| !matches!(e, StepError::Interrupted { .. })) {
+        // Best effort: an expired lease frees itself anyway. (An interrupted invocation
+        // stands for one that died, which releases nothing.)
         let _ = sql.rows(index::RELEASE_LEASE, &[SqlValue::Text(dataset.to_string()), SqlValue::Text(run_id.into())]).await;
     }
     outcome.map_err(RunError)
 }
 
-async fn steps<S: Sql, B: Blobs, K: CheckpointStore, C: Clock>(
+async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
     message: &CompactionMessage,
     run: &mut Run<'_, K, C>,
     sql: &S,
     blobs: &B,
+    catalog: &Ca,
     clock: &C,
     config: &RunConfig,
 ) -> Result<Outcome, StepError> {
@@ -157,7 +196,15 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, C: Clock>(
                 text(&iso(clock.now_ms())),
             ];
             let rows = sql.rows(index::ACQUIRE_LEASE, &params).await?;
-            rows.first().map(|r| field(r, "lease_epoch").map(|v| v.as_i64().unwrap_or(0))).transpose()
+            let Some(row) = rows.first() else { return Ok(None) };
+            let epoch = field(row, "lease_epoch")?.as_i64().unwrap_or(0);
+            let owner = field(row, "owner_id")?.as_str().unwrap_or_default();
+            if let Err(e) = catalog.ensure_dataset(&dataset, owner).await {
+                // Give the lease back before the retry: the next attempt takes it again.
+                sql.rows(index::RELEASE_LEASE, &[text(dataset.as_str()), text(&run_id)]).await?;
+                return Err(format!("the catalog: {e}"));
+            }
+            Ok(Some(epoch))
         })
         .await?;
     let Some(epoch) = epoch else { return Ok(Outcome::Skipped) };
@@ -183,20 +230,22 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, C: Clock>(
     // Read and scan every fragment (one GET each). Not checkpointed: a resumed run reads them
     // again and, planning being deterministic, plans the same outputs.
     let inputs: Vec<FragmentInput> = run
-        .ephemeral("read-fragments", &config.steps, || async {
-            let mut inputs = Vec::with_capacity(fragments.len());
-            for f in fragments {
-                // A missing object reads as empty: its segments are quarantined, the rest go on.
-                let bytes = blobs.get(&f.key).await.map_err(|e| read_error(&f.key, e))?.unwrap_or_default();
-                inputs.push(FragmentInput {
-                    key: Arc::from(f.key.as_str()),
-                    dataset: dataset.clone(),
-                    period: f.period.clone(),
-                    offsets: f.offsets.clone(),
-                    bytes,
-                });
-            }
-            Ok(inputs)
+        .ephemeral("read-fragments", &config.steps, || {
+            // A few GETs in flight at once: each is a round trip, and a run reads hundreds.
+            futures_util::stream::iter(fragments)
+                .map(|f| async {
+                    // A missing object reads as empty: its segments are quarantined, the rest go on.
+                    let bytes = blobs.get(&f.key).await.map_err(|e| read_error(&f.key, e))?.unwrap_or_default();
+                    Ok::<_, String>(FragmentInput {
+                        key: Arc::from(f.key.as_str()),
+                        dataset: dataset.clone(),
+                        period: f.period.clone(),
+                        offsets: f.offsets.clone(),
+                        bytes,
+                    })
+                })
+                .buffered(CONCURRENT_READS)
+                .try_collect::<Vec<_>>()
         })
         .await?;
     let mut scan = Scan::default();
@@ -204,18 +253,21 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, C: Clock>(
     let plans = plan::plan(&scan, &config.engine);
 
     let mut outputs = Vec::with_capacity(plans.len());
+    let mut quarantined = scan.quarantined.clone();
     for (n, output) in plans.iter().enumerate() {
         let key = output_key(&output.period, &output.dataset, &output.table, &run_id, n);
-        let record: OutputRecord = run
-            .step(&format!("merge-{n}"), &config.steps, || write_output(output, &scan, &inputs, &key, blobs, &config.engine))
+        let target = Target { key: &key, run_id: &run_id, sql, blobs, clock };
+        let merged: Merged = run
+            .step(&format!("merge-{n}"), &config.steps, || write_output(output, &scan, &inputs, &target, &config.engine))
             .await?;
-        outputs.push(record);
+        outputs.push(merged.output);
+        quarantined.extend(merged.quarantined);
     }
 
     let consumed: Vec<String> = fragments.iter().map(|f| f.key.clone()).collect();
     let committed: bool = run
         .step("update-metadata", &config.steps, || async {
-            let changes = sql.batch(&commit_batch(&lease, &outputs, &consumed, &iso(clock.now_ms()))).await?;
+            let changes = sql.batch(&commit_batch(&lease, &outputs, &consumed, &quarantined, &iso(clock.now_ms()))).await?;
             Ok(changes.last() == Some(&1))
         })
         .await?;
@@ -228,6 +280,12 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, C: Clock>(
             .await
             .map_err(|message| StepError::Failed { step: "update-metadata".into(), attempts: 1, message })?;
     }
+    // Uploads that arrived during the run, or more than one run takes: ask for another run.
+    let still_pending = sql
+        .rows(index::PENDING_SUMMARY, &[text(dataset.as_str())])
+        .await
+        .map(|rows| rows.first().and_then(|r| r.get("fragments")).and_then(Value::as_u64).unwrap_or(0) > 0)
+        .unwrap_or(continue_after);
     let mut step_ms = std::collections::BTreeMap::new();
     for r in run.records().iter().filter(|r| r.ran) {
         let name = if r.name.starts_with("merge-") { "merge" } else { r.name.as_str() };
@@ -240,8 +298,8 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, C: Clock>(
         rows: outputs.iter().map(|o| o.rows).sum(),
         output_bytes: outputs.iter().map(|o| o.bytes).sum(),
         outputs,
-        quarantined: scan.quarantined.iter().map(|q| format!("{} {}: {}", q.fragment_key, q.table, q.error)).collect(),
-        continue_after,
+        quarantined,
+        continue_after: continue_after || still_pending,
     }))
 }
 
@@ -260,7 +318,7 @@ fn run_share(listed: &[FragmentRow], config: &RunConfig) -> usize {
 }
 
 /// ISO-8601 UTC text of a Unix-ms instant, as the index stores times.
-fn iso(ms: u64) -> String {
+pub(crate) fn iso(ms: u64) -> String {
     chrono::DateTime::from_timestamp_millis(ms as i64).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
@@ -279,83 +337,116 @@ fn fragment_row(r: &Map<String, Value>) -> Result<FragmentRow, String> {
     })
 }
 
-/// Parts on their way to one object: a multipart upload begun at the first full part, or a
-/// single PUT when the whole output is one part.
-struct PartUpload<'a> {
+/// Where one output goes: its key, staged in the index before its first byte is written.
+struct Target<'a, S, B, C> {
     key: &'a str,
+    run_id: &'a str,
+    sql: &'a S,
+    blobs: &'a B,
+    clock: &'a C,
+}
+
+/// Parts on their way to one object: a multipart upload begun at the first full part (its id
+/// recorded with the staged key, so that clean-up can abort it), or a single PUT when the whole
+/// output is one part.
+struct PartUpload<'t, 'a, S, B, C> {
+    target: &'t Target<'a, S, B, C>,
     multipart: Option<(String, Vec<(u16, String)>)>,
 }
 
-impl<'a> PartUpload<'a> {
-    fn new(key: &'a str) -> Self {
-        Self { key, multipart: None }
+impl<'t, 'a, S: Sql, B: Blobs, C: Clock> PartUpload<'t, 'a, S, B, C> {
+    async fn begin(target: &'t Target<'a, S, B, C>, dataset: &DatasetId) -> Result<Self, String> {
+        let params = [
+            SqlValue::Text(target.key.to_owned()),
+            SqlValue::Text(dataset.to_string()),
+            SqlValue::Text(target.run_id.to_owned()),
+            SqlValue::Int(target.clock.now_ms() as i64),
+        ];
+        target.sql.rows(index::STAGE_OUTPUT, &params).await?;
+        Ok(Self { target, multipart: None })
     }
 
-    async fn send<B: Blobs>(&mut self, blobs: &B, part: Bytes) -> Result<(), String> {
+    async fn send(&mut self, part: Bytes) -> Result<(), String> {
+        let Target { key, sql, blobs, .. } = *self.target;
         let (id, parts) = match &mut self.multipart {
             Some(m) => m,
-            None => self.multipart.insert((blobs.create_multipart(self.key).await?, Vec::new())),
+            None => {
+                let id = blobs.create_multipart(key).await?;
+                sql.rows(index::STAGED_UPLOAD, &[SqlValue::Text(key.to_owned()), SqlValue::Text(id.clone())]).await?;
+                self.multipart.insert((id, Vec::new()))
+            }
         };
         let number = u16::try_from(parts.len() + 1).map_err(|_| "more than 65535 parts".to_string())?;
-        let etag = blobs.upload_part(self.key, id, number, part).await?;
+        let etag = blobs.upload_part(key, id, number, part).await?;
         parts.push((number, etag));
         Ok(())
     }
 
-    async fn finish<B: Blobs>(&mut self, blobs: &B, last: Vec<Bytes>) -> Result<(), String> {
+    async fn finish(&mut self, last: Vec<Bytes>) -> Result<(), String> {
+        let Target { key, blobs, .. } = *self.target;
         match self.multipart.take() {
-            None if last.len() <= 1 => blobs.put(self.key, last.into_iter().next().unwrap_or_default()).await,
+            None if last.len() <= 1 => blobs.put(key, last.into_iter().next().unwrap_or_default()).await,
             taken => {
                 self.multipart = taken;
                 for part in last {
-                    self.send(blobs, part).await?;
+                    self.send(part).await?;
                 }
                 let (id, parts) = self.multipart.take().expect("begun by send");
-                blobs.complete_multipart(self.key, &id, parts).await
+                blobs.complete_multipart(key, &id, parts).await
             }
         }
     }
 
-    async fn abort<B: Blobs>(&mut self, blobs: &B) {
+    async fn abort(&mut self) {
         if let Some((id, _)) = self.multipart.take() {
-            // Unfinished uploads are also aborted by R2 after 7 days, and by the cron clean-up.
-            let _ = blobs.abort_multipart(self.key, &id).await;
+            // Best effort: clean-up aborts what is left, from the staged upload id.
+            let _ = self.target.blobs.abort_multipart(self.target.key, &id).await;
         }
     }
 }
 
-/// Merges one output and streams it to `key`.
-async fn write_output<B: Blobs>(
+/// Merges one output and streams it to its target.
+async fn write_output<S: Sql, B: Blobs, C: Clock>(
     output: &plan::OutputPlan,
     scan: &Scan,
     inputs: &[FragmentInput],
-    key: &str,
-    blobs: &B,
+    target: &Target<'_, S, B, C>,
     config: &EngineConfig,
-) -> Result<OutputRecord, String> {
-    let mut upload = PartUpload::new(key);
-    let written = stream_output(output, scan, inputs, &mut upload, blobs, config).await;
+) -> Result<Merged, String> {
+    let mut upload = PartUpload::begin(target, &output.dataset).await?;
+    let written = stream_output(output, scan, inputs, &mut upload, config).await;
     if written.is_err() {
-        upload.abort(blobs).await;
+        upload.abort().await;
     }
     let finished = written?;
-    Ok(OutputRecord {
-        key: key.to_owned(),
-        period: output.period.clone(),
-        table: output.table.clone(),
-        schema_fingerprint: output.fingerprint.to_string(),
-        rows: finished.rows,
-        bytes: finished.bytes,
-        source_segments: output.inputs.len() as u64,
+    let quarantined = finished
+        .quarantined
+        .iter()
+        .map(|(d, error)| Quarantined {
+            fragment_key: scan.fragment(d).key.to_string(),
+            table: scan.table(d).to_string(),
+            error: error.clone(),
+        })
+        .collect();
+    Ok(Merged {
+        output: OutputRecord {
+            key: target.key.to_owned(),
+            period: output.period.clone(),
+            table: output.table.clone(),
+            schema_fingerprint: output.fingerprint.to_string(),
+            rows: finished.rows,
+            bytes: finished.bytes,
+            source_segments: (output.inputs.len() - finished.quarantined.len()) as u64,
+        },
+        quarantined,
     })
 }
 
-async fn stream_output<B: Blobs>(
+async fn stream_output<S: Sql, B: Blobs, C: Clock>(
     output: &plan::OutputPlan,
     scan: &Scan,
     inputs: &[FragmentInput],
-    upload: &mut PartUpload<'_>,
-    blobs: &B,
+    upload: &mut PartUpload<'_, '_, S, B, C>,
     config: &EngineConfig,
 ) -> Result<merge::Finished, String> {
     let mut merger = merge::Merger::new(output, config).map_err(|e| e.to_string())?;
@@ -364,11 +455,11 @@ async fn stream_output<B: Blobs>(
         let bytes = inputs[d.fragment as usize].bytes.slice(d.range());
         merger.push(d, &scan.parquet_schemas[d.schema as usize], bytes).map_err(|e| e.to_string())?;
         for part in merger.take_parts() {
-            upload.send(blobs, part).await?;
+            upload.send(part).await?;
         }
     }
     let mut finished = merger.finish().map_err(|e| e.to_string())?;
-    upload.finish(blobs, std::mem::take(&mut finished.parts)).await?;
+    upload.finish(std::mem::take(&mut finished.parts)).await?;
     Ok(finished)
 }
 

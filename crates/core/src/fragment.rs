@@ -190,3 +190,12 @@ pub fn inspect_fragment(offsets: &[TableOffset], fragment: &Bytes) -> Result<Vec
 
 #[cfg(test)]
 mod tests;
+
+/// A segment set aside because it cannot be read; the rest of its fragment goes on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantined {
+    pub fragment_key: String,
+    /// The table, or `*` when the whole fragment is unreadable (its offsets do not fit it).
+    pub table: String,
+    pub error: String,
+}

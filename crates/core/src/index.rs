@@ -34,6 +34,15 @@ pub const PENDING_SUMMARY: &str = "SELECT count(*) AS fragments, coalesce(sum(si
 pub const COMPACTED_SUMMARY: &str = "SELECT count(*) AS files, coalesce(sum(size), 0) AS bytes, \
      coalesce(sum(row_count), 0) AS rows FROM compacted_files WHERE dataset_id = ?1";
 
+/// `?1` dataset id → its summary for the catalog: `fragments` and `bytes` uploaded, `pending`
+/// fragments, `compacted_files` and `compacted_bytes`.
+pub const DATASET_TOTALS: &str = "SELECT \
+     (SELECT count(*) FROM battle_files WHERE dataset_id = ?1) AS fragments, \
+     (SELECT coalesce(sum(size), 0) FROM battle_files WHERE dataset_id = ?1) AS bytes, \
+     (SELECT count(*) FROM battle_files WHERE dataset_id = ?1 AND compacted_at IS NULL) AS pending, \
+     (SELECT count(*) FROM compacted_files WHERE dataset_id = ?1) AS compacted_files, \
+     (SELECT coalesce(sum(size), 0) FROM compacted_files WHERE dataset_id = ?1) AS compacted_bytes";
+
 /// `?1` dataset id, `?2` period or NULL, `?3` table or NULL, `?4` limit, `?5` key to start after
 /// ('' for the first page) → outputs in key order.
 pub const LIST_OUTPUTS: &str = "SELECT key, period_tag, table_name, row_count, size, source_segments, created_at \
@@ -70,15 +79,25 @@ pub const SAVE_STEP: &str = "INSERT INTO workflow_steps (run_id, step, output, a
      VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (run_id, step) DO NOTHING";
 
 /// Takes the compaction lease of dataset `?1` for run `?2` until `?4` (Unix ms), if the dataset
-/// needs compaction and no other run holds a live lease at `?3`; `?5` now (text). A new holder
-/// bumps the fencing epoch; the same run taking its own lease again keeps it. Answers the epoch
-/// (no row: not taken).
+/// needs compaction, no other run holds a live lease at `?3`, and run `?2` was not reaped by
+/// clean-up (its outputs deleted: it may never commit); `?5` now (text). A new holder bumps
+/// the fencing epoch; the same run taking its own lease again keeps it. Answers the epoch and
+/// the owner (no row: not taken).
 pub const ACQUIRE_LEASE: &str = "UPDATE datasets SET \
      lease_epoch = CASE WHEN lease_run_id = ?2 THEN lease_epoch ELSE lease_epoch + 1 END, \
      lease_run_id = ?2, lease_expires_at = ?4, updated_at = ?5 \
      WHERE id = ?1 AND compaction_needed = 1 \
      AND (lease_run_id IS NULL OR lease_run_id = ?2 OR lease_expires_at <= ?3) \
-     RETURNING lease_epoch";
+     AND NOT EXISTS (SELECT 1 FROM reaped_runs WHERE run_id = ?2) \
+     RETURNING lease_epoch, owner_id";
+
+/// Records output key `?1` of dataset `?2`, run `?3`, before it is written; `?4` now (Unix ms).
+/// The commit removes it; one left behind is an orphan for clean-up.
+pub const STAGE_OUTPUT: &str = "INSERT INTO staged_outputs (key, dataset_id, run_id, staged_at) \
+     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key) DO NOTHING";
+
+/// Records multipart upload `?2` of staged output `?1`, so that clean-up can abort it.
+pub const STAGED_UPLOAD: &str = "UPDATE staged_outputs SET upload_id = ?2 WHERE key = ?1";
 
 /// Releases run `?2`'s lease of dataset `?1` (after a failure); the flags stay as they are.
 pub const RELEASE_LEASE: &str =

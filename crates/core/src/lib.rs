@@ -17,12 +17,15 @@
 //! - [`supabase`]: the PostgREST calls the Workers make, as data.
 //! - `compaction` (feature `engine`): the compaction workflow on the step runner, over ports.
 //! - [`commit`]: a compaction run's fenced, atomic metadata commit, as a statement batch.
+//! - `cleanup` (feature `engine`): the cron's clean-up: expired leases, orphan outputs, retention.
 //! - [`config`]: deployment settings from Worker variables.
 //! - [`upload`]: the two-phase upload: the handshake, storage keys, the signed upload grant.
 //! - `synth` (feature `synth`): deterministic fragments shaped like the client's tables.
 //! - `signing` (feature `signing`): an ES256 key that mints such tokens, for the local stand-in.
 
 pub mod auth;
+#[cfg(feature = "engine")]
+pub mod cleanup;
 pub mod commit;
 #[cfg(feature = "engine")]
 pub mod compaction;

@@ -105,6 +105,16 @@ pub fn patch_metric(id: Uuid, changes: &serde_json::Value) -> RestCall {
     }
 }
 
+/// Changes some columns of one dataset's row (its summary, after a compaction).
+pub fn patch_dataset(id: &DatasetId, changes: &serde_json::Value) -> RestCall {
+    RestCall {
+        method: "PATCH",
+        path_and_query: format!("datasets?id=eq.{id}"),
+        prefer: Some("return=minimal"),
+        body: Some(changes.to_string()),
+    }
+}
+
 /// Creates or updates one metrics row (`row` must carry `id`, `dataset_id` and `priority`).
 pub fn upsert_metric(row: &serde_json::Value) -> RestCall {
     RestCall {

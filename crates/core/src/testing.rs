@@ -1,9 +1,14 @@
 //! Test support shared by the unit tests: SQLite with every D1 migration applied, standing in
-//! for D1 behind the same ports, and a clock that moves only when slept.
+//! for D1 behind the same ports, R2 and the catalog in memory, and a clock that moves only when
+//! slept.
 
 use std::cell::{Cell, RefCell};
+#[cfg(feature = "engine")]
+use std::collections::HashMap;
 use std::sync::Mutex;
 
+#[cfg(feature = "engine")]
+use bytes::Bytes;
 use rusqlite::types::{Null, ValueRef};
 use rusqlite::{Connection, OptionalExtension, ToSql, params, params_from_iter};
 use serde_json::{Map, Value};
@@ -116,5 +121,90 @@ impl Clock for FakeClock {
     async fn sleep(&self, ms: u64) {
         self.slept.borrow_mut().push(ms);
         self.now.set(self.now.get() + ms);
+    }
+}
+
+/// R2 in memory, with multipart uploads, and an optional fault on the n-th write.
+#[cfg(feature = "engine")]
+#[derive(Default)]
+pub struct Memory {
+    pub objects: RefCell<HashMap<String, Bytes>>,
+    pub uploads: RefCell<HashMap<String, Vec<(u16, Bytes)>>>,
+    pub writes: Cell<u32>,
+    pub fail_write: Cell<Option<u32>>,
+}
+
+#[cfg(feature = "engine")]
+impl Memory {
+    fn write(&self) -> Result<(), String> {
+        self.writes.set(self.writes.get() + 1);
+        if self.fail_write.get() == Some(self.writes.get()) {
+            return Err("injected: the isolate died".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "engine")]
+impl crate::compaction::Blobs for Memory {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, String> {
+        Ok(self.objects.borrow().get(key).cloned())
+    }
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), String> {
+        self.write()?;
+        self.objects.borrow_mut().insert(key.into(), bytes);
+        Ok(())
+    }
+    async fn create_multipart(&self, key: &str) -> Result<String, String> {
+        let id = format!("{key}#{}", self.uploads.borrow().len());
+        self.uploads.borrow_mut().insert(id.clone(), Vec::new());
+        Ok(id)
+    }
+    async fn upload_part(&self, _key: &str, id: &str, number: u16, bytes: Bytes) -> Result<String, String> {
+        self.write()?;
+        self.uploads.borrow_mut().get_mut(id).ok_or("no such upload")?.push((number, bytes));
+        Ok(format!("etag-{number}"))
+    }
+    async fn complete_multipart(&self, key: &str, id: &str, parts: Vec<(u16, String)>) -> Result<(), String> {
+        let uploaded = self.uploads.borrow_mut().remove(id).ok_or("no such upload")?;
+        assert_eq!(parts.len(), uploaded.len());
+        let sizes: Vec<usize> = uploaded.iter().map(|(_, b)| b.len()).collect();
+        assert!(sizes[..sizes.len() - 1].windows(2).all(|w| w[0] == w[1]), "parts of one size but the last");
+        let whole: Vec<u8> = uploaded.into_iter().flat_map(|(_, b)| b.to_vec()).collect();
+        self.objects.borrow_mut().insert(key.into(), Bytes::from(whole));
+        Ok(())
+    }
+    async fn abort_multipart(&self, _key: &str, id: &str) -> Result<(), String> {
+        self.uploads.borrow_mut().remove(id).map(|_| ()).ok_or_else(|| "no such upload".into())
+    }
+    async fn delete(&self, keys: &[String]) -> Result<(), String> {
+        assert!(keys.len() <= 1000, "R2 deletes at most 1,000 keys per call");
+        let mut objects = self.objects.borrow_mut();
+        keys.iter().for_each(|k| {
+            objects.remove(k);
+        });
+        Ok(())
+    }
+}
+
+/// The catalog (Supabase) in memory; `down` makes every call fail as an unreachable one would.
+#[cfg(feature = "engine")]
+#[derive(Default)]
+pub struct FakeCatalog {
+    pub down: Cell<bool>,
+    pub datasets: RefCell<Vec<(String, String)>>,
+}
+
+#[cfg(feature = "engine")]
+impl crate::compaction::Catalog for FakeCatalog {
+    async fn ensure_dataset(&self, dataset: &crate::ids::DatasetId, owner: &str) -> Result<(), String> {
+        if self.down.get() {
+            return Err("connection refused".into());
+        }
+        let mut known = self.datasets.borrow_mut();
+        if !known.iter().any(|(d, _)| d == dataset.as_str()) {
+            known.push((dataset.to_string(), owner.to_owned()));
+        }
+        Ok(())
     }
 }

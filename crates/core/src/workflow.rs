@@ -82,13 +82,19 @@ pub enum StepError {
     Store { step: String, message: String },
     #[error("step {step}: its stored output does not decode: {message}")]
     Corrupt { step: String, message: String },
+    /// Fault injection: the invocation stopped after `step` (see [`Run::crash_after`]).
+    #[error("interrupted after step {step} (injected fault)")]
+    Interrupted { step: String },
 }
 
 impl StepError {
     /// The step that failed.
     pub fn step(&self) -> &str {
         match self {
-            StepError::Failed { step, .. } | StepError::Store { step, .. } | StepError::Corrupt { step, .. } => step,
+            StepError::Failed { step, .. }
+            | StepError::Store { step, .. }
+            | StepError::Corrupt { step, .. }
+            | StepError::Interrupted { step } => step,
         }
     }
 }
@@ -109,11 +115,27 @@ pub struct Run<'a, S, C> {
     store: &'a S,
     clock: &'a C,
     records: Vec<StepRecord>,
+    crash_after: Option<String>,
 }
 
 impl<'a, S: CheckpointStore, C: Clock> Run<'a, S, C> {
     pub fn new(id: impl Into<String>, store: &'a S, clock: &'a C) -> Self {
-        Self { id: id.into(), store, clock, records: Vec::new() }
+        Self { id: id.into(), store, clock, records: Vec::new(), crash_after: None }
+    }
+
+    /// Fault injection for tests: once step `step` has run (and, for a checkpointed step, its
+    /// output is stored), the run stops with [`StepError::Interrupted`], without retries, as an
+    /// invocation that died right there would. A step restored from its checkpoint does not stop.
+    pub fn crash_after(mut self, step: &str) -> Self {
+        self.crash_after = Some(step.to_owned());
+        self
+    }
+
+    fn interrupt(&self, name: &str) -> Result<(), StepError> {
+        match &self.crash_after {
+            Some(step) if step == name => Err(StepError::Interrupted { step: name.to_owned() }),
+            _ => Ok(()),
+        }
     }
 
     pub fn id(&self) -> &str {
@@ -143,6 +165,7 @@ impl<'a, S: CheckpointStore, C: Clock> Run<'a, S, C> {
         let output = serde_json::to_string(&value).map_err(|e| StepError::Corrupt { step: name.to_owned(), message: e.to_string() })?;
         self.store.save(&self.id, name, &output, attempts, duration_ms).await.map_err(store_error)?;
         self.records.push(StepRecord { name: name.to_owned(), ran: true, attempts, duration_ms });
+        self.interrupt(name)?;
         // Another run may have stored this step first: continue from what is stored.
         match self.store.output(&self.id, name).await.map_err(store_error)? {
             Some(stored) if stored != output => decode(name, &stored),
@@ -162,6 +185,7 @@ impl<'a, S: CheckpointStore, C: Clock> Run<'a, S, C> {
         let (value, attempts) = self.attempts(name, config, attempt).await?;
         let duration_ms = self.clock.now_ms().saturating_sub(started);
         self.records.push(StepRecord { name: name.to_owned(), ran: true, attempts, duration_ms });
+        self.interrupt(name)?;
         Ok(value)
     }
 

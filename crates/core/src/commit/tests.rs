@@ -3,6 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, ToSql, params, params_from_iter};
 
 use super::*;
+use crate::fragment::Quarantined;
 use crate::index;
 use crate::testing::migrated_sqlite;
 
@@ -86,9 +87,13 @@ fn a_commit_records_marks_clears_and_releases_at_once() {
     upload(&conn, "k1");
     upload(&conn, "k2");
     let epoch = acquire(&conn, "a", 0).unwrap();
-    let batch = commit_batch(&lease("a", epoch), &[output("out/1")], &["k1".into(), "k2".into()], "t1");
+    conn.execute(index::STAGE_OUTPUT, params!["out/1", DS, "a", 0]).unwrap();
+    let bad = Quarantined { fragment_key: "k2".into(), table: "battle".into(), error: "bad page".into() };
+    let batch = commit_batch(&lease("a", epoch), &[output("out/1")], &["k1".into(), "k2".into()], &[bad], "t1");
     let changes = run_batch(&mut conn, &batch);
-    assert_eq!(changes, vec![1, 2, 1]);
+    assert_eq!(changes, vec![1, 2, 1, 1, 1], "output, fragments, quarantine, staged key, dataset");
+    assert_eq!(count(&conn, "SELECT count(*) FROM staged_outputs"), 0, "committed: no longer an orphan candidate");
+    assert_eq!(count(&conn, "SELECT count(*) FROM quarantined_segments WHERE fragment_key = 'k2' AND run_id = 'a'"), 1);
     assert_eq!(count(&conn, "SELECT count(*) FROM compacted_files WHERE run_id = 'a'"), 1);
     assert_eq!(pending(&conn), 0);
     assert_eq!(needed(&conn), 0);
@@ -96,7 +101,7 @@ fn a_commit_records_marks_clears_and_releases_at_once() {
 
     // The same commit again (a redelivered message after success): the lease is gone, nothing changes.
     let again = run_batch(&mut conn, &batch);
-    assert_eq!(again, vec![0, 0, 0]);
+    assert_eq!(again, vec![0, 0, 0, 0, 0]);
     assert_eq!(count(&conn, "SELECT count(*) FROM compacted_files"), 1, "nothing counted twice");
 }
 
@@ -108,11 +113,13 @@ fn a_run_that_lost_its_lease_changes_nothing() {
     let new = acquire(&conn, "fast", 200_000).unwrap();
     assert!(new > old);
     // The slow run finishes late: fenced by the epoch, its batch is a no-op (outputs orphaned).
-    let late = run_batch(&mut conn, &commit_batch(&lease("slow", old), &[output("out/slow")], &["k1".into()], "t1"));
-    assert_eq!(late, vec![0, 0, 0]);
+    conn.execute(index::STAGE_OUTPUT, params!["out/slow", DS, "slow", 0]).unwrap();
+    let late = run_batch(&mut conn, &commit_batch(&lease("slow", old), &[output("out/slow")], &["k1".into()], &[], "t1"));
+    assert_eq!(late, vec![0, 0, 0, 0]);
+    assert_eq!(count(&conn, "SELECT count(*) FROM staged_outputs WHERE run_id = 'slow'"), 1, "left for clean-up");
     assert_eq!((pending(&conn), needed(&conn)), (1, 1));
-    let won = run_batch(&mut conn, &commit_batch(&lease("fast", new), &[output("out/fast")], &["k1".into()], "t2"));
-    assert_eq!(won, vec![1, 1, 1]);
+    let won = run_batch(&mut conn, &commit_batch(&lease("fast", new), &[output("out/fast")], &["k1".into()], &[], "t2"));
+    assert_eq!(won, vec![1, 1, 0, 1]);
     assert_eq!(count(&conn, "SELECT count(*) FROM compacted_files"), 1);
 }
 
@@ -122,7 +129,7 @@ fn fragments_uploaded_during_a_run_stay_pending() {
     upload(&conn, "k1");
     let epoch = acquire(&conn, "a", 0).unwrap();
     upload(&conn, "k2"); // arrives after the run listed its fragments
-    run_batch(&mut conn, &commit_batch(&lease("a", epoch), &[output("out/1")], &["k1".into()], "t1"));
+    run_batch(&mut conn, &commit_batch(&lease("a", epoch), &[output("out/1")], &["k1".into()], &[], "t1"));
     assert_eq!(pending(&conn), 1);
     assert_eq!(needed(&conn), 1, "the dataset stays marked for the next run");
 }
@@ -133,9 +140,9 @@ fn many_fragments_are_marked_within_the_parameter_limit() {
     let keys: Vec<String> = (0..250).map(|i| format!("k{i:03}")).collect();
     keys.iter().for_each(|k| upload(&conn, k));
     let epoch = acquire(&conn, "a", 0).unwrap();
-    let batch = commit_batch(&lease("a", epoch), &[], &keys, "t1");
+    let batch = commit_batch(&lease("a", epoch), &[], &keys, &[], "t1");
     assert!(batch.iter().all(|s| s.params.len() <= 100), "D1 binds at most 100 parameters");
-    assert_eq!(batch.len(), 3 + 1);
+    assert_eq!(batch.len(), 3 + 2);
     let changes = run_batch(&mut conn, &batch);
     assert_eq!(changes.iter().take(3).sum::<usize>(), 250);
     assert_eq!(pending(&conn), 0);

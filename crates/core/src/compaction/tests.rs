@@ -2,9 +2,6 @@
 //! compared by value, redelivery, crashes at every step, a stolen lease, continuation,
 //! quarantine.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-
 use arrow_array::RecordBatch;
 use futures::executor::block_on;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -14,74 +11,22 @@ use super::*;
 use crate::engine::EngineConfig;
 use crate::message::Priority;
 use crate::synth::{self, FragmentSpec};
-use crate::testing::{FakeClock, Sqlite};
+use crate::testing::{FakeCatalog, FakeClock, Memory, Sqlite};
 use crate::workflow::{Backoff, RetryPolicy};
 
 const DS: &str = "ds-1";
 
-/// R2 in memory, with multipart uploads, and an optional fault on the n-th write.
-#[derive(Default)]
-struct Memory {
-    objects: RefCell<HashMap<String, Bytes>>,
-    uploads: RefCell<HashMap<String, Vec<(u16, Bytes)>>>,
-    writes: Cell<u32>,
-    fail_write: Cell<Option<u32>>,
-}
-
-impl Memory {
-    fn write(&self) -> Result<(), String> {
-        self.writes.set(self.writes.get() + 1);
-        if self.fail_write.get() == Some(self.writes.get()) {
-            return Err("injected: the isolate died".into());
-        }
-        Ok(())
-    }
-}
-
-impl Blobs for Memory {
-    async fn get(&self, key: &str) -> Result<Option<Bytes>, String> {
-        Ok(self.objects.borrow().get(key).cloned())
-    }
-    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), String> {
-        self.write()?;
-        self.objects.borrow_mut().insert(key.into(), bytes);
-        Ok(())
-    }
-    async fn create_multipart(&self, key: &str) -> Result<String, String> {
-        let id = format!("{key}#{}", self.uploads.borrow().len());
-        self.uploads.borrow_mut().insert(id.clone(), Vec::new());
-        Ok(id)
-    }
-    async fn upload_part(&self, _key: &str, id: &str, number: u16, bytes: Bytes) -> Result<String, String> {
-        self.write()?;
-        self.uploads.borrow_mut().get_mut(id).ok_or("no such upload")?.push((number, bytes));
-        Ok(format!("etag-{number}"))
-    }
-    async fn complete_multipart(&self, key: &str, id: &str, parts: Vec<(u16, String)>) -> Result<(), String> {
-        let uploaded = self.uploads.borrow_mut().remove(id).ok_or("no such upload")?;
-        assert_eq!(parts.len(), uploaded.len());
-        let sizes: Vec<usize> = uploaded.iter().map(|(_, b)| b.len()).collect();
-        assert!(sizes[..sizes.len() - 1].windows(2).all(|w| w[0] == w[1]), "parts of one size but the last");
-        let whole: Vec<u8> = uploaded.into_iter().flat_map(|(_, b)| b.to_vec()).collect();
-        self.objects.borrow_mut().insert(key.into(), Bytes::from(whole));
-        Ok(())
-    }
-    async fn abort_multipart(&self, _key: &str, id: &str) -> Result<(), String> {
-        self.uploads.borrow_mut().remove(id);
-        Ok(())
-    }
-}
-
 struct World {
     db: Sqlite,
     blobs: Memory,
+    catalog: FakeCatalog,
     clock: FakeClock,
     fragments: Vec<synth::Fragment>,
 }
 
 impl World {
     fn with_fragments(n: u64) -> Self {
-        let w = World { db: Sqlite::migrated(), blobs: Memory::default(), clock: FakeClock::default(), fragments: Vec::new() };
+        let w = World { db: Sqlite::migrated(), blobs: Memory::default(), catalog: FakeCatalog::default(), clock: FakeClock::default(), fragments: Vec::new() };
         let mut w = w;
         for seed in 0..n {
             w.upload(synth::fragment(&FragmentSpec { seed, rows: 1..=20, include_empty_tables: false }));
@@ -104,7 +49,7 @@ impl World {
     }
 
     fn run(&self, run_id: &str, config: &RunConfig) -> Result<Outcome, RunError> {
-        block_on(compact(&message(), run_id, &self.db, &self.blobs, &self.db, &self.clock, config))
+        block_on(compact(&message(), run_id, &self.db, &self.blobs, &self.db, &self.catalog, &self.clock, config))
     }
 
     /// Every compacted row of `table`, read back from the outputs D1 lists, in key order.
@@ -161,6 +106,7 @@ fn config(retries: u32) -> RunConfig {
         lease_ms: 900_000,
         max_fragments: 500,
         max_run_bytes: 1 << 30,
+        crash_after: None,
     }
 }
 
@@ -183,6 +129,8 @@ fn a_run_compacts_every_row_exactly_once() {
     assert_eq!(w.db.count("SELECT compaction_needed FROM datasets"), 0);
     assert_eq!(w.db.count("SELECT count(*) FROM datasets WHERE lease_run_id IS NULL"), 1, "lease released");
     assert!(w.blobs.uploads.borrow().is_empty(), "no multipart upload left open");
+    assert_eq!(w.db.count("SELECT count(*) FROM staged_outputs"), 0, "committed keys are no longer staged");
+    assert_eq!(w.catalog.datasets.borrow().as_slice(), &[(DS.to_string(), "owner".to_string())], "the catalog knows the dataset");
     let key = &summary.outputs[0].key;
     assert!(key.starts_with(&format!("battle_compacted/2025-11-05/{DS}/")) && key.ends_with("run-a-0.parquet"), "{key}");
 }
@@ -254,9 +202,10 @@ fn a_run_that_lost_its_lease_commits_nothing() {
     }
     let w = World::with_fragments(4);
     let thief = Thief(&w.db);
-    let outcome = block_on(compact(&message(), "run-a", &thief, &w.blobs, &w.db, &w.clock, &config(0))).unwrap();
+    let outcome = block_on(compact(&message(), "run-a", &thief, &w.blobs, &w.db, &w.catalog, &w.clock, &config(0))).unwrap();
     let Outcome::LostLease { orphans } = outcome else { panic!("expected a lost lease, got {outcome:?}") };
     assert_eq!(orphans.len(), 32);
+    assert_eq!(w.db.count("SELECT count(*) FROM staged_outputs WHERE run_id = 'run-a'"), 32, "left staged for clean-up");
     assert_eq!(w.pending(), 4);
     assert_eq!(w.db.count("SELECT count(*) FROM compacted_files"), 0, "nothing counted");
 }
@@ -308,9 +257,87 @@ fn a_corrupt_fragment_is_quarantined_and_the_rest_compacted() {
     w.upload(broken);
     let summary = committed(w.run("run-a", &config(0)).unwrap());
     assert_eq!(summary.quarantined.len(), 1);
-    assert!(summary.quarantined[0].contains("battle"), "{:?}", summary.quarantined);
+    assert_eq!(summary.quarantined[0].table, "battle", "{:?}", summary.quarantined);
+    assert_eq!(w.db.count("SELECT count(*) FROM quarantined_segments WHERE table_name = 'battle'"), 1, "recorded in the index");
     assert_eq!(w.pending(), 0, "its readable segments are compacted, so it is consumed");
     let battle_rows: usize = w.compacted_rows("battle").iter().map(|b| b.num_rows()).sum();
     let expected: usize = w.fragments[..3].iter().map(|f| f.segments.iter().find(|s| s.table.as_str() == "battle").unwrap().batch.num_rows()).sum();
     assert_eq!(battle_rows, expected);
+}
+
+#[test]
+fn an_unreachable_catalog_fails_the_run_before_anything_is_written() {
+    let w = World::with_fragments(3);
+    w.catalog.down.set(true);
+    let err = w.run("run-a", &config(1)).unwrap_err();
+    assert_eq!(err.0.step(), "validate-dataset", "{err}");
+    assert_eq!(w.blobs.writes.get(), 0);
+    assert_eq!(w.pending(), 3);
+    assert_eq!(w.db.count("SELECT count(*) FROM datasets WHERE lease_run_id IS NULL AND compaction_needed = 1"), 1, "still pending, lease free");
+    // The catalog is back: the next delivery (or the schedule) completes it.
+    w.catalog.down.set(false);
+    committed(w.run("run-a", &config(1)).unwrap());
+    w.check_exact(0..3);
+}
+
+#[test]
+fn a_crash_after_any_step_resumes_to_the_exact_rows() {
+    for step in ["validate-dataset", "list-fragments", "read-fragments", "merge-0", "merge-17", "merge-31", "update-metadata"] {
+        let w = World::with_fragments(4);
+        let crashing = RunConfig { crash_after: Some(step.into()), ..config(0) };
+        let err = w.run("run-a", &crashing).unwrap_err();
+        assert_eq!(err.0, StepError::Interrupted { step: step.into() });
+        // As after a real crash, the lease is still the run's (unless the commit released it):
+        // the redelivery resumes under it.
+        let held = if step == "update-metadata" { 0 } else { 1 };
+        assert_eq!(w.db.count("SELECT count(*) FROM datasets WHERE lease_run_id = 'run-a'"), held, "{step}");
+        let writes = w.blobs.writes.get();
+        match w.run("run-a", &config(0)).unwrap() {
+            Outcome::Committed(summary) => assert_eq!(summary.fragments, 4, "{step}"),
+            // The commit itself had happened: the redelivery finds nothing to do.
+            Outcome::Skipped if step == "update-metadata" => assert_eq!(w.blobs.writes.get(), writes, "nothing written again"),
+            other => panic!("{step}: {other:?}"),
+        }
+        w.check_exact(0..4);
+        assert_eq!(w.db.count("SELECT count(*) FROM compacted_files"), 32, "{step}");
+        assert_eq!(w.db.count("SELECT count(*) FROM datasets WHERE lease_run_id IS NULL AND compaction_needed = 0"), 1, "{step}");
+    }
+}
+
+#[test]
+fn uploads_during_a_run_ask_for_a_continuation() {
+    let mut w = World::with_fragments(3);
+    let crashing = RunConfig { crash_after: Some("list-fragments".into()), ..config(0) };
+    w.run("run-a", &crashing).unwrap_err();
+    w.upload(synth::fragment(&FragmentSpec { seed: 77, rows: 1..=20, include_empty_tables: false }));
+    let summary = committed(w.run("run-a", &config(0)).unwrap());
+    assert_eq!(summary.fragments, 3, "the run takes what it listed");
+    assert!(summary.continue_after, "the new upload must not wait for the schedule");
+    assert_eq!(w.db.count("SELECT compaction_needed FROM datasets"), 1);
+    let next = committed(w.run("run-b", &config(0)).unwrap());
+    assert_eq!((next.fragments, next.continue_after), (1, false));
+    w.check_exact(0..4);
+}
+
+#[test]
+fn a_segment_whose_pages_do_not_decode_is_quarantined_at_merge() {
+    let mut w = World::with_fragments(3);
+    let mut broken = synth::fragment(&FragmentSpec { seed: 98, rows: 1..=20, include_empty_tables: false });
+    let o = broken.offsets.iter().find(|o| o.table_name.as_str() == "battle").unwrap().clone();
+    // The footer stays valid (the upload's check passes); the first page header is garbage.
+    let segment = Bytes::from(broken.bytes[o.start_byte as usize..o.end() as usize].to_vec());
+    let meta = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&segment).unwrap();
+    let first_page = meta.row_group(0).column(0).byte_range().0 as usize;
+    broken.bytes[o.start_byte as usize + first_page..][..8].fill(0xff);
+    w.upload(broken);
+    let summary = committed(w.run("run-a", &config(0)).unwrap());
+    assert_eq!(summary.quarantined.len(), 1, "{:?}", summary.quarantined);
+    assert_eq!((summary.quarantined[0].table.as_str(), summary.quarantined[0].fragment_key.ends_with("0003.parquet")), ("battle", true));
+    assert_eq!(w.db.count("SELECT count(*) FROM quarantined_segments WHERE table_name = 'battle' AND run_id = 'run-a'"), 1);
+    let battle_rows: usize = w.compacted_rows("battle").iter().map(|b| b.num_rows()).sum();
+    let expected: usize = w.fragments[..3].iter().map(|f| f.segments.iter().find(|s| s.table.as_str() == "battle").unwrap().batch.num_rows()).sum();
+    assert_eq!(battle_rows, expected, "the good segments' rows, each once");
+    let recorded: i64 = w.db.count("SELECT row_count FROM compacted_files WHERE table_name = 'battle'");
+    assert_eq!(recorded as usize, expected);
+    assert_eq!(w.db.count("SELECT source_segments FROM compacted_files WHERE table_name = 'battle'"), 3);
 }

@@ -34,6 +34,8 @@ pub struct Merger {
     write_batch_rows: usize,
     row_group_bytes: usize,
     peak_buffered: usize,
+    quarantined: Vec<(SegmentDesc, String)>,
+    inputs: usize,
 }
 
 /// A finished output.
@@ -46,6 +48,8 @@ pub struct Finished {
     pub row_groups: usize,
     /// Most bytes the writer and sink held at once (encoded data not yet handed out).
     pub peak_buffered: usize,
+    /// Segments whose footer parsed but whose pages did not decode: left out whole.
+    pub quarantined: Vec<(SegmentDesc, String)>,
 }
 
 impl Merger {
@@ -53,8 +57,8 @@ impl Merger {
         if config.part_bytes == 0 || config.write_batch_rows == 0 {
             return Err(EngineError::Config("part_bytes and write_batch_rows must be positive".into()));
         }
+        // `fusou.source_segments` is added by `finish`, once quarantined segments are known.
         let metadata = vec![
-            KeyValue::new(META_SOURCE_SEGMENTS.into(), plan.inputs.len().to_string()),
             KeyValue::new(META_FINGERPRINT.into(), plan.fingerprint.to_string()),
             KeyValue::new(META_ENGINE_VERSION.into(), ENGINE_VERSION.to_string()),
         ];
@@ -74,15 +78,35 @@ impl Merger {
             write_batch_rows: config.write_batch_rows,
             row_group_bytes: config.row_group_bytes,
             peak_buffered: 0,
+            quarantined: Vec::new(),
+            inputs: plan.inputs.len(),
         })
     }
 
     /// Decodes a segment (`bytes`, as `desc` describes them; `parquet_schema` is its schema as
-    /// the scan decoded it) and queues its rows.
+    /// the scan decoded it) and queues its rows. A segment is taken whole or not at all: one
+    /// whose pages do not decode (its footer did parse in the scan) is quarantined and the merge
+    /// goes on without it, so that one bad segment never blocks the others.
     pub fn push(&mut self, desc: &SegmentDesc, parquet_schema: &SchemaDescPtr, bytes: Bytes) -> Result<(), EngineError> {
         if bytes.len() != desc.len as usize {
             return Err(EngineError::Config(format!("a segment read {} bytes, its offsets say {}", bytes.len(), desc.len)));
         }
+        match self.decode(desc, parquet_schema, bytes) {
+            Ok(batches) => {
+                self.pending_rows += batches.iter().map(RecordBatch::num_rows).sum::<usize>();
+                self.pending.extend(batches);
+                self.rows_in += desc.rows as u64;
+            }
+            Err(e) => self.quarantined.push((*desc, e.to_string())),
+        }
+        if self.pending_rows >= self.write_batch_rows {
+            self.write_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Every row of one segment, aligned to the output's schema.
+    fn decode(&self, desc: &SegmentDesc, parquet_schema: &SchemaDescPtr, bytes: Bytes) -> Result<Vec<RecordBatch>, EngineError> {
         // The footer is decoded again (keeping every footer from the scan would make memory
         // grow with the input), but without its schema or statistics.
         let options = ArrowReaderOptions::new()
@@ -95,16 +119,12 @@ impl Merger {
         let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, metadata)
             .with_batch_size(self.write_batch_rows)
             .build()?;
-        for batch in reader {
-            let batch = align(batch?, &self.schema)?;
-            self.pending_rows += batch.num_rows();
-            self.pending.push(batch);
+        let batches = reader.map(|b| align(b?, &self.schema)).collect::<Result<Vec<_>, _>>()?;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if rows != desc.rows as usize {
+            return Err(EngineError::RowCountMismatch { expected: desc.rows as u64, out: rows as u64 });
         }
-        self.rows_in += desc.rows as u64;
-        if self.pending_rows >= self.write_batch_rows {
-            self.write_pending()?;
-        }
-        Ok(())
+        Ok(batches)
     }
 
     fn write_pending(&mut self) -> Result<(), EngineError> {
@@ -130,6 +150,8 @@ impl Merger {
     /// Writes what is queued and the footer, and checks that every row came out.
     pub fn finish(mut self) -> Result<Finished, EngineError> {
         self.write_pending()?;
+        let sources = self.inputs - self.quarantined.len();
+        self.writer.append_key_value_metadata(KeyValue::new(META_SOURCE_SEGMENTS.into(), sources.to_string()));
         let metadata = self.writer.finish()?;
         let rows = metadata.file_metadata().num_rows() as u64;
         if rows != self.rows_in {
@@ -143,6 +165,7 @@ impl Merger {
             bytes,
             row_groups: metadata.num_row_groups(),
             peak_buffered: self.peak_buffered,
+            quarantined: std::mem::take(&mut self.quarantined),
         })
     }
 }

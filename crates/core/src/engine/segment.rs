@@ -50,14 +50,7 @@ impl SegmentDesc {
     }
 }
 
-/// A segment set aside because it cannot be read; the rest of its fragment goes on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Quarantined {
-    pub fragment_key: String,
-    /// The table, or `*` when the whole fragment is unreadable (its offsets do not fit it).
-    pub table: String,
-    pub error: String,
-}
+pub use crate::fragment::Quarantined;
 
 /// Everything the first pass learned.
 #[derive(Debug, Default)]

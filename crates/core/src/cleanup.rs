@@ -1,0 +1,166 @@
+//! The clean-up the compaction Worker's cron runs (and an operator can run at once), over the
+//! same ports as the compaction workflow. Each pass is bounded, idempotent and safe beside live
+//! runs; what one pass leaves, the next one finishes.
+//!
+//! 1. Expired leases are released (a run that died holding one blocks nobody for longer).
+//! 2. Orphan outputs: keys a run staged ([`index::STAGE_OUTPUT`]) but never committed, older
+//!    than [`CleanupConfig::orphan_grace_ms`]. Their run is first *reaped*, in one D1 statement
+//!    that succeeds only while the run holds no lease; a reaped run can never take a lease
+//!    again, so it can never commit the keys about to be deleted. Then its multipart uploads are
+//!    aborted, its objects deleted and its checkpoints dropped (its work is redone by a new run,
+//!    since its fragments stayed pending).
+//! 3. Retention: the R2 objects of fragments compacted longer ago than
+//!    [`CleanupConfig::retention_ms`] are deleted and the rows marked `purged_at` (the rows stay:
+//!    their content hash still answers a repeated upload with 409). Fragments with a quarantined
+//!    segment are kept, for inspection.
+//!
+//! Multipart uploads begun by a run that died before staging their id are left to R2, which
+//! aborts unfinished uploads after 7 days.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::commit::{KEYS_PER_STATEMENT, SqlValue, Statement};
+use crate::compaction::{Blobs, Sql, iso};
+
+/// How old things must be before the clean-up removes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleanupConfig {
+    /// Compacted fragments' objects are kept this long after compaction (default 7 days).
+    pub retention_ms: u64,
+    /// A staged output this old whose run holds no lease is an orphan (default 1 hour: longer
+    /// than a run's lease, so a run that is only slow is never reaped).
+    pub orphan_grace_ms: u64,
+    /// Rows looked at per query, and fragment objects deleted per call (R2 takes 1,000 keys).
+    pub page: usize,
+    /// Pages of fragments purged per pass, bounding one invocation's subrequests.
+    pub max_pages: usize,
+}
+
+impl Default for CleanupConfig {
+    fn default() -> Self {
+        Self { retention_ms: 7 * 24 * 3_600_000, orphan_grace_ms: 3_600_000, page: 1000, max_pages: 10 }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CleanupReport {
+    pub leases_released: u64,
+    pub runs_reaped: u64,
+    pub orphans_deleted: u64,
+    pub uploads_aborted: u64,
+    pub fragments_purged: u64,
+    /// More compacted fragments are due than one pass deletes: the next pass goes on.
+    pub more_due: bool,
+}
+
+const RELEASE_EXPIRED_LEASES: &str = "UPDATE datasets SET lease_run_id = NULL, lease_expires_at = NULL, updated_at = ?2 \
+     WHERE lease_expires_at IS NOT NULL AND lease_expires_at <= ?1";
+
+const STAGED_BEFORE: &str = "SELECT key, dataset_id, run_id, upload_id FROM staged_outputs \
+     WHERE staged_at <= ?1 ORDER BY staged_at, key LIMIT ?2";
+
+/// Reaps run `?2` of dataset `?1` unless it holds the dataset's lease; `?3` now.
+const REAP_RUN: &str = "INSERT OR IGNORE INTO reaped_runs (run_id, dataset_id, reaped_at) SELECT ?2, ?1, ?3 \
+     WHERE NOT EXISTS (SELECT 1 FROM datasets WHERE id = ?1 AND lease_run_id = ?2)";
+
+const IS_REAPED: &str = "SELECT 1 AS reaped FROM reaped_runs WHERE run_id = ?1";
+
+const DUE_FOR_PURGE: &str = "SELECT key FROM battle_files \
+     WHERE compacted_at IS NOT NULL AND compacted_at <= ?1 AND purged_at IS NULL \
+     AND NOT EXISTS (SELECT 1 FROM quarantined_segments q WHERE q.fragment_key = battle_files.key) \
+     ORDER BY compacted_at, key LIMIT ?2";
+
+fn text(s: &str) -> SqlValue {
+    SqlValue::Text(s.to_owned())
+}
+
+fn column(row: &Map<String, Value>, name: &str) -> Option<String> {
+    row.get(name).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// Statements over `keys` in chunks D1 binds: `sql` with `{keys}` for the placeholders, after
+/// the `leading` parameters.
+fn keyed(sql: &str, leading: &[SqlValue], keys: &[String]) -> Vec<Statement> {
+    keys.chunks(KEYS_PER_STATEMENT)
+        .map(|chunk| {
+            let first = leading.len() + 1;
+            let placeholders: Vec<String> = (first..first + chunk.len()).map(|i| format!("?{i}")).collect();
+            let mut params = leading.to_vec();
+            params.extend(chunk.iter().map(|k| text(k)));
+            Statement { sql: sql.replace("{keys}", &placeholders.join(", ")), params }
+        })
+        .collect()
+}
+
+/// One clean-up pass at `now_ms`.
+pub async fn clean_up<S: Sql, B: Blobs>(sql: &S, blobs: &B, now_ms: u64, config: &CleanupConfig) -> Result<CleanupReport, String> {
+    let mut report = CleanupReport::default();
+    let now = iso(now_ms);
+    let released = sql.batch(&[Statement { sql: RELEASE_EXPIRED_LEASES.into(), params: vec![SqlValue::Int(now_ms as i64), text(&now)] }]).await?;
+    report.leases_released = released.iter().sum();
+    reap_orphans(sql, blobs, now_ms, config, &mut report).await?;
+    purge_compacted(sql, blobs, now_ms, config, &mut report).await?;
+    Ok(report)
+}
+
+async fn reap_orphans<S: Sql, B: Blobs>(sql: &S, blobs: &B, now_ms: u64, config: &CleanupConfig, report: &mut CleanupReport) -> Result<(), String> {
+    let cutoff = now_ms.saturating_sub(config.orphan_grace_ms) as i64;
+    let staged = sql.rows(STAGED_BEFORE, &[SqlValue::Int(cutoff), SqlValue::Int(config.page as i64)]).await?;
+    // (dataset, run) → its staged (key, upload id).
+    let mut runs: BTreeMap<(String, String), Vec<(String, Option<String>)>> = BTreeMap::new();
+    for row in &staged {
+        let (Some(key), Some(dataset), Some(run)) = (column(row, "key"), column(row, "dataset_id"), column(row, "run_id")) else { continue };
+        runs.entry((dataset, run)).or_default().push((key, column(row, "upload_id")));
+    }
+    for ((dataset, run), staged) in runs {
+        sql.rows(REAP_RUN, &[text(&dataset), text(&run), text(&iso(now_ms))]).await?;
+        if sql.rows(IS_REAPED, &[text(&run)]).await?.is_empty() {
+            continue; // it holds its lease: alive, or about to resume
+        }
+        report.runs_reaped += 1;
+        for (key, upload) in &staged {
+            if let Some(upload) = upload {
+                // An upload already completed or aborted answers an error: nothing to abort.
+                if blobs.abort_multipart(key, upload).await.is_ok() {
+                    report.uploads_aborted += 1;
+                }
+            }
+        }
+        let keys: Vec<String> = staged.into_iter().map(|(k, _)| k).collect();
+        blobs.delete(&keys).await?;
+        report.orphans_deleted += keys.len() as u64;
+        let mut forget = keyed("DELETE FROM staged_outputs WHERE key IN ({keys})", &[], &keys);
+        forget.push(Statement { sql: "DELETE FROM workflow_steps WHERE run_id = ?1".into(), params: vec![text(&run)] });
+        sql.batch(&forget).await?;
+    }
+    Ok(())
+}
+
+async fn purge_compacted<S: Sql, B: Blobs>(sql: &S, blobs: &B, now_ms: u64, config: &CleanupConfig, report: &mut CleanupReport) -> Result<(), String> {
+    let cutoff = iso(now_ms.saturating_sub(config.retention_ms));
+    let now = iso(now_ms);
+    for _ in 0..config.max_pages {
+        let due = sql.rows(DUE_FOR_PURGE, &[text(&cutoff), SqlValue::Int(config.page as i64)]).await?;
+        let keys: Vec<String> = due.iter().filter_map(|r| column(r, "key")).collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        // Objects first: if marking fails, the next pass deletes them again (a no-op) and marks.
+        blobs.delete(&keys).await?;
+        sql.batch(&keyed("UPDATE battle_files SET purged_at = ?1 WHERE key IN ({keys})", &[text(&now)], &keys)).await?;
+        report.fragments_purged += keys.len() as u64;
+        if keys.len() < config.page {
+            return Ok(());
+        }
+    }
+    report.more_due = true;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

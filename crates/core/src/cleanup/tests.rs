@@ -1,0 +1,203 @@
+//! The clean-up over SQLite (the D1 schema and SQL) and memory (for R2), beside real runs of
+//! the compaction workflow.
+
+use bytes::Bytes;
+use futures::executor::block_on;
+use rusqlite::params;
+
+use super::*;
+use crate::compaction::{Outcome, RunConfig, compact};
+use crate::engine::EngineConfig;
+use crate::ids::DatasetId;
+use crate::message::{CompactionMessage, Priority};
+use crate::synth::{self, FragmentSpec};
+use crate::testing::{FakeCatalog, FakeClock, Memory, Sqlite};
+use crate::workflow::{Backoff, RetryPolicy, StepConfig};
+
+const DS: &str = "ds-1";
+const HOUR: u64 = 3_600_000;
+const DAY: u64 = 24 * HOUR;
+
+struct World {
+    db: Sqlite,
+    blobs: Memory,
+    catalog: FakeCatalog,
+    clock: FakeClock,
+    uploaded: usize,
+}
+
+impl World {
+    fn new() -> Self {
+        let w = World { db: Sqlite::migrated(), blobs: Memory::default(), catalog: FakeCatalog::default(), clock: FakeClock::default(), uploaded: 0 };
+        w.clock.now.set(1_800_000_000_000);
+        w
+    }
+
+    fn upload(&mut self, n: usize) {
+        for _ in 0..n {
+            let f = synth::fragment(&FragmentSpec { seed: self.uploaded as u64, rows: 1..=10, include_empty_tables: false });
+            let key = format!("battle_data/{DS}/port_table/{:04}.parquet", self.uploaded);
+            self.db.with(|c| {
+                c.execute(crate::index::CLAIM_DATASET, params![DS, "owner", "t0"]).unwrap();
+                let offsets = f.table_offsets_string();
+                c.execute(crate::index::INSERT_FRAGMENT, params![key, DS, "port_table", "2025-11-05", key, f.bytes.len() as i64, offsets, "owner", "t0"])
+                    .unwrap();
+            });
+            self.blobs.objects.borrow_mut().insert(key, Bytes::from(f.bytes));
+            self.uploaded += 1;
+        }
+    }
+
+    fn try_run(&self, run_id: &str, config: &RunConfig) -> Result<Outcome, crate::compaction::RunError> {
+        let message = CompactionMessage {
+            dataset_id: DatasetId::parse(DS).unwrap(),
+            triggered_at: "2026-11-28T00:00:00Z".parse().unwrap(),
+            priority: Priority::Realtime,
+            metric_id: None,
+            table: None,
+            period_tag: None,
+        };
+        block_on(compact(&message, run_id, &self.db, &self.blobs, &self.db, &self.catalog, &self.clock, config))
+    }
+
+    fn run(&self, run_id: &str, config: &RunConfig) -> Outcome {
+        self.try_run(run_id, config).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn clean(&self, config: &CleanupConfig) -> CleanupReport {
+        block_on(clean_up(&self.db, &self.blobs, self.clock.now.get(), config)).unwrap()
+    }
+
+    fn advance(&self, ms: u64) {
+        self.clock.now.set(self.clock.now.get() + ms);
+    }
+
+    fn count(&self, sql: &str) -> i64 {
+        self.db.count(sql)
+    }
+
+    fn objects_under(&self, prefix: &str) -> usize {
+        self.blobs.objects.borrow().keys().filter(|k| k.starts_with(prefix)).count()
+    }
+}
+
+fn run_config() -> RunConfig {
+    RunConfig {
+        // Small parts, so that outputs go up by multipart upload.
+        engine: EngineConfig { part_bytes: 4 * 1024, row_group_bytes: 16 * 1024, ..EngineConfig::default() },
+        steps: StepConfig { retries: RetryPolicy { limit: 0, delay_ms: 10, backoff: Backoff::Exponential }, timeout_ms: 60_000 },
+        lease_ms: 15 * 60_000,
+        max_fragments: 500,
+        max_run_bytes: 1 << 30,
+        crash_after: None,
+    }
+}
+
+#[test]
+fn expired_leases_are_released_and_live_ones_kept() {
+    let mut w = World::new();
+    w.upload(1);
+    let now = w.clock.now.get() as i64;
+    w.db.with(|c| c.query_row(crate::index::ACQUIRE_LEASE, params![DS, "dead", now, now + 1000, "t"], |_| Ok(())).unwrap());
+    assert_eq!(w.clean(&CleanupConfig::default()).leases_released, 0, "still live");
+    w.advance(1000);
+    assert_eq!(w.clean(&CleanupConfig::default()).leases_released, 1);
+    assert_eq!(w.count("SELECT count(*) FROM datasets WHERE lease_run_id IS NULL AND compaction_needed = 1"), 1);
+}
+
+#[test]
+fn a_dead_runs_outputs_are_deleted_and_it_can_never_commit_them() {
+    let mut w = World::new();
+    w.upload(4);
+    // A run dies after writing some outputs (uploads half done included): they are staged, and
+    // its lease is still held.
+    w.blobs.fail_write.set(Some(40));
+    let died = w.try_run("dead", &RunConfig { crash_after: Some("merge-5".into()), ..run_config() });
+    assert!(died.is_err());
+    w.blobs.fail_write.set(None);
+    let staged = w.count("SELECT count(*) FROM staged_outputs WHERE run_id = 'dead'");
+    assert!(staged >= 6, "{staged} staged");
+    assert!(w.objects_under("battle_compacted/") >= 6);
+
+    // Within the grace, or while the run holds its lease: untouched.
+    let report = w.clean(&CleanupConfig::default());
+    assert_eq!((report.runs_reaped, report.orphans_deleted), (0, 0));
+    w.advance(HOUR + 1);
+    let report = w.clean(&CleanupConfig { orphan_grace_ms: HOUR, ..CleanupConfig::default() });
+    assert_eq!(report.leases_released, 1, "its 15-minute lease expired first");
+    assert_eq!(report.runs_reaped, 1);
+    assert_eq!(report.orphans_deleted, staged as u64);
+    assert_eq!(w.objects_under("battle_compacted/"), 0, "every orphan object is gone");
+    assert!(w.blobs.uploads.borrow().is_empty(), "and every unfinished upload aborted");
+    assert_eq!(w.count("SELECT count(*) FROM staged_outputs"), 0);
+    assert_eq!(w.count("SELECT count(*) FROM workflow_steps WHERE run_id = 'dead'"), 0);
+
+    // Its message delivered again: the run may not come back to commit keys that are gone.
+    assert_eq!(w.run("dead", &run_config()), Outcome::Skipped);
+    // The fragments stayed pending: a new run compacts them, and keeps its outputs.
+    let Outcome::Committed(summary) = w.run("next", &run_config()) else { panic!("expected a commit") };
+    assert_eq!(summary.fragments, 4);
+    w.advance(2 * HOUR);
+    let report = w.clean(&CleanupConfig { orphan_grace_ms: HOUR, ..CleanupConfig::default() });
+    assert_eq!((report.runs_reaped, report.orphans_deleted), (0, 0), "committed outputs are never orphans");
+    assert_eq!(w.objects_under("battle_compacted/"), 32);
+}
+
+#[test]
+fn a_run_that_holds_its_lease_is_never_reaped() {
+    let mut w = World::new();
+    w.upload(2);
+    let crashing = RunConfig { crash_after: Some("merge-3".into()), lease_ms: 10 * DAY, ..run_config() };
+    assert!(w.try_run("slow", &crashing)
+    .is_err());
+    w.advance(2 * DAY);
+    let report = w.clean(&CleanupConfig::default());
+    assert_eq!((report.runs_reaped, report.orphans_deleted), (0, 0));
+    assert_eq!(w.count("SELECT count(*) FROM staged_outputs WHERE run_id = 'slow'"), 4);
+}
+
+#[test]
+fn compacted_fragments_are_deleted_after_the_retention() {
+    let mut w = World::new();
+    w.upload(5);
+    assert!(matches!(w.run("first", &run_config()), Outcome::Committed(_)));
+    w.advance(3 * DAY);
+    w.upload(2); // compacted later
+    assert!(matches!(w.run("second", &run_config()), Outcome::Committed(_)));
+    w.upload(1); // still pending
+    let config = CleanupConfig { retention_ms: 7 * DAY, page: 2, ..CleanupConfig::default() };
+
+    w.advance(3 * DAY);
+    assert_eq!(w.clean(&config).fragments_purged, 0, "compacted 6 and 3 days ago: none due");
+    w.advance(DAY + 1);
+    let report = w.clean(&config);
+    assert_eq!((report.fragments_purged, report.more_due), (5, false), "the first run's five, paged by 2");
+    assert_eq!(w.objects_under("battle_data/"), 3);
+    assert_eq!(w.count("SELECT count(*) FROM battle_files WHERE purged_at IS NOT NULL"), 5);
+    assert_eq!(w.count("SELECT count(*) FROM battle_files"), 8, "rows stay, for the 409 of a repeated upload");
+    assert_eq!(w.objects_under("battle_compacted/"), 64, "outputs are kept");
+
+    w.advance(3 * DAY);
+    let small = CleanupConfig { max_pages: 1, page: 1, ..config.clone() };
+    let report = w.clean(&small);
+    assert_eq!((report.fragments_purged, report.more_due), (1, true), "a pass is bounded; the next goes on");
+    assert_eq!(w.clean(&config).fragments_purged, 1);
+    assert_eq!(w.objects_under("battle_data/"), 1, "the pending fragment stays");
+}
+
+#[test]
+fn fragments_with_a_quarantined_segment_are_kept() {
+    let mut w = World::new();
+    w.upload(2);
+    w.db.with(|c| {
+        c.execute(
+            "INSERT INTO quarantined_segments VALUES ('battle_data/ds-1/port_table/0001.parquet', 'battle', ?1, 'r', 'bad page', 't')",
+            params![DS],
+        )
+        .unwrap()
+    });
+    assert!(matches!(w.run("first", &run_config()), Outcome::Committed(_)));
+    w.advance(8 * DAY);
+    assert_eq!(w.clean(&CleanupConfig::default()).fragments_purged, 1);
+    assert!(w.blobs.objects.borrow().contains_key("battle_data/ds-1/port_table/0001.parquet"));
+}
