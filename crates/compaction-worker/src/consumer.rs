@@ -6,7 +6,7 @@ use fusou_core::engine::EngineConfig;
 use fusou_core::index;
 use fusou_core::message::CompactionMessage;
 use fusou_core::supabase::{self as rest, MetricStatus};
-use fusou_core::workflow::{Backoff, RetryPolicy, StepConfig};
+use fusou_core::workflow::{Backoff, RetryPolicy, StepConfig, StepError};
 use fusou_edge::bindings;
 use fusou_edge::d1;
 use fusou_edge::log;
@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 use worker::{Env, MessageBuilder};
 
-use crate::ports::{D1, R2, WorkerClock};
+use crate::faults;
+use crate::ports::{D1, R2, SupabaseCatalog, WorkerClock};
 
 /// How runs are bounded here: one run reads its fragments into memory, so the byte cap (16 MiB
 /// by default) keeps a run well inside a Worker's 128 MB beside the engine's own ~40 MiB.
@@ -27,6 +28,7 @@ pub fn run_config(env: &Env) -> RunConfig {
         lease_ms: 15 * 60 * 1000,
         max_fragments: number("COMPACTION_MAX_FRAGMENTS", 500) as u32,
         max_run_bytes: number("COMPACTION_MAX_RUN_BYTES", 16 << 20),
+        crash_after: None,
     }
 }
 
@@ -72,8 +74,9 @@ pub async fn compact(env: &Env, message: &CompactionMessage) -> Result<(), Strin
 
     let db = D1(env.d1(bindings::BATTLE_INDEX_DB).map_err(|e| e.to_string())?);
     let bucket = R2(env.bucket(bindings::BATTLE_DATA_BUCKET).map_err(|e| e.to_string())?);
-    let config = run_config(env);
-    let outcome = compaction::compact(message, &run_id, &db, &bucket, &db, &WorkerClock, &config).await;
+    let catalog = SupabaseCatalog(supabase(env));
+    let config = RunConfig { crash_after: faults::armed(env, &db.0, &message.dataset_id).await, ..run_config(env) };
+    let outcome = compaction::compact(message, &run_id, &db, &bucket, &db, &catalog, &WorkerClock, &config).await;
     let finished = fusou_edge::now_utc();
     let duration_ms = (finished - started).num_milliseconds();
     match outcome {
@@ -89,9 +92,10 @@ pub async fn compact(env: &Env, message: &CompactionMessage) -> Result<(), Strin
                 "input_fragments": summary.fragments,
                 "output_files": summary.outputs.len(),
                 "compression_ratio": ratio,
-                "error_message": if summary.quarantined.is_empty() { Value::Null } else { json!(format!("quarantined: {}", summary.quarantined.join("; "))) },
+                "error_message": quarantine_note(&summary),
             }))
             .await;
+            update_catalog(env, &db, message).await;
             let mut f = fields.clone();
             f["outputs"] = json!(summary.outputs.len());
             f["rows"] = json!(summary.rows);
@@ -103,7 +107,7 @@ pub async fn compact(env: &Env, message: &CompactionMessage) -> Result<(), Strin
             // Wasm memory never shrinks: its size now is the isolate's peak so far.
             f["wasmMemoryBytes"] = json!(wasm_memory_bytes());
             if !summary.quarantined.is_empty() {
-                f["quarantined"] = json!(summary.quarantined);
+                f["quarantined"] = quarantine_note(&summary);
                 log::warn("compaction.quarantined", f.clone());
             }
             log::info("compaction.committed", f);
@@ -133,6 +137,9 @@ pub async fn compact(env: &Env, message: &CompactionMessage) -> Result<(), Strin
             Ok(())
         }
         Err(e) => {
+            if let StepError::Interrupted { step } = &e.0 {
+                faults::fired(&db.0, &message.dataset_id, step).await;
+            }
             record(env, message, metric_id, MetricStatus::Failure, json!({
                 "finished_at": finished, "error_step": e.0.step(), "error_message": e.to_string(),
             }))
@@ -142,6 +149,42 @@ pub async fn compact(env: &Env, message: &CompactionMessage) -> Result<(), Strin
             log::error("compaction.failed", f);
             Err(e.to_string())
         }
+    }
+}
+
+/// The quarantined segments, for the metrics row (they are also recorded in D1).
+fn quarantine_note(summary: &compaction::Summary) -> Value {
+    if summary.quarantined.is_empty() {
+        return Value::Null;
+    }
+    let each: Vec<String> = summary.quarantined.iter().map(|q| format!("{} {}: {}", q.fragment_key, q.table, q.error)).collect();
+    json!(format!("quarantined {} segment(s): {}", each.len(), each.join("; ")))
+}
+
+/// The dataset's summary in Supabase, from the index after a commit; a failure is logged.
+async fn update_catalog(env: &Env, db: &D1, message: &CompactionMessage) {
+    #[derive(serde::Deserialize)]
+    struct Totals {
+        fragments: u64,
+        bytes: u64,
+        pending: u64,
+        compacted_files: u64,
+        compacted_bytes: u64,
+    }
+    let dataset = &message.dataset_id;
+    let totals: Option<Totals> = d1::first(&db.0, index::DATASET_TOTALS, &[dataset.as_str().into()]).await.ok().flatten();
+    let (Some(t), Some(s)) = (totals, supabase(env)) else { return };
+    let changes = json!({
+        "compaction_needed": t.pending > 0,
+        "compaction_in_progress": false,
+        "file_count": t.fragments,
+        "total_bytes": t.bytes,
+        "compacted_file_count": t.compacted_files,
+        "compacted_bytes": t.compacted_bytes,
+        "last_compacted_at": fusou_edge::now_utc(),
+    });
+    if let Err(e) = s.execute(&rest::patch_dataset(dataset, &changes)).await {
+        log::error("supabase.dataset_failed", json!({ "queue": "fusou-compaction", "datasetId": dataset, "error": e.to_string() }));
     }
 }
 

@@ -4,26 +4,66 @@
 //! that is not one is logged and acknowledged (a retry could never fix it), so it can never
 //! block the queue. A valid one runs the compaction workflow of `fusou_core::compaction` over
 //! D1 and R2 (`ports`); success acknowledges it, a failure retries it with a delay, and after
-//! its retries it reaches the dead-letter queue (`consumer::dead_letter`). A `fetch` handler
-//! answers `/health` behind the upload Worker's service binding.
+//! its retries it reaches the dead-letter queue (`consumer::dead_letter`). The cron runs the
+//! clean-up (`cleanup`). A `fetch` handler, reachable only through the upload Worker's service
+//! binding, answers `GET /health` and `POST /cleanup` (the operator's clean-up, authenticated
+//! there).
 
+mod cleanup;
 mod consumer;
+mod faults;
 mod ports;
 
 use fusou_core::message::CompactionMessage;
 use fusou_edge::bindings::BATTLE_INDEX_DB;
 use fusou_edge::log;
 use serde_json::{Value, json};
-use worker::{Context, Env, MessageBatch, MessageExt, QueueRetryOptionsBuilder, Request, Response, Result, event};
+use worker::{Context, Env, MessageBatch, MessageExt, Method, QueueRetryOptionsBuilder, Request, Response, Result, ScheduleContext, ScheduledEvent, event};
 
 const DEAD_LETTER_QUEUE: &str = "fusou-compaction-dlq";
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     console_error_panic_hook::set_once();
-    if req.path() != "/health" {
-        return Ok(Response::from_json(&json!({ "error": "no such route" }))?.with_status(404));
+    match (req.method(), req.path().as_str()) {
+        (Method::Get, "/health") => health(env).await,
+        (Method::Post, "/cleanup") => clean_up_now(req, env).await,
+        _ => Ok(Response::from_json(&json!({ "error": "no such route" }))?.with_status(404)),
     }
+}
+
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    console_error_panic_hook::set_once();
+    match cleanup::run(&env, &cleanup::Overrides::default()).await {
+        Ok(report) => log::info("cleanup.done", json!({ "source": "cron", "report": report })),
+        Err(e) => log::error("cleanup.failed", json!({ "source": "cron", "error": e })),
+    }
+}
+
+async fn clean_up_now(mut req: Request, env: Env) -> Result<Response> {
+    let body = req.bytes().await?;
+    let overrides: cleanup::Overrides = if body.is_empty() {
+        Default::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(o) => o,
+            Err(e) => return Ok(Response::from_json(&json!({ "error": format!("invalid clean-up request: {e}") }))?.with_status(400)),
+        }
+    };
+    match cleanup::run(&env, &overrides).await {
+        Ok(report) => {
+            log::info("cleanup.done", json!({ "source": "operator", "report": report }));
+            Response::from_json(&report)
+        }
+        Err(e) => {
+            log::error("cleanup.failed", json!({ "source": "operator", "error": e }));
+            Ok(Response::from_json(&json!({ "error": format!("clean-up failed: {e}") }))?.with_status(503))
+        }
+    }
+}
+
+async fn health(env: Env) -> Result<Response> {
     let d1 = env
         .d1(BATTLE_INDEX_DB)?
         .prepare("SELECT count(*) AS n FROM d1_migrations")

@@ -1,14 +1,17 @@
 //! The compaction workflow's ports over the platform: D1 for SQL and checkpoints, R2 for
-//! objects, the Worker's clock and timers.
+//! objects, Supabase for the dataset catalog, the Worker's clock and timers.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use fusou_core::commit::{SqlValue, Statement};
-use fusou_core::compaction::{Blobs, Sql};
+use fusou_core::compaction::{Blobs, Catalog, Sql};
+use fusou_core::ids::DatasetId;
+use fusou_core::supabase::{self as rest, DatasetRow};
 use fusou_core::index;
 use fusou_core::workflow::{CheckpointStore, Clock};
 use fusou_edge::d1::{self, Param};
+use fusou_edge::supabase::Supabase;
 use serde_json::{Map, Value};
 use worker::{Bucket, D1Database, Delay, UploadedPart};
 
@@ -103,6 +106,25 @@ impl Blobs for R2 {
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), String> {
         let upload = self.0.resume_multipart_upload(key, upload_id).map_err(|e| e.to_string())?;
         upload.abort().await.map_err(|e| e.to_string())
+    }
+
+    async fn delete(&self, keys: &[String]) -> Result<(), String> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.0.delete_multiple(keys.iter().map(String::as_str).collect()).await.map_err(|e| e.to_string())
+    }
+}
+
+/// The dataset catalog in Supabase.
+pub struct SupabaseCatalog(pub Option<Supabase>);
+
+impl Catalog for SupabaseCatalog {
+    async fn ensure_dataset(&self, dataset: &DatasetId, owner: &str) -> Result<(), String> {
+        let supabase = self.0.as_ref().ok_or("SUPABASE_URL or SUPABASE_SERVICE_KEY is not set")?;
+        let owner_id = owner.parse().map_err(|e| format!("owner {owner} is not a UUID: {e}"))?;
+        let row = DatasetRow { id: dataset.clone(), owner_id, compaction_needed: true };
+        supabase.execute(&rest::upsert_dataset(&row)).await.map(|_| ()).map_err(|e| e.to_string())
     }
 }
 

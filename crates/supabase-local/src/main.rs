@@ -82,6 +82,55 @@ fn load_or_create_key(path: &PathBuf) -> Result<Es256Key, Box<dyn std::error::Er
     Ok(Es256Key::from_pkcs8_pem(format!("local-{x}"), &pem)?)
 }
 
+/// Whether the API is reachable. Tests simulate an outage: SIGUSR1 closes the listening socket
+/// (callers get "connection refused", as from a project that is down), SIGUSR2 opens it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Availability {
+    Up,
+    Down,
+    Exit,
+}
+
+async fn serve(listen: &str, state: Arc<app::AppState>) -> Result<(), Box<dyn std::error::Error>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, mut rx) = tokio::sync::watch::channel(Availability::Up);
+    let mut down = signal(SignalKind::user_defined1())?;
+    let mut up = signal(SignalKind::user_defined2())?;
+    tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                _ = tokio::signal::ctrl_c() => Availability::Exit,
+                _ = down.recv() => Availability::Down,
+                _ = up.recv() => Availability::Up,
+            };
+            let _ = tx.send(next);
+            if next == Availability::Exit {
+                break;
+            }
+        }
+    });
+    loop {
+        let now = *rx.borrow_and_update();
+        match now {
+            Availability::Exit => return Ok(()),
+            Availability::Down => {
+                println!("supabase-local: down (simulated outage)");
+                rx.changed().await?;
+                continue;
+            }
+            Availability::Up => {}
+        }
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        println!("supabase-local: up");
+        let mut until = rx.clone();
+        axum::serve(listener, app::router(state.clone()))
+            .with_graceful_shutdown(async move {
+                let _ = until.wait_for(|a| *a != Availability::Up).await;
+            })
+            .await?;
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     match Cli::parse().command {
@@ -103,13 +152,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             let tables = schema.len();
             let state = Arc::new(app::AppState { pool, schema, keys });
-            let listener = tokio::net::TcpListener::bind(&listen).await?;
             println!("supabase-local: serving {tables} tables on http://{listen} (issuer {})", state.keys.issuer);
-            axum::serve(listener, app::router(state))
-                .with_graceful_shutdown(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await?;
+            serve(&listen, state).await?;
         }
     }
     Ok(())

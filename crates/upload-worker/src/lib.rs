@@ -38,6 +38,8 @@ routes! {
     POST "/compact/upload" => routes::direct::handle,
     POST "/sanitize-state" => routes::sanitize::handle,
     POST "/trigger-scheduled" => routes::trigger::handle,
+    POST "/compact/replay" => routes::operator::replay,
+    POST "/compact/cleanup" => routes::operator::cleanup,
     GET "/battle-data/datasets/:id" => routes::datasets::show,
     GET "/battle-data/datasets/:id/outputs" => routes::datasets::outputs,
     GET "/battle-data/datasets/:id/outputs/download" => routes::datasets::download,

@@ -4,6 +4,7 @@ pub mod datasets;
 pub mod direct;
 pub mod health;
 pub mod openapi;
+pub mod operator;
 pub mod sanitize;
 pub mod trigger;
 pub mod upload;
