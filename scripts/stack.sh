@@ -71,6 +71,8 @@ _write_dev_vars() {
             echo "SUPABASE_URL=$SUPABASE_URL"
             grep -E '^(SUPABASE_SERVICE_KEY|UPLOAD_TOKEN_SECRET|OPERATOR_SECRET)=' "$FUSOU_LOCAL/secrets.env"
             [[ -z "${FUSOU_REALTIME_DELAY_SECONDS:-}" ]] || echo "REALTIME_DELAY_SECONDS=$FUSOU_REALTIME_DELAY_SECONDS"
+            # Test stacks only: crashes injected by the end-to-end tests (compaction Worker).
+            [[ "${FUSOU_FAULT_INJECTION:-}" != on ]] || echo "FAULT_INJECTION=on"
         ) >"$target"
     done
 }
@@ -104,6 +106,8 @@ stack_up() {
         SUPABASE_LOCAL_SIGNING_KEY="$FUSOU_LOCAL/supabase-signing-key.pem" \
         setsid "$supabase_bin" serve >"$state/logs/supabase.log" 2>&1 &
     _stack_pids+=($!)
+    # The tests simulate a Supabase outage with signals to this process (see its `serve`).
+    echo "$!" >"$state/run/supabase.pid"
     _wait_http "$SUPABASE_URL/health" 30 "$state/logs/supabase.log" "$!"
 
     _write_dev_vars
@@ -115,7 +119,7 @@ stack_up() {
     log "starting wrangler dev (both Workers) on $FUSOU_URL; the first build takes a few minutes"
     (cd "$FUSOU_ROOT" && exec setsid wrangler dev -c wrangler.toml -c crates/compaction-worker/wrangler.toml \
         --persist-to "$state/wrangler" --ip 127.0.0.1 --port "$FUSOU_PORT" \
-        --inspector-port "$FUSOU_INSPECTOR_PORT" --show-interactive-dev-session=false) \
+        --inspector-port "$FUSOU_INSPECTOR_PORT" --show-interactive-dev-session=false --test-scheduled) \
         >"$state/logs/wrangler.log" 2>&1 &
     _stack_pids+=($!)
     _wait_http "$FUSOU_URL/health" 900 "$state/logs/wrangler.log" "$!"

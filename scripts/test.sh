@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
 # The test command: native tests of every crate, then the end-to-end suite against one fresh
 # local stack (started once, stopped at the end).
+# Arguments go to the end-to-end harness (a name filter, --list, ...); FUSOU_E2E_ONLY=1 skips
+# the native tests.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 source "$FUSOU_ROOT/scripts/stack.sh"
 cd "$FUSOU_ROOT"
 
 bash scripts/setup.sh
-log "native tests"
-cargo test --workspace --exclude fusou-e2e
+if [[ "${FUSOU_E2E_ONLY:-}" != 1 ]]; then
+    log "native tests"
+    cargo test --workspace --exclude fusou-e2e
+fi
 cargo build -q --tests -p fusou-e2e
 
-# Tests see queue messages at once instead of after the production burst delay.
-export FUSOU_REALTIME_DELAY_SECONDS=0
+# Tests see queue messages at once instead of after the production burst delay, and may inject
+# crashes into the compaction Worker.
+export FUSOU_REALTIME_DELAY_SECONDS=0 FUSOU_FAULT_INJECTION=on
 state="$FUSOU_LOCAL/test"
 rm -rf "$state"
 stack_up "$state"
 export FUSOU_PG_URL="postgres://postgres@127.0.0.1:$FUSOU_PG_PORT/postgres" FUSOU_STATE="$state"
 log "end-to-end tests"
-cargo test -p fusou-e2e --test e2e
+cargo test -p fusou-e2e --test e2e -- "$@"

@@ -8,21 +8,37 @@
 mod support;
 mod tests_bad_input;
 mod tests_compaction;
+mod tests_failures;
+mod tests_outage;
 mod tests_stack;
 mod tests_supabase;
 mod tests_upload;
 
 use libtest_mimic::{Arguments, Trial};
+use support::Test;
+
+fn trials(tests: &[&[(&str, Test)]]) -> Vec<Trial> {
+    tests
+        .iter()
+        .flat_map(|group| group.iter())
+        .map(|&(name, test)| Trial::test(name, move || test().map_err(Into::into)))
+        .collect()
+}
 
 fn main() {
     let args = Arguments::from_args();
-    let trials: Vec<Trial> = tests_stack::TESTS
-        .iter()
-        .chain(tests_supabase::TESTS)
-        .chain(tests_upload::TESTS)
-        .chain(tests_bad_input::TESTS)
-        .chain(tests_compaction::TESTS)
-        .map(|&(name, test)| Trial::test(name, move || test().map_err(Into::into)))
-        .collect();
-    libtest_mimic::run(&args, trials).exit();
+    let shared = trials(&[
+        tests_stack::TESTS,
+        tests_supabase::TESTS,
+        tests_upload::TESTS,
+        tests_bad_input::TESTS,
+        tests_compaction::TESTS,
+        tests_failures::TESTS,
+    ]);
+    let first = libtest_mimic::run(&args, shared);
+    // These take Supabase down or delete every compacted fragment: alone, one at a time, after.
+    let alone = libtest_mimic::run(&Arguments { test_threads: Some(1), ..args }, trials(&[tests_outage::TESTS]));
+    if first.has_failed() || alone.has_failed() {
+        std::process::exit(101);
+    }
 }

@@ -1,7 +1,12 @@
 //! What every end-to-end test needs: the stack's addresses and keys, an HTTP client, users.
 
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
+use arrow_array::{Array, BooleanArray, Float32Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use serde_json::{Value, json};
 
@@ -197,16 +202,20 @@ pub fn r2_get(key: &str) -> Result<Option<Vec<u8>>, String> {
     }
 }
 
+/// Writes a local R2 object.
+pub fn r2_put(key: &str, bytes: &[u8]) -> TestResult {
+    let file = std::env::temp_dir().join(format!("fusou-e2e-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&file, bytes).map_err(|e| e.to_string())?;
+    let out = wrangler(&["r2", "object", "put", &format!("fusou-battle-data/{key}"), "--file", &file.to_string_lossy()]);
+    let _ = std::fs::remove_file(&file);
+    let out = out?;
+    ensure!(out.status.success(), "r2 put {key}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
 /// The compaction queue messages the consumer has received so far, as it logged them.
 pub fn consumer_messages() -> Result<Vec<Value>, String> {
-    let log = std::fs::read_to_string(format!("{}/logs/wrangler.log", stack().state)).map_err(|e| e.to_string())?;
-    Ok(log
-        .lines()
-        .filter_map(|l| l.find("{\"level\"").map(|i| &l[i..]))
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["event"] == "message.received")
-        .map(|v| v["message"].clone())
-        .collect())
+    Ok(log_events("message.received")?.into_iter().map(|v| v["message"].clone()).collect())
 }
 
 /// Waits until the consumer has received the message with `metric_id`.
@@ -266,4 +275,142 @@ pub fn upload(token: &str, dataset_id: &str, period: &str, f: &fusou_core::synth
 /// A fragment like the client's (all 32 tables, 1 to 8 rows each), generated from `seed`.
 pub fn small_fragment(seed: u64) -> fusou_core::synth::Fragment {
     fusou_core::synth::fragment(&fusou_core::synth::FragmentSpec { seed, rows: 1..=8, include_empty_tables: false })
+}
+
+/// Each row as text, by column name, so rows compare by value whatever file they landed in.
+pub fn rows(batch: &RecordBatch) -> Vec<String> {
+    let schema = batch.schema();
+    let mut names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    names.sort_unstable();
+    (0..batch.num_rows())
+        .map(|r| {
+            names
+                .iter()
+                .map(|name| {
+                    let col = batch.column_by_name(name).unwrap();
+                    let any = col.as_any();
+                    let v = if col.is_null(r) {
+                        "∅".to_string()
+                    } else if let Some(a) = any.downcast_ref::<StringArray>() {
+                        a.value(r).to_string()
+                    } else if let Some(a) = any.downcast_ref::<Int32Array>() {
+                        a.value(r).to_string()
+                    } else if let Some(a) = any.downcast_ref::<Int64Array>() {
+                        a.value(r).to_string()
+                    } else if let Some(a) = any.downcast_ref::<Float32Array>() {
+                        a.value(r).to_string()
+                    } else if let Some(a) = any.downcast_ref::<BooleanArray>() {
+                        a.value(r).to_string()
+                    } else {
+                        format!("?{}", col.data_type())
+                    };
+                    format!("{name}={v}")
+                })
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect()
+}
+
+/// Waits, watching the owner's status route, until nothing of `dataset` is pending and no run
+/// holds it.
+pub fn wait_until_compacted(dataset: &str, token: &str, seconds: u64) -> TestResult {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let (status, state) = send(stack().http.get(format!("{}/api/battle-data/datasets/{dataset}", stack().url)).bearer_auth(token))?;
+        ensure_eq!(status, 200, "{state}");
+        if state["pending"]["fragments"] == 0 && state["compaction"]["inProgress"] == false {
+            ensure_eq!(state["compaction"]["needed"], false, "{state}");
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "{dataset} still pending after {seconds} s: {state}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// Every output of `dataset`, listed and downloaded through the owner's routes, each checked
+/// against its D1 row count: the listing, and every row by table.
+pub fn compacted_rows(dataset: &str, token: &str) -> Result<(Vec<Value>, BTreeMap<String, Vec<String>>), String> {
+    let s = stack();
+    let (status, listing) = send(s.http.get(format!("{}/api/battle-data/datasets/{dataset}/outputs?limit=1000", s.url)).bearer_auth(token))?;
+    ensure_eq!(status, 200, "{listing}");
+    let outputs = listing["outputs"].as_array().ok_or("no outputs")?.clone();
+    let mut got: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for o in &outputs {
+        let key = o["key"].as_str().ok_or("key")?;
+        let resp = s
+            .http
+            .get(format!("{}/api/battle-data/datasets/{dataset}/outputs/download", s.url))
+            .query(&[("key", key)])
+            .bearer_auth(token)
+            .send()
+            .map_err(|e| e.to_string())?;
+        ensure_eq!(resp.status().as_u16(), 200, "download {key}");
+        let file = Bytes::from(resp.bytes().map_err(|e| e.to_string())?.to_vec());
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| format!("{key}: {e}"))?.build().map_err(|e| e.to_string())?;
+        let table = o["table_name"].as_str().ok_or("table")?.to_owned();
+        let mut count = 0;
+        for batch in reader {
+            let batch = batch.map_err(|e| e.to_string())?;
+            count += batch.num_rows();
+            got.entry(table.clone()).or_default().extend(rows(&batch));
+        }
+        ensure_eq!(Value::from(count), o["row_count"], "{key}: rows against D1's row_count");
+    }
+    Ok((outputs, got))
+}
+
+/// Checks that `got` holds exactly the rows of `fragments`, each once, by value; segments
+/// named in `left_out` (fragment index, table) are expected to be missing.
+pub fn ensure_same_rows(got: &mut BTreeMap<String, Vec<String>>, fragments: &[fusou_core::synth::Fragment], left_out: &[(usize, &str)]) -> TestResult {
+    for table in fusou_core::synth::client_tables() {
+        let mut expected: Vec<String> = fragments
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !left_out.contains(&(*i, table.name.as_str())))
+            .flat_map(|(_, f)| rows(&f.segments.iter().find(|s| s.table == table.name).unwrap().batch))
+            .collect();
+        let mut actual = got.remove(table.name.as_str()).unwrap_or_default();
+        expected.sort();
+        actual.sort();
+        ensure_eq!(actual.len(), expected.len(), "{} rows", table.name);
+        ensure!(actual == expected, "{}: compacted rows differ from the uploaded ones", table.name);
+    }
+    Ok(())
+}
+
+/// A request to an operator route, with the operator secret.
+pub fn operator(method: reqwest::Method, path: &str) -> RequestBuilder {
+    let s = stack();
+    s.http.request(method, format!("{}/api{path}", s.url)).bearer_auth(&s.operator_secret)
+}
+
+/// The JSON log lines of the stack's Workers with event `event`.
+pub fn log_events(event: &str) -> Result<Vec<Value>, String> {
+    let log = std::fs::read_to_string(format!("{}/logs/wrangler.log", stack().state)).map_err(|e| e.to_string())?;
+    Ok(log
+        .lines()
+        // wrangler colours error lines: the JSON ends at the last brace, before the reset code.
+        .filter_map(|l| Some(&l[l.find("{\"level\"")?..=l.rfind('}')?]))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == event)
+        .collect())
+}
+
+/// The log lines of `event` that name `dataset`.
+pub fn events_for(event: &str, dataset: &str) -> Result<Vec<Value>, String> {
+    Ok(log_events(event)?.into_iter().filter(|v| v["datasetId"] == dataset).collect())
+}
+
+/// Waits until `count` log lines of `event` name `dataset`; answers them.
+pub fn wait_for_events(event: &str, dataset: &str, count: usize, seconds: u64) -> Result<Vec<Value>, String> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let seen = events_for(event, dataset)?;
+        if seen.len() >= count {
+            return Ok(seen);
+        }
+        ensure!(Instant::now() < deadline, "{} of {count} {event} events for {dataset} after {seconds} s", seen.len());
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

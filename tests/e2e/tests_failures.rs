@@ -1,0 +1,190 @@
+//! Compaction when things go wrong, end to end: a message delivered three times, two runs at
+//! once for one dataset, a crash injected after each step, a segment that does not decode.
+//! Each ends with exactly the uploaded rows, once each.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::*;
+use crate::{ensure, ensure_eq};
+
+pub const TESTS: &[(&str, Test)] = &[
+    ("failures::the_same_message_three_times_compacts_once", same_message_three_times),
+    ("failures::two_runs_at_once_give_one_set_of_outputs", two_runs_at_once),
+    ("failures::a_crash_after_each_step_resumes_to_the_exact_rows", crash_after_each_step),
+    ("failures::a_corrupt_segment_is_quarantined_and_the_rest_compacted", corrupt_segment),
+    ("failures::operator_routes_refuse_bad_requests", operator_routes_refuse_bad_requests),
+];
+
+const PERIOD: &str = "2025-11-20";
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// A dataset with one fragment compacted, then `more` fragments uploaded while a lease held by
+/// nobody keeps their own realtime messages from running (they end as skipped). The lease is
+/// then released: the `more` fragments wait for whatever message the test sends.
+fn held_back(token: &str, seed: u64, more: usize) -> Result<(String, Vec<fusou_core::synth::Fragment>), String> {
+    let dataset = unique_dataset();
+    let fragments: Vec<_> = (0..=more as u64).map(|i| small_fragment(seed + i)).collect();
+    upload(token, &dataset, PERIOD, &fragments[0])?;
+    wait_until_compacted(&dataset, token, 150)?;
+    let until = now_ms() + 600_000;
+    d1(&format!("UPDATE datasets SET lease_run_id = 'e2e-hold', lease_expires_at = {until} WHERE id = '{dataset}'"))?;
+    let skipped_before = events_for("compaction.skipped", &dataset)?.len();
+    for f in &fragments[1..] {
+        upload(token, &dataset, PERIOD, f)?;
+    }
+    wait_for_events("compaction.skipped", &dataset, skipped_before + more, 120)?;
+    d1(&format!("UPDATE datasets SET lease_run_id = NULL, lease_expires_at = NULL WHERE id = '{dataset}'"))?;
+    Ok((dataset, fragments))
+}
+
+fn message(dataset: &str, at: &str) -> Value {
+    json!({ "datasetId": dataset, "triggeredAt": at, "priority": "manual", "metricId": uuid::Uuid::new_v4() })
+}
+
+/// Sends each message to the queue through the operator's replay route, all at once.
+fn replay_all(messages: &[Value]) -> Result<Vec<String>, String> {
+    let answers: Vec<Result<(u16, Value), String>> = std::thread::scope(|scope| {
+        let sent: Vec<_> = messages.iter().map(|m| scope.spawn(move || send(operator(Method::POST, "/compact/replay").json(m)))).collect();
+        sent.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut run_ids = Vec::new();
+    for answer in answers {
+        let (status, body) = answer?;
+        ensure_eq!(status, 202, "{body}");
+        run_ids.push(body["runId"].as_str().ok_or("no runId")?.to_owned());
+    }
+    Ok(run_ids)
+}
+
+/// The run ids of the dataset's outputs (keys end `{run}-{n}.parquet`), with the first run's.
+fn output_runs(outputs: &[Value]) -> Vec<String> {
+    let mut runs: Vec<String> = outputs
+        .iter()
+        .filter_map(|o| o["key"].as_str())
+        .filter_map(|k| k.rsplit('/').next())
+        .filter_map(|name| name.rsplit_once('-').map(|(run, _)| run.to_owned()))
+        .collect();
+    runs.sort();
+    runs.dedup();
+    runs
+}
+
+fn same_message_three_times() -> TestResult {
+    let (_, token) = new_user(json!({}))?;
+    let (dataset, fragments) = held_back(&token, 1100, 4)?;
+    let m = message(&dataset, "2026-11-28T00:00:00Z");
+    let run_ids = replay_all(&[m.clone(), m.clone(), m])?;
+    ensure!(run_ids.iter().all(|r| r == &run_ids[0]), "one message, one run id: {run_ids:?}");
+    wait_until_compacted(&dataset, &token, 180)?;
+    let (outputs, mut got) = compacted_rows(&dataset, &token)?;
+    ensure_same_rows(&mut got, &fragments, &[])?;
+    let runs = output_runs(&outputs);
+    ensure_eq!(runs.len(), 2, "the first upload's run and the replayed one: {runs:?}");
+    ensure!(runs.contains(&run_ids[0]), "{runs:?} lacks the replayed run {}", run_ids[0]);
+    let received = consumer_messages()?.into_iter().filter(|m| m["datasetId"] == dataset.as_str() && m["priority"] == "manual").count();
+    ensure_eq!(received, 3, "the consumer got the message three times");
+    Ok(())
+}
+
+fn two_runs_at_once() -> TestResult {
+    let (_, token) = new_user(json!({}))?;
+    let (dataset, fragments) = held_back(&token, 1200, 4)?;
+    let run_ids = replay_all(&[message(&dataset, "2026-11-28T00:00:01Z"), message(&dataset, "2026-11-28T00:00:02Z")])?;
+    ensure!(run_ids[0] != run_ids[1], "two messages, two runs");
+    wait_until_compacted(&dataset, &token, 180)?;
+    let (outputs, mut got) = compacted_rows(&dataset, &token)?;
+    ensure_same_rows(&mut got, &fragments, &[])?;
+    let runs = output_runs(&outputs);
+    let replayed: Vec<_> = runs.iter().filter(|r| run_ids.contains(r)).collect();
+    ensure_eq!(replayed.len(), 1, "one set of outputs for the four fragments: {runs:?}");
+    Ok(())
+}
+
+fn crash_after_each_step() -> TestResult {
+    let (_, token) = new_user(json!({}))?;
+    d1("CREATE TABLE IF NOT EXISTS fault_injections (dataset_id TEXT NOT NULL, step TEXT NOT NULL)")?;
+    let steps = ["validate-dataset", "list-fragments", "read-fragments", "merge-0", "merge-31", "update-metadata"];
+    // One dataset per step, all at once: the retries' delays overlap.
+    let cases: Vec<(String, &str, Vec<fusou_core::synth::Fragment>)> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, step)| (unique_dataset(), *step, (0..2).map(|j| small_fragment(1300 + 10 * i as u64 + j)).collect()))
+        .collect();
+    for (dataset, step, _) in &cases {
+        d1(&format!("INSERT INTO fault_injections VALUES ('{dataset}', '{step}')"))?;
+    }
+    for (dataset, _, fragments) in &cases {
+        for f in fragments {
+            upload(&token, dataset, PERIOD, f)?;
+        }
+    }
+    for (dataset, step, fragments) in &cases {
+        wait_until_compacted(dataset, &token, 240).map_err(|e| format!("crash after {step}: {e}"))?;
+        let failed = events_for("compaction.failed", dataset)?;
+        ensure!(!failed.is_empty(), "crash after {step}: the fault never fired");
+        ensure!(failed[0]["error"].as_str().unwrap_or_default().contains(&format!("interrupted after step {step}")), "{failed:?}");
+        let (_, mut got) = compacted_rows(dataset, &token)?;
+        ensure_same_rows(&mut got, fragments, &[]).map_err(|e| format!("crash after {step}: {e}"))?;
+    }
+    let left = d1("SELECT count(*) AS n FROM fault_injections")?;
+    ensure_eq!(left[0]["n"], 0, "every fault fired once");
+    Ok(())
+}
+
+fn corrupt_segment() -> TestResult {
+    let (_, token) = new_user(json!({}))?;
+    let dataset = unique_dataset();
+    let mut fragments: Vec<_> = (0..3).map(|i| small_fragment(1400 + i)).collect();
+    // Fragment 1's `battle` segment keeps a valid footer (the upload's check passes) over a
+    // first page header of garbage: only decoding it fails.
+    let o = fragments[1].offsets.iter().find(|o| o.table_name.as_str() == "battle").ok_or("no battle")?.clone();
+    let segment = bytes::Bytes::from(fragments[1].bytes[o.start_byte as usize..o.end() as usize].to_vec());
+    let meta = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&segment).map_err(|e| e.to_string())?;
+    let first_page = meta.row_group(0).column(0).byte_range().0 as usize;
+    fragments[1].bytes[o.start_byte as usize + first_page..][..8].fill(0xff);
+    let mut keys = Vec::new();
+    for f in &fragments {
+        keys.push(upload(&token, &dataset, PERIOD, f)?["key"].as_str().unwrap_or_default().to_owned());
+    }
+    wait_until_compacted(&dataset, &token, 150)?;
+    let (_, mut got) = compacted_rows(&dataset, &token)?;
+    ensure_same_rows(&mut got, &fragments, &[(1, "battle")])?;
+
+    let recorded = d1(&format!("SELECT fragment_key, table_name, error FROM quarantined_segments WHERE dataset_id = '{dataset}'"))?;
+    ensure_eq!(recorded.len(), 1, "{recorded:?}");
+    ensure_eq!(recorded[0]["table_name"], "battle");
+    ensure!(keys.contains(&recorded[0]["fragment_key"].as_str().unwrap_or_default().to_owned()), "{recorded:?} names an uploaded fragment");
+    let metrics = pg_json(&[], &format!("SELECT error_message FROM public.processing_metrics WHERE dataset_id = '{dataset}' AND status = 'success' AND error_message LIKE 'quarantined%'"))?;
+    ensure_eq!(metrics.as_array().map(Vec::len), Some(1), "reported in the run's metrics: {metrics}");
+    Ok(())
+}
+
+fn operator_routes_refuse_bad_requests() -> TestResult {
+    let s = stack();
+    for path in ["/compact/replay", "/compact/cleanup"] {
+        let (status, body) = send(s.http.post(format!("{}/api{path}", s.url)).json(&json!({})))?;
+        ensure_eq!(status, 401, "{path} without the operator secret: {body}");
+        ensure!(body["error"].is_string(), "{body}");
+    }
+    let bad = [
+        json!({ "datasetId": "ds", "priority": "manual" }),
+        json!({ "datasetId": "../x", "triggeredAt": "2026-11-28T00:00:00Z", "priority": "manual" }),
+        json!({ "datasetId": "ds", "triggeredAt": "2026-11-28T00:00:00Z", "priority": "manual", "extra": 1 }),
+    ];
+    for body in bad {
+        let (status, answer) = send(operator(Method::POST, "/compact/replay").json(&body))?;
+        ensure_eq!(status, 400, "{body}: {answer}");
+        ensure!(answer["error"].is_string(), "{answer}");
+    }
+    let (status, answer) = send(operator(Method::POST, "/compact/cleanup").json(&json!({ "retentionDays": 1 })))?;
+    ensure_eq!(status, 400, "{answer}");
+    let (status, answer) = send(operator(Method::POST, "/compact/cleanup").body("[1]"))?;
+    ensure_eq!(status, 400, "{answer}");
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! Tests that change the whole stack, so they run alone, after the others: a Supabase outage,
+//! and a clean-up pass with no retention (which deletes every compacted fragment's object).
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::support::*;
+use crate::{ensure, ensure_eq};
+
+pub const TESTS: &[(&str, Test)] = &[
+    ("outage::supabase_down_dead_letters_and_the_schedule_completes", supabase_down),
+    ("outage::cleanup_deletes_orphans_and_compacted_fragments", cleanup),
+];
+
+const PERIOD: &str = "2025-11-25";
+
+/// The Supabase stand-in, made unreachable (it closes its listening socket) until dropped.
+struct Outage;
+
+impl Outage {
+    fn begin() -> Result<Self, String> {
+        signal_supabase("-USR1")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while supabase_answers() {
+            ensure!(Instant::now() < deadline, "Supabase still answers after SIGUSR1");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(Outage)
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        let _ = signal_supabase("-USR2");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !supabase_answers() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn signal_supabase(signal: &str) -> TestResult {
+    let pid = std::fs::read_to_string(format!("{}/run/supabase.pid", stack().state)).map_err(|e| format!("the stand-in's pid: {e}"))?;
+    let status = std::process::Command::new("kill").args([signal, pid.trim()]).status().map_err(|e| e.to_string())?;
+    ensure!(status.success(), "kill {signal} {pid}");
+    Ok(())
+}
+
+fn supabase_answers() -> bool {
+    stack().http.get(format!("{}/health", stack().supabase_url)).timeout(Duration::from_secs(2)).send().is_ok()
+}
+
+fn supabase_down() -> TestResult {
+    let (_, token) = new_user(json!({}))?;
+    let dataset = unique_dataset();
+    let fragments: Vec<_> = (0..3).map(|i| small_fragment(1500 + i)).collect();
+    // A first upload while all is well (the Worker caches the token keys, as in production).
+    upload(&token, &dataset, PERIOD, &fragments[0])?;
+    wait_until_compacted(&dataset, &token, 150)?;
+
+    {
+        let _outage = Outage::begin()?;
+        // Uploads still answer 200: the fragment is stored; the catalog is caught up later.
+        for f in &fragments[1..] {
+            upload(&token, &dataset, PERIOD, f)?;
+        }
+        // Each message fails at validate-dataset, is retried, and is dead-lettered.
+        wait_for_events("message.dead_lettered", &dataset, 2, 420)?;
+        let failed = events_for("compaction.failed", &dataset)?;
+        ensure!(failed.iter().all(|e| e["error"].as_str().unwrap_or_default().contains("validate-dataset")), "{failed:?}");
+        let state = d1(&format!("SELECT compaction_needed, lease_run_id FROM datasets WHERE id = '{dataset}'"))?;
+        ensure_eq!(state, vec![json!({ "compaction_needed": 1, "lease_run_id": null })], "still pending, lease free");
+        let pending = d1(&format!("SELECT count(*) AS n FROM battle_files WHERE dataset_id = '{dataset}' AND compacted_at IS NULL"))?;
+        ensure_eq!(pending[0]["n"], 2);
+    }
+
+    // Supabase is back: the schedule (the cron, fired through wrangler's test endpoint) completes it.
+    let resp = stack().http.get(format!("{}/__scheduled?cron=0+2+*+*+*", stack().url)).send().map_err(|e| e.to_string())?;
+    ensure_eq!(resp.status().as_u16(), 200, "the scheduled handler");
+    wait_until_compacted(&dataset, &token, 180)?;
+    let (_, mut got) = compacted_rows(&dataset, &token)?;
+    ensure_same_rows(&mut got, &fragments, &[])?;
+    let metrics = pg_json(&[], &format!(
+        "SELECT priority::text FROM public.processing_metrics WHERE dataset_id = '{dataset}' AND status = 'success' AND output_files > 0 ORDER BY finished_at"))?;
+    ensure_eq!(metrics.as_array().and_then(|m| m.last()).map(|m| m["priority"].clone()), Some(json!("scheduled")), "{metrics}");
+    Ok(())
+}
+
+fn cleanup() -> TestResult {
+    let (_, token) = new_user(json!({}))?;
+    let dataset = unique_dataset();
+    let fragments: Vec<_> = (0..2).map(|i| small_fragment(1600 + i)).collect();
+    let mut keys = Vec::new();
+    for f in &fragments {
+        keys.push(upload(&token, &dataset, PERIOD, f)?["key"].as_str().unwrap_or_default().to_owned());
+    }
+    wait_until_compacted(&dataset, &token, 150)?;
+    for key in &keys {
+        ensure!(r2_get(key)?.is_some(), "{key} is kept until the clean-up");
+    }
+
+    // An orphan: an output some run staged and wrote but never committed.
+    let orphan = format!("battle_compacted/{PERIOD}/{dataset}/battle/deadrun-0.parquet");
+    r2_put(&orphan, b"PAR1 never committed")?;
+    d1(&format!("INSERT INTO staged_outputs (key, dataset_id, run_id, staged_at) VALUES ('{orphan}', '{dataset}', 'deadrun', 0)"))?;
+
+    let (status, report) = send(operator(Method::POST, "/compact/cleanup").json(&json!({ "retentionSeconds": 0, "orphanGraceSeconds": 0 })))?;
+    ensure_eq!(status, 200, "{report}");
+    ensure!(report["fragmentsPurged"].as_u64().unwrap_or(0) >= 2, "{report}");
+    ensure!(report["runsReaped"].as_u64().unwrap_or(0) >= 1, "{report}");
+    ensure!(r2_get(&orphan)?.is_none(), "the orphan is deleted");
+    for key in &keys {
+        ensure!(r2_get(key)?.is_none(), "{key} is deleted after the retention");
+    }
+    let purged = d1(&format!("SELECT count(*) AS n FROM battle_files WHERE dataset_id = '{dataset}' AND purged_at IS NOT NULL"))?;
+    ensure_eq!(purged[0]["n"], 2);
+    let reaped = d1("SELECT count(*) AS n FROM reaped_runs WHERE run_id = 'deadrun'")?;
+    ensure_eq!(reaped[0]["n"], 1);
+
+    // The compacted data is untouched, and the same bytes uploaded again are still refused.
+    let (_, mut got) = compacted_rows(&dataset, &token)?;
+    ensure_same_rows(&mut got, &fragments, &[])?;
+    let (status, answer) = handshake_at(&upload_url(), &token, &client_handshake(&dataset, PERIOD, &fragments[0]))?;
+    ensure_eq!(status, 409, "{answer}");
+    Ok(())
+}
