@@ -47,25 +47,25 @@ impl Sql for D1 {
 }
 
 impl CheckpointStore for D1 {
-    async fn output(&self, run: &str, step: &str) -> Result<Option<String>, String> {
+    async fn outputs(&self, run: &str) -> Result<Vec<(String, String)>, String> {
+        #[derive(serde::Deserialize)]
+        struct Row {
+            step: String,
+            output: String,
+        }
+        let rows: Vec<Row> = d1::all(&self.0, index::STEP_OUTPUTS, &[run.into()]).await.map_err(|e| e.to_string())?;
+        Ok(rows.into_iter().map(|r| (r.step, r.output)).collect())
+    }
+
+    async fn save(&self, run: &str, step: &str, output: &str, attempts: u32, duration_ms: u64) -> Result<String, String> {
         #[derive(serde::Deserialize)]
         struct Row {
             output: String,
         }
-        let row: Option<Row> = d1::first(&self.0, index::STEP_OUTPUT, &[run.into(), step.into()]).await.map_err(|e| e.to_string())?;
-        Ok(row.map(|r| r.output))
-    }
-
-    async fn save(&self, run: &str, step: &str, output: &str, attempts: u32, duration_ms: u64) -> Result<(), String> {
         let now = fusou_edge::now_utc().to_rfc3339();
-        d1::run(
-            &self.0,
-            index::SAVE_STEP,
-            &[run.into(), step.into(), output.into(), Param::from(attempts as u64), Param::from(duration_ms), now.as_str().into()],
-        )
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+        let params = [run.into(), step.into(), output.into(), Param::from(attempts as u64), Param::from(duration_ms), now.as_str().into()];
+        let row: Option<Row> = d1::first(&self.0, index::SAVE_STEP, &params).await.map_err(|e| e.to_string())?;
+        row.map(|r| r.output).ok_or_else(|| "the step's checkpoint was not stored".to_string())
     }
 }
 

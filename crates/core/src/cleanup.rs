@@ -61,8 +61,11 @@ pub struct CleanupReport {
 const RELEASE_EXPIRED_LEASES: &str = "UPDATE datasets SET lease_run_id = NULL, lease_expires_at = NULL, updated_at = ?2 \
      WHERE lease_expires_at IS NOT NULL AND lease_expires_at <= ?1";
 
-const STAGED_BEFORE: &str = "SELECT key, dataset_id, run_id, upload_id FROM staged_outputs \
-     WHERE staged_at <= ?1 ORDER BY staged_at, key LIMIT ?2";
+/// Staged keys older than `?1`, at most `?2`, each with `committed` = 1 when a commit recorded
+/// it after all (two invocations of one run at once can stage a key again after its commit).
+const STAGED_BEFORE: &str = "SELECT s.key, s.dataset_id, s.run_id, s.upload_id, \
+     EXISTS (SELECT 1 FROM compacted_files c WHERE c.key = s.key) AS committed FROM staged_outputs s \
+     WHERE s.staged_at <= ?1 ORDER BY s.staged_at, s.key LIMIT ?2";
 
 /// Reaps run `?2` of dataset `?1` unless it holds the dataset's lease; `?3` now.
 const REAP_RUN: &str = "INSERT OR IGNORE INTO reaped_runs (run_id, dataset_id, reaped_at) SELECT ?2, ?1, ?3 \
@@ -111,11 +114,19 @@ pub async fn clean_up<S: Sql, B: Blobs>(sql: &S, blobs: &B, now_ms: u64, config:
 async fn reap_orphans<S: Sql, B: Blobs>(sql: &S, blobs: &B, now_ms: u64, config: &CleanupConfig, report: &mut CleanupReport) -> Result<(), String> {
     let cutoff = now_ms.saturating_sub(config.orphan_grace_ms) as i64;
     let staged = sql.rows(STAGED_BEFORE, &[SqlValue::Int(cutoff), SqlValue::Int(config.page as i64)]).await?;
-    // (dataset, run) → its staged (key, upload id).
+    // (dataset, run) → its staged (key, upload id); committed keys are only forgotten.
     let mut runs: BTreeMap<(String, String), Vec<(String, Option<String>)>> = BTreeMap::new();
+    let mut committed = Vec::new();
     for row in &staged {
         let (Some(key), Some(dataset), Some(run)) = (column(row, "key"), column(row, "dataset_id"), column(row, "run_id")) else { continue };
-        runs.entry((dataset, run)).or_default().push((key, column(row, "upload_id")));
+        if row.get("committed").and_then(Value::as_i64) == Some(1) {
+            committed.push(key);
+        } else {
+            runs.entry((dataset, run)).or_default().push((key, column(row, "upload_id")));
+        }
+    }
+    if !committed.is_empty() {
+        sql.batch(&keyed("DELETE FROM staged_outputs WHERE key IN ({keys})", &[], &committed)).await?;
     }
     for ((dataset, run), staged) in runs {
         sql.rows(REAP_RUN, &[text(&dataset), text(&run), text(&iso(now_ms))]).await?;

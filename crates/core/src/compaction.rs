@@ -14,8 +14,8 @@
 //! 3. The fragments are read (one GET each), scanned and planned; planning is deterministic, so a
 //!    resumed run plans the same outputs. Each output is its own step, `merge-{n}`, written to
 //!    `battle_compacted/{period}/{dataset}/{table}/{run}-{n}.parquet`: a crash costs one output.
-//!    Each key is *staged* in D1 before its first byte is written, so that an output no commit
-//!    ever records is found and deleted by [`crate::cleanup`].
+//!    Every key is first *staged* in D1 (one checkpointed step, `stage-outputs`), so that an
+//!    output no commit ever records is found and deleted by [`crate::cleanup`].
 //! 4. `update-metadata`: one fenced batch ([`crate::commit`]). If it changes nothing, the run had
 //!    lost its lease: its outputs are orphans for clean-up and nothing is counted twice. When
 //!    fragments are still pending afterwards (uploads that arrived during the run, or more than
@@ -252,11 +252,17 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
     inputs.iter().for_each(|f| scan.add_fragment(f));
     let plans = plan::plan(&scan, &config.engine);
 
+    let keys: Vec<String> =
+        plans.iter().enumerate().map(|(n, o)| output_key(&o.period, &o.dataset, &o.table, &run_id, n)).collect();
+    run.step("stage-outputs", &config.steps, || async {
+        sql.batch(&stage_outputs(&keys, &dataset, &run_id, clock.now_ms())).await.map(|_| ())
+    })
+    .await?;
+
     let mut outputs = Vec::with_capacity(plans.len());
     let mut quarantined = scan.quarantined.clone();
-    for (n, output) in plans.iter().enumerate() {
-        let key = output_key(&output.period, &output.dataset, &output.table, &run_id, n);
-        let target = Target { key: &key, run_id: &run_id, sql, blobs, clock };
+    for ((n, output), key) in plans.iter().enumerate().zip(&keys) {
+        let target = Target { key, sql, blobs };
         let merged: Merged = run
             .step(&format!("merge-{n}"), &config.steps, || write_output(output, &scan, &inputs, &target, &config.engine))
             .await?;
@@ -337,33 +343,44 @@ fn fragment_row(r: &Map<String, Value>) -> Result<FragmentRow, String> {
     })
 }
 
-/// Where one output goes: its key, staged in the index before its first byte is written.
-struct Target<'a, S, B, C> {
+/// Records every output key of a run before any is written (a few statements, one batch). The
+/// commit clears them; those left behind are orphans for [`crate::cleanup`].
+fn stage_outputs(keys: &[String], dataset: &DatasetId, run_id: &str, now_ms: u64) -> Vec<Statement> {
+    // Four parameters a row, within D1's 100 per statement.
+    keys.chunks(24)
+        .map(|chunk| {
+            let rows: Vec<String> = (0..chunk.len()).map(|i| format!("(?{}, ?1, ?2, ?3)", i + 4)).collect();
+            let mut params = vec![SqlValue::Text(dataset.to_string()), SqlValue::Text(run_id.to_owned()), SqlValue::Int(now_ms as i64)];
+            params.extend(chunk.iter().map(|k| SqlValue::Text(k.clone())));
+            Statement {
+                sql: format!(
+                    "INSERT INTO staged_outputs (key, dataset_id, run_id, staged_at) VALUES {} ON CONFLICT (key) DO NOTHING",
+                    rows.join(", ")
+                ),
+                params,
+            }
+        })
+        .collect()
+}
+
+/// Where one output goes: its staged key.
+struct Target<'a, S, B> {
     key: &'a str,
-    run_id: &'a str,
     sql: &'a S,
     blobs: &'a B,
-    clock: &'a C,
 }
 
 /// Parts on their way to one object: a multipart upload begun at the first full part (its id
 /// recorded with the staged key, so that clean-up can abort it), or a single PUT when the whole
 /// output is one part.
-struct PartUpload<'t, 'a, S, B, C> {
-    target: &'t Target<'a, S, B, C>,
+struct PartUpload<'t, 'a, S, B> {
+    target: &'t Target<'a, S, B>,
     multipart: Option<(String, Vec<(u16, String)>)>,
 }
 
-impl<'t, 'a, S: Sql, B: Blobs, C: Clock> PartUpload<'t, 'a, S, B, C> {
-    async fn begin(target: &'t Target<'a, S, B, C>, dataset: &DatasetId) -> Result<Self, String> {
-        let params = [
-            SqlValue::Text(target.key.to_owned()),
-            SqlValue::Text(dataset.to_string()),
-            SqlValue::Text(target.run_id.to_owned()),
-            SqlValue::Int(target.clock.now_ms() as i64),
-        ];
-        target.sql.rows(index::STAGE_OUTPUT, &params).await?;
-        Ok(Self { target, multipart: None })
+impl<'t, 'a, S: Sql, B: Blobs> PartUpload<'t, 'a, S, B> {
+    fn new(target: &'t Target<'a, S, B>) -> Self {
+        Self { target, multipart: None }
     }
 
     async fn send(&mut self, part: Bytes) -> Result<(), String> {
@@ -406,14 +423,14 @@ impl<'t, 'a, S: Sql, B: Blobs, C: Clock> PartUpload<'t, 'a, S, B, C> {
 }
 
 /// Merges one output and streams it to its target.
-async fn write_output<S: Sql, B: Blobs, C: Clock>(
+async fn write_output<S: Sql, B: Blobs>(
     output: &plan::OutputPlan,
     scan: &Scan,
     inputs: &[FragmentInput],
-    target: &Target<'_, S, B, C>,
+    target: &Target<'_, S, B>,
     config: &EngineConfig,
 ) -> Result<Merged, String> {
-    let mut upload = PartUpload::begin(target, &output.dataset).await?;
+    let mut upload = PartUpload::new(target);
     let written = stream_output(output, scan, inputs, &mut upload, config).await;
     if written.is_err() {
         upload.abort().await;
@@ -442,11 +459,11 @@ async fn write_output<S: Sql, B: Blobs, C: Clock>(
     })
 }
 
-async fn stream_output<S: Sql, B: Blobs, C: Clock>(
+async fn stream_output<S: Sql, B: Blobs>(
     output: &plan::OutputPlan,
     scan: &Scan,
     inputs: &[FragmentInput],
-    upload: &mut PartUpload<'_, '_, S, B, C>,
+    upload: &mut PartUpload<'_, '_, S, B>,
     config: &EngineConfig,
 ) -> Result<merge::Finished, String> {
     let mut merger = merge::Merger::new(output, config).map_err(|e| e.to_string())?;

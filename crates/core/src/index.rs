@@ -70,13 +70,15 @@ pub fn is_unique_violation(message: &str) -> bool {
     message.contains("UNIQUE constraint failed")
 }
 
-/// `?1` run id, `?2` step → the stored output of a completed step.
-pub const STEP_OUTPUT: &str = "SELECT output FROM workflow_steps WHERE run_id = ?1 AND step = ?2";
+/// `?1` run id → `step`, `output` of each of its completed steps.
+pub const STEP_OUTPUTS: &str = "SELECT step, output FROM workflow_steps WHERE run_id = ?1";
 
-/// Records a completed step; the first write wins. `?1` run id, `?2` step, `?3` output (JSON),
+/// Records a completed step; the first write wins, and the stored `output` is answered (the
+/// no-op update makes an existing row answer). `?1` run id, `?2` step, `?3` output (JSON),
 /// `?4` attempts, `?5` duration in ms, `?6` now.
 pub const SAVE_STEP: &str = "INSERT INTO workflow_steps (run_id, step, output, attempts, duration_ms, completed_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (run_id, step) DO NOTHING";
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (run_id, step) DO UPDATE SET run_id = excluded.run_id \
+     RETURNING output";
 
 /// Takes the compaction lease of dataset `?1` for run `?2` until `?4` (Unix ms), if the dataset
 /// needs compaction, no other run holds a live lease at `?3`, and run `?2` was not reaped by
@@ -90,11 +92,6 @@ pub const ACQUIRE_LEASE: &str = "UPDATE datasets SET \
      AND (lease_run_id IS NULL OR lease_run_id = ?2 OR lease_expires_at <= ?3) \
      AND NOT EXISTS (SELECT 1 FROM reaped_runs WHERE run_id = ?2) \
      RETURNING lease_epoch, owner_id";
-
-/// Records output key `?1` of dataset `?2`, run `?3`, before it is written; `?4` now (Unix ms).
-/// The commit removes it; one left behind is an orphan for clean-up.
-pub const STAGE_OUTPUT: &str = "INSERT INTO staged_outputs (key, dataset_id, run_id, staged_at) \
-     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key) DO NOTHING";
 
 /// Records multipart upload `?2` of staged output `?1`, so that clean-up can abort it.
 pub const STAGED_UPLOAD: &str = "UPDATE staged_outputs SET upload_id = ?2 WHERE key = ?1";

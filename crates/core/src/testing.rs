@@ -10,7 +10,7 @@ use std::sync::Mutex;
 #[cfg(feature = "engine")]
 use bytes::Bytes;
 use rusqlite::types::{Null, ValueRef};
-use rusqlite::{Connection, OptionalExtension, ToSql, params, params_from_iter};
+use rusqlite::{Connection, ToSql, params, params_from_iter};
 use serde_json::{Map, Value};
 
 use crate::commit::{SqlValue, Statement};
@@ -56,14 +56,17 @@ impl Sqlite {
 }
 
 impl crate::workflow::CheckpointStore for Sqlite {
-    async fn output(&self, run: &str, step: &str) -> Result<Option<String>, String> {
-        self.with(|c| c.query_row(index::STEP_OUTPUT, params![run, step], |r| r.get(0)).optional().map_err(|e| e.to_string()))
+    async fn outputs(&self, run: &str) -> Result<Vec<(String, String)>, String> {
+        self.with(|c| {
+            let mut stmt = c.prepare(index::STEP_OUTPUTS).map_err(|e| e.to_string())?;
+            let rows = stmt.query_map(params![run], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| e.to_string())?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())
+        })
     }
 
-    async fn save(&self, run: &str, step: &str, output: &str, attempts: u32, duration_ms: u64) -> Result<(), String> {
+    async fn save(&self, run: &str, step: &str, output: &str, attempts: u32, duration_ms: u64) -> Result<String, String> {
         self.with(|c| {
-            c.execute(index::SAVE_STEP, params![run, step, output, attempts, duration_ms as i64, "2026-11-28T00:00:00Z"])
-                .map(|_| ())
+            c.query_row(index::SAVE_STEP, params![run, step, output, attempts, duration_ms as i64, "2026-11-28T00:00:00Z"], |r| r.get(0))
                 .map_err(|e| e.to_string())
         })
     }

@@ -60,10 +60,11 @@ pub struct StepConfig {
 /// Where completed steps are kept.
 #[allow(async_fn_in_trait)] // Workers are single-threaded: no `Send` bound is wanted.
 pub trait CheckpointStore {
-    /// The stored output of a completed step, if any.
-    async fn output(&self, run: &str, step: &str) -> Result<Option<String>, String>;
-    /// Stores a completed step, unless one is stored already (the first write wins).
-    async fn save(&self, run: &str, step: &str, output: &str, attempts: u32, duration_ms: u64) -> Result<(), String>;
+    /// The stored outputs of a run's completed steps, as (step, output).
+    async fn outputs(&self, run: &str) -> Result<Vec<(String, String)>, String>;
+    /// Stores a completed step unless one is stored already (the first write wins), and answers
+    /// the stored output: one round trip.
+    async fn save(&self, run: &str, step: &str, output: &str, attempts: u32, duration_ms: u64) -> Result<String, String>;
 }
 
 /// Time, for delays, timeouts and durations.
@@ -116,11 +117,13 @@ pub struct Run<'a, S, C> {
     clock: &'a C,
     records: Vec<StepRecord>,
     crash_after: Option<String>,
+    /// The run's completed steps, read from the store once, at its first step.
+    completed: Option<std::collections::HashMap<String, String>>,
 }
 
 impl<'a, S: CheckpointStore, C: Clock> Run<'a, S, C> {
     pub fn new(id: impl Into<String>, store: &'a S, clock: &'a C) -> Self {
-        Self { id: id.into(), store, clock, records: Vec::new(), crash_after: None }
+        Self { id: id.into(), store, clock, records: Vec::new(), crash_after: None, completed: None }
     }
 
     /// Fault injection for tests: once step `step` has run (and, for a checkpointed step, its
@@ -155,22 +158,23 @@ impl<'a, S: CheckpointStore, C: Clock> Run<'a, S, C> {
         Fut: Future<Output = Result<T, String>>,
     {
         let store_error = |message: String| StepError::Store { step: name.to_owned(), message };
-        if let Some(saved) = self.store.output(&self.id, name).await.map_err(store_error)? {
+        if self.completed.is_none() {
+            let stored = self.store.outputs(&self.id).await.map_err(store_error)?;
+            self.completed = Some(stored.into_iter().collect());
+        }
+        if let Some(saved) = self.completed.as_ref().and_then(|c| c.get(name)) {
             self.records.push(StepRecord { name: name.to_owned(), ran: false, attempts: 0, duration_ms: 0 });
-            return decode(name, &saved);
+            return decode(name, saved);
         }
         let started = self.clock.now_ms();
         let (value, attempts) = self.attempts(name, config, attempt).await?;
         let duration_ms = self.clock.now_ms().saturating_sub(started);
         let output = serde_json::to_string(&value).map_err(|e| StepError::Corrupt { step: name.to_owned(), message: e.to_string() })?;
-        self.store.save(&self.id, name, &output, attempts, duration_ms).await.map_err(store_error)?;
+        let stored = self.store.save(&self.id, name, &output, attempts, duration_ms).await.map_err(store_error)?;
         self.records.push(StepRecord { name: name.to_owned(), ran: true, attempts, duration_ms });
         self.interrupt(name)?;
-        // Another run may have stored this step first: continue from what is stored.
-        match self.store.output(&self.id, name).await.map_err(store_error)? {
-            Some(stored) if stored != output => decode(name, &stored),
-            _ => Ok(value),
-        }
+        // Another invocation of this run may have stored the step first: go on from its output.
+        if stored == output { Ok(value) } else { decode(name, &stored) }
     }
 
     /// Runs `attempt` as step `name` with the step's retries and timeout, but without a

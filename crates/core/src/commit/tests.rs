@@ -58,6 +58,10 @@ fn output(key: &str) -> OutputRecord {
     }
 }
 
+fn stage(conn: &Connection, key: &str, run: &str) {
+    conn.execute("INSERT INTO staged_outputs (key, dataset_id, run_id, staged_at) VALUES (?1, ?2, ?3, 0)", params![key, DS, run]).unwrap();
+}
+
 fn count(conn: &Connection, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
@@ -87,7 +91,7 @@ fn a_commit_records_marks_clears_and_releases_at_once() {
     upload(&conn, "k1");
     upload(&conn, "k2");
     let epoch = acquire(&conn, "a", 0).unwrap();
-    conn.execute(index::STAGE_OUTPUT, params!["out/1", DS, "a", 0]).unwrap();
+    stage(&conn, "out/1", "a");
     let bad = Quarantined { fragment_key: "k2".into(), table: "battle".into(), error: "bad page".into() };
     let batch = commit_batch(&lease("a", epoch), &[output("out/1")], &["k1".into(), "k2".into()], &[bad], "t1");
     let changes = run_batch(&mut conn, &batch);
@@ -113,7 +117,7 @@ fn a_run_that_lost_its_lease_changes_nothing() {
     let new = acquire(&conn, "fast", 200_000).unwrap();
     assert!(new > old);
     // The slow run finishes late: fenced by the epoch, its batch is a no-op (outputs orphaned).
-    conn.execute(index::STAGE_OUTPUT, params!["out/slow", DS, "slow", 0]).unwrap();
+    stage(&conn, "out/slow", "slow");
     let late = run_batch(&mut conn, &commit_batch(&lease("slow", old), &[output("out/slow")], &["k1".into()], &[], "t1"));
     assert_eq!(late, vec![0, 0, 0, 0]);
     assert_eq!(count(&conn, "SELECT count(*) FROM staged_outputs WHERE run_id = 'slow'"), 1, "left for clean-up");

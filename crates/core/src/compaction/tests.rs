@@ -282,7 +282,7 @@ fn an_unreachable_catalog_fails_the_run_before_anything_is_written() {
 
 #[test]
 fn a_crash_after_any_step_resumes_to_the_exact_rows() {
-    for step in ["validate-dataset", "list-fragments", "read-fragments", "merge-0", "merge-17", "merge-31", "update-metadata"] {
+    for step in ["validate-dataset", "list-fragments", "read-fragments", "stage-outputs", "merge-0", "merge-17", "merge-31", "update-metadata"] {
         let w = World::with_fragments(4);
         let crashing = RunConfig { crash_after: Some(step.into()), ..config(0) };
         let err = w.run("run-a", &crashing).unwrap_err();

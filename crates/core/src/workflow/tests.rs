@@ -117,10 +117,10 @@ fn racing_runs_continue_from_the_first_stored_output() {
     // Another invocation of the same run completed the step between our check and our save.
     struct Racing<'a>(&'a Sqlite);
     impl CheckpointStore for Racing<'_> {
-        async fn output(&self, run: &str, step: &str) -> Result<Option<String>, String> {
-            self.0.output(run, step).await
+        async fn outputs(&self, run: &str) -> Result<Vec<(String, String)>, String> {
+            self.0.outputs(run).await
         }
-        async fn save(&self, run: &str, step: &str, output: &str, attempts: u32, ms: u64) -> Result<(), String> {
+        async fn save(&self, run: &str, step: &str, output: &str, attempts: u32, ms: u64) -> Result<String, String> {
             self.0.save(run, step, "\"theirs\"", 1, 0).await?;
             self.0.save(run, step, output, attempts, ms).await
         }
