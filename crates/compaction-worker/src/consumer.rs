@@ -18,8 +18,9 @@ use worker::{Env, MessageBuilder};
 use crate::faults;
 use crate::ports::{D1, R2, SupabaseCatalog, WorkerClock};
 
-/// How runs are bounded here: one run reads its fragments into memory, so the byte cap (16 MiB
-/// by default) keeps a run well inside a Worker's 128 MB beside the engine's own ~40 MiB.
+/// How runs are bounded here: one run reads its fragments into memory, so the byte cap (32 MiB
+/// by default) keeps a run inside 64 MiB of Wasm memory beside the engine's own buffers
+/// (measured by scripts/bench-worker.sh: at most 59 MiB); a Worker has 128 MB.
 pub fn run_config(env: &Env) -> RunConfig {
     let number = |name: &str, default: u64| env.var(name).ok().and_then(|v| v.to_string().parse().ok()).unwrap_or(default);
     RunConfig {
@@ -27,7 +28,7 @@ pub fn run_config(env: &Env) -> RunConfig {
         steps: StepConfig { retries: RetryPolicy { limit: 2, delay_ms: 1000, backoff: Backoff::Exponential }, timeout_ms: 120_000 },
         lease_ms: 15 * 60 * 1000,
         max_fragments: number("COMPACTION_MAX_FRAGMENTS", 500) as u32,
-        max_run_bytes: number("COMPACTION_MAX_RUN_BYTES", 16 << 20),
+        max_run_bytes: number("COMPACTION_MAX_RUN_BYTES", 32 << 20),
         crash_after: None,
     }
 }
@@ -218,6 +219,22 @@ async fn continue_run(env: &Env, message: &CompactionMessage) {
         Ok(()) => log::info("queue.sent", fields),
         // The dataset stays marked: the schedule continues it.
         Err(e) => log::error("queue.send_failed", json!({ "datasetId": next.dataset_id, "error": e })),
+    }
+}
+
+/// A body that is not a `CompactionMessage`: it is acknowledged (no retry can fix it), and if it
+/// names the metrics row its producer made, that row is marked failed.
+pub async fn invalid(env: &Env, body: &Value, error: &str) {
+    let Some(metric_id) = body.get("metricId").and_then(Value::as_str).and_then(|id| id.parse::<Uuid>().ok()) else { return };
+    let Some(s) = supabase(env) else { return };
+    let changes = json!({
+        "status": MetricStatus::Failure,
+        "finished_at": fusou_edge::now_utc(),
+        "error_step": "decode-message",
+        "error_message": error,
+    });
+    if let Err(e) = s.execute(&rest::patch_metric(metric_id, &changes)).await {
+        log::error("supabase.metric_failed", json!({ "queue": "fusou-compaction", "metricId": metric_id, "error": e.to_string() }));
     }
 }
 

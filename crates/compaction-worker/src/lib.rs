@@ -86,6 +86,7 @@ async fn queue(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> Result<()
         match (decoded, queue.as_str()) {
             (Err(e), _) => {
                 log::error("message.invalid", json!({ "queue": queue, "messageId": message.id(), "error": e.to_string() }));
+                consumer::invalid(&env, message.body(), &e.to_string()).await;
                 message.ack();
             }
             (Ok(msg), DEAD_LETTER_QUEUE) => {

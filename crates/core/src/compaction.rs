@@ -69,9 +69,9 @@ pub trait Catalog {
     async fn ensure_dataset(&self, dataset: &DatasetId, owner: &str) -> Result<(), String>;
 }
 
-/// Fragment GETs one run keeps in flight (a Worker allows six open connections per invocation;
-/// R2 binding calls are not connections, but a few suffice to hide the round trips).
-const CONCURRENT_READS: usize = 8;
+/// Fragment GETs one run keeps in flight, to hide the round trips (R2 binding calls are not
+/// subject to the six-connection limit of `fetch`).
+const CONCURRENT_READS: usize = 16;
 
 /// How a run is bounded and retried.
 #[derive(Debug, Clone)]
@@ -227,12 +227,12 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
     let continue_after = fragments.len() > take;
     let fragments = &fragments[..take];
 
-    // Read and scan every fragment (one GET each). Not checkpointed: a resumed run reads them
-    // again and, planning being deterministic, plans the same outputs.
-    let inputs: Vec<FragmentInput> = run
-        .ephemeral("read-fragments", &config.steps, || {
-            // A few GETs in flight at once: each is a round trip, and a run reads hundreds.
-            futures_util::stream::iter(fragments)
+    // Read and scan every fragment (one GET each), scanning each as it arrives while the next
+    // GETs are in flight. Not checkpointed: a resumed run reads them again and, planning being
+    // deterministic, plans the same outputs.
+    let (inputs, scan): (Vec<FragmentInput>, Scan) = run
+        .ephemeral("read-fragments", &config.steps, || async {
+            let mut reads = futures_util::stream::iter(fragments)
                 .map(|f| async {
                     // A missing object reads as empty: its segments are quarantined, the rest go on.
                     let bytes = blobs.get(&f.key).await.map_err(|e| read_error(&f.key, e))?.unwrap_or_default();
@@ -244,12 +244,15 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
                         bytes,
                     })
                 })
-                .buffered(CONCURRENT_READS)
-                .try_collect::<Vec<_>>()
+                .buffered(CONCURRENT_READS);
+            let (mut inputs, mut scan) = (Vec::with_capacity(fragments.len()), Scan::default());
+            while let Some(input) = reads.try_next().await? {
+                scan.add_fragment(&input);
+                inputs.push(input);
+            }
+            Ok((inputs, scan))
         })
         .await?;
-    let mut scan = Scan::default();
-    inputs.iter().for_each(|f| scan.add_fragment(f));
     let plans = plan::plan(&scan, &config.engine);
 
     let keys: Vec<String> =
