@@ -328,14 +328,17 @@ pub fn wait_until_compacted(dataset: &str, token: &str, seconds: u64) -> TestRes
     }
 }
 
+/// Rows as text (see [`rows`]) by table name.
+pub type RowsByTable = BTreeMap<String, Vec<String>>;
+
 /// Every output of `dataset`, listed and downloaded through the owner's routes, each checked
 /// against its D1 row count: the listing, and every row by table.
-pub fn compacted_rows(dataset: &str, token: &str) -> Result<(Vec<Value>, BTreeMap<String, Vec<String>>), String> {
+pub fn compacted_rows(dataset: &str, token: &str) -> Result<(Vec<Value>, RowsByTable), String> {
     let s = stack();
     let (status, listing) = send(s.http.get(format!("{}/api/battle-data/datasets/{dataset}/outputs?limit=1000", s.url)).bearer_auth(token))?;
     ensure_eq!(status, 200, "{listing}");
     let outputs = listing["outputs"].as_array().ok_or("no outputs")?.clone();
-    let mut got: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut got = RowsByTable::new();
     for o in &outputs {
         let key = o["key"].as_str().ok_or("key")?;
         let resp = s
@@ -362,7 +365,7 @@ pub fn compacted_rows(dataset: &str, token: &str) -> Result<(Vec<Value>, BTreeMa
 
 /// Checks that `got` holds exactly the rows of `fragments`, each once, by value; segments
 /// named in `left_out` (fragment index, table) are expected to be missing.
-pub fn ensure_same_rows(got: &mut BTreeMap<String, Vec<String>>, fragments: &[fusou_core::synth::Fragment], left_out: &[(usize, &str)]) -> TestResult {
+pub fn ensure_same_rows(got: &mut RowsByTable, fragments: &[fusou_core::synth::Fragment], left_out: &[(usize, &str)]) -> TestResult {
     for table in fusou_core::synth::client_tables() {
         let mut expected: Vec<String> = fragments
             .iter()

@@ -67,7 +67,7 @@ async fn record(env: &Env, message: &CompactionMessage, metric_id: Uuid, status:
 
 /// Runs the compaction a message asks for. `Err` means "retry the message".
 pub async fn compact(env: &Env, message: &CompactionMessage) -> Result<(), String> {
-    let metric_id = message.metric_id.unwrap_or_else(|| Uuid::new_v4());
+    let metric_id = message.metric_id.unwrap_or_else(Uuid::new_v4);
     let run_id = message.run_id();
     let started = fusou_edge::now_utc();
     let fields = json!({ "queue": "fusou-compaction", "datasetId": message.dataset_id, "metricId": metric_id, "runId": run_id });
@@ -241,7 +241,7 @@ pub async fn invalid(env: &Env, body: &Value, error: &str) {
 /// A message that exhausted its retries: its metrics row says so, its lease is released, and the
 /// dataset stays marked so the schedule tries again later.
 pub async fn dead_letter(env: &Env, message: &CompactionMessage) {
-    let metric_id = message.metric_id.unwrap_or_else(|| Uuid::new_v4());
+    let metric_id = message.metric_id.unwrap_or_else(Uuid::new_v4);
     record(env, message, metric_id, MetricStatus::DlqFailure, json!({
         "finished_at": fusou_edge::now_utc(), "error_message": "dead-lettered after its retries",
     }))

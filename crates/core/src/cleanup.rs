@@ -111,18 +111,24 @@ pub async fn clean_up<S: Sql, B: Blobs>(sql: &S, blobs: &B, now_ms: u64, config:
     Ok(report)
 }
 
+/// An output key a run staged, and its multipart upload if one was begun.
+struct Staged {
+    key: String,
+    upload: Option<String>,
+}
+
 async fn reap_orphans<S: Sql, B: Blobs>(sql: &S, blobs: &B, now_ms: u64, config: &CleanupConfig, report: &mut CleanupReport) -> Result<(), String> {
     let cutoff = now_ms.saturating_sub(config.orphan_grace_ms) as i64;
     let staged = sql.rows(STAGED_BEFORE, &[SqlValue::Int(cutoff), SqlValue::Int(config.page as i64)]).await?;
-    // (dataset, run) → its staged (key, upload id); committed keys are only forgotten.
-    let mut runs: BTreeMap<(String, String), Vec<(String, Option<String>)>> = BTreeMap::new();
+    // (dataset, run) → its staged keys; committed keys are only forgotten.
+    let mut runs: BTreeMap<(String, String), Vec<Staged>> = BTreeMap::new();
     let mut committed = Vec::new();
     for row in &staged {
         let (Some(key), Some(dataset), Some(run)) = (column(row, "key"), column(row, "dataset_id"), column(row, "run_id")) else { continue };
         if row.get("committed").and_then(Value::as_i64) == Some(1) {
             committed.push(key);
         } else {
-            runs.entry((dataset, run)).or_default().push((key, column(row, "upload_id")));
+            runs.entry((dataset, run)).or_default().push(Staged { key, upload: column(row, "upload_id") });
         }
     }
     if !committed.is_empty() {
@@ -134,7 +140,7 @@ async fn reap_orphans<S: Sql, B: Blobs>(sql: &S, blobs: &B, now_ms: u64, config:
             continue; // it holds its lease: alive, or about to resume
         }
         report.runs_reaped += 1;
-        for (key, upload) in &staged {
+        for Staged { key, upload } in &staged {
             if let Some(upload) = upload {
                 // An upload already completed or aborted answers an error: nothing to abort.
                 if blobs.abort_multipart(key, upload).await.is_ok() {
@@ -142,7 +148,7 @@ async fn reap_orphans<S: Sql, B: Blobs>(sql: &S, blobs: &B, now_ms: u64, config:
                 }
             }
         }
-        let keys: Vec<String> = staged.into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<String> = staged.into_iter().map(|s| s.key).collect();
         blobs.delete(&keys).await?;
         report.orphans_deleted += keys.len() as u64;
         let mut forget = keyed("DELETE FROM staged_outputs WHERE key IN ({keys})", &[], &keys);

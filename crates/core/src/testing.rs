@@ -17,6 +17,18 @@ use crate::commit::{SqlValue, Statement};
 use crate::index;
 use crate::workflow::Clock;
 
+/// A realtime compaction request for `dataset`, the whole dataset.
+pub fn realtime_message(dataset: &str) -> crate::message::CompactionMessage {
+    crate::message::CompactionMessage {
+        dataset_id: crate::ids::DatasetId::parse(dataset).unwrap(),
+        triggered_at: "2026-11-28T00:00:00Z".parse().unwrap(),
+        priority: crate::message::Priority::Realtime,
+        metric_id: None,
+        table: None,
+        period_tag: None,
+    }
+}
+
 /// An in-memory SQLite database with `migrations/*.sql` applied in order, as D1 applies them.
 pub fn migrated_sqlite() -> Connection {
     let conn = Connection::open_in_memory().unwrap();

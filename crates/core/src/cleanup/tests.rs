@@ -8,8 +8,6 @@ use rusqlite::params;
 use super::*;
 use crate::compaction::{Outcome, RunConfig, compact};
 use crate::engine::EngineConfig;
-use crate::ids::DatasetId;
-use crate::message::{CompactionMessage, Priority};
 use crate::synth::{self, FragmentSpec};
 use crate::testing::{FakeCatalog, FakeClock, Memory, Sqlite};
 use crate::workflow::{Backoff, RetryPolicy, StepConfig};
@@ -49,14 +47,7 @@ impl World {
     }
 
     fn try_run(&self, run_id: &str, config: &RunConfig) -> Result<Outcome, crate::compaction::RunError> {
-        let message = CompactionMessage {
-            dataset_id: DatasetId::parse(DS).unwrap(),
-            triggered_at: "2026-11-28T00:00:00Z".parse().unwrap(),
-            priority: Priority::Realtime,
-            metric_id: None,
-            table: None,
-            period_tag: None,
-        };
+        let message = crate::testing::realtime_message(DS);
         block_on(compact(&message, run_id, &self.db, &self.blobs, &self.db, &self.catalog, &self.clock, config))
     }
 

@@ -9,7 +9,6 @@ use rusqlite::params;
 
 use super::*;
 use crate::engine::EngineConfig;
-use crate::message::Priority;
 use crate::synth::{self, FragmentSpec};
 use crate::testing::{FakeCatalog, FakeClock, Memory, Sqlite};
 use crate::workflow::{Backoff, RetryPolicy};
@@ -89,14 +88,7 @@ impl World {
 }
 
 fn message() -> CompactionMessage {
-    CompactionMessage {
-        dataset_id: DatasetId::parse(DS).unwrap(),
-        triggered_at: "2026-11-28T00:00:00Z".parse().unwrap(),
-        priority: Priority::Realtime,
-        metric_id: None,
-        table: None,
-        period_tag: None,
-    }
+    crate::testing::realtime_message(DS)
 }
 
 fn config(retries: u32) -> RunConfig {
