@@ -143,11 +143,7 @@ fn corrupt_segment() -> TestResult {
     let mut fragments: Vec<_> = (0..3).map(|i| small_fragment(1400 + i)).collect();
     // Fragment 1's `battle` segment keeps a valid footer (the upload's check passes) over a
     // first page header of garbage: only decoding it fails.
-    let o = fragments[1].offsets.iter().find(|o| o.table_name.as_str() == "battle").ok_or("no battle")?.clone();
-    let segment = bytes::Bytes::from(fragments[1].bytes[o.start_byte as usize..o.end() as usize].to_vec());
-    let meta = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&segment).map_err(|e| e.to_string())?;
-    let first_page = meta.row_group(0).column(0).byte_range().0 as usize;
-    fragments[1].bytes[o.start_byte as usize + first_page..][..8].fill(0xff);
+    fragments[1].garble_first_page("battle");
     let mut keys = Vec::new();
     for f in &fragments {
         keys.push(upload(&token, &dataset, PERIOD, f)?["key"].as_str().unwrap_or_default().to_owned());

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::commit::{KEYS_PER_STATEMENT, SqlValue, Statement};
+use crate::commit::{SqlValue, Statement, keyed};
 use crate::compaction::{Blobs, Sql, iso};
 
 /// How old things must be before the clean-up removes them.
@@ -84,20 +84,6 @@ fn text(s: &str) -> SqlValue {
 
 fn column(row: &Map<String, Value>, name: &str) -> Option<String> {
     row.get(name).and_then(Value::as_str).map(str::to_owned)
-}
-
-/// Statements over `keys` in chunks D1 binds: `sql` with `{keys}` for the placeholders, after
-/// the `leading` parameters.
-fn keyed(sql: &str, leading: &[SqlValue], keys: &[String]) -> Vec<Statement> {
-    keys.chunks(KEYS_PER_STATEMENT)
-        .map(|chunk| {
-            let first = leading.len() + 1;
-            let placeholders: Vec<String> = (first..first + chunk.len()).map(|i| format!("?{i}")).collect();
-            let mut params = leading.to_vec();
-            params.extend(chunk.iter().map(|k| text(k)));
-            Statement { sql: sql.replace("{keys}", &placeholders.join(", ")), params }
-        })
-        .collect()
 }
 
 /// One clean-up pass at `now_ms`.

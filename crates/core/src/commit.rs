@@ -56,6 +56,20 @@ fn text(s: &str) -> SqlValue {
     SqlValue::Text(s.to_owned())
 }
 
+/// Statements over `keys` in chunks D1 binds: `sql` with `{keys}` for the placeholders, after
+/// the `leading` parameters.
+pub(crate) fn keyed(sql: &str, leading: &[SqlValue], keys: &[String]) -> Vec<Statement> {
+    keys.chunks(KEYS_PER_STATEMENT)
+        .map(|chunk| {
+            let first = leading.len() + 1;
+            let placeholders: Vec<String> = (first..first + chunk.len()).map(|i| format!("?{i}")).collect();
+            let mut params = leading.to_vec();
+            params.extend(chunk.iter().map(|k| text(k)));
+            Statement { sql: sql.replace("{keys}", &placeholders.join(", ")), params }
+        })
+        .collect()
+}
+
 /// The commit batch. `consumed` are the fragment keys the run read (all of them, quarantined
 /// segments included: their readable segments are in the outputs); `quarantined` are recorded
 /// (their fragments are kept by clean-up, for inspection); the run's staged output keys are
@@ -91,20 +105,16 @@ pub fn commit_batch(
             params,
         });
     }
-    for chunk in consumed.chunks(KEYS_PER_STATEMENT) {
-        let mut params = fence();
-        params.push(text(now));
-        let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("?{}", i + 5)).collect();
-        params.extend(chunk.iter().map(|k| text(k)));
-        batch.push(Statement {
-            sql: format!(
-                "UPDATE battle_files SET compacted_at = ?4, compacted_run_id = ?2 \
-                 WHERE dataset_id = ?1 AND compacted_at IS NULL AND key IN ({}) AND {FENCE}",
-                placeholders.join(", ")
-            ),
-            params,
-        });
-    }
+    let mut params = fence();
+    params.push(text(now));
+    batch.extend(keyed(
+        &format!(
+            "UPDATE battle_files SET compacted_at = ?4, compacted_run_id = ?2 \
+             WHERE dataset_id = ?1 AND compacted_at IS NULL AND key IN ({{keys}}) AND {FENCE}"
+        ),
+        &params,
+        consumed,
+    ));
     for q in quarantined {
         let mut params = fence();
         params.extend([text(&q.fragment_key), text(&q.table), text(&q.error), text(now)]);

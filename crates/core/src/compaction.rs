@@ -199,11 +199,8 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
             let Some(row) = rows.first() else { return Ok(None) };
             let epoch = field(row, "lease_epoch")?.as_i64().unwrap_or(0);
             let owner = field(row, "owner_id")?.as_str().unwrap_or_default();
-            if let Err(e) = catalog.ensure_dataset(&dataset, owner).await {
-                // Give the lease back before the retry: the next attempt takes it again.
-                sql.rows(index::RELEASE_LEASE, &[text(dataset.as_str()), text(&run_id)]).await?;
-                return Err(format!("the catalog: {e}"));
-            }
+            // A retry takes the run's own lease again; a failed run releases it (`compact`).
+            catalog.ensure_dataset(&dataset, owner).await.map_err(|e| format!("the catalog: {e}"))?;
             Ok(Some(epoch))
         })
         .await?;
@@ -290,7 +287,8 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
             .map_err(|message| StepError::Failed { step: "update-metadata".into(), attempts: 1, message })?;
     }
     // Uploads that arrived during the run, or more than one run takes: ask for another run.
-    let still_pending = sql
+    // (If the index cannot say, what the listing showed decides.)
+    let continue_after = sql
         .rows(index::PENDING_SUMMARY, &[text(dataset.as_str())])
         .await
         .map(|rows| rows.first().and_then(|r| r.get("fragments")).and_then(Value::as_u64).unwrap_or(0) > 0)
@@ -308,7 +306,7 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
         output_bytes: outputs.iter().map(|o| o.bytes).sum(),
         outputs,
         quarantined,
-        continue_after: continue_after || still_pending,
+        continue_after,
     }))
 }
 

@@ -151,6 +151,16 @@ pub struct Fragment {
 }
 
 impl Fragment {
+    /// Overwrites the first page header of `table`'s segment with garbage, keeping its footer
+    /// valid: the upload's checks pass and only decoding its pages fails.
+    pub fn garble_first_page(&mut self, table: &str) {
+        let o = self.offsets.iter().find(|o| o.table_name.as_str() == table).expect("a table of the fragment").clone();
+        let segment = bytes::Bytes::copy_from_slice(&self.bytes[o.start_byte as usize..o.end() as usize]);
+        let footer = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&segment).expect("a valid segment");
+        let first_page = footer.row_group(0).column(0).byte_range().0 as usize;
+        self.bytes[o.start_byte as usize + first_page..][..8].fill(0xff);
+    }
+
     /// `table_offsets` as the client sends it: a JSON array encoded into a string.
     pub fn table_offsets_string(&self) -> String {
         serde_json::to_string(&self.offsets).expect("offsets serialize")

@@ -315,12 +315,7 @@ fn uploads_during_a_run_ask_for_a_continuation() {
 fn a_segment_whose_pages_do_not_decode_is_quarantined_at_merge() {
     let mut w = World::with_fragments(3);
     let mut broken = synth::fragment(&FragmentSpec { seed: 98, rows: 1..=20, include_empty_tables: false });
-    let o = broken.offsets.iter().find(|o| o.table_name.as_str() == "battle").unwrap().clone();
-    // The footer stays valid (the upload's check passes); the first page header is garbage.
-    let segment = Bytes::from(broken.bytes[o.start_byte as usize..o.end() as usize].to_vec());
-    let meta = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&segment).unwrap();
-    let first_page = meta.row_group(0).column(0).byte_range().0 as usize;
-    broken.bytes[o.start_byte as usize + first_page..][..8].fill(0xff);
+    broken.garble_first_page("battle");
     w.upload(broken);
     let summary = committed(w.run("run-a", &config(0)).unwrap());
     assert_eq!(summary.quarantined.len(), 1, "{:?}", summary.quarantined);
