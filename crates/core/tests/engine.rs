@@ -91,6 +91,32 @@ fn every_row_comes_back_with_its_values() {
     }
 }
 
+#[test]
+fn strings_are_written_plain_and_numbers_with_a_dictionary() {
+    let fragments: Vec<synth::Fragment> = (0..5).map(|seed| synth::fragment(&FragmentSpec { seed, rows: 5..=20, include_empty_tables: false })).collect();
+    let inputs: Vec<FragmentInput> = fragments.iter().enumerate().map(|(i, f)| input(&format!("k/{i}"), "ds", "2025-11-05", f)).collect();
+    let result = compact_in_memory(&inputs, &EngineConfig::default()).unwrap();
+    let (mut strings, mut numbers) = (0, 0);
+    for (_, file, _) in &result.outputs {
+        let reader = parquet::file::reader::SerializedFileReader::new(file.clone()).unwrap();
+        let metadata = parquet::file::reader::FileReader::metadata(&reader);
+        for chunk in metadata.row_groups().iter().flat_map(|g| g.columns()) {
+            let dictionary = chunk.dictionary_page_offset().is_some();
+            match chunk.column_type() {
+                parquet::basic::Type::BYTE_ARRAY => {
+                    strings += 1;
+                    assert!(!dictionary, "{} has a dictionary", chunk.column_path());
+                }
+                _ => {
+                    numbers += 1;
+                    assert!(dictionary, "{} has no dictionary", chunk.column_path());
+                }
+            }
+        }
+    }
+    assert!(strings > 32 && numbers > 32, "{strings} string and {numbers} numeric column chunks");
+}
+
 fn battle(columns: &[(&str, ArrayRef)]) -> RecordBatch {
     let schema = Schema::new(columns.iter().map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect::<Vec<_>>());
     RecordBatch::try_new(Arc::new(schema), columns.iter().map(|(_, a)| a.clone()).collect()).unwrap()
