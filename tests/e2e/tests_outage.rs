@@ -118,6 +118,14 @@ fn cleanup() -> TestResult {
     ensure_eq!(purged[0]["n"], 2);
     let reaped = d1("SELECT count(*) AS n FROM reaped_runs WHERE run_id = 'deadrun'")?;
     ensure_eq!(reaped[0]["n"], 1);
+    // The dataset's finished run is forgotten, and fenced off by name.
+    ensure!(report["runsForgotten"].as_u64().unwrap_or(0) >= 1, "{report}");
+    let runs = d1(&format!("SELECT count(*) AS n FROM reaped_runs WHERE dataset_id = '{dataset}' \
+        AND run_id IN (SELECT run_id FROM compacted_files WHERE dataset_id = '{dataset}')"))?;
+    ensure!(runs[0]["n"].as_u64().unwrap_or(0) >= 1, "{runs:?}");
+    let steps = d1(&format!("SELECT count(*) AS n FROM workflow_steps WHERE run_id IN \
+        (SELECT run_id FROM compacted_files WHERE dataset_id = '{dataset}')"))?;
+    ensure_eq!(steps[0]["n"], 0, "its checkpoints are gone");
 
     // The compacted data is untouched, and the same bytes uploaded again are still refused.
     let (_, mut got) = compacted_rows(&dataset, &token)?;

@@ -9,7 +9,7 @@ use fusou_core::compaction::{Blobs, Catalog, Sql};
 use fusou_core::ids::DatasetId;
 use fusou_core::supabase::{self as rest, DatasetRow};
 use fusou_core::index;
-use fusou_core::workflow::{CheckpointStore, Clock};
+use fusou_core::workflow::{Checkpoint, CheckpointStore, Clock};
 use fusou_edge::d1::{self, Param};
 use fusou_edge::supabase::Supabase;
 use serde_json::{Map, Value};
@@ -57,13 +57,14 @@ impl CheckpointStore for D1 {
         Ok(rows.into_iter().map(|r| (r.step, r.output)).collect())
     }
 
-    async fn save(&self, run: &str, step: &str, output: &str, attempts: u32, duration_ms: u64) -> Result<String, String> {
+    async fn save(&self, run: &str, checkpoint: &Checkpoint<'_>) -> Result<String, String> {
         #[derive(serde::Deserialize)]
         struct Row {
             output: String,
         }
-        let now = fusou_edge::now_utc().to_rfc3339();
-        let params = [run.into(), step.into(), output.into(), Param::from(attempts as u64), Param::from(duration_ms), now.as_str().into()];
+        let Checkpoint { step, output, attempts, duration_ms, completed_at_ms } = *checkpoint;
+        let completed_at = index::iso(completed_at_ms);
+        let params = [run.into(), step.into(), output.into(), Param::from(attempts as u64), Param::from(duration_ms), completed_at.as_str().into()];
         let row: Option<Row> = d1::first(&self.0, index::SAVE_STEP, &params).await.map_err(|e| e.to_string())?;
         row.map(|r| r.output).ok_or_else(|| "the step's checkpoint was not stored".to_string())
     }

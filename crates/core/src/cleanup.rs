@@ -13,6 +13,9 @@
 //!    [`CleanupConfig::retention_ms`] are deleted and the rows marked `purged_at` (the rows stay:
 //!    their content hash still answers a repeated upload with 409). Fragments with a quarantined
 //!    segment are kept, for inspection.
+//! 4. Checkpoints of runs whose last step is older than the retention are dropped. The run is
+//!    reaped first (the same conditional statement), so a late redelivery of its message, which
+//!    has the same run id, can take no lease and never writes under the keys the run committed.
 //!
 //! Multipart uploads begun by a run that died before staging their id are left to R2, which
 //! aborts unfinished uploads after 7 days.
@@ -23,7 +26,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::commit::{SqlValue, Statement, keyed};
-use crate::compaction::{Blobs, Sql, iso};
+use crate::compaction::{Blobs, Sql};
+use crate::index::iso;
 
 /// How old things must be before the clean-up removes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +58,8 @@ pub struct CleanupReport {
     pub orphans_deleted: u64,
     pub uploads_aborted: u64,
     pub fragments_purged: u64,
+    /// Finished runs whose checkpoints were dropped.
+    pub runs_forgotten: u64,
     /// More compacted fragments are due than one pass deletes: the next pass goes on.
     pub more_due: bool,
 }
@@ -78,6 +84,19 @@ const DUE_FOR_PURGE: &str = "SELECT key FROM battle_files \
      AND NOT EXISTS (SELECT 1 FROM quarantined_segments q WHERE q.fragment_key = battle_files.key) \
      ORDER BY compacted_at, key LIMIT ?2";
 
+/// Runs with a checkpoint older than `?1`, at most `?2`.
+const RUNS_WITH_OLD_STEPS: &str = "SELECT DISTINCT run_id FROM workflow_steps WHERE completed_at <= ?1 LIMIT ?2";
+
+/// Reaps run `?1` if none of its steps is newer than `?2` and it holds no lease; `?3` now. Its
+/// dataset is the one of its outputs ('' for a run that wrote none).
+const REAP_FINISHED_RUN: &str = "INSERT OR IGNORE INTO reaped_runs (run_id, dataset_id, reaped_at) \
+     SELECT ?1, coalesce((SELECT dataset_id FROM compacted_files WHERE run_id = ?1 LIMIT 1), ''), ?3 \
+     WHERE NOT EXISTS (SELECT 1 FROM workflow_steps WHERE run_id = ?1 AND completed_at > ?2) \
+     AND NOT EXISTS (SELECT 1 FROM datasets WHERE lease_run_id = ?1)";
+
+const FORGET_REAPED_RUN: &str =
+    "DELETE FROM workflow_steps WHERE run_id = ?1 AND EXISTS (SELECT 1 FROM reaped_runs WHERE run_id = ?1)";
+
 fn text(s: &str) -> SqlValue {
     SqlValue::Text(s.to_owned())
 }
@@ -94,6 +113,7 @@ pub async fn clean_up<S: Sql, B: Blobs>(sql: &S, blobs: &B, now_ms: u64, config:
     report.leases_released = released.iter().sum();
     reap_orphans(sql, blobs, now_ms, config, &mut report).await?;
     purge_compacted(sql, blobs, now_ms, config, &mut report).await?;
+    forget_finished_runs(sql, now_ms, config, &mut report).await?;
     Ok(report)
 }
 
@@ -162,6 +182,29 @@ async fn purge_compacted<S: Sql, B: Blobs>(sql: &S, blobs: &B, now_ms: u64, conf
         }
     }
     report.more_due = true;
+    Ok(())
+}
+
+async fn forget_finished_runs<S: Sql>(sql: &S, now_ms: u64, config: &CleanupConfig, report: &mut CleanupReport) -> Result<(), String> {
+    let cutoff = text(&iso(now_ms.saturating_sub(config.retention_ms)));
+    let now = text(&iso(now_ms));
+    let rows = sql.rows(RUNS_WITH_OLD_STEPS, &[cutoff.clone(), SqlValue::Int(config.page as i64)]).await?;
+    let runs: Vec<String> = rows.iter().filter_map(|r| column(r, "run_id")).collect();
+    // Reap and forget in one batch per run group: a run still going (a step newer than the
+    // cutoff, or its lease) is neither reaped nor forgotten.
+    for group in runs.chunks(50) {
+        let statements: Vec<Statement> = group
+            .iter()
+            .flat_map(|run| {
+                [
+                    Statement { sql: REAP_FINISHED_RUN.into(), params: vec![text(run), cutoff.clone(), now.clone()] },
+                    Statement { sql: FORGET_REAPED_RUN.into(), params: vec![text(run)] },
+                ]
+            })
+            .collect();
+        let changed = sql.batch(&statements).await?;
+        report.runs_forgotten += changed.iter().skip(1).step_by(2).filter(|&&n| n > 0).count() as u64;
+    }
     Ok(())
 }
 

@@ -36,7 +36,7 @@ use crate::engine::segment::{FragmentInput, Quarantined, Scan};
 use crate::engine::{EngineConfig, merge, plan};
 use crate::fragment::TableOffset;
 use crate::ids::{DatasetId, PeriodTag, TableName};
-use crate::index;
+use crate::index::{self, iso};
 use crate::message::CompactionMessage;
 use crate::workflow::{Clock, CheckpointStore, Run, StepConfig, StepError};
 
@@ -324,10 +324,6 @@ fn run_share(listed: &[FragmentRow], config: &RunConfig) -> usize {
     within.max(listed.len().min(1))
 }
 
-/// ISO-8601 UTC text of a Unix-ms instant, as the index stores times.
-pub(crate) fn iso(ms: u64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms as i64).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
 
 fn read_error(key: &str, e: String) -> String {
     format!("reading {key}: {e}")

@@ -105,3 +105,9 @@ pub const RELEASE_LEASE: &str =
 pub const PENDING_FRAGMENTS: &str = "SELECT key, table_name, period_tag, size, table_offsets FROM battle_files \
      WHERE dataset_id = ?1 AND compacted_at IS NULL AND (?2 IS NULL OR table_name = ?2) \
      AND (?3 IS NULL OR period_tag = ?3) ORDER BY key LIMIT ?4";
+
+/// ISO-8601 UTC text of a Unix-ms instant, as the index stores times (one format, so that
+/// times compare as text).
+pub fn iso(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

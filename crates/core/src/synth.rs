@@ -197,9 +197,7 @@ pub fn table_batch(table: &TableSpec, rows: usize, env_uuid: &str, rng: &mut Rng
                     for _ in 0..rows {
                         if null(rng) {
                             b.append_null();
-                        } else if c.name == "env_uuid" {
-                            b.append_value(env_uuid);
-                        } else if c.name == "uuid" && table.name.as_str() == "env_info" {
+                        } else if c.name == "env_uuid" || (c.name == "uuid" && table.name.as_str() == "env_info") {
                             b.append_value(env_uuid);
                         } else if c.name == "uuid" {
                             b.append_value(&group);

@@ -76,9 +76,11 @@ impl crate::workflow::CheckpointStore for Sqlite {
         })
     }
 
-    async fn save(&self, run: &str, step: &str, output: &str, attempts: u32, duration_ms: u64) -> Result<String, String> {
+    async fn save(&self, run: &str, checkpoint: &crate::workflow::Checkpoint<'_>) -> Result<String, String> {
+        let crate::workflow::Checkpoint { step, output, attempts, duration_ms, completed_at_ms } = *checkpoint;
+        let completed_at = index::iso(completed_at_ms);
         self.with(|c| {
-            c.query_row(index::SAVE_STEP, params![run, step, output, attempts, duration_ms as i64, "2026-11-28T00:00:00Z"], |r| r.get(0))
+            c.query_row(index::SAVE_STEP, params![run, step, output, attempts, duration_ms as i64, completed_at], |r| r.get(0))
                 .map_err(|e| e.to_string())
         })
     }

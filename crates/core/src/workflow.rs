@@ -64,7 +64,19 @@ pub trait CheckpointStore {
     async fn outputs(&self, run: &str) -> Result<Vec<(String, String)>, String>;
     /// Stores a completed step unless one is stored already (the first write wins), and answers
     /// the stored output: one round trip.
-    async fn save(&self, run: &str, step: &str, output: &str, attempts: u32, duration_ms: u64) -> Result<String, String>;
+    async fn save(&self, run: &str, checkpoint: &Checkpoint<'_>) -> Result<String, String>;
+}
+
+/// A completed step, as a store keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint<'a> {
+    pub step: &'a str,
+    /// The step's value, as JSON.
+    pub output: &'a str,
+    pub attempts: u32,
+    pub duration_ms: u64,
+    /// Unix ms, by the run's clock (the clean-up forgets finished runs by it).
+    pub completed_at_ms: u64,
 }
 
 /// Time, for delays, timeouts and durations.
@@ -168,9 +180,11 @@ impl<'a, S: CheckpointStore, C: Clock> Run<'a, S, C> {
         }
         let started = self.clock.now_ms();
         let (value, attempts) = self.attempts(name, config, attempt).await?;
-        let duration_ms = self.clock.now_ms().saturating_sub(started);
+        let completed_at_ms = self.clock.now_ms();
+        let duration_ms = completed_at_ms.saturating_sub(started);
         let output = serde_json::to_string(&value).map_err(|e| StepError::Corrupt { step: name.to_owned(), message: e.to_string() })?;
-        let stored = self.store.save(&self.id, name, &output, attempts, duration_ms).await.map_err(store_error)?;
+        let checkpoint = Checkpoint { step: name, output: &output, attempts, duration_ms, completed_at_ms };
+        let stored = self.store.save(&self.id, &checkpoint).await.map_err(store_error)?;
         self.records.push(StepRecord { name: name.to_owned(), ran: true, attempts, duration_ms });
         self.interrupt(name)?;
         // Another invocation of this run may have stored the step first: go on from its output.

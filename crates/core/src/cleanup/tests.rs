@@ -201,3 +201,33 @@ fn fragments_with_a_quarantined_segment_are_kept() {
     assert_eq!(w.clean(&CleanupConfig::default()).fragments_purged, 1);
     assert!(w.blobs.objects.borrow().contains_key("battle_data/ds-1/port_table/0001.parquet"));
 }
+
+#[test]
+fn finished_runs_are_forgotten_after_the_retention_and_never_come_back() {
+    let mut w = World::new();
+    w.upload(3);
+    let Outcome::Committed(first) = w.run("first", &run_config()) else { panic!("expected a commit") };
+    w.advance(6 * DAY);
+    w.upload(1);
+    // A run that is still going (its lease held, its last step recent) is kept at any age.
+    assert!(w.try_run("going", &RunConfig { crash_after: Some("merge-0".into()), lease_ms: 10 * DAY, ..run_config() }).is_err());
+    let steps = |run: &str| w.count(&format!("SELECT count(*) FROM workflow_steps WHERE run_id = '{run}'"));
+    let (first_steps, going_steps) = (steps("first"), steps("going"));
+    assert!(first_steps > 32 && going_steps > 0);
+
+    let config = CleanupConfig { retention_ms: 7 * DAY, ..CleanupConfig::default() };
+    assert_eq!(w.clean(&config).runs_forgotten, 0, "6 days old: kept");
+    w.advance(DAY + 1);
+    assert_eq!(w.clean(&config).runs_forgotten, 1);
+    assert_eq!((steps("first"), steps("going")), (0, going_steps));
+    assert_eq!(w.count("SELECT count(*) FROM reaped_runs WHERE run_id = 'first' AND dataset_id = 'ds-1'"), 1);
+
+    // The first run's message delivered once more: with no checkpoints it would start over and
+    // write under the keys it committed; reaped, it takes no lease and changes nothing.
+    let before = w.blobs.objects.borrow().get(&first.outputs[0].key).cloned();
+    w.db.with(|c| c.execute("UPDATE datasets SET lease_run_id = NULL, lease_expires_at = NULL", []).unwrap());
+    assert_eq!(w.run("first", &run_config()), Outcome::Skipped);
+    assert_eq!(w.blobs.objects.borrow().get(&first.outputs[0].key).cloned(), before);
+    assert_eq!(w.count("SELECT count(*) FROM battle_files WHERE compacted_at IS NULL"), 1, "the late upload still waits");
+    assert!(matches!(w.run("next", &run_config()), Outcome::Committed(_)));
+}

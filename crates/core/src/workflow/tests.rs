@@ -104,7 +104,7 @@ fn an_attempt_that_hangs_times_out() {
     let store = Sqlite::migrated();
     let clock = FakeClock::default();
     let config = StepConfig { retries: RetryPolicy { limit: 1, delay_ms: 5, backoff: Backoff::Constant }, timeout_ms: 1000 };
-    let err = block_on(Run::new("run-5", &store, &clock).step("hang", &config, || std::future::pending::<Result<u32, String>>()))
+    let err = block_on(Run::new("run-5", &store, &clock).step("hang", &config, std::future::pending::<Result<u32, String>>))
         .unwrap_err();
     assert_eq!(err, StepError::Failed { step: "hang".into(), attempts: 2, message: "timed out after 1000 ms".into() });
     assert_eq!(*clock.slept.borrow(), vec![1000, 5, 1000]);
@@ -120,9 +120,9 @@ fn racing_runs_continue_from_the_first_stored_output() {
         async fn outputs(&self, run: &str) -> Result<Vec<(String, String)>, String> {
             self.0.outputs(run).await
         }
-        async fn save(&self, run: &str, step: &str, output: &str, attempts: u32, ms: u64) -> Result<String, String> {
-            self.0.save(run, step, "\"theirs\"", 1, 0).await?;
-            self.0.save(run, step, output, attempts, ms).await
+        async fn save(&self, run: &str, checkpoint: &Checkpoint<'_>) -> Result<String, String> {
+            self.0.save(run, &Checkpoint { output: "\"theirs\"", ..*checkpoint }).await?;
+            self.0.save(run, checkpoint).await
         }
     }
     let racing = Racing(&store);
