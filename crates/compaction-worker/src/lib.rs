@@ -20,6 +20,11 @@ use fusou_edge::log;
 use serde_json::{Value, json};
 use worker::{Context, Env, MessageBatch, MessageExt, Method, QueueRetryOptionsBuilder, Request, Response, Result, ScheduleContext, ScheduledEvent, event};
 
+// Merging allocates and frees many small buffers: talc does it faster than the default.
+#[cfg(all(not(target_feature = "atomics"), target_family = "wasm"))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
 const DEAD_LETTER_QUEUE: &str = "fusou-compaction-dlq";
 
 #[event(fetch)]
