@@ -1,6 +1,7 @@
 //! Compaction when things go wrong, end to end: a message delivered three times, two runs at
 //! once for one dataset, a crash injected after each step, a segment that does not decode.
-//! Each ends with exactly the uploaded rows, once each.
+//! Each ends with exactly the uploaded rows, once each. And a queue message that is no
+//! compaction message: recorded as failed, never retried.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -16,6 +17,7 @@ pub const TESTS: &[(&str, Test)] = &[
     ("failures::a_crash_after_each_step_resumes_to_the_exact_rows", crash_after_each_step),
     ("failures::a_corrupt_segment_is_quarantined_and_the_rest_compacted", corrupt_segment),
     ("failures::operator_routes_refuse_bad_requests", operator_routes_refuse_bad_requests),
+    ("failures::an_invalid_message_is_recorded_failed_and_never_retried", invalid_message),
 ];
 
 const PERIOD: &str = "2025-11-20";
@@ -182,5 +184,38 @@ fn operator_routes_refuse_bad_requests() -> TestResult {
     ensure_eq!(status, 400, "{answer}");
     let (status, answer) = send(operator(Method::POST, "/compact/cleanup").body("[1]"))?;
     ensure_eq!(status, 400, "{answer}");
+    Ok(())
+}
+
+fn invalid_message() -> TestResult {
+    let (_, token) = new_user(json!({}))?;
+    let dataset = unique_dataset();
+    upload(&token, &dataset, PERIOD, &small_fragment(1700))?;
+    // A metrics row a producer made, and a message naming it whose priority no version knows.
+    let row = pg_json(&[], &format!(
+        "INSERT INTO public.processing_metrics (dataset_id, priority) VALUES ('{dataset}', 'manual') RETURNING id::text AS id"))?;
+    let metric = row[0]["id"].as_str().ok_or(format!("no metrics row: {row}"))?.to_owned();
+    let body = json!({ "datasetId": dataset, "triggeredAt": "2026-11-28T00:00:00Z", "priority": "whenever", "metricId": metric });
+    let (status, answer) = send(operator(Method::POST, "/compact/replay?unchecked").json(&body))?;
+    ensure_eq!(status, 202, "{answer}");
+
+    let failed = format!("SELECT status::text, error_step, error_message FROM public.processing_metrics WHERE id = '{metric}'");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let row = loop {
+        let row = pg_json(&[], &failed)?;
+        if row[0]["status"] == "failure" {
+            break row;
+        }
+        ensure!(std::time::Instant::now() < deadline, "the metrics row was not marked failed: {row}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    ensure_eq!(row[0]["error_step"], "decode-message", "{row}");
+    ensure!(row[0]["error_message"].as_str().is_some_and(|m| m.contains("whenever")), "the error names what is wrong: {row}");
+    // Acknowledged: a retry would come back after 10 s and log it again.
+    std::thread::sleep(std::time::Duration::from_secs(15));
+    let logged = log_events("message.invalid")?.into_iter().filter(|e| e["metricId"] == metric.as_str()).count();
+    ensure_eq!(logged, 1, "logged once, not retried");
+    // The dataset's own compaction is untouched by it.
+    wait_until_compacted(&dataset, &token, 150)?;
     Ok(())
 }

@@ -90,7 +90,7 @@ async fn queue(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> Result<()
         let decoded = CompactionMessage::from_value(message.body().clone());
         match (decoded, queue.as_str()) {
             (Err(e), _) => {
-                log::error("message.invalid", json!({ "queue": queue, "messageId": message.id(), "error": e.to_string() }));
+                log::error("message.invalid", json!({ "queue": queue, "messageId": message.id(), "metricId": message.body().get("metricId"), "error": e.to_string() }));
                 consumer::invalid(&env, message.body(), &e.to_string()).await;
                 message.ack();
             }

@@ -4,6 +4,11 @@
 //!   ends quickly when its work is done.
 //! - `POST /compact/cleanup`: runs the compaction Worker's clean-up now (through the service
 //!   binding), optionally with a shorter retention or orphan grace.
+//!
+//! Test stacks only (`FAULT_INJECTION=on`, which no deployed config sets): `POST
+//! /compact/replay?unchecked` sends any JSON body as it is, even one that is no
+//! `CompactionMessage`, so that the end-to-end tests reach the consumer's handling of invalid
+//! messages. Anywhere else the parameter is refused.
 
 use fusou_core::message::CompactionMessage;
 use fusou_edge::bindings;
@@ -25,13 +30,30 @@ pub async fn replay(req: Request, rc: RouteContext<()>) -> worker::Result<Respon
 async fn run_replay(mut req: Request, rc: RouteContext<()>) -> Result<Response, ApiError> {
     let ctx = Ctx::load(rc.env)?;
     auth::operator(&req, &ctx)?;
-    let message = CompactionMessage::from_json(&req.bytes().await?).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let body = req.bytes().await?;
+    if req.url()?.query_pairs().any(|(k, _)| k == "unchecked") {
+        return replay_unchecked(&ctx, &body).await;
+    }
+    let message = CompactionMessage::from_json(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     ctx.queue()?
         .send(MessageBuilder::new(&message).build())
         .await
         .map_err(|e| ApiError::new(503, format!("the queue refused the message: {e}")))?;
     log::info("queue.sent", json!({ "route": REPLAY, "datasetId": message.dataset_id, "metricId": message.metric_id, "runId": message.run_id() }));
     Ok(http::json(202, &json!({ "enqueued": true, "runId": message.run_id(), "message": message }))?)
+}
+
+async fn replay_unchecked(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
+    if !ctx.env.var("FAULT_INJECTION").is_ok_and(|v| v.to_string() == "on") {
+        return Err(ApiError::bad_request("`unchecked` is only for test stacks (FAULT_INJECTION=on)"));
+    }
+    let body: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("expected JSON: {e}")))?;
+    ctx.queue()?
+        .send(MessageBuilder::new(&body).build())
+        .await
+        .map_err(|e| ApiError::new(503, format!("the queue refused the message: {e}")))?;
+    log::info("queue.sent", json!({ "route": REPLAY, "unchecked": true }));
+    Ok(http::json(202, &json!({ "enqueued": true, "message": body }))?)
 }
 
 pub async fn cleanup(req: Request, rc: RouteContext<()>) -> worker::Result<Response> {
