@@ -64,6 +64,8 @@ pub struct Scan {
     pub quarantined: Vec<Quarantined>,
     table_index: HashMap<TableName, u16>,
     schema_index: HashMap<Fingerprint, u16>,
+    /// The schema each table's last segment had: the next one nearly always has it too.
+    last_schema: HashMap<TableName, u16>,
 }
 
 impl Scan {
@@ -109,6 +111,13 @@ impl Scan {
         let info = fragment::inspect_segment_with(offset, bytes, Some(footer_options(None))).map_err(|e| e.to_string())?;
         let rows = u32::try_from(info.num_rows).map_err(|_| format!("segment {} has too many rows", offset.table_name))?;
         let file = info.metadata.file_metadata();
+        // Comparing the Parquet schema with the table's last one is cheaper than converting and
+        // hashing it (the conversion depends on the Parquet schema alone).
+        if let Some(&last) = self.last_schema.get(&offset.table_name) {
+            if self.parquet_schemas[last as usize].root_schema() == file.schema_descr().root_schema() {
+                return Ok((last, rows));
+            }
+        }
         // The Arrow schema is derived from the Parquet schema alone: the client's columns are
         // plain Int32/Int64/Float32/Boolean/Utf8, which that conversion gives exactly.
         let schema = parquet_to_arrow_schema(file.schema_descr(), None)
@@ -120,6 +129,7 @@ impl Scan {
             self.schemas.push((fp, Arc::new(schema)));
             self.parquet_schemas.push(file.schema_descr_ptr());
         }
+        self.last_schema.insert(offset.table_name.clone(), index);
         Ok((index, rows))
     }
 
