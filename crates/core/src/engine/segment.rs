@@ -113,10 +113,10 @@ impl Scan {
         let file = info.metadata.file_metadata();
         // Comparing the Parquet schema with the table's last one is cheaper than converting and
         // hashing it (the conversion depends on the Parquet schema alone).
-        if let Some(&last) = self.last_schema.get(&offset.table_name) {
-            if self.parquet_schemas[last as usize].root_schema() == file.schema_descr().root_schema() {
-                return Ok((last, rows));
-            }
+        if let Some(&last) = self.last_schema.get(&offset.table_name)
+            && self.parquet_schemas[last as usize].root_schema() == file.schema_descr().root_schema()
+        {
+            return Ok((last, rows));
         }
         // The Arrow schema is derived from the Parquet schema alone: the client's columns are
         // plain Int32/Int64/Float32/Boolean/Utf8, which that conversion gives exactly.
