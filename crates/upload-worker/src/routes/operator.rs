@@ -14,7 +14,7 @@ use fusou_core::message::CompactionMessage;
 use fusou_edge::bindings;
 use fusou_edge::log;
 use serde_json::{Value, json};
-use worker::{Method, MessageBuilder, Request, RequestInit, Response, RouteContext};
+use worker::{Method, MessageBuilder, QueueContentType, RawMessageBuilder, Request, RequestInit, Response, RouteContext};
 
 use crate::auth;
 use crate::context::Ctx;
@@ -48,8 +48,11 @@ async fn replay_unchecked(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> 
         return Err(ApiError::bad_request("`unchecked` is only for test stacks (FAULT_INJECTION=on)"));
     }
     let body: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("expected JSON: {e}")))?;
+    // Parsed by JavaScript, so that an object stays a plain object (serialized from Rust, a
+    // JSON object would reach the queue as a `Map`).
+    let message = worker::js_sys::JSON::parse(&body.to_string()).map_err(|_| ApiError::bad_request("expected JSON"))?;
     ctx.queue()?
-        .send(MessageBuilder::new(&body).build())
+        .send_raw(RawMessageBuilder::new(message).build_with_content_type(QueueContentType::Json))
         .await
         .map_err(|e| ApiError::new(503, format!("the queue refused the message: {e}")))?;
     log::info("queue.sent", json!({ "route": REPLAY, "unchecked": true }));
