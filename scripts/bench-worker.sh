@@ -41,7 +41,7 @@ stack_down
 # The native figure is the median of three runs: this machine's noise is several percent.
 native="$(for _ in 1 2 3; do "$fusou" compact --dir "$dir/fragments" --out "$dir/native-out" --codec zstd | tail -n 1; done)"
 python3 - "$runs" "$native" <<'PY'
-import json, re, statistics, sys
+import json, re, sys
 runs = [json.loads(l) for l in sys.argv[1].splitlines() if l.strip()]
 natives = [re.search(r"([0-9.]+) s .* ([0-9.]+) MB/s, peak heap ([0-9.]+) MiB", l) for l in sys.argv[2].splitlines()]
 native = sorted(natives, key=lambda m: float(m.group(2)))[1]

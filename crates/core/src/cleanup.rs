@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::commit::{SqlValue, Statement, keyed};
+use crate::commit::{SqlValue, Statement, keyed, text};
 use crate::compaction::{Blobs, Sql};
 use crate::index::iso;
 
@@ -96,10 +96,6 @@ const REAP_FINISHED_RUN: &str = "INSERT OR IGNORE INTO reaped_runs (run_id, data
 
 const FORGET_REAPED_RUN: &str =
     "DELETE FROM workflow_steps WHERE run_id = ?1 AND EXISTS (SELECT 1 FROM reaped_runs WHERE run_id = ?1)";
-
-fn text(s: &str) -> SqlValue {
-    SqlValue::Text(s.to_owned())
-}
 
 fn column(row: &Map<String, Value>, name: &str) -> Option<String> {
     row.get(name).and_then(Value::as_str).map(str::to_owned)

@@ -52,7 +52,8 @@ pub struct Lease {
 /// The fence every statement carries: the lease is still this run's, at this epoch.
 const FENCE: &str = "EXISTS (SELECT 1 FROM datasets WHERE id = ?1 AND lease_run_id = ?2 AND lease_epoch = ?3)";
 
-fn text(s: &str) -> SqlValue {
+/// A text parameter.
+pub(crate) fn text(s: &str) -> SqlValue {
     SqlValue::Text(s.to_owned())
 }
 

@@ -31,7 +31,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::commit::{Lease, OutputRecord, SqlValue, Statement, commit_batch};
+use crate::commit::{Lease, OutputRecord, SqlValue, Statement, commit_batch, text};
 use crate::engine::segment::{FragmentInput, Quarantined, Scan};
 use crate::engine::{EngineConfig, merge, plan};
 use crate::fragment::TableOffset;
@@ -183,7 +183,6 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
 ) -> Result<Outcome, StepError> {
     let dataset = message.dataset_id.clone();
     let run_id = run.id().to_owned();
-    let text = |s: &str| SqlValue::Text(s.to_owned());
 
     let epoch: Option<i64> = run
         .ephemeral("validate-dataset", &config.steps, || async {
@@ -323,7 +322,6 @@ fn run_share(listed: &[FragmentRow], config: &RunConfig) -> usize {
         .count();
     within.max(listed.len().min(1))
 }
-
 
 fn read_error(key: &str, e: String) -> String {
     format!("reading {key}: {e}")
