@@ -137,6 +137,20 @@ pub async fn compact(env: &Env, message: &CompactionMessage) -> Result<(), Strin
             log::warn("compaction.lost_lease", f);
             Ok(())
         }
+        Ok(Outcome::Superseded { orphans }) => {
+            // Resumed from old checkpoints after another run had compacted its fragments: it
+            // committed nothing. What is still pending gets a fresh run (a no-op if nothing is).
+            record(env, message, metric_id, MetricStatus::Failure, json!({
+                "finished_at": finished, "error_step": "update-metadata",
+                "error_message": "another run had compacted this run's fragments; outputs orphaned",
+            }))
+            .await;
+            let mut f = fields;
+            f["orphans"] = json!(orphans);
+            log::warn("compaction.superseded", f);
+            continue_run(env, message).await;
+            Ok(())
+        }
         Err(e) => {
             if let StepError::Interrupted { step } = &e.0 {
                 faults::fired(&db.0, &message.dataset_id, step).await;

@@ -2,7 +2,9 @@
 //! consumed fragments marked, the dataset's flags cleared and its lease released. Every
 //! statement is fenced by the lease (run id and epoch), and the lease is released last: a run
 //! that lost its lease changes nothing at all, so nothing is counted twice, and its outputs are
-//! orphans for clean-up.
+//! orphans for clean-up. The outputs are recorded only if every fragment the run consumed was
+//! still pending: a run resumed from old checkpoints after another run compacted its fragments
+//! records nothing either.
 //!
 //! The batch is built here as data; the Worker binds it to D1, the tests to SQLite.
 
@@ -52,6 +54,12 @@ pub struct Lease {
 /// The fence every statement carries: the lease is still this run's, at this epoch.
 const FENCE: &str = "EXISTS (SELECT 1 FROM datasets WHERE id = ?1 AND lease_run_id = ?2 AND lease_epoch = ?3)";
 
+/// The fence, and the batch's check passed: every fragment the run consumed was still pending
+/// and is now marked by this commit. The check marks the lease with an expiry of -1, which no
+/// lease has otherwise; the release at the end of the same batch clears it.
+const CHECKED: &str =
+    "EXISTS (SELECT 1 FROM datasets WHERE id = ?1 AND lease_run_id = ?2 AND lease_epoch = ?3 AND lease_expires_at = -1)";
+
 /// A text parameter.
 pub(crate) fn text(s: &str) -> SqlValue {
     SqlValue::Text(s.to_owned())
@@ -71,77 +79,122 @@ pub(crate) fn keyed(sql: &str, leading: &[SqlValue], keys: &[String]) -> Vec<Sta
         .collect()
 }
 
+/// What a commit batch did, read from its statements' changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommitOutcome {
+    Committed,
+    /// The lease was another run's: the batch changed nothing.
+    LostLease,
+    /// Some consumed fragment had been compacted by another run (this run resumed from
+    /// checkpoints after its lease had expired and been taken): nothing is recorded, no
+    /// fragment stays marked, the lease is released.
+    Superseded,
+}
+
+/// The commit of one run: its statements, run as one D1 batch.
+#[derive(Debug, Clone)]
+pub struct CommitBatch {
+    pub statements: Vec<Statement>,
+    /// The statement that changes one row exactly when every consumed fragment was marked.
+    check: usize,
+}
+
+impl CommitBatch {
+    /// What the batch did, from each statement's changed rows.
+    pub fn outcome(&self, changes: &[u64]) -> CommitOutcome {
+        if changes.last() != Some(&1) {
+            CommitOutcome::LostLease
+        } else if changes.get(self.check) == Some(&1) {
+            CommitOutcome::Committed
+        } else {
+            CommitOutcome::Superseded
+        }
+    }
+}
+
 /// The commit batch. `consumed` are the fragment keys the run read (all of them, quarantined
 /// segments included: their readable segments are in the outputs); `quarantined` are recorded
 /// (their fragments are kept by clean-up, for inspection); the run's staged output keys are
-/// cleared (they are committed now); `now` is ISO-8601 text. Its last statement changes one
-/// row exactly when the commit took effect.
+/// cleared (they are committed now); `now` is ISO-8601 text.
+///
+/// In order: the consumed fragments are marked; a check counts them (all of them, or another
+/// run had compacted some: their rows would be counted twice); if it failed, the marks are
+/// undone; the outputs, quarantined segments and staged keys are written only if it passed;
+/// last, the lease is released. Every statement is fenced by the lease.
 pub fn commit_batch(
     lease: &Lease,
     outputs: &[OutputRecord],
     consumed: &[String],
     quarantined: &[Quarantined],
     now: &str,
-) -> Vec<Statement> {
-    let fence = || vec![text(lease.dataset.as_str()), text(&lease.run_id), SqlValue::Int(lease.epoch)];
-    let mut batch = Vec::new();
-    for o in outputs {
-        let mut params = fence();
-        params.extend([
-            text(&o.key),
-            text(o.period.as_str()),
-            text(o.table.as_str()),
-            text(&o.schema_fingerprint),
-            SqlValue::Int(o.rows as i64),
-            SqlValue::Int(o.bytes as i64),
-            SqlValue::Int(o.source_segments as i64),
-            text(now),
-        ]);
-        batch.push(Statement {
-            sql: format!(
-                "INSERT INTO compacted_files (key, dataset_id, period_tag, table_name, run_id, schema_fingerprint, \
-                 row_count, size, source_segments, created_at) \
-                 SELECT ?4, ?1, ?5, ?6, ?2, ?7, ?8, ?9, ?10, ?11 WHERE {FENCE}"
-            ),
-            params,
-        });
-    }
-    let mut params = fence();
-    params.push(text(now));
-    batch.extend(keyed(
+) -> CommitBatch {
+    // ?1 dataset, ?2 run, ?3 epoch, ?4 now; each statement's own parameters follow.
+    let common = || vec![text(lease.dataset.as_str()), text(&lease.run_id), SqlValue::Int(lease.epoch), text(now)];
+    let with = |own: Vec<SqlValue>| common().into_iter().chain(own).collect::<Vec<_>>();
+    let mut statements = keyed(
         &format!(
             "UPDATE battle_files SET compacted_at = ?4, compacted_run_id = ?2 \
              WHERE dataset_id = ?1 AND compacted_at IS NULL AND key IN ({{keys}}) AND {FENCE}"
         ),
-        &params,
+        &common(),
         consumed,
-    ));
-    for q in quarantined {
-        let mut params = fence();
-        params.extend([text(&q.fragment_key), text(&q.table), text(&q.error), text(now)]);
-        batch.push(Statement {
+    );
+    let check = statements.len();
+    statements.push(Statement {
+        sql: "UPDATE datasets SET lease_expires_at = -1, last_compacted_at = ?4 \
+              WHERE id = ?1 AND lease_run_id = ?2 AND lease_epoch = ?3 \
+              AND (SELECT count(*) FROM battle_files WHERE compacted_at = ?4 AND compacted_run_id = ?2 AND dataset_id = ?1) = ?5"
+            .into(),
+        params: with(vec![SqlValue::Int(consumed.len() as i64)]),
+    });
+    statements.push(Statement {
+        sql: format!(
+            "UPDATE battle_files SET compacted_at = NULL, compacted_run_id = NULL \
+             WHERE compacted_at = ?4 AND compacted_run_id = ?2 AND dataset_id = ?1 AND {FENCE} AND NOT {CHECKED}"
+        ),
+        params: common(),
+    });
+    for o in outputs {
+        statements.push(Statement {
             sql: format!(
-                "INSERT OR IGNORE INTO quarantined_segments (fragment_key, table_name, dataset_id, run_id, error, created_at) \
-                 SELECT ?4, ?5, ?1, ?2, ?6, ?7 WHERE {FENCE}"
+                "INSERT INTO compacted_files (key, dataset_id, period_tag, table_name, run_id, schema_fingerprint, \
+                 row_count, size, source_segments, created_at) \
+                 SELECT ?5, ?1, ?6, ?7, ?2, ?8, ?9, ?10, ?11, ?4 WHERE {CHECKED}"
             ),
-            params,
+            params: with(vec![
+                text(&o.key),
+                text(o.period.as_str()),
+                text(o.table.as_str()),
+                text(&o.schema_fingerprint),
+                SqlValue::Int(o.rows as i64),
+                SqlValue::Int(o.bytes as i64),
+                SqlValue::Int(o.source_segments as i64),
+            ]),
         });
     }
-    batch.push(Statement {
-        sql: format!("DELETE FROM staged_outputs WHERE run_id = ?2 AND dataset_id = ?1 AND {FENCE}"),
-        params: fence(),
+    for q in quarantined {
+        statements.push(Statement {
+            sql: format!(
+                "INSERT OR IGNORE INTO quarantined_segments (fragment_key, table_name, dataset_id, run_id, error, created_at) \
+                 SELECT ?5, ?6, ?1, ?2, ?7, ?4 WHERE {CHECKED}"
+            ),
+            params: with(vec![text(&q.fragment_key), text(&q.table), text(&q.error)]),
+        });
+    }
+    statements.push(Statement {
+        sql: format!("DELETE FROM staged_outputs WHERE run_id = ?2 AND dataset_id = ?1 AND {CHECKED}"),
+        params: common()[..3].to_vec(),
     });
-    let mut params = fence();
-    params.push(text(now));
-    batch.push(Statement {
+    statements.push(Statement {
         sql: "UPDATE datasets SET \
               compaction_needed = CASE WHEN EXISTS (SELECT 1 FROM battle_files WHERE dataset_id = ?1 AND compacted_at IS NULL) THEN 1 ELSE 0 END, \
-              lease_run_id = NULL, lease_expires_at = NULL, last_compacted_at = ?4, updated_at = ?4 \
+              lease_run_id = NULL, lease_expires_at = NULL, updated_at = ?4 \
               WHERE id = ?1 AND lease_run_id = ?2 AND lease_epoch = ?3"
             .into(),
-        params,
+        params: common(),
     });
-    batch
+    CommitBatch { statements, check }
 }
 
 #[cfg(test)]

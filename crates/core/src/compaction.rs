@@ -17,7 +17,9 @@
 //!    Every key is first *staged* in D1 (one checkpointed step, `stage-outputs`), so that an
 //!    output no commit ever records is found and deleted by [`crate::cleanup`].
 //! 4. `update-metadata`: one fenced batch ([`crate::commit`]). If it changes nothing, the run had
-//!    lost its lease: its outputs are orphans for clean-up and nothing is counted twice. When
+//!    lost its lease: its outputs are orphans for clean-up and nothing is counted twice. The
+//!    same holds when another run had compacted some of the listed fragments meanwhile (a run
+//!    resumed from its checkpoints after its lease had expired): the run is superseded. When
 //!    fragments are still pending afterwards (uploads that arrived during the run, or more than
 //!    one run takes), the run asks for a continuation.
 //!
@@ -31,7 +33,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::commit::{Lease, OutputRecord, SqlValue, Statement, commit_batch, text};
+use crate::commit::{CommitOutcome, Lease, OutputRecord, SqlValue, Statement, commit_batch, text};
 use crate::engine::segment::{FragmentInput, Quarantined, Scan};
 use crate::engine::{EngineConfig, merge, plan};
 use crate::fragment::TableOffset;
@@ -107,6 +109,10 @@ pub enum Outcome {
     Committed(Summary),
     /// The run had lost its lease by the time it committed: its outputs are orphans.
     LostLease { orphans: Vec<String> },
+    /// Another run had compacted some of the fragments this run listed (this one had died
+    /// before its commit, and its message came back after its lease had expired): nothing is
+    /// committed, the lease is released, the outputs are orphans.
+    Superseded { orphans: Vec<String> },
 }
 
 /// What a committed run did.
@@ -270,14 +276,17 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
     }
 
     let consumed: Vec<String> = fragments.iter().map(|f| f.key.clone()).collect();
-    let committed: bool = run
+    let committed: CommitOutcome = run
         .step("update-metadata", &config.steps, || async {
-            let changes = sql.batch(&commit_batch(&lease, &outputs, &consumed, &quarantined, &iso(clock.now_ms()))).await?;
-            Ok(changes.last() == Some(&1))
+            let batch = commit_batch(&lease, &outputs, &consumed, &quarantined, &iso(clock.now_ms()));
+            Ok(batch.outcome(&sql.batch(&batch.statements).await?))
         })
         .await?;
-    if !committed {
-        return Ok(Outcome::LostLease { orphans: outputs.into_iter().map(|o| o.key).collect() });
+    let orphans = || outputs.iter().map(|o| o.key.clone()).collect();
+    match committed {
+        CommitOutcome::Committed => {}
+        CommitOutcome::LostLease => return Ok(Outcome::LostLease { orphans: orphans() }),
+        CommitOutcome::Superseded => return Ok(Outcome::Superseded { orphans: orphans() }),
     }
     if run.records().last().is_some_and(|r| !r.ran) {
         // Committed by an earlier invocation: this one only re-took the lease. Give it back.

@@ -18,11 +18,11 @@ fn bind(v: &SqlValue) -> &dyn ToSql {
 }
 
 /// Runs a batch atomically, as D1's `batch()` does; answers each statement's changes.
-fn run_batch(conn: &mut Connection, batch: &[Statement]) -> Vec<usize> {
+fn run_batch(conn: &mut Connection, batch: &[Statement]) -> Vec<u64> {
     let tx = conn.transaction().unwrap();
     let changes = batch
         .iter()
-        .map(|s| tx.execute(&s.sql, params_from_iter(s.params.iter().map(bind))).unwrap())
+        .map(|s| tx.execute(&s.sql, params_from_iter(s.params.iter().map(bind))).unwrap() as u64)
         .collect();
     tx.commit().unwrap();
     changes
@@ -94,8 +94,9 @@ fn a_commit_records_marks_clears_and_releases_at_once() {
     stage(&conn, "out/1", "a");
     let bad = Quarantined { fragment_key: "k2".into(), table: "battle".into(), error: "bad page".into() };
     let batch = commit_batch(&lease("a", epoch), &[output("out/1")], &["k1".into(), "k2".into()], &[bad], "t1");
-    let changes = run_batch(&mut conn, &batch);
-    assert_eq!(changes, vec![1, 2, 1, 1, 1], "output, fragments, quarantine, staged key, dataset");
+    let changes = run_batch(&mut conn, &batch.statements);
+    assert_eq!(changes, vec![2, 1, 0, 1, 1, 1, 1], "fragments, check, no undo, output, quarantine, staged key, dataset");
+    assert_eq!(batch.outcome(&changes), CommitOutcome::Committed);
     assert_eq!(count(&conn, "SELECT count(*) FROM staged_outputs"), 0, "committed: no longer an orphan candidate");
     assert_eq!(count(&conn, "SELECT count(*) FROM quarantined_segments WHERE fragment_key = 'k2' AND run_id = 'a'"), 1);
     assert_eq!(count(&conn, "SELECT count(*) FROM compacted_files WHERE run_id = 'a'"), 1);
@@ -104,8 +105,10 @@ fn a_commit_records_marks_clears_and_releases_at_once() {
     assert_eq!(count(&conn, "SELECT count(*) FROM datasets WHERE lease_run_id IS NULL AND last_compacted_at = 't1'"), 1);
 
     // The same commit again (a redelivered message after success): the lease is gone, nothing changes.
-    let again = run_batch(&mut conn, &batch);
-    assert_eq!(again, vec![0, 0, 0, 0, 0]);
+    let again = run_batch(&mut conn, &batch.statements);
+    assert_eq!(again, vec![0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(batch.outcome(&again), CommitOutcome::LostLease);
+    assert_eq!(pending(&conn), 0, "the first commit's marks stay");
     assert_eq!(count(&conn, "SELECT count(*) FROM compacted_files"), 1, "nothing counted twice");
 }
 
@@ -118,12 +121,12 @@ fn a_run_that_lost_its_lease_changes_nothing() {
     assert!(new > old);
     // The slow run finishes late: fenced by the epoch, its batch is a no-op (outputs orphaned).
     stage(&conn, "out/slow", "slow");
-    let late = run_batch(&mut conn, &commit_batch(&lease("slow", old), &[output("out/slow")], &["k1".into()], &[], "t1"));
-    assert_eq!(late, vec![0, 0, 0, 0]);
+    let late = run_batch(&mut conn, &commit_batch(&lease("slow", old), &[output("out/slow")], &["k1".into()], &[], "t1").statements);
+    assert_eq!(late, vec![0, 0, 0, 0, 0, 0]);
     assert_eq!(count(&conn, "SELECT count(*) FROM staged_outputs WHERE run_id = 'slow'"), 1, "left for clean-up");
     assert_eq!((pending(&conn), needed(&conn)), (1, 1));
-    let won = run_batch(&mut conn, &commit_batch(&lease("fast", new), &[output("out/fast")], &["k1".into()], &[], "t2"));
-    assert_eq!(won, vec![1, 1, 0, 1]);
+    let won = run_batch(&mut conn, &commit_batch(&lease("fast", new), &[output("out/fast")], &["k1".into()], &[], "t2").statements);
+    assert_eq!(won, vec![1, 1, 0, 1, 0, 1]);
     assert_eq!(count(&conn, "SELECT count(*) FROM compacted_files"), 1);
 }
 
@@ -133,7 +136,7 @@ fn fragments_uploaded_during_a_run_stay_pending() {
     upload(&conn, "k1");
     let epoch = acquire(&conn, "a", 0).unwrap();
     upload(&conn, "k2"); // arrives after the run listed its fragments
-    run_batch(&mut conn, &commit_batch(&lease("a", epoch), &[output("out/1")], &["k1".into()], &[], "t1"));
+    run_batch(&mut conn, &commit_batch(&lease("a", epoch), &[output("out/1")], &["k1".into()], &[], "t1").statements);
     assert_eq!(pending(&conn), 1);
     assert_eq!(needed(&conn), 1, "the dataset stays marked for the next run");
 }
@@ -145,11 +148,34 @@ fn many_fragments_are_marked_within_the_parameter_limit() {
     keys.iter().for_each(|k| upload(&conn, k));
     let epoch = acquire(&conn, "a", 0).unwrap();
     let batch = commit_batch(&lease("a", epoch), &[], &keys, &[], "t1");
-    assert!(batch.iter().all(|s| s.params.len() <= 100), "D1 binds at most 100 parameters");
-    assert_eq!(batch.len(), 3 + 2);
-    let changes = run_batch(&mut conn, &batch);
-    assert_eq!(changes.iter().take(3).sum::<usize>(), 250);
+    assert!(batch.statements.iter().all(|s| s.params.len() <= 100), "D1 binds at most 100 parameters");
+    assert_eq!(batch.statements.len(), 3 + 4);
+    let changes = run_batch(&mut conn, &batch.statements);
+    assert_eq!(changes.iter().take(3).sum::<u64>(), 250);
+    assert_eq!(batch.outcome(&changes), CommitOutcome::Committed);
     assert_eq!(pending(&conn), 0);
+}
+
+#[test]
+fn a_commit_of_fragments_another_run_compacted_records_nothing_and_marks_nothing() {
+    let mut conn = migrated_sqlite();
+    upload(&conn, "k1");
+    upload(&conn, "k2");
+    // Run "b" compacted k1 while "a" (resumed later from its checkpoints) had listed k1 and k2.
+    let b = acquire(&conn, "b", 0).unwrap();
+    run_batch(&mut conn, &commit_batch(&lease("b", b), &[output("out/b")], &["k1".into()], &[], "t1").statements);
+    let a = acquire(&conn, "a", 1).unwrap();
+    stage(&conn, "out/a", "a");
+    let batch = commit_batch(&lease("a", a), &[output("out/a")], &["k1".into(), "k2".into()], &[], "t2");
+    let changes = run_batch(&mut conn, &batch.statements);
+    assert_eq!(changes, vec![1, 0, 1, 0, 0, 1], "k2 marked, check failed, k2 unmarked, nothing recorded, lease released");
+    assert_eq!(batch.outcome(&changes), CommitOutcome::Superseded);
+    assert_eq!(count(&conn, "SELECT count(*) FROM compacted_files WHERE run_id = 'a'"), 0, "k1's rows are not counted twice");
+    assert_eq!(count(&conn, "SELECT count(*) FROM battle_files WHERE key = 'k2' AND compacted_at IS NULL"), 1, "k2 stays pending");
+    assert_eq!(count(&conn, "SELECT count(*) FROM staged_outputs WHERE run_id = 'a'"), 1, "left for clean-up");
+    let last: String = conn.query_row("SELECT last_compacted_at FROM datasets", [], |r| r.get(0)).unwrap();
+    assert_eq!(last, "t1", "the last commit is still b's");
+    assert_eq!((needed(&conn), acquire(&conn, "c", 2).is_some()), (1, true), "released, still marked");
 }
 
 #[test]

@@ -203,6 +203,45 @@ fn a_run_that_lost_its_lease_commits_nothing() {
 }
 
 #[test]
+fn a_resumed_run_whose_fragments_another_run_compacted_counts_nothing_twice() {
+    let mut w = World::with_fragments(4);
+    // run-a merges every output, then its invocation dies before the commit...
+    let crashing = RunConfig { crash_after: Some("merge-31".into()), ..config(0) };
+    w.run("run-a", &crashing).unwrap_err();
+    // ...its lease expires and run-b compacts the same fragments...
+    w.clock.now.set(w.clock.now.get() + config(0).lease_ms + 1);
+    committed(w.run("run-b", &config(0)).unwrap());
+    // ...and a new upload marks the dataset again, so run-a's redelivery takes the lease and
+    // resumes from its checkpoints: outputs of fragments that are no longer pending.
+    w.upload(synth::fragment(&FragmentSpec { seed: 50, rows: 1..=20, include_empty_tables: false }));
+    let outcome = w.run("run-a", &config(0)).unwrap();
+    let Outcome::Superseded { orphans } = outcome else { panic!("expected a superseded run, got {outcome:?}") };
+    assert_eq!(orphans.len(), 32);
+    assert_eq!(w.db.count("SELECT count(*) FROM compacted_files WHERE run_id = 'run-a'"), 0, "nothing counted twice");
+    assert_eq!(w.db.count("SELECT count(*) FROM staged_outputs WHERE run_id = 'run-a'"), 32, "left staged for clean-up");
+    assert_eq!(w.db.count("SELECT count(*) FROM battle_files WHERE compacted_run_id = 'run-a'"), 0, "no fragment taken");
+    assert_eq!(w.db.count("SELECT count(*) FROM datasets WHERE lease_run_id IS NULL AND compaction_needed = 1"), 1, "lease released, work left");
+    w.check_exact(0..4);
+    committed(w.run("run-c", &config(0)).unwrap());
+    w.check_exact(0..5);
+}
+
+#[test]
+fn a_run_whose_listing_another_run_partly_took_marks_none_of_it() {
+    let w = World::with_fragments(3);
+    let crashing = RunConfig { crash_after: Some("merge-31".into()), ..config(0) };
+    w.run("run-a", &crashing).unwrap_err();
+    // Another run took only the first fragment (as a run capped at one fragment would).
+    w.clock.now.set(w.clock.now.get() + config(0).lease_ms + 1);
+    committed(w.run("run-b", &RunConfig { max_fragments: 1, ..config(0) }).unwrap());
+    let outcome = w.run("run-a", &config(0)).unwrap();
+    assert!(matches!(outcome, Outcome::Superseded { .. }), "{outcome:?}");
+    assert_eq!(w.pending(), 2, "run-a's two other fragments stay pending, not marked without their rows");
+    committed(w.run("run-c", &config(0)).unwrap());
+    w.check_exact(0..3);
+}
+
+#[test]
 fn another_runs_live_lease_means_skipped() {
     let w = World::with_fragments(2);
     let epoch: i64 = w.db.with(|c| c.query_row(crate::index::ACQUIRE_LEASE, params![DS, "other", 0, 10_000_000, "t"], |r| r.get(0)).unwrap());
