@@ -71,6 +71,7 @@ _write_dev_vars() {
             echo "SUPABASE_URL=$SUPABASE_URL"
             grep -E '^(SUPABASE_SERVICE_KEY|UPLOAD_TOKEN_SECRET|OPERATOR_SECRET)=' "$FUSOU_LOCAL/secrets.env"
             [[ -z "${FUSOU_REALTIME_DELAY_SECONDS:-}" ]] || echo "REALTIME_DELAY_SECONDS=$FUSOU_REALTIME_DELAY_SECONDS"
+            [[ -z "${FUSOU_COMPACTION_FAN_IN:-}" ]] || echo "COMPACTION_FAN_IN=$FUSOU_COMPACTION_FAN_IN"
             # Test stacks only: crashes injected by the end-to-end tests (compaction Worker).
             [[ "${FUSOU_FAULT_INJECTION:-}" != on ]] || echo "FAULT_INJECTION=on"
         ) >"$target"

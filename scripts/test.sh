@@ -15,9 +15,9 @@ if [[ "${FUSOU_E2E_ONLY:-}" != 1 ]]; then
 fi
 cargo build -q --tests -p fusou-e2e
 
-# Tests see queue messages at once instead of after the production burst delay, and may inject
-# crashes into the compaction Worker.
-export FUSOU_REALTIME_DELAY_SECONDS=0 FUSOU_FAULT_INJECTION=on
+# Tests see queue messages at once instead of after the production burst delay, may inject
+# crashes into the compaction Worker, and see consolidation after two runs instead of eight.
+export FUSOU_REALTIME_DELAY_SECONDS=0 FUSOU_FAULT_INJECTION=on FUSOU_COMPACTION_FAN_IN=2
 state="$FUSOU_LOCAL/test"
 rm -rf "$state"
 stack_up "$state"

@@ -6,7 +6,10 @@ use serde_json::json;
 use crate::support::*;
 use crate::{ensure, ensure_eq};
 
-pub const TESTS: &[(&str, Test)] = &[("compaction::uploaded_rows_come_back_compacted_exactly_once", uploaded_rows_come_back)];
+pub const TESTS: &[(&str, Test)] = &[
+    ("compaction::uploaded_rows_come_back_compacted_exactly_once", uploaded_rows_come_back),
+    ("compaction::small_files_are_merged_and_every_row_stays_counted_once", consolidation),
+];
 
 fn uploaded_rows_come_back() -> TestResult {
     let (_, token) = new_user(json!({}))?;
@@ -24,10 +27,12 @@ fn uploaded_rows_come_back() -> TestResult {
     // Exactly the uploaded rows, each once.
     ensure_same_rows(&mut got, &fragments, &[])?;
 
-    // The runs are visible: metrics rows that finished with success and figures.
+    // The runs are visible: metrics rows that finished with success and figures. (A run that
+    // merged earlier runs' files counts their rows too, as consolidated rows.)
     let metrics = pg_json(&[], &format!(
-        "SELECT status::text, output_files, input_rows FROM public.processing_metrics WHERE dataset_id = '{dataset}' AND status = 'success' AND output_files > 0"))?;
-    let total: u64 = metrics.as_array().into_iter().flatten().filter_map(|m| m["input_rows"].as_u64()).sum();
+        "SELECT status::text, output_files, input_rows - coalesce(consolidated_rows, 0) AS new_rows FROM public.processing_metrics \
+         WHERE dataset_id = '{dataset}' AND status = 'success' AND output_files > 0"))?;
+    let total: u64 = metrics.as_array().into_iter().flatten().filter_map(|m| m["new_rows"].as_u64()).sum();
     let uploaded: u64 = fragments.iter().map(|f| f.total_rows()).sum();
     ensure_eq!(total, uploaded, "rows counted by the runs' metrics: {metrics}");
 
@@ -35,5 +40,52 @@ fn uploaded_rows_come_back() -> TestResult {
     let summary = pg_json(&[], &format!(
         "SELECT compaction_needed, compacted_file_count, file_count, last_compacted_at IS NOT NULL AS compacted FROM public.datasets WHERE id = '{dataset}'"))?;
     ensure_eq!(summary, json!([{ "compaction_needed": false, "compacted_file_count": outputs.len(), "file_count": 6, "compacted": true }]));
+    Ok(())
+}
+
+/// The test stack consolidates at a fan-in of 2 (`scripts/test.sh`): the third run merges the
+/// first two runs' files with its own fragment.
+fn consolidation() -> TestResult {
+    let (_, token) = new_user(json!({}))?;
+    let dataset = unique_dataset();
+    let fragments: Vec<_> = (0..3).map(|i| small_fragment(750 + i)).collect();
+    let mut first_outputs = Vec::new();
+    for (i, f) in fragments.iter().enumerate() {
+        upload(&token, &dataset, "2025-11-12", f)?;
+        wait_until_compacted(&dataset, &token, 150)?;
+        let (outputs, _) = compacted_rows(&dataset, &token)?;
+        if i < 2 {
+            ensure_eq!(outputs.len(), 32 * (i + 1), "run {i}: one file per table, none merged yet");
+            first_outputs.extend(outputs.iter().filter_map(|o| o["key"].as_str().map(str::to_owned)));
+        }
+    }
+    let (outputs, mut got) = compacted_rows(&dataset, &token)?;
+    ensure_eq!(outputs.len(), 32, "the third run left one file per table");
+    ensure_same_rows(&mut got, &fragments, &[])?;
+    ensure!(outputs.iter().all(|o| o["source_segments"] == 3), "{outputs:?}");
+
+    // The merged files are retired in D1, not listed, and kept in R2 until the retention.
+    let retired = d1(&format!("SELECT count(*) AS n FROM compacted_files WHERE dataset_id = '{dataset}' AND retired_at IS NOT NULL"))?;
+    ensure_eq!(retired[0]["n"], 64);
+    first_outputs.sort();
+    first_outputs.dedup();
+    ensure_eq!(first_outputs.len(), 64);
+    ensure!(r2_get(&first_outputs[0])?.is_some(), "a retired file stays downloadable from R2 until the clean-up");
+    let s = stack();
+    let (status, body) = send(
+        s.http.get(format!("{}/api/battle-data/datasets/{dataset}/outputs/download", s.url)).query(&[("key", &first_outputs[0])]).bearer_auth(&token),
+    )?;
+    ensure_eq!(status, 410, "a retired file is no longer served: {body}");
+    ensure!(body["error"].as_str().is_some_and(|e| e.contains("list the outputs again")), "{body}");
+
+    let committed = wait_for_events("compaction.committed", &dataset, 3, 30)?;
+    ensure_eq!(committed.iter().filter_map(|e| e["consolidated"].as_u64()).sum::<u64>(), 64, "{committed:?}");
+    let metrics = pg_json(&[], &format!(
+        "SELECT sum(consolidated_files)::int AS files, sum(input_rows - consolidated_rows)::int AS new_rows FROM public.processing_metrics \
+         WHERE dataset_id = '{dataset}' AND status = 'success'"))?;
+    let uploaded: u64 = fragments.iter().map(|f| f.total_rows()).sum();
+    ensure_eq!(metrics, json!([{ "files": 64, "new_rows": uploaded }]));
+    let summary = pg_json(&[], &format!("SELECT compacted_file_count FROM public.datasets WHERE id = '{dataset}'"))?;
+    ensure_eq!(summary, json!([{ "compacted_file_count": 32 }]));
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! What happens to each message: the compaction workflow for the compaction queue, the failure
 //! record for the dead-letter queue; metrics in Supabase either way.
 
+use fusou_core::compaction::consolidate::ConsolidationConfig;
 use fusou_core::compaction::{self, Outcome, RunConfig};
 use fusou_core::engine::EngineConfig;
 use fusou_core::index;
@@ -29,6 +30,10 @@ pub fn run_config(env: &Env) -> RunConfig {
         lease_ms: 15 * 60 * 1000,
         max_fragments: number("COMPACTION_MAX_FRAGMENTS", 500) as u32,
         max_run_bytes: number("COMPACTION_MAX_RUN_BYTES", 32 << 20),
+        consolidation: ConsolidationConfig {
+            fan_in: number("COMPACTION_FAN_IN", 8) as usize,
+            small_file_bytes: number("COMPACTION_SMALL_FILE_BYTES", 4 << 20),
+        },
         crash_after: None,
     }
 }
@@ -91,6 +96,8 @@ pub async fn compact(env: &Env, message: &CompactionMessage) -> Result<(), Strin
                 "input_rows": summary.rows,
                 "output_rows": summary.rows,
                 "input_fragments": summary.fragments,
+                "consolidated_files": summary.consolidated,
+                "consolidated_rows": summary.consolidated_rows,
                 "output_files": summary.outputs.len(),
                 "compression_ratio": ratio,
                 "error_message": quarantine_note(&summary),
@@ -101,6 +108,7 @@ pub async fn compact(env: &Env, message: &CompactionMessage) -> Result<(), Strin
             f["outputs"] = json!(summary.outputs.len());
             f["rows"] = json!(summary.rows);
             f["fragments"] = json!(summary.fragments);
+            f["consolidated"] = json!(summary.consolidated);
             f["inputBytes"] = json!(summary.input_bytes);
             f["outputBytes"] = json!(summary.output_bytes);
             f["durationMs"] = json!(duration_ms);

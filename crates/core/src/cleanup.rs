@@ -13,6 +13,9 @@
 //!    [`CleanupConfig::retention_ms`] are deleted and the rows marked `purged_at` (the rows stay:
 //!    their content hash still answers a repeated upload with 409). Fragments with a quarantined
 //!    segment are kept, for inspection.
+//!    Compacted files retired longer ago than the retention (merged into larger ones by
+//!    consolidation: readers that listed them before have that long to download them) are
+//!    deleted, objects and rows.
 //! 4. Checkpoints of runs whose last step is older than the retention are dropped. The run is
 //!    reaped first (the same conditional statement), so a late redelivery of its message, which
 //!    has the same run id, can take no lease and never writes under the keys the run committed.
@@ -58,9 +61,12 @@ pub struct CleanupReport {
     pub orphans_deleted: u64,
     pub uploads_aborted: u64,
     pub fragments_purged: u64,
+    /// Retired compacted files deleted (objects and rows).
+    pub retired_files_deleted: u64,
     /// Finished runs whose checkpoints were dropped.
     pub runs_forgotten: u64,
-    /// More compacted fragments are due than one pass deletes: the next pass goes on.
+    /// More compacted fragments or retired files are due than one pass deletes: the next pass
+    /// goes on.
     pub more_due: bool,
 }
 
@@ -83,6 +89,10 @@ const DUE_FOR_PURGE: &str = "SELECT key FROM battle_files \
      WHERE compacted_at IS NOT NULL AND compacted_at <= ?1 AND purged_at IS NULL \
      AND NOT EXISTS (SELECT 1 FROM quarantined_segments q WHERE q.fragment_key = battle_files.key) \
      ORDER BY compacted_at, key LIMIT ?2";
+
+/// Compacted files retired at or before `?1`, at most `?2`, oldest first.
+const RETIRED_BEFORE: &str = "SELECT key FROM compacted_files WHERE retired_at IS NOT NULL AND retired_at <= ?1 \
+     ORDER BY retired_at, key LIMIT ?2";
 
 /// Runs with a checkpoint older than `?1`, at most `?2`.
 const RUNS_WITH_OLD_STEPS: &str = "SELECT DISTINCT run_id FROM workflow_steps WHERE completed_at <= ?1 LIMIT ?2";
@@ -108,7 +118,22 @@ pub async fn clean_up<S: Sql, B: Blobs>(sql: &S, blobs: &B, now_ms: u64, config:
     let released = sql.batch(&[Statement { sql: RELEASE_EXPIRED_LEASES.into(), params: vec![SqlValue::Int(now_ms as i64), text(&now)] }]).await?;
     report.leases_released = released.iter().sum();
     reap_orphans(sql, blobs, now_ms, config, &mut report).await?;
-    purge_compacted(sql, blobs, now_ms, config, &mut report).await?;
+    let cutoff = iso(now_ms.saturating_sub(config.retention_ms));
+    let now = iso(now_ms);
+    // A purged fragment's row stays (its hash still refuses a repeated upload); a retired file's goes.
+    let fragments = Purge {
+        due: DUE_FOR_PURGE,
+        forget: |now, keys| keyed("UPDATE battle_files SET purged_at = ?1 WHERE key IN ({keys})", &[text(now)], keys),
+    };
+    let (purged, more_fragments) = fragments.run(sql, blobs, &cutoff, &now, config).await?;
+    let retired = Purge {
+        due: RETIRED_BEFORE,
+        forget: |_, keys| keyed("DELETE FROM compacted_files WHERE retired_at IS NOT NULL AND key IN ({keys})", &[], keys),
+    };
+    let (deleted, more_retired) = retired.run(sql, blobs, &cutoff, &now, config).await?;
+    report.fragments_purged = purged;
+    report.retired_files_deleted = deleted;
+    report.more_due = more_fragments || more_retired;
     forget_finished_runs(sql, now_ms, config, &mut report).await?;
     Ok(report)
 }
@@ -160,25 +185,32 @@ async fn reap_orphans<S: Sql, B: Blobs>(sql: &S, blobs: &B, now_ms: u64, config:
     Ok(())
 }
 
-async fn purge_compacted<S: Sql, B: Blobs>(sql: &S, blobs: &B, now_ms: u64, config: &CleanupConfig, report: &mut CleanupReport) -> Result<(), String> {
-    let cutoff = iso(now_ms.saturating_sub(config.retention_ms));
-    let now = iso(now_ms);
-    for _ in 0..config.max_pages {
-        let due = sql.rows(DUE_FOR_PURGE, &[text(&cutoff), SqlValue::Int(config.page as i64)]).await?;
-        let keys: Vec<String> = due.iter().filter_map(|r| column(r, "key")).collect();
-        if keys.is_empty() {
-            return Ok(());
+/// Objects past the retention: `due` finds their keys (`?1` cutoff, `?2` page size), `forget`
+/// records them gone (given the time now and the keys).
+struct Purge {
+    due: &'static str,
+    forget: fn(&str, &[String]) -> Vec<Statement>,
+}
+
+impl Purge {
+    /// Deletes up to `max_pages` pages; answers how many, and whether more are due.
+    async fn run<S: Sql, B: Blobs>(&self, sql: &S, blobs: &B, cutoff: &str, now: &str, config: &CleanupConfig) -> Result<(u64, bool), String> {
+        let mut done = 0;
+        for _ in 0..config.max_pages {
+            let due = sql.rows(self.due, &[text(cutoff), SqlValue::Int(config.page as i64)]).await?;
+            let keys: Vec<String> = due.iter().filter_map(|r| column(r, "key")).collect();
+            // Objects first: if forgetting fails, the next pass deletes them again (a no-op).
+            if !keys.is_empty() {
+                blobs.delete(&keys).await?;
+                sql.batch(&(self.forget)(now, &keys)).await?;
+            }
+            done += keys.len() as u64;
+            if keys.len() < config.page {
+                return Ok((done, false));
+            }
         }
-        // Objects first: if marking fails, the next pass deletes them again (a no-op) and marks.
-        blobs.delete(&keys).await?;
-        sql.batch(&keyed("UPDATE battle_files SET purged_at = ?1 WHERE key IN ({keys})", &[text(&now)], &keys)).await?;
-        report.fragments_purged += keys.len() as u64;
-        if keys.len() < config.page {
-            return Ok(());
-        }
+        Ok((done, true))
     }
-    report.more_due = true;
-    Ok(())
 }
 
 async fn forget_finished_runs<S: Sql>(sql: &S, now_ms: u64, config: &CleanupConfig, report: &mut CleanupReport) -> Result<(), String> {

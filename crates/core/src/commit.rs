@@ -3,8 +3,8 @@
 //! statement is fenced by the lease (run id and epoch), and the lease is released last: a run
 //! that lost its lease changes nothing at all, so nothing is counted twice, and its outputs are
 //! orphans for clean-up. The outputs are recorded only if every fragment the run consumed was
-//! still pending: a run resumed from old checkpoints after another run compacted its fragments
-//! records nothing either.
+//! still pending and every compacted file it merged still live: a run resumed from old
+//! checkpoints after another run took some of them records nothing either.
 //!
 //! The batch is built here as data; the Worker binds it to D1, the tests to SQLite.
 
@@ -86,9 +86,9 @@ pub enum CommitOutcome {
     Committed,
     /// The lease was another run's: the batch changed nothing.
     LostLease,
-    /// Some consumed fragment had been compacted by another run (this run resumed from
-    /// checkpoints after its lease had expired and been taken): nothing is recorded, no
-    /// fragment stays marked, the lease is released.
+    /// Some consumed fragment had been compacted, or some merged file retired, by another run
+    /// (this run resumed from checkpoints after its lease had expired and been taken): nothing
+    /// is recorded, nothing stays marked, the lease is released.
     Superseded,
 }
 
@@ -96,7 +96,8 @@ pub enum CommitOutcome {
 #[derive(Debug, Clone)]
 pub struct CommitBatch {
     pub statements: Vec<Statement>,
-    /// The statement that changes one row exactly when every consumed fragment was marked.
+    /// The statement that changes one row exactly when every consumed fragment was marked and
+    /// every merged file retired.
     check: usize,
 }
 
@@ -114,18 +115,20 @@ impl CommitBatch {
 }
 
 /// The commit batch. `consumed` are the fragment keys the run read (all of them, quarantined
-/// segments included: their readable segments are in the outputs); `quarantined` are recorded
-/// (their fragments are kept by clean-up, for inspection); the run's staged output keys are
-/// cleared (they are committed now); `now` is ISO-8601 text.
+/// segments included: their readable segments are in the outputs); `retired` the compacted
+/// files merged into the outputs (consolidation); `quarantined` are recorded (their fragments
+/// are kept by clean-up, for inspection); the run's staged output keys are cleared (they are
+/// committed now); `now` is ISO-8601 text.
 ///
-/// In order: the consumed fragments are marked; a check counts them (all of them, or another
-/// run had compacted some: their rows would be counted twice); if it failed, the marks are
-/// undone; the outputs, quarantined segments and staged keys are written only if it passed;
-/// last, the lease is released. Every statement is fenced by the lease.
+/// In order: the consumed fragments are marked and the merged files retired; a check counts
+/// both (all of them, or another run had taken some: their rows would be counted twice); if it
+/// failed, the marks are undone; the outputs, quarantined segments and staged keys are written
+/// only if it passed; last, the lease is released. Every statement is fenced by the lease.
 pub fn commit_batch(
     lease: &Lease,
     outputs: &[OutputRecord],
     consumed: &[String],
+    retired: &[String],
     quarantined: &[Quarantined],
     now: &str,
 ) -> CommitBatch {
@@ -140,18 +143,34 @@ pub fn commit_batch(
         &common(),
         consumed,
     );
+    statements.extend(keyed(
+        &format!(
+            "UPDATE compacted_files SET retired_at = ?4, retired_run_id = ?2 \
+             WHERE dataset_id = ?1 AND retired_at IS NULL AND key IN ({{keys}}) AND {FENCE}"
+        ),
+        &common(),
+        retired,
+    ));
     let check = statements.len();
     statements.push(Statement {
         sql: "UPDATE datasets SET lease_expires_at = -1, last_compacted_at = ?4 \
               WHERE id = ?1 AND lease_run_id = ?2 AND lease_epoch = ?3 \
-              AND (SELECT count(*) FROM battle_files WHERE compacted_at = ?4 AND compacted_run_id = ?2 AND dataset_id = ?1) = ?5"
+              AND (SELECT count(*) FROM battle_files WHERE compacted_at = ?4 AND compacted_run_id = ?2 AND dataset_id = ?1) = ?5 \
+              AND (SELECT count(*) FROM compacted_files WHERE retired_at = ?4 AND retired_run_id = ?2 AND dataset_id = ?1) = ?6"
             .into(),
-        params: with(vec![SqlValue::Int(consumed.len() as i64)]),
+        params: with(vec![SqlValue::Int(consumed.len() as i64), SqlValue::Int(retired.len() as i64)]),
     });
     statements.push(Statement {
         sql: format!(
             "UPDATE battle_files SET compacted_at = NULL, compacted_run_id = NULL \
              WHERE compacted_at = ?4 AND compacted_run_id = ?2 AND dataset_id = ?1 AND {FENCE} AND NOT {CHECKED}"
+        ),
+        params: common(),
+    });
+    statements.push(Statement {
+        sql: format!(
+            "UPDATE compacted_files SET retired_at = NULL, retired_run_id = NULL \
+             WHERE retired_at = ?4 AND retired_run_id = ?2 AND dataset_id = ?1 AND {FENCE} AND NOT {CHECKED}"
         ),
         params: common(),
     });

@@ -33,6 +33,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use self::consolidate::{ConsolidationConfig, SmallFile};
 use crate::commit::{CommitOutcome, Lease, OutputRecord, SqlValue, Statement, commit_batch, text};
 use crate::engine::segment::{FragmentInput, Quarantined, Scan};
 use crate::engine::{EngineConfig, merge, plan};
@@ -86,6 +87,8 @@ pub struct RunConfig {
     /// run holds its fragments whole, so this is what bounds a Worker's memory beside the
     /// engine's own (see `engine`'s `# Memory usage`).
     pub max_run_bytes: u64,
+    /// Which small compacted files a run merges again (see [`consolidate`]).
+    pub consolidation: ConsolidationConfig,
     /// Fault injection for tests: the invocation stops after this step as if it had died there
     /// (see [`crate::workflow::Run::crash_after`]). Always `None` in production.
     pub crash_after: Option<String>,
@@ -125,6 +128,10 @@ pub struct Summary {
     pub output_bytes: u64,
     /// Segments set aside (unreadable), each naming its fragment and table; recorded in D1.
     pub quarantined: Vec<Quarantined>,
+    /// Small compacted files merged into this run's outputs (and retired), and their rows
+    /// (counted in `rows` too: `rows - consolidated_rows` are the fragments' rows).
+    pub consolidated: u64,
+    pub consolidated_rows: u64,
     /// Fragments are still pending after this run: the caller enqueues a continuation.
     pub continue_after: bool,
     /// Milliseconds spent in each step this invocation ran (merges summed as `merge`).
@@ -212,13 +219,14 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
     let Some(epoch) = epoch else { return Ok(Outcome::Skipped) };
     let lease = Lease { dataset: dataset.clone(), run_id: run_id.clone(), epoch };
 
+    let table = message.table.as_ref().map_or(SqlValue::Null, |t| text(t.as_str()));
+    let period = message.period_tag.as_ref().map_or(SqlValue::Null, |p| text(p.as_str()));
     let fragments: Vec<FragmentRow> = run
         .step("list-fragments", &config.steps, || async {
-            let optional = |v: Option<&str>| v.map_or(SqlValue::Null, text);
             let params = [
                 text(dataset.as_str()),
-                optional(message.table.as_ref().map(TableName::as_str)),
-                optional(message.period_tag.as_ref().map(PeriodTag::as_str)),
+                table.clone(),
+                period.clone(),
                 // One more than a run takes, to know whether more remain.
                 SqlValue::Int(config.max_fragments as i64 + 1),
             ];
@@ -229,25 +237,41 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
     let continue_after = fragments.len() > take;
     let fragments = &fragments[..take];
 
-    // Read and scan every fragment (one GET each), scanning each as it arrives while the next
+    // Small compacted files to merge again, within what the fragments leave of the run's bytes.
+    let small_files: Vec<SmallFile> = if config.consolidation.fan_in < 2 {
+        Vec::new()
+    } else {
+        run.step("list-small-files", &config.steps, || async {
+            let params = [
+                text(dataset.as_str()),
+                SqlValue::Int(config.consolidation.small_file_bytes as i64),
+                table.clone(),
+                period.clone(),
+                SqlValue::Int(SMALL_FILES_LISTED),
+            ];
+            sql.rows(index::SMALL_OUTPUTS, &params).await?.iter().map(small_file_row).collect()
+        })
+        .await?
+    };
+    let budget = config.max_run_bytes.saturating_sub(fragments.iter().map(|f| f.size).sum());
+    let merged_files = consolidate::choose(&small_files, &config.consolidation, budget);
+
+    // Read and scan every input (one GET each), scanning each as it arrives while the next
     // GETs are in flight. Not checkpointed: a resumed run reads them again and, planning being
     // deterministic, plans the same outputs.
     let (inputs, scan): (Vec<FragmentInput>, Scan) = run
         .ephemeral("read-fragments", &config.steps, || async {
-            let mut reads = futures_util::stream::iter(fragments)
-                .map(|f| async {
+            let sources = fragments.iter().map(Source::Fragment).chain(merged_files.iter().map(Source::Compacted));
+            let dataset = &dataset;
+            let mut reads = futures_util::stream::iter(sources)
+                .map(|source| async move {
                     // A missing object reads as empty: its segments are quarantined, the rest go on.
-                    let bytes = blobs.get(&f.key).await.map_err(|e| read_error(&f.key, e))?.unwrap_or_default();
-                    Ok::<_, String>(FragmentInput {
-                        key: Arc::from(f.key.as_str()),
-                        dataset: dataset.clone(),
-                        period: f.period.clone(),
-                        offsets: f.offsets.clone(),
-                        bytes,
-                    })
+                    let key = source.key();
+                    let bytes = blobs.get(key).await.map_err(|e| read_error(key, e))?.unwrap_or_default();
+                    Ok::<_, String>(source.input(dataset, bytes))
                 })
                 .buffered(CONCURRENT_READS);
-            let (mut inputs, mut scan) = (Vec::with_capacity(fragments.len()), Scan::default());
+            let (mut inputs, mut scan) = (Vec::with_capacity(fragments.len() + merged_files.len()), Scan::default());
             while let Some(input) = reads.try_next().await? {
                 scan.add_fragment(&input);
                 inputs.push(input);
@@ -276,9 +300,12 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
     }
 
     let consumed: Vec<String> = fragments.iter().map(|f| f.key.clone()).collect();
+    // A merged file that did not scan is not in any output: it stays live.
+    let retired: Vec<String> =
+        merged_files.iter().map(|f| f.key.clone()).filter(|k| !scan.quarantined.iter().any(|q| &q.fragment_key == k)).collect();
     let committed: CommitOutcome = run
         .step("update-metadata", &config.steps, || async {
-            let batch = commit_batch(&lease, &outputs, &consumed, &quarantined, &iso(clock.now_ms()));
+            let batch = commit_batch(&lease, &outputs, &consumed, &retired, &quarantined, &iso(clock.now_ms()));
             Ok(batch.outcome(&sql.batch(&batch.statements).await?))
         })
         .await?;
@@ -314,8 +341,44 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
         output_bytes: outputs.iter().map(|o| o.bytes).sum(),
         outputs,
         quarantined,
+        consolidated: retired.len() as u64,
+        consolidated_rows: scan.segments.iter().filter(|s| scan.fragment(s).compacted.is_some()).map(|s| s.rows as u64).sum(),
         continue_after,
     }))
+}
+
+/// Small files listed per run at most (the oldest): what one run can consolidate is far less.
+const SMALL_FILES_LISTED: i64 = 2000;
+
+/// What a run reads: a pending fragment, or a small compacted file to merge again.
+enum Source<'a> {
+    Fragment(&'a FragmentRow),
+    Compacted(&'a SmallFile),
+}
+
+impl Source<'_> {
+    fn key(&self) -> &str {
+        match self {
+            Source::Fragment(f) => &f.key,
+            Source::Compacted(f) => &f.key,
+        }
+    }
+
+    fn input(&self, dataset: &DatasetId, bytes: Bytes) -> FragmentInput {
+        match self {
+            Source::Fragment(f) => FragmentInput {
+                key: Arc::from(f.key.as_str()),
+                dataset: dataset.clone(),
+                period: f.period.clone(),
+                offsets: f.offsets.clone(),
+                bytes,
+                compacted: None,
+            },
+            Source::Compacted(f) => {
+                FragmentInput::compacted_file(&f.key, dataset.clone(), f.period.clone(), f.table.clone(), bytes, f.source_segments)
+            }
+        }
+    }
 }
 
 /// How many of the listed fragments one run takes: within both caps, and at least one.
@@ -330,6 +393,17 @@ fn run_share(listed: &[FragmentRow], config: &RunConfig) -> usize {
         })
         .count();
     within.max(listed.len().min(1))
+}
+
+fn small_file_row(r: &Map<String, Value>) -> Result<SmallFile, String> {
+    let s = |name| field(r, name).map(|v| v.as_str().unwrap_or_default().to_owned());
+    Ok(SmallFile {
+        key: s("key")?,
+        period: PeriodTag::parse(&s("period_tag")?).map_err(|e| e.to_string())?,
+        table: TableName::parse(&s("table_name")?).map_err(|e| e.to_string())?,
+        size: field(r, "size")?.as_u64().unwrap_or(0),
+        source_segments: field(r, "source_segments")?.as_u64().unwrap_or(0),
+    })
 }
 
 fn read_error(key: &str, e: String) -> String {
@@ -457,7 +531,7 @@ async fn write_output<S: Sql, B: Blobs>(
             schema_fingerprint: output.fingerprint.to_string(),
             rows: finished.rows,
             bytes: finished.bytes,
-            source_segments: (output.inputs.len() - finished.quarantined.len()) as u64,
+            source_segments: finished.source_segments,
         },
         quarantined,
     })
@@ -474,7 +548,7 @@ async fn stream_output<S: Sql, B: Blobs>(
     for &i in &output.inputs {
         let d = &scan.segments[i];
         let bytes = inputs[d.fragment as usize].bytes.slice(d.range());
-        merger.push(d, &scan.parquet_schemas[d.schema as usize], bytes).map_err(|e| e.to_string())?;
+        merger.push_input(scan, d, bytes).map_err(|e| e.to_string())?;
         for part in merger.take_parts() {
             upload.send(part).await?;
         }
@@ -484,5 +558,6 @@ async fn stream_output<S: Sql, B: Blobs>(
     Ok(finished)
 }
 
+pub mod consolidate;
 #[cfg(test)]
 mod tests;

@@ -30,9 +30,10 @@ pub const INSERT_FRAGMENT: &str = "INSERT INTO battle_files \
 pub const PENDING_SUMMARY: &str = "SELECT count(*) AS fragments, coalesce(sum(size), 0) AS bytes, \
      min(uploaded_at) AS oldest FROM battle_files WHERE dataset_id = ?1 AND compacted_at IS NULL";
 
-/// `?1` dataset id → compacted outputs: `files`, `bytes`, `rows`.
+/// `?1` dataset id → compacted outputs: `files`, `bytes`, `rows`. Here and below, only live
+/// outputs: a file merged into a larger one is retired, its rows counted in the larger one.
 pub const COMPACTED_SUMMARY: &str = "SELECT count(*) AS files, coalesce(sum(size), 0) AS bytes, \
-     coalesce(sum(row_count), 0) AS rows FROM compacted_files WHERE dataset_id = ?1";
+     coalesce(sum(row_count), 0) AS rows FROM compacted_files WHERE dataset_id = ?1 AND retired_at IS NULL";
 
 /// `?1` dataset id → its summary for the catalog: `fragments` and `bytes` uploaded, `pending`
 /// fragments, `compacted_files` and `compacted_bytes`.
@@ -40,17 +41,18 @@ pub const DATASET_TOTALS: &str = "SELECT \
      (SELECT count(*) FROM battle_files WHERE dataset_id = ?1) AS fragments, \
      (SELECT coalesce(sum(size), 0) FROM battle_files WHERE dataset_id = ?1) AS bytes, \
      (SELECT count(*) FROM battle_files WHERE dataset_id = ?1 AND compacted_at IS NULL) AS pending, \
-     (SELECT count(*) FROM compacted_files WHERE dataset_id = ?1) AS compacted_files, \
-     (SELECT coalesce(sum(size), 0) FROM compacted_files WHERE dataset_id = ?1) AS compacted_bytes";
+     (SELECT count(*) FROM compacted_files WHERE dataset_id = ?1 AND retired_at IS NULL) AS compacted_files, \
+     (SELECT coalesce(sum(size), 0) FROM compacted_files WHERE dataset_id = ?1 AND retired_at IS NULL) AS compacted_bytes";
 
 /// `?1` dataset id, `?2` period or NULL, `?3` table or NULL, `?4` limit, `?5` key to start after
 /// ('' for the first page) → outputs in key order.
 pub const LIST_OUTPUTS: &str = "SELECT key, period_tag, table_name, row_count, size, source_segments, created_at \
-     FROM compacted_files WHERE dataset_id = ?1 AND (?2 IS NULL OR period_tag = ?2) \
+     FROM compacted_files WHERE dataset_id = ?1 AND retired_at IS NULL AND (?2 IS NULL OR period_tag = ?2) \
      AND (?3 IS NULL OR table_name = ?3) AND key > ?5 ORDER BY key LIMIT ?4";
 
-/// `?1` dataset id, `?2` key → the output, if it belongs to the dataset.
-pub const OUTPUT_BY_KEY: &str = "SELECT key, size FROM compacted_files WHERE dataset_id = ?1 AND key = ?2";
+/// `?1` dataset id, `?2` key → the output, if it belongs to the dataset, and when it was retired
+/// (merged into a larger one), if it was.
+pub const OUTPUT_BY_KEY: &str = "SELECT key, size, retired_at FROM compacted_files WHERE dataset_id = ?1 AND key = ?2";
 
 /// Releases the lease of dataset `?1` if it expired by `?3` (Unix ms); `?2` now.
 pub const RELEASE_EXPIRED_LEASE: &str = "UPDATE datasets SET lease_run_id = NULL, lease_expires_at = NULL, \
@@ -105,6 +107,12 @@ pub const RELEASE_LEASE: &str =
 pub const PENDING_FRAGMENTS: &str = "SELECT key, table_name, period_tag, size, table_offsets FROM battle_files \
      WHERE dataset_id = ?1 AND compacted_at IS NULL AND (?2 IS NULL OR table_name = ?2) \
      AND (?3 IS NULL OR period_tag = ?3) ORDER BY key LIMIT ?4";
+
+/// The live compacted files of dataset `?1` smaller than `?2` bytes, optionally of table `?3`
+/// and period `?4` (NULL: any), oldest first, at most `?5`: what consolidation chooses from.
+pub const SMALL_OUTPUTS: &str = "SELECT key, period_tag, table_name, size, source_segments FROM compacted_files \
+     WHERE dataset_id = ?1 AND retired_at IS NULL AND size < ?2 AND (?3 IS NULL OR table_name = ?3) \
+     AND (?4 IS NULL OR period_tag = ?4) ORDER BY created_at, key LIMIT ?5";
 
 /// ISO-8601 UTC text of a Unix-ms instant, as the index stores times (one format, so that
 /// times compare as text).

@@ -21,6 +21,7 @@ fn input(key: &str, dataset: &str, period: &str, f: &synth::Fragment) -> Fragmen
         period: PeriodTag::parse(period).unwrap(),
         offsets: f.offsets.clone(),
         bytes: Bytes::from(f.bytes.clone()),
+        compacted: None,
     }
 }
 

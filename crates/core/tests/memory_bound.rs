@@ -33,6 +33,7 @@ fn merging_more_than_a_gibibyte_stays_under_64_mib() {
             period: period.clone(),
             offsets: distinct[i % distinct.len()].offsets.clone(),
             bytes: shared[i % distinct.len()].clone(),
+            compacted: None,
         })
         .collect();
     let input_bytes: u64 = inputs.iter().map(|f| f.bytes.len() as u64).sum();

@@ -66,6 +66,7 @@ pub fn compact(args: Args) -> Result<(), String> {
             period: period.clone(),
             offsets,
             bytes: bytes.clone(),
+            compacted: None,
         });
         files.push(bytes);
     }

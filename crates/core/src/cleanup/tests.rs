@@ -80,6 +80,7 @@ fn run_config() -> RunConfig {
         lease_ms: 15 * 60_000,
         max_fragments: 500,
         max_run_bytes: 1 << 30,
+        consolidation: crate::compaction::consolidate::ConsolidationConfig::default(),
         crash_after: None,
     }
 }
@@ -183,6 +184,34 @@ fn compacted_fragments_are_deleted_after_the_retention() {
     assert_eq!((report.fragments_purged, report.more_due), (1, true), "a pass is bounded; the next goes on");
     assert_eq!(w.clean(&config).fragments_purged, 1);
     assert_eq!(w.objects_under("battle_data/"), 1, "the pending fragment stays");
+}
+
+#[test]
+fn retired_files_are_deleted_after_the_retention() {
+    let mut w = World::new();
+    let merging = RunConfig { consolidation: crate::compaction::consolidate::ConsolidationConfig { fan_in: 2, small_file_bytes: 4 << 20 }, ..run_config() };
+    for run in ["first", "second", "third"] {
+        w.upload(1);
+        assert!(matches!(w.run(run, &merging), Outcome::Committed(_)), "{run}");
+    }
+    assert_eq!(w.count("SELECT count(*) FROM compacted_files WHERE retired_at IS NOT NULL"), 64, "the third run merged the first two runs' files");
+    let live: Vec<String> = w.db.with(|c| {
+        let mut s = c.prepare("SELECT key FROM compacted_files WHERE retired_at IS NULL").unwrap();
+        s.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    });
+    let config = CleanupConfig { retention_ms: 7 * DAY, page: 50, ..CleanupConfig::default() };
+    w.advance(7 * DAY - 1);
+    assert_eq!(w.clean(&config).retired_files_deleted, 0, "retired less than 7 days ago: still downloadable");
+    assert_eq!(w.objects_under("battle_compacted/"), 96);
+    w.advance(1);
+    let report = w.clean(&config);
+    assert_eq!((report.retired_files_deleted, report.more_due), (64, false), "in two pages of 50");
+    assert_eq!(w.count("SELECT count(*) FROM compacted_files"), 32, "retired rows are gone, live ones kept");
+    let mut left: Vec<String> = w.blobs.objects.borrow().keys().filter(|k| k.starts_with("battle_compacted/")).cloned().collect();
+    left.sort();
+    let mut live = live;
+    live.sort();
+    assert_eq!(left, live, "exactly the live files' objects remain");
 }
 
 #[test]

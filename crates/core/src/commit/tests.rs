@@ -93,9 +93,9 @@ fn a_commit_records_marks_clears_and_releases_at_once() {
     let epoch = acquire(&conn, "a", 0).unwrap();
     stage(&conn, "out/1", "a");
     let bad = Quarantined { fragment_key: "k2".into(), table: "battle".into(), error: "bad page".into() };
-    let batch = commit_batch(&lease("a", epoch), &[output("out/1")], &["k1".into(), "k2".into()], &[bad], "t1");
+    let batch = commit_batch(&lease("a", epoch), &[output("out/1")], &["k1".into(), "k2".into()], &[], &[bad], "t1");
     let changes = run_batch(&mut conn, &batch.statements);
-    assert_eq!(changes, vec![2, 1, 0, 1, 1, 1, 1], "fragments, check, no undo, output, quarantine, staged key, dataset");
+    assert_eq!(changes, vec![2, 1, 0, 0, 1, 1, 1, 1], "fragments, check, no undo (twice), output, quarantine, staged key, dataset");
     assert_eq!(batch.outcome(&changes), CommitOutcome::Committed);
     assert_eq!(count(&conn, "SELECT count(*) FROM staged_outputs"), 0, "committed: no longer an orphan candidate");
     assert_eq!(count(&conn, "SELECT count(*) FROM quarantined_segments WHERE fragment_key = 'k2' AND run_id = 'a'"), 1);
@@ -106,7 +106,7 @@ fn a_commit_records_marks_clears_and_releases_at_once() {
 
     // The same commit again (a redelivered message after success): the lease is gone, nothing changes.
     let again = run_batch(&mut conn, &batch.statements);
-    assert_eq!(again, vec![0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(again, vec![0; 8]);
     assert_eq!(batch.outcome(&again), CommitOutcome::LostLease);
     assert_eq!(pending(&conn), 0, "the first commit's marks stay");
     assert_eq!(count(&conn, "SELECT count(*) FROM compacted_files"), 1, "nothing counted twice");
@@ -121,12 +121,12 @@ fn a_run_that_lost_its_lease_changes_nothing() {
     assert!(new > old);
     // The slow run finishes late: fenced by the epoch, its batch is a no-op (outputs orphaned).
     stage(&conn, "out/slow", "slow");
-    let late = run_batch(&mut conn, &commit_batch(&lease("slow", old), &[output("out/slow")], &["k1".into()], &[], "t1").statements);
-    assert_eq!(late, vec![0, 0, 0, 0, 0, 0]);
+    let late = run_batch(&mut conn, &commit_batch(&lease("slow", old), &[output("out/slow")], &["k1".into()], &[], &[], "t1").statements);
+    assert_eq!(late, vec![0; 7]);
     assert_eq!(count(&conn, "SELECT count(*) FROM staged_outputs WHERE run_id = 'slow'"), 1, "left for clean-up");
     assert_eq!((pending(&conn), needed(&conn)), (1, 1));
-    let won = run_batch(&mut conn, &commit_batch(&lease("fast", new), &[output("out/fast")], &["k1".into()], &[], "t2").statements);
-    assert_eq!(won, vec![1, 1, 0, 1, 0, 1]);
+    let won = run_batch(&mut conn, &commit_batch(&lease("fast", new), &[output("out/fast")], &["k1".into()], &[], &[], "t2").statements);
+    assert_eq!(won, vec![1, 1, 0, 0, 1, 0, 1]);
     assert_eq!(count(&conn, "SELECT count(*) FROM compacted_files"), 1);
 }
 
@@ -136,7 +136,7 @@ fn fragments_uploaded_during_a_run_stay_pending() {
     upload(&conn, "k1");
     let epoch = acquire(&conn, "a", 0).unwrap();
     upload(&conn, "k2"); // arrives after the run listed its fragments
-    run_batch(&mut conn, &commit_batch(&lease("a", epoch), &[output("out/1")], &["k1".into()], &[], "t1").statements);
+    run_batch(&mut conn, &commit_batch(&lease("a", epoch), &[output("out/1")], &["k1".into()], &[], &[], "t1").statements);
     assert_eq!(pending(&conn), 1);
     assert_eq!(needed(&conn), 1, "the dataset stays marked for the next run");
 }
@@ -147,9 +147,9 @@ fn many_fragments_are_marked_within_the_parameter_limit() {
     let keys: Vec<String> = (0..250).map(|i| format!("k{i:03}")).collect();
     keys.iter().for_each(|k| upload(&conn, k));
     let epoch = acquire(&conn, "a", 0).unwrap();
-    let batch = commit_batch(&lease("a", epoch), &[], &keys, &[], "t1");
+    let batch = commit_batch(&lease("a", epoch), &[], &keys, &[], &[], "t1");
     assert!(batch.statements.iter().all(|s| s.params.len() <= 100), "D1 binds at most 100 parameters");
-    assert_eq!(batch.statements.len(), 3 + 4);
+    assert_eq!(batch.statements.len(), 3 + 5);
     let changes = run_batch(&mut conn, &batch.statements);
     assert_eq!(changes.iter().take(3).sum::<u64>(), 250);
     assert_eq!(batch.outcome(&changes), CommitOutcome::Committed);
@@ -163,12 +163,12 @@ fn a_commit_of_fragments_another_run_compacted_records_nothing_and_marks_nothing
     upload(&conn, "k2");
     // Run "b" compacted k1 while "a" (resumed later from its checkpoints) had listed k1 and k2.
     let b = acquire(&conn, "b", 0).unwrap();
-    run_batch(&mut conn, &commit_batch(&lease("b", b), &[output("out/b")], &["k1".into()], &[], "t1").statements);
+    run_batch(&mut conn, &commit_batch(&lease("b", b), &[output("out/b")], &["k1".into()], &[], &[], "t1").statements);
     let a = acquire(&conn, "a", 1).unwrap();
     stage(&conn, "out/a", "a");
-    let batch = commit_batch(&lease("a", a), &[output("out/a")], &["k1".into(), "k2".into()], &[], "t2");
+    let batch = commit_batch(&lease("a", a), &[output("out/a")], &["k1".into(), "k2".into()], &[], &[], "t2");
     let changes = run_batch(&mut conn, &batch.statements);
-    assert_eq!(changes, vec![1, 0, 1, 0, 0, 1], "k2 marked, check failed, k2 unmarked, nothing recorded, lease released");
+    assert_eq!(changes, vec![1, 0, 1, 0, 0, 0, 1], "k2 marked, check failed, k2 unmarked, nothing recorded, lease released");
     assert_eq!(batch.outcome(&changes), CommitOutcome::Superseded);
     assert_eq!(count(&conn, "SELECT count(*) FROM compacted_files WHERE run_id = 'a'"), 0, "k1's rows are not counted twice");
     assert_eq!(count(&conn, "SELECT count(*) FROM battle_files WHERE key = 'k2' AND compacted_at IS NULL"), 1, "k2 stays pending");
@@ -176,6 +176,50 @@ fn a_commit_of_fragments_another_run_compacted_records_nothing_and_marks_nothing
     let last: String = conn.query_row("SELECT last_compacted_at FROM datasets", [], |r| r.get(0)).unwrap();
     assert_eq!(last, "t1", "the last commit is still b's");
     assert_eq!((needed(&conn), acquire(&conn, "c", 2).is_some()), (1, true), "released, still marked");
+}
+
+fn live_outputs(conn: &Connection) -> Vec<String> {
+    let mut stmt = conn.prepare("SELECT key FROM compacted_files WHERE retired_at IS NULL ORDER BY key").unwrap();
+    stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+}
+
+#[test]
+fn a_consolidating_commit_retires_the_merged_files_with_its_output() {
+    let mut conn = migrated_sqlite();
+    upload(&conn, "k1");
+    let a = acquire(&conn, "a", 0).unwrap();
+    run_batch(&mut conn, &commit_batch(&lease("a", a), &[output("out/a1"), output("out/a2")], &["k1".into()], &[], &[], "t1").statements);
+    upload(&conn, "k2");
+    let b = acquire(&conn, "b", 1).unwrap();
+    let retired = ["out/a1".to_string(), "out/a2".to_string()];
+    let batch = commit_batch(&lease("b", b), &[output("out/b")], &["k2".into()], &retired, &[], "t2");
+    let changes = run_batch(&mut conn, &batch.statements);
+    assert_eq!(batch.outcome(&changes), CommitOutcome::Committed);
+    assert_eq!(live_outputs(&conn), ["out/b"], "the merged files' rows are counted once, in the new file");
+    assert_eq!(count(&conn, "SELECT count(*) FROM compacted_files WHERE retired_run_id = 'b' AND retired_at = 't2'"), 2);
+    let summary: (i64, i64) = conn.query_row(index::COMPACTED_SUMMARY, params![DS], |r| Ok((r.get(0)?, r.get(2)?))).unwrap();
+    assert_eq!(summary, (1, 10), "the summary sees live files only");
+    let retired_at: Option<String> = conn.query_row(index::OUTPUT_BY_KEY, params![DS, "out/a1"], |r| r.get(2)).unwrap();
+    assert_eq!(retired_at.as_deref(), Some("t2"), "the download route answers a retired file with 410");
+}
+
+#[test]
+fn a_commit_that_merged_a_file_another_run_retired_records_nothing() {
+    let mut conn = migrated_sqlite();
+    upload(&conn, "k1");
+    let a = acquire(&conn, "a", 0).unwrap();
+    run_batch(&mut conn, &commit_batch(&lease("a", a), &[output("out/a1"), output("out/a2")], &["k1".into()], &[], &[], "t1").statements);
+    // "b" merged out/a1 into its output; "c", resumed from old checkpoints, had merged both.
+    upload(&conn, "k2");
+    let b = acquire(&conn, "b", 1).unwrap();
+    run_batch(&mut conn, &commit_batch(&lease("b", b), &[output("out/b")], &["k2".into()], &["out/a1".into()], &[], "t2").statements);
+    upload(&conn, "k3");
+    let c = acquire(&conn, "c", 2).unwrap();
+    let batch = commit_batch(&lease("c", c), &[output("out/c")], &["k3".into()], &["out/a1".into(), "out/a2".into()], &[], "t3");
+    let changes = run_batch(&mut conn, &batch.statements);
+    assert_eq!(batch.outcome(&changes), CommitOutcome::Superseded);
+    assert_eq!(live_outputs(&conn), ["out/a2", "out/b"], "out/a2 is live again, out/c not recorded");
+    assert_eq!(pending(&conn), 1, "k3 stays pending");
 }
 
 #[test]

@@ -54,7 +54,7 @@ impl World {
     /// Every compacted row of `table`, read back from the outputs D1 lists, in key order.
     fn compacted_rows(&self, table: &str) -> Vec<RecordBatch> {
         let keys: Vec<String> = self.db.with(|c| {
-            let mut s = c.prepare("SELECT key FROM compacted_files WHERE table_name = ?1 ORDER BY key").unwrap();
+            let mut s = c.prepare("SELECT key FROM compacted_files WHERE table_name = ?1 AND retired_at IS NULL ORDER BY key").unwrap();
             s.query_map(params![table], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
         });
         keys.iter()
@@ -98,6 +98,7 @@ fn config(retries: u32) -> RunConfig {
         lease_ms: 900_000,
         max_fragments: 500,
         max_run_bytes: 1 << 30,
+        consolidation: ConsolidationConfig::default(),
         crash_after: None,
     }
 }
@@ -239,6 +240,92 @@ fn a_run_whose_listing_another_run_partly_took_marks_none_of_it() {
     assert_eq!(w.pending(), 2, "run-a's two other fragments stay pending, not marked without their rows");
     committed(w.run("run-c", &config(0)).unwrap());
     w.check_exact(0..3);
+}
+
+/// Three runs of one fragment each leave three small files per table; with a fan-in of 3, the
+/// fourth run merges them with its own fragment.
+fn consolidating(fan_in: usize) -> RunConfig {
+    RunConfig { consolidation: ConsolidationConfig { fan_in, small_file_bytes: 4 << 20 }, ..config(0) }
+}
+
+fn upload_and_run(w: &mut World, seed: u64, run_id: &str, config: &RunConfig) -> Result<Outcome, RunError> {
+    w.upload(synth::fragment(&FragmentSpec { seed, rows: 1..=20, include_empty_tables: false }));
+    w.run(run_id, config)
+}
+
+fn live_files(w: &World) -> i64 {
+    w.db.count("SELECT count(*) FROM compacted_files WHERE retired_at IS NULL")
+}
+
+#[test]
+fn small_files_are_merged_once_a_tier_holds_fan_in_of_them() {
+    let mut w = World::with_fragments(0);
+    for (seed, run) in [(0, "run-1"), (1, "run-2"), (2, "run-3")] {
+        let summary = committed(upload_and_run(&mut w, seed, run, &consolidating(3)).unwrap());
+        assert_eq!(summary.consolidated, 0, "{run}: a tier of fewer than 3 files waits");
+    }
+    assert_eq!(live_files(&w), 3 * 32);
+    let summary = committed(upload_and_run(&mut w, 3, "run-4", &consolidating(3)).unwrap());
+    assert_eq!(summary.consolidated, 3 * 32);
+    assert_eq!(summary.outputs.len(), 32, "one file per table: the old files and the new fragment together");
+    assert!(summary.outputs.iter().all(|o| o.source_segments == 4), "{:?}", summary.outputs);
+    assert_eq!(live_files(&w), 32);
+    w.check_exact(0..4);
+    let retired = w.db.count("SELECT count(*) FROM compacted_files WHERE retired_run_id = 'run-4' AND retired_at IS NOT NULL");
+    assert_eq!(retired, 3 * 32, "retired in the commit that recorded their replacement");
+    // The output says how many fragment segments it holds, as its D1 row does.
+    let key = &summary.outputs[0].key;
+    let file = w.blobs.objects.borrow()[key].clone();
+    let meta = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().metadata().clone();
+    let sources = meta.file_metadata().key_value_metadata().unwrap().iter().find(|kv| kv.key == crate::engine::merge::META_SOURCE_SEGMENTS).unwrap().value.clone();
+    assert_eq!(sources.as_deref(), Some("4"));
+    // The next runs start a new tier 0 beside the merged files.
+    committed(upload_and_run(&mut w, 4, "run-5", &consolidating(3)).unwrap());
+    assert_eq!(live_files(&w), 2 * 32);
+    w.check_exact(0..5);
+}
+
+#[test]
+fn a_fan_in_of_zero_never_consolidates() {
+    let mut w = World::with_fragments(0);
+    for (seed, run) in [(0, "run-1"), (1, "run-2"), (2, "run-3")] {
+        committed(upload_and_run(&mut w, seed, run, &consolidating(0)).unwrap());
+    }
+    assert_eq!(live_files(&w), 3 * 32);
+    assert!(w.db.with(|c| c.query_row("SELECT count(*) FROM workflow_steps WHERE step = 'list-small-files'", [], |r| r.get::<_, i64>(0)).unwrap()) == 0);
+}
+
+#[test]
+fn a_consolidating_run_that_crashes_after_any_step_resumes_to_the_exact_rows() {
+    for step in ["list-small-files", "read-fragments", "merge-0", "merge-31"] {
+        let mut w = World::with_fragments(0);
+        for (seed, run) in [(0, "run-1"), (1, "run-2")] {
+            committed(upload_and_run(&mut w, seed, run, &consolidating(2)).unwrap());
+        }
+        let crashing = RunConfig { crash_after: Some(step.into()), ..consolidating(2) };
+        upload_and_run(&mut w, 2, "run-3", &crashing).unwrap_err();
+        let summary = committed(w.run("run-3", &consolidating(2)).unwrap());
+        assert_eq!(summary.consolidated, 2 * 32, "{step}");
+        assert_eq!(live_files(&w), 32, "{step}");
+        w.check_exact(0..3);
+    }
+}
+
+#[test]
+fn a_run_leaves_consolidation_that_does_not_fit_its_bytes_to_a_later_run() {
+    let mut w = World::with_fragments(0);
+    for (seed, run) in [(0, "run-1"), (1, "run-2")] {
+        committed(upload_and_run(&mut w, seed, run, &consolidating(2)).unwrap());
+    }
+    // A run whose byte cap its fragment fills: no room to merge files as well.
+    let fragment = synth::fragment(&FragmentSpec { seed: 2, rows: 1..=20, include_empty_tables: false });
+    let tight = RunConfig { max_run_bytes: fragment.bytes.len() as u64, ..consolidating(2) };
+    w.upload(fragment);
+    assert_eq!(committed(w.run("run-3", &tight).unwrap()).consolidated, 0);
+    assert_eq!(live_files(&w), 3 * 32);
+    committed(upload_and_run(&mut w, 3, "run-4", &consolidating(2)).unwrap());
+    assert_eq!(live_files(&w), 32, "the next run with room merges every tier that filled");
+    w.check_exact(0..4);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use arrow_schema::{DataType, SchemaRef};
 use arrow_select::concat::concat_batches;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::file::metadata::ParquetStatisticsPolicy;
 use parquet::schema::types::{ColumnPath, SchemaDescPtr};
 use parquet::file::metadata::KeyValue;
@@ -35,7 +35,8 @@ pub struct Merger {
     row_group_bytes: usize,
     peak_buffered: usize,
     quarantined: Vec<(SegmentDesc, String)>,
-    inputs: usize,
+    /// Fragment segments whose rows are in the output (a compacted input counts its own).
+    sources: u64,
 }
 
 /// A finished output.
@@ -50,6 +51,8 @@ pub struct Finished {
     pub peak_buffered: usize,
     /// Segments whose footer parsed but whose pages did not decode: left out whole.
     pub quarantined: Vec<(SegmentDesc, String)>,
+    /// Fragment segments whose rows the output holds (`fusou.source_segments`).
+    pub source_segments: u64,
 }
 
 impl Merger {
@@ -74,7 +77,7 @@ impl Merger {
             row_group_bytes: config.row_group_bytes,
             peak_buffered: 0,
             quarantined: Vec::new(),
-            inputs: plan.inputs.len(),
+            sources: 0,
         })
     }
 
@@ -91,6 +94,7 @@ impl Merger {
                 self.pending_rows += batches.iter().map(RecordBatch::num_rows).sum::<usize>();
                 self.pending.extend(batches);
                 self.rows_in += desc.rows as u64;
+                self.sources += 1;
             }
             Err(e) => self.quarantined.push((*desc, e.to_string())),
         }
@@ -100,8 +104,40 @@ impl Merger {
         Ok(())
     }
 
+    /// Streams a compacted file (`bytes`, holding the rows of `source_segments` fragment
+    /// segments) into the output, batch by batch: such a file can be large, so it is never
+    /// decoded whole. It was written by this engine, so a failure to decode it is an error of
+    /// the whole merge, not a quarantine.
+    pub fn push_compacted(&mut self, desc: &SegmentDesc, parquet_schema: &SchemaDescPtr, bytes: Bytes, source_segments: u64) -> Result<(), EngineError> {
+        let mut rows = 0;
+        for batch in self.reader(parquet_schema, bytes)? {
+            let batch = align(batch?, &self.schema)?;
+            rows += batch.num_rows();
+            self.pending_rows += batch.num_rows();
+            self.pending.push(batch);
+            if self.pending_rows >= self.write_batch_rows {
+                self.write_pending()?;
+            }
+        }
+        if rows != desc.rows as usize {
+            return Err(EngineError::RowCountMismatch { expected: desc.rows as u64, out: rows as u64 });
+        }
+        self.rows_in += rows as u64;
+        self.sources += source_segments;
+        Ok(())
+    }
+
     /// Every row of one segment, aligned to the output's schema.
     fn decode(&self, desc: &SegmentDesc, parquet_schema: &SchemaDescPtr, bytes: Bytes) -> Result<Vec<RecordBatch>, EngineError> {
+        let batches = self.reader(parquet_schema, bytes)?.map(|b| align(b?, &self.schema)).collect::<Result<Vec<_>, _>>()?;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if rows != desc.rows as usize {
+            return Err(EngineError::RowCountMismatch { expected: desc.rows as u64, out: rows as u64 });
+        }
+        Ok(batches)
+    }
+
+    fn reader(&self, parquet_schema: &SchemaDescPtr, bytes: Bytes) -> Result<ParquetRecordBatchReader, EngineError> {
         // The footer is decoded again (keeping every footer from the scan would make memory
         // grow with the input), but without its schema or statistics.
         let options = ArrowReaderOptions::new()
@@ -111,15 +147,7 @@ impl Merger {
             .with_encoding_stats_policy(ParquetStatisticsPolicy::SkipAll)
             .with_size_stats_policy(ParquetStatisticsPolicy::SkipAll);
         let metadata = ArrowReaderMetadata::load(&bytes, options)?;
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, metadata)
-            .with_batch_size(self.write_batch_rows)
-            .build()?;
-        let batches = reader.map(|b| align(b?, &self.schema)).collect::<Result<Vec<_>, _>>()?;
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        if rows != desc.rows as usize {
-            return Err(EngineError::RowCountMismatch { expected: desc.rows as u64, out: rows as u64 });
-        }
-        Ok(batches)
+        Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, metadata).with_batch_size(self.write_batch_rows).build()?)
     }
 
     fn write_pending(&mut self) -> Result<(), EngineError> {
@@ -137,6 +165,15 @@ impl Merger {
         Ok(())
     }
 
+    /// [`Self::push`] for a fragment's segment, [`Self::push_compacted`] for a compacted file.
+    pub fn push_input(&mut self, scan: &Scan, desc: &SegmentDesc, bytes: Bytes) -> Result<(), EngineError> {
+        let schema = &scan.parquet_schemas[desc.schema as usize];
+        match scan.fragment(desc).compacted {
+            Some(sources) => self.push_compacted(desc, schema, bytes, sources),
+            None => self.push(desc, schema, bytes),
+        }
+    }
+
     /// The full parts written so far, to upload while merging goes on.
     pub fn take_parts(&mut self) -> Vec<Bytes> {
         self.writer.inner_mut().take_ready()
@@ -145,8 +182,7 @@ impl Merger {
     /// Writes what is queued and the footer, and checks that every row came out.
     pub fn finish(mut self) -> Result<Finished, EngineError> {
         self.write_pending()?;
-        let sources = self.inputs - self.quarantined.len();
-        self.writer.append_key_value_metadata(KeyValue::new(META_SOURCE_SEGMENTS.into(), sources.to_string()));
+        self.writer.append_key_value_metadata(KeyValue::new(META_SOURCE_SEGMENTS.into(), self.sources.to_string()));
         let metadata = self.writer.finish()?;
         let rows = metadata.file_metadata().num_rows() as u64;
         if rows != self.rows_in {
@@ -161,6 +197,7 @@ impl Merger {
             row_groups: metadata.num_row_groups(),
             peak_buffered: self.peak_buffered,
             quarantined: std::mem::take(&mut self.quarantined),
+            source_segments: self.sources,
         })
     }
 }
@@ -208,7 +245,7 @@ pub fn merge_output(
     let mut merger = Merger::new(plan, config)?;
     for &i in &plan.inputs {
         let desc = &scan.segments[i];
-        merger.push(desc, &scan.parquet_schemas[desc.schema as usize], read(desc)?)?;
+        merger.push_input(scan, desc, read(desc)?)?;
         merger.take_parts().into_iter().for_each(&mut emit);
     }
     let mut finished = merger.finish()?;

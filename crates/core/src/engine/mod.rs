@@ -27,6 +27,8 @@
 //! batches waiting to be written ([`EngineConfig::write_batch_rows`]) and at most one filling
 //! part plus the parts not yet taken by the caller. None of these grows with the input's size;
 //! `tests/memory_bound.rs` checks it with a counting allocator over more than 1 GiB of input.
+//! A compacted file merged again (consolidation) is an input of one large segment: it is
+//! decoded batch by batch ([`merge::Merger::push_compacted`]), never whole.
 //!
 //! # Failure modes
 //!

@@ -16,6 +16,7 @@ use crate::fragment::{self, TableOffset};
 use crate::ids::{DatasetId, PeriodTag, TableName};
 
 /// A fragment as stored: its key, its D1 row's dataset and period, its offsets and its bytes.
+/// A compacted file being consolidated is an input too: one segment, the whole object.
 #[derive(Debug, Clone)]
 pub struct FragmentInput {
     pub key: Arc<str>,
@@ -23,6 +24,16 @@ pub struct FragmentInput {
     pub period: PeriodTag,
     pub offsets: Vec<TableOffset>,
     pub bytes: Bytes,
+    /// `Some(n)` for a compacted file, which holds the rows of `n` fragment segments.
+    pub compacted: Option<u64>,
+}
+
+impl FragmentInput {
+    /// A compacted file of `table`, holding the rows of `source_segments` fragment segments.
+    pub fn compacted_file(key: &str, dataset: DatasetId, period: PeriodTag, table: TableName, bytes: Bytes, source_segments: u64) -> Self {
+        let offset = TableOffset { table_name: table, start_byte: 0, byte_length: bytes.len() as u64, format: "parquet".into(), num_rows: None };
+        Self { key: Arc::from(key), dataset, period, offsets: vec![offset], bytes, compacted: Some(source_segments) }
+    }
 }
 
 /// A scanned fragment (its bytes are not kept).
@@ -31,6 +42,8 @@ pub struct FragmentInfo {
     pub key: Arc<str>,
     pub dataset: DatasetId,
     pub period: PeriodTag,
+    /// As [`FragmentInput::compacted`].
+    pub compacted: Option<u64>,
 }
 
 /// One readable segment: indices into its [`Scan`] and where its bytes lie in its fragment.
@@ -80,7 +93,12 @@ impl Scan {
         };
         // Every fragment gets a number, in the caller's order, even one quarantined whole.
         let fragment = self.fragments.len() as u32;
-        self.fragments.push(FragmentInfo { key: input.key.clone(), dataset: input.dataset.clone(), period: input.period.clone() });
+        self.fragments.push(FragmentInfo {
+            key: input.key.clone(),
+            dataset: input.dataset.clone(),
+            period: input.period.clone(),
+            compacted: input.compacted,
+        });
         if let Err(e) = fragment::validate_offsets(&input.offsets, input.bytes.len() as u64) {
             self.quarantined.push(quarantine("*", e.to_string()));
             return;

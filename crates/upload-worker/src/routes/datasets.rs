@@ -155,9 +155,13 @@ async fn download_run(req: Request, rc: RouteContext<()>) -> Result<Response, Ap
     #[derive(Deserialize)]
     struct Found {
         key: String,
+        retired_at: Option<String>,
     }
     let found: Option<Found> = d1::first(&ctx.db()?, index::OUTPUT_BY_KEY, &[dataset.as_str().into(), key.as_str().into()]).await?;
     let found = found.ok_or_else(|| ApiError::not_found("no such output in this dataset"))?;
+    if let Some(at) = found.retired_at {
+        return Err(ApiError::new(410, format!("output {key} was merged into a larger one at {at}: list the outputs again")));
+    }
     let object = ctx.bucket()?.get(&found.key).execute().await?.ok_or_else(|| ApiError::not_found("the output's object is missing"))?;
     let body = object.body().ok_or_else(|| ApiError::new(500, "the object has no body"))?;
     let file_name = found.key.rsplit('/').next().unwrap_or("output.parquet").to_owned();

@@ -1,0 +1,160 @@
+//! Which small compacted files a run merges again, so that a dataset's files grow large over
+//! time instead of one small file per table per run.
+//!
+//! Size-tiered, as in LSM stores: a file's tier is the power of `fan_in` its size falls in
+//! (tier 0 below [`TIER_BASE_BYTES`] × `fan_in`, tier 1 below that × `fan_in`, and so on). When
+//! one (period, table) has at least `fan_in` files in one tier, a run takes them into its output
+//! for that table, which lands about one tier higher. A byte is so rewritten about once per tier
+//! (log base `fan_in` of the file's final size), not once per run. Files of
+//! `small_file_bytes` or more are left alone: a run holds its inputs whole in memory.
+//!
+//! Pure and deterministic: the same listing and budget give the same choice, so a resumed run
+//! plans the same outputs.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{PeriodTag, TableName};
+
+/// Files below this times `fan_in` are tier 0.
+pub const TIER_BASE_BYTES: u64 = 64 << 10;
+
+/// How compacted files are consolidated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsolidationConfig {
+    /// Files of one tier merged at once, and the size ratio between tiers (default 8). Below 2,
+    /// nothing is consolidated.
+    pub fan_in: usize,
+    /// Files of this size or more are never merged again (default 4 MiB, so that a merge of
+    /// `fan_in` of them stays within a run's 32 MiB of input).
+    pub small_file_bytes: u64,
+}
+
+impl Default for ConsolidationConfig {
+    fn default() -> Self {
+        Self { fan_in: 8, small_file_bytes: 4 << 20 }
+    }
+}
+
+/// A live compacted file smaller than `small_file_bytes`, as `list-small-files` found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmallFile {
+    pub key: String,
+    pub period: PeriodTag,
+    pub table: TableName,
+    pub size: u64,
+    /// Fragment segments whose rows the file holds.
+    pub source_segments: u64,
+}
+
+/// The tier of a file of `size` bytes.
+pub fn tier(size: u64, fan_in: usize) -> u32 {
+    let fan_in = fan_in.max(2) as u64;
+    let mut bound = TIER_BASE_BYTES.saturating_mul(fan_in);
+    let mut tier = 0;
+    while size >= bound && bound < u64::MAX {
+        tier += 1;
+        bound = bound.saturating_mul(fan_in);
+    }
+    tier
+}
+
+/// The files to merge, from `files` (oldest first), within `budget` bytes: per (period, table)
+/// and tier, in that order, every tier with at least `fan_in` files gives its oldest files, as
+/// many as the budget leaves room for, if that is still `fan_in` or more.
+pub fn choose(files: &[SmallFile], config: &ConsolidationConfig, mut budget: u64) -> Vec<SmallFile> {
+    if config.fan_in < 2 {
+        return Vec::new();
+    }
+    let mut tiers: BTreeMap<(&PeriodTag, &TableName, u32), Vec<&SmallFile>> = BTreeMap::new();
+    for f in files.iter().filter(|f| f.size < config.small_file_bytes) {
+        tiers.entry((&f.period, &f.table, tier(f.size, config.fan_in))).or_default().push(f);
+    }
+    let mut chosen = Vec::new();
+    for members in tiers.into_values().filter(|m| m.len() >= config.fan_in) {
+        let mut bytes = 0;
+        let fit = members.iter().take_while(|f| {
+            bytes += f.size;
+            bytes <= budget
+        });
+        let fit: Vec<&SmallFile> = fit.copied().collect();
+        if fit.len() >= config.fan_in {
+            budget -= fit.iter().map(|f| f.size).sum::<u64>();
+            chosen.extend(fit.into_iter().cloned());
+        }
+    }
+    chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(n: usize, table: &str, size: u64) -> SmallFile {
+        SmallFile {
+            key: format!("k{n:03}"),
+            period: PeriodTag::parse("2025-11-05").unwrap(),
+            table: TableName::parse(table).unwrap(),
+            size,
+            source_segments: 1,
+        }
+    }
+
+    fn keys(files: &[SmallFile]) -> Vec<&str> {
+        files.iter().map(|f| f.key.as_str()).collect()
+    }
+
+    const KIB: u64 = 1024;
+
+    #[test]
+    fn tiers_grow_by_the_fan_in() {
+        assert_eq!(tier(0, 8), 0);
+        assert_eq!(tier(512 * KIB - 1, 8), 0);
+        assert_eq!(tier(512 * KIB, 8), 1);
+        assert_eq!(tier(4096 * KIB - 1, 8), 1);
+        assert_eq!(tier(4096 * KIB, 8), 2);
+        assert_eq!(tier(u64::MAX, 8), 15, "no overflow");
+    }
+
+    #[test]
+    fn a_tier_is_merged_once_it_holds_fan_in_files() {
+        let config = ConsolidationConfig { fan_in: 3, small_file_bytes: 4 << 20 };
+        let two: Vec<SmallFile> = (0..2).map(|n| file(n, "battle", 10 * KIB)).collect();
+        assert!(choose(&two, &config, u64::MAX).is_empty(), "two files of one tier wait for a third");
+        let three: Vec<SmallFile> = (0..3).map(|n| file(n, "battle", 10 * KIB)).collect();
+        assert_eq!(keys(&choose(&three, &config, u64::MAX)), ["k000", "k001", "k002"]);
+    }
+
+    #[test]
+    fn files_of_different_tiers_tables_or_sizes_are_not_merged_together() {
+        let config = ConsolidationConfig { fan_in: 3, small_file_bytes: 1 << 20 };
+        let files = vec![
+            file(0, "battle", 10 * KIB),
+            file(1, "battle", 10 * KIB),
+            file(2, "battle", 500 * KIB), // tier 1 (≥ 192 KiB)
+            file(3, "cells", 10 * KIB),
+            file(4, "battle", 2 << 20), // not small
+            file(5, "battle", 2 << 20),
+            file(6, "battle", 2 << 20),
+        ];
+        assert!(choose(&files, &config, u64::MAX).is_empty());
+    }
+
+    #[test]
+    fn the_budget_takes_the_oldest_files_and_never_fewer_than_fan_in() {
+        let config = ConsolidationConfig { fan_in: 2, small_file_bytes: 4 << 20 };
+        let files: Vec<SmallFile> = (0..5).map(|n| file(n, "battle", 10 * KIB)).collect();
+        assert_eq!(keys(&choose(&files, &config, 35 * KIB)), ["k000", "k001", "k002"]);
+        assert!(choose(&files, &config, 15 * KIB).is_empty(), "one file alone is not worth a merge");
+        let other: Vec<SmallFile> = files.iter().cloned().chain((5..7).map(|n| file(n, "cells", 10 * KIB))).collect();
+        assert_eq!(keys(&choose(&other, &config, 55 * KIB)), ["k000", "k001", "k002", "k003", "k004"], "battle sorts first");
+        assert_eq!(keys(&choose(&other, &config, 70 * KIB)), ["k000", "k001", "k002", "k003", "k004", "k005", "k006"]);
+    }
+
+    #[test]
+    fn a_fan_in_below_two_turns_consolidation_off() {
+        let files: Vec<SmallFile> = (0..9).map(|n| file(n, "battle", 10 * KIB)).collect();
+        assert!(choose(&files, &ConsolidationConfig { fan_in: 1, small_file_bytes: 4 << 20 }, u64::MAX).is_empty());
+    }
+}
