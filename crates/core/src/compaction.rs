@@ -11,6 +11,9 @@
 //! 2. `list-fragments`: the pending fragments, narrowed by table and period when the message
 //!    has them, at most [`RunConfig::max_fragments`] and [`RunConfig::max_run_bytes`] per run
 //!    (more left: `continue_after`).
+//!    Then `list-small-files`: the dataset's small live compacted files, of which
+//!    [`consolidate`] chooses the tiers to merge again within the bytes the fragments leave;
+//!    they join their table's outputs and are retired by the commit.
 //! 3. The fragments are read (one GET each), scanned and planned; planning is deterministic, so a
 //!    resumed run plans the same outputs. Each output is its own step, `merge-{n}`, written to
 //!    `battle_compacted/{period}/{dataset}/{table}/{run}-{n}.parquet`: a crash costs one output.
@@ -245,7 +248,6 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
             let params = [
                 text(dataset.as_str()),
                 SqlValue::Int(config.consolidation.small_file_bytes as i64),
-                table.clone(),
                 period.clone(),
                 SqlValue::Int(SMALL_FILES_LISTED),
             ];

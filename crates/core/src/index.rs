@@ -108,11 +108,12 @@ pub const PENDING_FRAGMENTS: &str = "SELECT key, table_name, period_tag, size, t
      WHERE dataset_id = ?1 AND compacted_at IS NULL AND (?2 IS NULL OR table_name = ?2) \
      AND (?3 IS NULL OR period_tag = ?3) ORDER BY key LIMIT ?4";
 
-/// The live compacted files of dataset `?1` smaller than `?2` bytes, optionally of table `?3`
-/// and period `?4` (NULL: any), oldest first, at most `?5`: what consolidation chooses from.
+/// The live compacted files of dataset `?1` smaller than `?2` bytes, optionally of period `?3`
+/// (NULL: any), oldest first, at most `?4`: what consolidation chooses from. (A message's
+/// `table` names the fragments' table, not the tables inside them: it does not narrow this.)
 pub const SMALL_OUTPUTS: &str = "SELECT key, period_tag, table_name, size, source_segments FROM compacted_files \
-     WHERE dataset_id = ?1 AND retired_at IS NULL AND size < ?2 AND (?3 IS NULL OR table_name = ?3) \
-     AND (?4 IS NULL OR period_tag = ?4) ORDER BY created_at, key LIMIT ?5";
+     WHERE dataset_id = ?1 AND retired_at IS NULL AND size < ?2 AND (?3 IS NULL OR period_tag = ?3) \
+     ORDER BY created_at, key LIMIT ?4";
 
 /// ISO-8601 UTC text of a Unix-ms instant, as the index stores times (one format, so that
 /// times compare as text).

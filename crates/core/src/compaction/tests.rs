@@ -87,8 +87,13 @@ impl World {
     }
 }
 
+/// As the upload service sends it: narrowed to the fragment's table and period.
 fn message() -> CompactionMessage {
-    crate::testing::realtime_message(DS)
+    CompactionMessage {
+        table: Some(TableName::parse("port_table").unwrap()),
+        period_tag: Some(PeriodTag::parse("2025-11-05").unwrap()),
+        ..crate::testing::realtime_message(DS)
+    }
 }
 
 fn config(retries: u32) -> RunConfig {
