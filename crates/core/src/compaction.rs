@@ -397,15 +397,18 @@ fn run_share(listed: &[FragmentRow], config: &RunConfig) -> usize {
     within.max(listed.len().min(1))
 }
 
-fn small_file_row(r: &Map<String, Value>) -> Result<SmallFile, String> {
+/// The key, period and table columns every listed row has.
+fn key_period_table(r: &Map<String, Value>) -> Result<(String, PeriodTag, TableName), String> {
     let s = |name| field(r, name).map(|v| v.as_str().unwrap_or_default().to_owned());
-    Ok(SmallFile {
-        key: s("key")?,
-        period: PeriodTag::parse(&s("period_tag")?).map_err(|e| e.to_string())?,
-        table: TableName::parse(&s("table_name")?).map_err(|e| e.to_string())?,
-        size: field(r, "size")?.as_u64().unwrap_or(0),
-        source_segments: field(r, "source_segments")?.as_u64().unwrap_or(0),
-    })
+    let period = PeriodTag::parse(&s("period_tag")?).map_err(|e| e.to_string())?;
+    let table = TableName::parse(&s("table_name")?).map_err(|e| e.to_string())?;
+    Ok((s("key")?, period, table))
+}
+
+fn small_file_row(r: &Map<String, Value>) -> Result<SmallFile, String> {
+    let (key, period, table) = key_period_table(r)?;
+    let number = |name| field(r, name).map(|v| v.as_u64().unwrap_or(0));
+    Ok(SmallFile { key, period, table, size: number("size")?, source_segments: number("source_segments")? })
 }
 
 fn read_error(key: &str, e: String) -> String {
@@ -413,13 +416,14 @@ fn read_error(key: &str, e: String) -> String {
 }
 
 fn fragment_row(r: &Map<String, Value>) -> Result<FragmentRow, String> {
-    let s = |name| field(r, name).map(|v| v.as_str().unwrap_or_default().to_owned());
+    let (key, period, table) = key_period_table(r)?;
+    let offsets = field(r, "table_offsets")?.as_str().unwrap_or_default();
     Ok(FragmentRow {
-        key: s("key")?,
-        table: TableName::parse(&s("table_name")?).map_err(|e| e.to_string())?,
-        period: PeriodTag::parse(&s("period_tag")?).map_err(|e| e.to_string())?,
+        key,
+        table,
+        period,
         size: field(r, "size")?.as_u64().unwrap_or(0),
-        offsets: serde_json::from_str(&s("table_offsets")?).map_err(|e| e.to_string())?,
+        offsets: serde_json::from_str(offsets).map_err(|e| e.to_string())?,
     })
 }
 

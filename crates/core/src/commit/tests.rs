@@ -178,6 +178,15 @@ fn a_commit_of_fragments_another_run_compacted_records_nothing_and_marks_nothing
     assert_eq!((needed(&conn), acquire(&conn, "c", 2).is_some()), (1, true), "released, still marked");
 }
 
+/// Run "a" compacted fragment k1 into out/a1 and out/a2.
+fn first_run_wrote_two_files() -> Connection {
+    let mut conn = migrated_sqlite();
+    upload(&conn, "k1");
+    let a = acquire(&conn, "a", 0).unwrap();
+    run_batch(&mut conn, &commit_batch(&lease("a", a), &[output("out/a1"), output("out/a2")], &["k1".into()], &[], &[], "t1").statements);
+    conn
+}
+
 fn live_outputs(conn: &Connection) -> Vec<String> {
     let mut stmt = conn.prepare("SELECT key FROM compacted_files WHERE retired_at IS NULL ORDER BY key").unwrap();
     stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
@@ -185,10 +194,7 @@ fn live_outputs(conn: &Connection) -> Vec<String> {
 
 #[test]
 fn a_consolidating_commit_retires_the_merged_files_with_its_output() {
-    let mut conn = migrated_sqlite();
-    upload(&conn, "k1");
-    let a = acquire(&conn, "a", 0).unwrap();
-    run_batch(&mut conn, &commit_batch(&lease("a", a), &[output("out/a1"), output("out/a2")], &["k1".into()], &[], &[], "t1").statements);
+    let mut conn = first_run_wrote_two_files();
     upload(&conn, "k2");
     let b = acquire(&conn, "b", 1).unwrap();
     let retired = ["out/a1".to_string(), "out/a2".to_string()];
@@ -205,10 +211,7 @@ fn a_consolidating_commit_retires_the_merged_files_with_its_output() {
 
 #[test]
 fn a_commit_that_merged_a_file_another_run_retired_records_nothing() {
-    let mut conn = migrated_sqlite();
-    upload(&conn, "k1");
-    let a = acquire(&conn, "a", 0).unwrap();
-    run_batch(&mut conn, &commit_batch(&lease("a", a), &[output("out/a1"), output("out/a2")], &["k1".into()], &[], &[], "t1").statements);
+    let mut conn = first_run_wrote_two_files();
     // "b" merged out/a1 into its output; "c", resumed from old checkpoints, had merged both.
     upload(&conn, "k2");
     let b = acquire(&conn, "b", 1).unwrap();
