@@ -338,6 +338,21 @@ pub fn wait_until_compacted(dataset: &str, token: &str, seconds: u64) -> TestRes
     }
 }
 
+/// Sends `req`, sending it again (three times at most, a second apart) while it answers 500
+/// because the local D1 was locked by this harness's own `d1()` (see [`wait_until_compacted`]).
+pub fn send_past_d1_lock(req: RequestBuilder) -> Result<Response, String> {
+    for _ in 0..3 {
+        let resp = req.try_clone().ok_or("a request with a streamed body")?.send().map_err(|e| e.to_string())?;
+        if resp.status() != 500 {
+            return Ok(resp);
+        }
+        let body = resp.text().map_err(|e| e.to_string())?;
+        ensure!(body.contains("D1"), "500: {body}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    req.send().map_err(|e| e.to_string())
+}
+
 /// Rows as text (see [`rows`]) by table name.
 pub type RowsByTable = BTreeMap<String, Vec<String>>;
 
@@ -351,13 +366,9 @@ pub fn compacted_rows(dataset: &str, token: &str) -> Result<(Vec<Value>, RowsByT
     let mut got = RowsByTable::new();
     for o in &outputs {
         let key = o["key"].as_str().ok_or("key")?;
-        let resp = s
-            .http
-            .get(format!("{}/api/battle-data/datasets/{dataset}/outputs/download", s.url))
-            .query(&[("key", key)])
-            .bearer_auth(token)
-            .send()
-            .map_err(|e| e.to_string())?;
+        let resp = send_past_d1_lock(
+            s.http.get(format!("{}/api/battle-data/datasets/{dataset}/outputs/download", s.url)).query(&[("key", key)]).bearer_auth(token),
+        )?;
         ensure_eq!(resp.status().as_u16(), 200, "download {key}");
         let file = Bytes::from(resp.bytes().map_err(|e| e.to_string())?.to_vec());
         let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| format!("{key}: {e}"))?.build().map_err(|e| e.to_string())?;

@@ -72,9 +72,11 @@ fn consolidation() -> TestResult {
     ensure_eq!(first_outputs.len(), 64);
     ensure!(r2_get(&first_outputs[0])?.is_some(), "a retired file stays downloadable from R2 until the clean-up");
     let s = stack();
-    let (status, body) = send(
+    let resp = send_past_d1_lock(
         s.http.get(format!("{}/api/battle-data/datasets/{dataset}/outputs/download", s.url)).query(&[("key", &first_outputs[0])]).bearer_auth(&token),
     )?;
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().map_err(|e| e.to_string())?;
     ensure_eq!(status, 410, "a retired file is no longer served: {body}");
     ensure!(body["error"].as_str().is_some_and(|e| e.contains("list the outputs again")), "{body}");
 

@@ -54,8 +54,8 @@ pub struct Lease {
 /// The fence every statement carries: the lease is still this run's, at this epoch.
 const FENCE: &str = "EXISTS (SELECT 1 FROM datasets WHERE id = ?1 AND lease_run_id = ?2 AND lease_epoch = ?3)";
 
-/// The fence, and the batch's check passed: every fragment the run consumed was still pending
-/// and is now marked by this commit. The check marks the lease with an expiry of -1, which no
+/// The fence, and the batch's check passed: every fragment the run consumed was still pending,
+/// every file it merged still live, and all are now marked by this commit. The check marks the lease with an expiry of -1, which no
 /// lease has otherwise; the release at the end of the same batch clears it.
 const CHECKED: &str =
     "EXISTS (SELECT 1 FROM datasets WHERE id = ?1 AND lease_run_id = ?2 AND lease_epoch = ?3 AND lease_expires_at = -1)";
