@@ -360,7 +360,9 @@ pub type RowsByTable = BTreeMap<String, Vec<String>>;
 /// against its D1 row count: the listing, and every row by table.
 pub fn compacted_rows(dataset: &str, token: &str) -> Result<(Vec<Value>, RowsByTable), String> {
     let s = stack();
-    let (status, listing) = send(s.http.get(format!("{}/api/battle-data/datasets/{dataset}/outputs?limit=1000", s.url)).bearer_auth(token))?;
+    let resp = send_past_d1_lock(s.http.get(format!("{}/api/battle-data/datasets/{dataset}/outputs?limit=1000", s.url)).bearer_auth(token))?;
+    let status = resp.status().as_u16();
+    let listing: Value = resp.json().map_err(|e| e.to_string())?;
     ensure_eq!(status, 200, "{listing}");
     let outputs = listing["outputs"].as_array().ok_or("no outputs")?.clone();
     let mut got = RowsByTable::new();
