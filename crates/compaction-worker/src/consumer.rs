@@ -146,11 +146,12 @@ pub async fn compact(env: &Env, message: &CompactionMessage) -> Result<(), Strin
             Ok(())
         }
         Ok(Outcome::Superseded { orphans }) => {
-            // Resumed from old checkpoints after another run had compacted its fragments: it
-            // committed nothing. What is still pending gets a fresh run (a no-op if nothing is).
+            // Resumed from old checkpoints after another run had taken its fragments or merged
+            // its files: it committed nothing. What is still pending gets a fresh run (a no-op
+            // if nothing is).
             record(env, message, metric_id, MetricStatus::Failure, json!({
                 "finished_at": finished, "error_step": "update-metadata",
-                "error_message": "another run had compacted this run's fragments; outputs orphaned",
+                "error_message": "another run had compacted this run's inputs meanwhile; nothing committed, outputs orphaned",
             }))
             .await;
             let mut f = fields;
