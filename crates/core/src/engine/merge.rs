@@ -98,10 +98,7 @@ impl Merger {
             }
             Err(e) => self.quarantined.push((*desc, e.to_string())),
         }
-        if self.pending_rows >= self.write_batch_rows {
-            self.write_pending()?;
-        }
-        Ok(())
+        self.write_if_due()
     }
 
     /// Streams a compacted file (`bytes`, holding the rows of `source_segments` fragment
@@ -115,13 +112,9 @@ impl Merger {
             rows += batch.num_rows();
             self.pending_rows += batch.num_rows();
             self.pending.push(batch);
-            if self.pending_rows >= self.write_batch_rows {
-                self.write_pending()?;
-            }
+            self.write_if_due()?;
         }
-        if rows != desc.rows as usize {
-            return Err(EngineError::RowCountMismatch { expected: desc.rows as u64, out: rows as u64 });
-        }
+        expect_rows(desc, rows)?;
         self.rows_in += rows as u64;
         self.sources += source_segments;
         Ok(())
@@ -130,10 +123,7 @@ impl Merger {
     /// Every row of one segment, aligned to the output's schema.
     fn decode(&self, desc: &SegmentDesc, parquet_schema: &SchemaDescPtr, bytes: Bytes) -> Result<Vec<RecordBatch>, EngineError> {
         let batches = self.reader(parquet_schema, bytes)?.map(|b| align(b?, &self.schema)).collect::<Result<Vec<_>, _>>()?;
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        if rows != desc.rows as usize {
-            return Err(EngineError::RowCountMismatch { expected: desc.rows as u64, out: rows as u64 });
-        }
+        expect_rows(desc, batches.iter().map(RecordBatch::num_rows).sum())?;
         Ok(batches)
     }
 
@@ -148,6 +138,14 @@ impl Merger {
             .with_size_stats_policy(ParquetStatisticsPolicy::SkipAll);
         let metadata = ArrowReaderMetadata::load(&bytes, options)?;
         Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, metadata).with_batch_size(self.write_batch_rows).build()?)
+    }
+
+    /// Writes the queued rows once there are enough for a write batch.
+    fn write_if_due(&mut self) -> Result<(), EngineError> {
+        if self.pending_rows >= self.write_batch_rows {
+            self.write_pending()?;
+        }
+        Ok(())
     }
 
     fn write_pending(&mut self) -> Result<(), EngineError> {
@@ -217,6 +215,14 @@ fn writer_properties(schema: &SchemaRef, config: &EngineConfig, metadata: Vec<Ke
         .set_max_row_group_row_count(Some(usize::MAX))
         .set_key_value_metadata(Some(metadata))
         .build()
+}
+
+/// `rows` decoded from a segment are the rows its footer announced.
+fn expect_rows(desc: &SegmentDesc, rows: usize) -> Result<(), EngineError> {
+    if rows != desc.rows as usize {
+        return Err(EngineError::RowCountMismatch { expected: desc.rows as u64, out: rows as u64 });
+    }
+    Ok(())
 }
 
 /// `batch` with `schema`'s columns in `schema`'s order; columns it lacks are all null.
