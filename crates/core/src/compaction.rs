@@ -21,8 +21,9 @@
 //!    output no commit ever records is found and deleted by [`crate::cleanup`].
 //! 4. `update-metadata`: one fenced batch ([`crate::commit`]). If it changes nothing, the run had
 //!    lost its lease: its outputs are orphans for clean-up and nothing is counted twice. The
-//!    same holds when another run had compacted some of the listed fragments meanwhile (a run
-//!    resumed from its checkpoints after its lease had expired): the run is superseded. When
+//!    same holds when another run had compacted some of the listed fragments, or merged some of
+//!    the chosen files, meanwhile (a run resumed from its checkpoints after its lease had
+//!    expired): the run is superseded. When
 //!    fragments are still pending afterwards (uploads that arrived during the run, or more than
 //!    one run takes), the run asks for a continuation.
 //!
@@ -115,9 +116,10 @@ pub enum Outcome {
     Committed(Summary),
     /// The run had lost its lease by the time it committed: its outputs are orphans.
     LostLease { orphans: Vec<String> },
-    /// Another run had compacted some of the fragments this run listed (this one had died
-    /// before its commit, and its message came back after its lease had expired): nothing is
-    /// committed, the lease is released, the outputs are orphans.
+    /// Another run had compacted some of the fragments this run listed, or merged some of the
+    /// files it chose (this one had died before its commit, and its message came back after
+    /// its lease had expired): nothing is committed, the lease is released, the outputs are
+    /// orphans.
     Superseded { orphans: Vec<String> },
 }
 
