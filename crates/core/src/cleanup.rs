@@ -3,7 +3,7 @@
 //! runs; what one pass leaves, the next one finishes.
 //!
 //! 1. Expired leases are released (a run that died holding one blocks nobody for longer).
-//! 2. Orphan outputs: keys a run staged ([`index::STAGE_OUTPUT`]) but never committed, older
+//! 2. Orphan outputs: keys a run staged (D1's `staged_outputs`) but never committed, older
 //!    than [`CleanupConfig::orphan_grace_ms`]. Their run is first *reaped*, in one D1 statement
 //!    that succeeds only while the run holds no lease; a reaped run can never take a lease
 //!    again, so it can never commit the keys about to be deleted. Then its multipart uploads are
