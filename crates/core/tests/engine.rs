@@ -199,6 +199,33 @@ fn a_corrupt_segment_is_quarantined_and_the_rest_compacted() {
 }
 
 #[test]
+fn a_segment_whose_pages_do_not_decode_costs_only_itself() {
+    // A table's segments are decoded many at a time: one bad segment among them must leave
+    // out its own rows and no other, whichever run it falls in.
+    let mut fragments: Vec<synth::Fragment> = (0..12).map(|seed| synth::fragment(&FragmentSpec { seed, rows: 1..=30, include_empty_tables: false })).collect();
+    fragments[5].garble_first_page("hougeki");
+    let inputs: Vec<FragmentInput> = fragments.iter().enumerate().map(|(i, f)| input(&format!("k/{i:02}"), "ds", "p", f)).collect();
+    let config = EngineConfig { write_batch_rows: 64, ..EngineConfig::default() };
+    let result = compact_in_memory(&inputs, &config).unwrap();
+    assert!(result.scan.quarantined.is_empty(), "its footer is valid: the scan keeps it");
+    for (plan, file, finished) in &result.outputs {
+        let bad = plan.table.as_str() == "hougeki";
+        let kept: Vec<RecordBatch> = fragments
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !(bad && *i == 5))
+            .map(|(_, f)| f.segments.iter().find(|s| s.table == plan.table).unwrap().batch.clone())
+            .collect();
+        let (got, kv) = read_back(file);
+        assert_same_values(&got, &arrow_select::concat::concat_batches(&kept[0].schema(), &kept).unwrap());
+        let quarantined: Vec<u32> = finished.quarantined.iter().map(|(d, _)| d.fragment).collect();
+        assert_eq!(quarantined, if bad { vec![5] } else { vec![] }, "{}", plan.table);
+        let sources: std::collections::HashMap<_, _> = kv.into_iter().collect();
+        assert_eq!(sources[META_SOURCE_SEGMENTS], kept.len().to_string());
+    }
+}
+
+#[test]
 fn outputs_stream_in_equal_parts() {
     let fragments: Vec<synth::Fragment> = (0..60).map(|seed| synth::fragment(&FragmentSpec { seed, rows: 200..=400, include_empty_tables: false })).collect();
     let inputs: Vec<FragmentInput> = fragments.iter().enumerate().map(|(i, f)| input(&format!("k/{i:03}"), "ds", "p", f)).collect();

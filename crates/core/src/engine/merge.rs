@@ -17,7 +17,11 @@ use parquet::file::properties::WriterProperties;
 use super::plan::OutputPlan;
 use super::segment::{Scan, SegmentDesc};
 use super::sink::PartSink;
+use super::stitch;
 use super::{ENGINE_VERSION, EngineConfig, EngineError};
+
+/// Most segments decoded together (zero-row segments add none to a run's rows).
+const MAX_RUN_SEGMENTS: usize = 256;
 
 /// Key-value metadata keys of every output.
 pub const META_SOURCE_SEGMENTS: &str = "fusou.source_segments";
@@ -30,6 +34,10 @@ pub struct Merger {
     schema: SchemaRef,
     pending: Vec<RecordBatch>,
     pending_rows: usize,
+    /// Segments of one schema not decoded yet: they are decoded together (see [`stitch`]).
+    run: Vec<(SegmentDesc, Bytes)>,
+    run_schema: Option<SchemaDescPtr>,
+    run_rows: usize,
     rows_in: u64,
     write_batch_rows: usize,
     row_group_bytes: usize,
@@ -72,6 +80,9 @@ impl Merger {
             schema: plan.schema.clone(),
             pending: Vec::new(),
             pending_rows: 0,
+            run: Vec::new(),
+            run_schema: None,
+            run_rows: 0,
             rows_in: 0,
             write_batch_rows: config.write_batch_rows,
             row_group_bytes: config.row_group_bytes,
@@ -81,24 +92,64 @@ impl Merger {
         })
     }
 
-    /// Decodes a segment (`bytes`, as `desc` describes them; `parquet_schema` is its schema as
-    /// the scan decoded it) and queues its rows. A segment is taken whole or not at all: one
-    /// whose pages do not decode (its footer did parse in the scan) is quarantined and the merge
-    /// goes on without it, so that one bad segment never blocks the others.
+    /// Queues a segment (`bytes`, as `desc` describes them; `parquet_schema` is its schema as
+    /// the scan decoded it). Segments are decoded in runs of one schema, about a write batch at
+    /// a time. A segment is taken whole or not at all: one whose pages do not decode (its footer
+    /// did parse in the scan) is quarantined and the merge goes on without it, so that one bad
+    /// segment never blocks the others.
     pub fn push(&mut self, desc: &SegmentDesc, parquet_schema: &SchemaDescPtr, bytes: Bytes) -> Result<(), EngineError> {
         if bytes.len() != desc.len as usize {
             return Err(EngineError::Config(format!("a segment read {} bytes, its offsets say {}", bytes.len(), desc.len)));
         }
-        match self.decode(desc, parquet_schema, bytes) {
-            Ok(batches) => {
-                self.pending_rows += batches.iter().map(RecordBatch::num_rows).sum::<usize>();
-                self.pending.extend(batches);
-                self.rows_in += desc.rows as u64;
-                self.sources += 1;
+        if self.run.first().is_some_and(|(d, _)| d.schema != desc.schema) {
+            self.decode_run()?;
+        }
+        self.run.push((*desc, bytes));
+        self.run_rows += desc.rows as usize;
+        self.run_schema = Some(parquet_schema.clone());
+        if self.run_rows >= self.write_batch_rows || self.run.len() >= MAX_RUN_SEGMENTS {
+            self.decode_run()?;
+        }
+        Ok(())
+    }
+
+    /// Decodes the queued run with one reader; if any of its segments fails, decodes them one
+    /// by one, quarantining those that fail.
+    fn decode_run(&mut self) -> Result<(), EngineError> {
+        let (run, Some(schema)) = (std::mem::take(&mut self.run), self.run_schema.take()) else { return Ok(()) };
+        let rows = std::mem::take(&mut self.run_rows);
+        match self.decode(&run, &schema, rows) {
+            Ok(batches) => self.queue(batches, run.len(), rows),
+            Err(_) => {
+                for one in &run {
+                    match self.decode(std::slice::from_ref(one), &schema, one.0.rows as usize) {
+                        Ok(batches) => self.queue(batches, 1, one.0.rows as usize),
+                        Err(e) => self.quarantined.push((one.0, e.to_string())),
+                    }
+                }
             }
-            Err(e) => self.quarantined.push((*desc, e.to_string())),
         }
         self.write_if_due()
+    }
+
+    /// Every row of `segments`, aligned to the output's schema, if they hold `rows` rows.
+    fn decode(&self, segments: &[(SegmentDesc, Bytes)], schema: &SchemaDescPtr, rows: usize) -> Result<Vec<RecordBatch>, EngineError> {
+        // Batches of twice a write batch: a run holds a write batch and at most one segment
+        // more, so it nearly always comes out as one batch, written without a copy.
+        let batches = stitch::read_together(segments.iter().map(|(_, b)| b.clone()).collect(), schema, 2 * self.write_batch_rows)?;
+        let decoded = batches.iter().map(RecordBatch::num_rows).sum::<usize>();
+        if decoded != rows {
+            return Err(EngineError::RowCountMismatch { expected: rows as u64, out: decoded as u64 });
+        }
+        batches.into_iter().map(|b| align(b, &self.schema)).collect()
+    }
+
+    /// Queues the rows of `segments` fragment segments.
+    fn queue(&mut self, batches: Vec<RecordBatch>, segments: usize, rows: usize) {
+        self.pending_rows += rows;
+        self.pending.extend(batches);
+        self.rows_in += rows as u64;
+        self.sources += segments as u64;
     }
 
     /// Streams a compacted file (`bytes`, holding the rows of `source_segments` fragment
@@ -106,6 +157,7 @@ impl Merger {
     /// decoded whole. It was written by this engine, so a failure to decode it is an error of
     /// the whole merge, not a quarantine.
     pub fn push_compacted(&mut self, desc: &SegmentDesc, parquet_schema: &SchemaDescPtr, bytes: Bytes, source_segments: u64) -> Result<(), EngineError> {
+        self.decode_run()?;
         let mut rows = 0;
         for batch in self.reader(parquet_schema, bytes)? {
             let batch = align(batch?, &self.schema)?;
@@ -120,16 +172,9 @@ impl Merger {
         Ok(())
     }
 
-    /// Every row of one segment, aligned to the output's schema.
-    fn decode(&self, desc: &SegmentDesc, parquet_schema: &SchemaDescPtr, bytes: Bytes) -> Result<Vec<RecordBatch>, EngineError> {
-        let batches = self.reader(parquet_schema, bytes)?.map(|b| align(b?, &self.schema)).collect::<Result<Vec<_>, _>>()?;
-        expect_rows(desc, batches.iter().map(RecordBatch::num_rows).sum())?;
-        Ok(batches)
-    }
-
+    /// A reader of one compacted file, batch by batch.
     fn reader(&self, parquet_schema: &SchemaDescPtr, bytes: Bytes) -> Result<ParquetRecordBatchReader, EngineError> {
-        // The footer is decoded again (keeping every footer from the scan would make memory
-        // grow with the input), but without its schema or statistics.
+        // The footer is decoded again, as in `stitch`, without its schema or statistics.
         let options = ArrowReaderOptions::new()
             .with_skip_arrow_metadata(true)
             .with_parquet_schema(parquet_schema.clone())
@@ -179,6 +224,7 @@ impl Merger {
 
     /// Writes what is queued and the footer, and checks that every row came out.
     pub fn finish(mut self) -> Result<Finished, EngineError> {
+        self.decode_run()?;
         self.write_pending()?;
         self.writer.append_key_value_metadata(KeyValue::new(META_SOURCE_SEGMENTS.into(), self.sources.to_string()));
         let metadata = self.writer.finish()?;

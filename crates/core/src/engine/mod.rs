@@ -39,6 +39,7 @@ pub mod merge;
 pub mod plan;
 pub mod schema;
 pub mod segment;
+mod stitch;
 pub mod sink;
 
 use parquet::basic::{Compression, ZstdLevel};
