@@ -16,16 +16,20 @@
 //! 4. [`merge`]: a bin's segments are decoded, aligned to the superset schema and re-encoded by
 //!    `ArrowWriter` into large row groups, into a [`sink::PartSink`] that hands out fixed-size
 //!    parts (≥ 5 MiB, all equal but the last, as R2 multipart upload requires) as they fill.
+//!    Consecutive segments of one schema are decoded by one reader, as the row groups of one
+//!    stitched file (`stitch`), about a write batch of rows at a time: a reader per ~20-row
+//!    segment would build its column readers and a batch for those few rows.
 //!
 //! Every output carries key-value metadata: `fusou.source_segments`, `fusou.schema_fingerprint`
 //! and `fusou.engine_version`; its row count equals the sum of its inputs'.
 //!
 //! # Memory usage
 //!
-//! A merge holds: the segments of the fragment being decoded (a few tens of KB), the writer's
-//! in-progress row group (flushed once it reaches [`EngineConfig::row_group_bytes`]), the
-//! batches waiting to be written ([`EngineConfig::write_batch_rows`]) and at most one filling
-//! part plus the parts not yet taken by the caller. None of these grows with the input's size;
+//! A merge holds: the run of segments being decoded (about a write batch of rows, at most 256
+//! segments) and their footers, the writer's in-progress row group (flushed once it reaches
+//! [`EngineConfig::row_group_bytes`]), the batches waiting to be written
+//! ([`EngineConfig::write_batch_rows`]) and at most one filling part plus the parts not yet
+//! taken by the caller. None of these grows with the input's size;
 //! `tests/memory_bound.rs` checks it with a counting allocator over more than 1 GiB of input.
 //! A compacted file merged again (consolidation) is an input of one large segment: it is
 //! decoded batch by batch ([`merge::Merger::push_compacted`]), never whole.
