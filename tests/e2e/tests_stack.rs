@@ -12,10 +12,12 @@ pub const TESTS: &[(&str, Test)] = &[
     ("stack::cors_preflight_is_204", cors_preflight),
 ];
 
-/// The D1 migrations the repository holds, in order.
+/// The D1 migrations the repository holds, in order. The checkout is found when the test runs
+/// (cargo sets `CARGO_MANIFEST_DIR` then too): a shared target directory may hold a binary
+/// built from another checkout of the same sources.
 fn migration_files() -> Vec<String> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations");
-    let mut names: Vec<String> = std::fs::read_dir(dir)
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    let mut names: Vec<String> = std::fs::read_dir(format!("{manifest}/../../migrations"))
         .expect("the migrations directory")
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| n.ends_with(".sql"))

@@ -30,10 +30,12 @@ pub fn realtime_message(dataset: &str) -> crate::message::CompactionMessage {
 }
 
 /// An in-memory SQLite database with `migrations/*.sql` applied in order, as D1 applies them.
+/// The checkout is found when the test runs (cargo sets `CARGO_MANIFEST_DIR` then too): a
+/// shared target directory may hold a binary built from another checkout of the same sources.
 pub fn migrated_sqlite() -> Connection {
     let conn = Connection::open_in_memory().unwrap();
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations");
-    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    let mut files: Vec<_> = std::fs::read_dir(format!("{manifest}/../../migrations")).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     for f in files {
         conn.execute_batch(&std::fs::read_to_string(&f).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
