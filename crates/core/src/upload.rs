@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::fragment::{self, FragmentError, SegmentInfo, TableOffset};
+use crate::fragment::{self, FragmentError, TableOffset};
 use crate::ids::{DatasetId, IdError, PeriodTag, TableName};
 
 /// The audience of upload grants, so that no other token of ours can pose as one.
@@ -256,8 +256,9 @@ impl UploadGrant {
     }
 
     /// Holds the phase-2 body to the declaration: its length, its SHA-256, and every declared
-    /// segment a readable Parquet file.
-    pub fn check_body(&self, body: &Bytes) -> Result<Vec<SegmentInfo>, UploadError> {
+    /// segment a readable Parquet file. Returns the declared offsets, each with the row count
+    /// its footer gives: older clients do not send it, and compaction's scan relies on it.
+    pub fn check_body(&self, body: &Bytes) -> Result<Vec<TableOffset>, UploadError> {
         if body.len() as u64 != self.size {
             return Err(UploadError::BadRequest(format!(
                 "body is {} bytes but {} were declared",
@@ -268,7 +269,8 @@ impl UploadGrant {
         if ContentHash::of(body) != self.hash {
             return Err(UploadError::BadRequest("body does not match the declared content_hash".into()));
         }
-        Ok(fragment::inspect_fragment(&self.offsets, body)?)
+        let segments = fragment::inspect_fragment(&self.offsets, body)?;
+        Ok(self.offsets.iter().zip(segments).map(|(o, s)| TableOffset { num_rows: Some(s.num_rows), ..o.clone() }).collect())
     }
 }
 

@@ -1,5 +1,5 @@
-//! The first pass: each fragment is read once and its segments' footers parsed. What planning
-//! needs is kept in a [`Scan`]: fragments, table names and schemas once each, and per segment a
+//! The first pass: each fragment is read once and its segments' footer schemas decoded. What
+//! planning needs is kept in a [`Scan`]: fragments, table names and schemas once each, and per segment a
 //! 24-byte [`SegmentDesc`], so that planning memory is small and holds no footer.
 
 use std::collections::HashMap;
@@ -82,7 +82,7 @@ pub struct Scan {
 }
 
 impl Scan {
-    /// Reads the footer of each segment of `input`, fragment number `self.fragments.len()`
+    /// Decodes the footer schema of each segment of `input`, fragment number `self.fragments.len()`
     /// (numbers follow the order fragments are added); segments that do not parse are
     /// quarantined, each with an error naming the fragment and the table.
     pub fn add_fragment(&mut self, input: &FragmentInput) {
@@ -126,26 +126,32 @@ impl Scan {
         if offset.byte_length > u32::MAX as u64 {
             return Err(format!("segment {} is larger than 4 GiB", offset.table_name));
         }
-        let info = fragment::inspect_segment_with(offset, bytes, Some(footer_options(None))).map_err(|e| e.to_string())?;
-        let rows = u32::try_from(info.num_rows).map_err(|_| format!("segment {} has too many rows", offset.table_name))?;
-        let file = info.metadata.file_metadata();
+        // A row count the upload verified saves decoding all but the footer's schema; the merge
+        // decodes the whole footer anyway, and a segment whose rows differ is quarantined there.
+        let (schema, rows) = match offset.num_rows {
+            Some(rows) => (fragment::segment_schema(offset, &bytes).map_err(|e| e.to_string())?, rows),
+            None => {
+                let info = fragment::inspect_segment_with(offset, bytes, Some(footer_options(None))).map_err(|e| e.to_string())?;
+                (info.metadata.file_metadata().schema_descr_ptr(), info.num_rows)
+            }
+        };
+        let rows = u32::try_from(rows).map_err(|_| format!("segment {} has too many rows", offset.table_name))?;
         // Comparing the Parquet schema with the table's last one is cheaper than converting and
         // hashing it (the conversion depends on the Parquet schema alone).
         if let Some(&last) = self.last_schema.get(&offset.table_name)
-            && self.parquet_schemas[last as usize].root_schema() == file.schema_descr().root_schema()
+            && self.parquet_schemas[last as usize].root_schema() == schema.root_schema()
         {
             return Ok((last, rows));
         }
         // The Arrow schema is derived from the Parquet schema alone: the client's columns are
         // plain Int32/Int64/Float32/Boolean/Utf8, which that conversion gives exactly.
-        let schema = parquet_to_arrow_schema(file.schema_descr(), None)
-            .map_err(|e| format!("segment {} has no Arrow schema: {e}", offset.table_name))?;
-        let fp = fingerprint(&schema);
+        let arrow = parquet_to_arrow_schema(&schema, None).map_err(|e| format!("segment {} has no Arrow schema: {e}", offset.table_name))?;
+        let fp = fingerprint(&arrow);
         let next = self.schemas.len() as u16;
         let index = *self.schema_index.entry(fp.clone()).or_insert(next);
         if index == next {
-            self.schemas.push((fp, Arc::new(schema)));
-            self.parquet_schemas.push(file.schema_descr_ptr());
+            self.schemas.push((fp, Arc::new(arrow)));
+            self.parquet_schemas.push(schema);
         }
         self.last_schema.insert(offset.table_name.clone(), index);
         Ok((index, rows))

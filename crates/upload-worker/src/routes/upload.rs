@@ -69,7 +69,7 @@ async fn body(req: &mut Request, ctx: &Ctx, user: Uuid, token: &str) -> Result<R
         return Err(ApiError::bad_request(format!("body is {len} bytes but {} were declared", grant.size)));
     }
     let body = Bytes::from(req.bytes().await?);
-    grant.check_body(&body)?;
+    let offsets = grant.check_body(&body)?;
     pipeline::check_owner(ctx, &grant.dataset, user).await?;
     pipeline::check_not_stored(ctx, &grant.dataset, &grant.hash).await?;
 
@@ -83,7 +83,7 @@ async fn body(req: &mut Request, ctx: &Ctx, user: Uuid, token: &str) -> Result<R
             period: grant.period.clone(),
             key: grant.key.clone(),
             hash: grant.hash.clone(),
-            offsets: grant.offsets.clone(),
+            offsets,
             body: Vec::from(body),
         },
     )
