@@ -94,9 +94,9 @@ impl Merger {
 
     /// Queues a segment (`bytes`, as `desc` describes them; `parquet_schema` is its schema as
     /// the scan decoded it). Segments are decoded in runs of one schema, about a write batch at
-    /// a time. A segment is taken whole or not at all: one whose pages do not decode (its footer
-    /// did parse in the scan) is quarantined and the merge goes on without it, so that one bad
-    /// segment never blocks the others.
+    /// a time. A segment is taken whole or not at all: one whose footer or pages do not decode,
+    /// or whose rows are not the count the scan took, is quarantined and the merge goes on
+    /// without it, so that one bad segment never blocks the others.
     pub fn push(&mut self, desc: &SegmentDesc, parquet_schema: &SchemaDescPtr, bytes: Bytes) -> Result<(), EngineError> {
         if bytes.len() != desc.len as usize {
             return Err(EngineError::Config(format!("a segment read {} bytes, its offsets say {}", bytes.len(), desc.len)));
@@ -137,10 +137,7 @@ impl Merger {
         // Batches of twice a write batch: a run holds a write batch and at most one segment
         // more, so it nearly always comes out as one batch, written without a copy.
         let batches = stitch::read_together(segments.iter().map(|(_, b)| b.clone()).collect(), schema, 2 * self.write_batch_rows)?;
-        let decoded = batches.iter().map(RecordBatch::num_rows).sum::<usize>();
-        if decoded != rows {
-            return Err(EngineError::RowCountMismatch { expected: rows as u64, out: decoded as u64 });
-        }
+        expect_rows(rows, batches.iter().map(RecordBatch::num_rows).sum())?;
         batches.into_iter().map(|b| align(b, &self.schema)).collect()
     }
 
@@ -166,7 +163,7 @@ impl Merger {
             self.pending.push(batch);
             self.write_if_due()?;
         }
-        expect_rows(desc, rows)?;
+        expect_rows(desc.rows as usize, rows)?;
         self.rows_in += rows as u64;
         self.sources += source_segments;
         Ok(())
@@ -263,10 +260,10 @@ fn writer_properties(schema: &SchemaRef, config: &EngineConfig, metadata: Vec<Ke
         .build()
 }
 
-/// `rows` decoded from a segment are the rows its footer announced.
-fn expect_rows(desc: &SegmentDesc, rows: usize) -> Result<(), EngineError> {
-    if rows != desc.rows as usize {
-        return Err(EngineError::RowCountMismatch { expected: desc.rows as u64, out: rows as u64 });
+/// The rows decoded are the rows expected.
+fn expect_rows(expected: usize, decoded: usize) -> Result<(), EngineError> {
+    if decoded != expected {
+        return Err(EngineError::RowCountMismatch { expected: expected as u64, out: decoded as u64 });
     }
     Ok(())
 }
