@@ -160,7 +160,7 @@ pub fn inspect_segment_with(
     segment: Bytes,
     options: Option<ParquetMetaDataOptions>,
 ) -> Result<SegmentInfo, FragmentError> {
-    let footer = footer(offset, &segment)?;
+    let footer = segment_footer(offset, &segment)?;
     let metadata = ParquetMetaDataReader::decode_metadata_with_options(footer, options.as_ref())
         .map_err(|e| not_parquet(offset, format!("its footer does not parse: {e}")))?;
     let num_rows = metadata.file_metadata().num_rows().max(0) as u64;
@@ -172,11 +172,25 @@ pub fn inspect_segment_with(
     Ok(SegmentInfo { table_name: offset.table_name.clone(), num_rows, metadata })
 }
 
-/// The schema of a segment, decoded from its footer alone (the rest of the footer, row groups
-/// and all, is left undecoded: about a third of the cost of a whole footer).
-pub fn segment_schema(offset: &TableOffset, segment: &Bytes) -> Result<SchemaDescPtr, FragmentError> {
-    ParquetMetaDataReader::decode_schema(footer(offset, segment)?)
-        .map_err(|e| not_parquet(offset, format!("its footer's schema does not parse: {e}")))
+/// The schema an encoded footer holds, decoded alone (the rest of the footer, row groups and
+/// all, is left undecoded: about a third of the cost of a whole footer).
+pub fn footer_schema(offset: &TableOffset, footer: &[u8]) -> Result<SchemaDescPtr, FragmentError> {
+    ParquetMetaDataReader::decode_schema(footer).map_err(|e| not_parquet(offset, format!("its footer's schema does not parse: {e}")))
+}
+
+/// How many bytes at the start of an encoded footer whose schema decodes hold that schema (and
+/// the version before it): another footer that begins with the same bytes has the same schema.
+/// Found by bisection, since a prefix decodes exactly when it holds the whole schema.
+pub fn schema_prefix_len(footer: &[u8]) -> usize {
+    let (mut short, mut enough) = (0, footer.len());
+    while enough - short > 1 {
+        let mid = short + (enough - short) / 2;
+        match ParquetMetaDataReader::decode_schema(&footer[..mid]) {
+            Ok(_) => enough = mid,
+            Err(_) => short = mid,
+        }
+    }
+    enough
 }
 
 fn not_parquet(offset: &TableOffset, reason: String) -> FragmentError {
@@ -184,7 +198,7 @@ fn not_parquet(offset: &TableOffset, reason: String) -> FragmentError {
 }
 
 /// The encoded footer of a standalone Parquet file: `PAR1`, pages, footer, its length, `PAR1`.
-fn footer<'a>(offset: &TableOffset, segment: &'a Bytes) -> Result<&'a [u8], FragmentError> {
+pub fn segment_footer<'a>(offset: &TableOffset, segment: &'a [u8]) -> Result<&'a [u8], FragmentError> {
     if segment.len() < MIN_PARQUET_LEN as usize
         || &segment[..4] != PARQUET_MAGIC
         || &segment[segment.len() - 4..] != PARQUET_MAGIC

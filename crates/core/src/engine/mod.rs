@@ -4,8 +4,9 @@
 //! code. The stages are separate so that each can be tested and bounded on its own:
 //!
 //! 1. [`segment`]: a fragment, read whole (one GET), is cut into its per-table segments by
-//!    `table_offsets`; each segment's footer schema is decoded, and its row count taken from the
-//!    offsets (the whole footer is decoded when they have none). A segment that is not valid
+//!    `table_offsets`; each segment's schema is read from its footer (decoded only when the
+//!    footer does not begin with the bytes of its table's last schema), and its row count taken
+//!    from the offsets (the whole footer is decoded when they have none). A segment that is not valid
 //!    Parquet is *quarantined* with an error naming its fragment and table, here or when the
 //!    merge decodes it (a wrong row count included); the others go on.
 //! 2. [`schema`]: each segment's Arrow schema gets a stable fingerprint. Segments are grouped per

@@ -1,5 +1,5 @@
-//! The first pass: each fragment is read once and its segments' footer schemas decoded. What
-//! planning needs is kept in a [`Scan`]: fragments, table names and schemas once each, and per segment a
+//! The first pass: each fragment is read once and its segments' schemas read from their
+//! footers. What planning needs is kept in a [`Scan`]: fragments, table names and schemas once each, and per segment a
 //! 24-byte [`SegmentDesc`], so that planning memory is small and holds no footer.
 
 use std::collections::HashMap;
@@ -78,11 +78,18 @@ pub struct Scan {
     table_index: HashMap<TableName, u16>,
     schema_index: HashMap<Fingerprint, u16>,
     /// The schema each table's last segment had: the next one nearly always has it too.
-    last_schema: HashMap<TableName, u16>,
+    last_schema: HashMap<TableName, LastSchema>,
+}
+
+/// A schema index, and the bytes a footer with that schema began with, up to the schema's end.
+#[derive(Debug)]
+struct LastSchema {
+    index: u16,
+    footer_prefix: Vec<u8>,
 }
 
 impl Scan {
-    /// Decodes the footer schema of each segment of `input`, fragment number `self.fragments.len()`
+    /// Reads the schema of each segment of `input`, fragment number `self.fragments.len()`
     /// (numbers follow the order fragments are added); segments that do not parse are
     /// quarantined, each with an error naming the fragment and the table.
     pub fn add_fragment(&mut self, input: &FragmentInput) {
@@ -126,23 +133,21 @@ impl Scan {
         if offset.byte_length > u32::MAX as u64 {
             return Err(format!("segment {} is larger than 4 GiB", offset.table_name));
         }
-        // A row count the upload verified saves decoding all but the footer's schema; the merge
-        // decodes the whole footer anyway, and a segment whose rows differ is quarantined there.
-        let (schema, rows) = match offset.num_rows {
-            Some(rows) => (fragment::segment_schema(offset, &bytes).map_err(|e| e.to_string())?, rows),
-            None => {
-                let info = fragment::inspect_segment_with(offset, bytes, Some(footer_options(None))).map_err(|e| e.to_string())?;
-                (info.metadata.file_metadata().schema_descr_ptr(), info.num_rows)
-            }
+        let footer = fragment::segment_footer(offset, &bytes).map_err(|e| e.to_string())?;
+        // A row count the upload verified saves decoding the footer's row groups; the merge
+        // decodes them anyway, and quarantines a segment whose rows differ.
+        let rows = match offset.num_rows {
+            Some(rows) => rows,
+            None => fragment::inspect_segment_with(offset, bytes.clone(), Some(footer_options(None))).map_err(|e| e.to_string())?.num_rows,
         };
         let rows = u32::try_from(rows).map_err(|_| format!("segment {} has too many rows", offset.table_name))?;
-        // Comparing the Parquet schema with the table's last one is cheaper than converting and
-        // hashing it (the conversion depends on the Parquet schema alone).
-        if let Some(&last) = self.last_schema.get(&offset.table_name)
-            && self.parquet_schemas[last as usize].root_schema() == schema.root_schema()
+        // A footer that begins with the bytes of its table's last schema has that schema.
+        if let Some(last) = self.last_schema.get(&offset.table_name)
+            && footer.starts_with(&last.footer_prefix)
         {
-            return Ok((last, rows));
+            return Ok((last.index, rows));
         }
+        let schema = fragment::footer_schema(offset, footer).map_err(|e| e.to_string())?;
         // The Arrow schema is derived from the Parquet schema alone: the client's columns are
         // plain Int32/Int64/Float32/Boolean/Utf8, which that conversion gives exactly.
         let arrow = parquet_to_arrow_schema(&schema, None).map_err(|e| format!("segment {} has no Arrow schema: {e}", offset.table_name))?;
@@ -153,7 +158,8 @@ impl Scan {
             self.schemas.push((fp, Arc::new(arrow)));
             self.parquet_schemas.push(schema);
         }
-        self.last_schema.insert(offset.table_name.clone(), index);
+        let footer_prefix = footer[..fragment::schema_prefix_len(footer)].to_vec();
+        self.last_schema.insert(offset.table_name.clone(), LastSchema { index, footer_prefix });
         Ok((index, rows))
     }
 

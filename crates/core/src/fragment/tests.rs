@@ -113,3 +113,22 @@ fn empty_tables_are_still_valid_segments() {
     let infos = inspect_fragment(&f.offsets, &Bytes::from(f.bytes.clone())).unwrap();
     assert_eq!(infos.iter().map(|i| i.num_rows).sum::<u64>(), 1, "only env_info has its one row");
 }
+
+#[test]
+fn a_footer_that_begins_with_a_schema_s_bytes_has_that_schema() {
+    let footer_of = |f: &crate::synth::Fragment, table: &str| {
+        let o = f.offsets.iter().find(|o| o.table_name.as_str() == table).unwrap().clone();
+        let footer = segment_footer(&o, &f.bytes[o.start_byte as usize..o.end() as usize]).unwrap().to_vec();
+        (o, footer)
+    };
+    let (a, b) = (fragment(&FragmentSpec { seed: 1, ..FragmentSpec::default() }), fragment(&FragmentSpec { seed: 2, ..FragmentSpec::default() }));
+    let (o, battle) = footer_of(&a, "battle");
+    let n = schema_prefix_len(&battle);
+    // The shortest prefix that decodes, and it decodes to the footer's schema.
+    assert!(ParquetMetaDataReader::decode_schema(&battle[..n - 1]).is_err());
+    assert_eq!(footer_schema(&o, &battle[..n]).unwrap(), footer_schema(&o, &battle).unwrap());
+    assert!(n < battle.len(), "the row groups follow the schema");
+    // Another segment of the table shares those bytes; another table's does not.
+    assert!(footer_of(&b, "battle").1.starts_with(&battle[..n]));
+    assert!(!footer_of(&a, "cells").1.starts_with(&battle[..n]));
+}
