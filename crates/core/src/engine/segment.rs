@@ -1,6 +1,7 @@
 //! The first pass: each fragment is read once and its segments' schemas read from their
-//! footers. What planning needs is kept in a [`Scan`]: fragments, table names and schemas once each, and per segment a
-//! 24-byte [`SegmentDesc`], so that planning memory is small and holds no footer.
+//! footers. What planning needs is kept in a [`Scan`]: fragments, table names and schemas once
+//! each, and per segment a 24-byte [`SegmentDesc`], so that planning memory is small and holds
+//! no footer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
