@@ -4,7 +4,9 @@
 # same fragments. MB/s and duration of each, their ratio, and the Worker's Wasm memory as it
 # reports it from inside (its size after each run, which is its peak: Wasm memory never shrinks).
 # Runs are capped in bytes (COMPACTION_MAX_RUN_BYTES), so the set takes several; their time is
-# summed (queue waits between runs excluded).
+# summed (queue waits between runs excluded). Beside them, the engine alone compiled to Wasm and
+# run by V8 without the platform (crates/engine-wasm): the Worker's gap to native, split into
+# what Wasm costs and what the platform's reads, writes and checkpoints cost.
 # Usage: scripts/bench-worker.sh [fragments, default 500]
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -40,7 +42,12 @@ stack_down
 
 # The native figure is the median of three runs: this machine's noise is several percent.
 native="$(for _ in 1 2 3; do "$fusou" compact --dir "$dir/fragments" --out "$dir/native-out" --codec zstd | tail -n 1; done)"
-python3 - "$runs" "$native" <<'PY'
+# The engine alone in Wasm, in V8 (Node's): what Wasm costs, without the platform's I/O.
+log "compacting the same fragments with the engine alone in Wasm (V8)"
+cargo build -q --release -p fusou-engine-wasm --target wasm32-unknown-unknown
+wasm-bindgen --target nodejs --out-dir "$dir/engine-wasm" "$CARGO_TARGET_DIR/wasm32-unknown-unknown/release/fusou_engine_wasm.wasm"
+wasm="$(node "$FUSOU_ROOT/scripts/bench-engine-wasm.mjs" "$dir/engine-wasm" "$dir/fragments" | tee /dev/stderr | tail -n 1)"
+python3 - "$runs" "$native" "$wasm" <<'PY'
 import json, re, sys
 runs = [json.loads(l) for l in sys.argv[1].splitlines() if l.strip()]
 natives = [re.search(r"([0-9.]+) s .* ([0-9.]+) MB/s, peak heap ([0-9.]+) MiB", l) for l in sys.argv[2].splitlines()]
@@ -58,5 +65,7 @@ if warm:
     warm_mbps = sum(r["inputBytes"] for r in warm) / 1e6 / (sum(r["durationMs"] for r in warm) / 1000)
     print(f"  without the first run (the isolate's start and Wasm tier-up): {warm_mbps:.1f} MB/s")
 print(f"native engine (median of 3: {', '.join(m.group(2) for m in natives)} MB/s): {float(native.group(1)):.2f} s, {native_mbps:.1f} MB/s, peak heap {native.group(3)} MiB")
+wasm = re.search(r"cold ([0-9.]+) MB/s, warm \(median of 3\) ([0-9.]+) MB/s", sys.argv[3])
+print(f"engine alone in Wasm (V8, no platform I/O): {wasm.group(2)} MB/s warm, {wasm.group(1)} MB/s cold; / native {float(wasm.group(2)) / native_mbps:.2f}")
 print(f"worker / native throughput: {worker_mbps / native_mbps:.2f}")
 PY

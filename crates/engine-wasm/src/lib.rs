@@ -1,0 +1,79 @@
+//! The compaction engine alone, for `scripts/bench-worker.sh` (see `bench-engine-wasm.mjs`):
+//! fragments are loaded into Wasm memory once, then [`Fragments::compact`] runs the engine's
+//! two passes (scan, then plan and merge every output) as `fusou compact` does natively, with
+//! the parts counted instead of written. Its figure, beside the Worker's and the native
+//! engine's, splits the Worker's gap into what Wasm costs and what the platform's I/O costs.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fusou_core::engine::segment::{FragmentInput, Scan, SegmentDesc};
+use fusou_core::engine::{EngineConfig, merge, plan};
+use fusou_core::ids::{DatasetId, PeriodTag};
+use wasm_bindgen::prelude::*;
+
+// The compaction Worker's allocator, so that the engine allocates here as it does there.
+#[cfg(all(not(target_feature = "atomics"), target_family = "wasm"))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
+/// Fragments held in Wasm memory, as a compaction run holds them.
+#[wasm_bindgen]
+#[derive(Default)]
+pub struct Fragments {
+    inputs: Vec<FragmentInput>,
+}
+
+#[wasm_bindgen]
+impl Fragments {
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one fragment: its bytes and its offsets (the JSON `fusou gen` writes beside it).
+    pub fn add(&mut self, offsets_json: &str, bytes: &[u8]) -> Result<(), String> {
+        let offsets = serde_json::from_str(offsets_json).map_err(|e| format!("offsets: {e}"))?;
+        self.inputs.push(FragmentInput {
+            key: Arc::from(format!("{:06}", self.inputs.len()).as_str()),
+            dataset: DatasetId::parse("local").expect("valid"),
+            period: PeriodTag::parse("0").expect("valid"),
+            offsets,
+            bytes: Bytes::copy_from_slice(bytes),
+            compacted: None,
+        });
+        Ok(())
+    }
+
+    /// Input bytes.
+    pub fn bytes(&self) -> f64 {
+        self.inputs.iter().map(|f| f.bytes.len() as f64).sum()
+    }
+
+    /// Scans, plans and merges every output; answers the output bytes. Fails if a row is lost.
+    pub fn compact(&self) -> Result<f64, String> {
+        let config = EngineConfig::default();
+        let mut scan = Scan::default();
+        for input in &self.inputs {
+            scan.add_fragment(input);
+        }
+        let (mut bytes, mut rows) = (0u64, 0u64);
+        for output in plan::plan(&scan, &config) {
+            let read = |d: &SegmentDesc| Ok(self.inputs[d.fragment as usize].bytes.slice(d.range()));
+            let finished = merge::merge_output(&output, &scan, &config, read, |part| bytes += part.len() as u64).map_err(|e| e.to_string())?;
+            rows += finished.rows;
+        }
+        if rows != scan.rows() {
+            return Err(format!("rows out {rows} differ from rows in {}", scan.rows()));
+        }
+        Ok(bytes as f64)
+    }
+
+    /// The size of this module's Wasm memory (it never shrinks: the peak so far).
+    pub fn memory_bytes() -> f64 {
+        #[cfg(target_arch = "wasm32")]
+        return (core::arch::wasm32::memory_size::<0>() * 65_536) as f64;
+        #[cfg(not(target_arch = "wasm32"))]
+        0.0
+    }
+}
