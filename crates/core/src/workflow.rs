@@ -119,6 +119,8 @@ pub struct StepRecord {
     /// `false` when the output came from the checkpoint store.
     pub ran: bool,
     pub attempts: u32,
+    /// Time spent on the step, its checkpoint's write included (the checkpoint itself can only
+    /// hold the time before its write): the records of a run add up to the run's time.
     pub duration_ms: u64,
 }
 
@@ -185,6 +187,7 @@ impl<'a, S: CheckpointStore, C: Clock> Run<'a, S, C> {
         let output = serde_json::to_string(&value).map_err(|e| StepError::Corrupt { step: name.to_owned(), message: e.to_string() })?;
         let checkpoint = Checkpoint { step: name, output: &output, attempts, duration_ms, completed_at_ms };
         let stored = self.store.save(&self.id, &checkpoint).await.map_err(store_error)?;
+        let duration_ms = self.clock.now_ms().saturating_sub(started);
         self.records.push(StepRecord { name: name.to_owned(), ran: true, attempts, duration_ms });
         self.interrupt(name)?;
         // Another invocation of this run may have stored the step first: go on from its output.

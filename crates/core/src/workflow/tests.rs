@@ -59,6 +59,37 @@ fn a_rerun_skips_completed_steps() {
     assert_eq!(calls.get(), 2);
 }
 
+/// A checkpoint store whose writes take 5 ms of the clock.
+struct SlowSaves<'a>(&'a Sqlite, &'a FakeClock);
+
+impl CheckpointStore for SlowSaves<'_> {
+    async fn outputs(&self, run: &str) -> Result<Vec<(String, String)>, String> {
+        self.0.outputs(run).await
+    }
+
+    async fn save(&self, run: &str, checkpoint: &Checkpoint<'_>) -> Result<String, String> {
+        self.1.sleep(5).await;
+        self.0.save(run, checkpoint).await
+    }
+}
+
+#[test]
+fn a_step_s_time_counts_its_checkpoint_s_write() {
+    let store = Sqlite::migrated();
+    let clock = FakeClock::default();
+    let slow = SlowSaves(&store, &clock);
+    let records = block_on(async {
+        let mut run = Run::new("run-timed", &slow, &clock);
+        run.step("merge", &QUICK, || async { clock.sleep(10).await; Ok(1) }).await.unwrap();
+        run.ephemeral("read", &QUICK, || async { clock.sleep(3).await; Ok(()) }).await.unwrap();
+        run.records().to_vec()
+    });
+    let times: Vec<(&str, u64)> = records.iter().map(|r| (r.name.as_str(), r.duration_ms)).collect();
+    assert_eq!(times, [("merge", 15), ("read", 3)], "the records add up to the clock's 18 ms");
+    let stored: u64 = store.with(|c| c.query_row("SELECT duration_ms FROM workflow_steps WHERE step = 'merge'", [], |r| r.get(0)).unwrap());
+    assert_eq!(stored, 10, "the checkpoint holds the time before its own write");
+}
+
 #[test]
 fn a_crash_between_steps_resumes_at_the_next_step() {
     let store = Sqlite::migrated();
