@@ -120,7 +120,7 @@ pub struct StepRecord {
     pub ran: bool,
     pub attempts: u32,
     /// Time spent on the step, its checkpoint's write included (the checkpoint itself can only
-    /// hold the time before its write): the records of a run add up to the run's time.
+    /// hold the time before its write), so that no step's write falls outside every record.
     pub duration_ms: u64,
 }
 
