@@ -14,6 +14,7 @@ pub const TESTS: &[(&str, Test)] = &[
     ("supabase::postgrest_errors_have_postgrest_shape", error_shapes),
     ("supabase::bad_or_missing_api_keys_are_refused", bad_keys),
     ("supabase::minted_token_verifies_against_the_jwk_set", token_verifies),
+    ("supabase::one_email_signs_in_one_user", one_email_one_user),
     ("supabase::rls_users_read_only_their_own_rows_over_rest", rls_over_rest),
     ("supabase::rls_policies_hold_in_postgresql_itself", rls_in_postgres),
 ];
@@ -160,6 +161,33 @@ fn token_verifies() -> TestResult {
     ensure!(verify_user_token(&wrong_issuer, &config, now()).is_err(), "a foreign issuer verified");
     let (_, expired) = new_user(json!({ "exp": now() - 10 }))?;
     ensure_eq!(verify_user_token(&expired, &config, now()), Err(AuthError::Expired));
+    Ok(())
+}
+
+/// The user id a development sign-in answers with.
+fn sign_in(body: Value) -> Result<String, String> {
+    let s = stack();
+    let (status, answer) = send(
+        s.http
+            .post(format!("{}/auth/v1/dev/token", s.supabase_url))
+            .header("apikey", &s.service_key)
+            .bearer_auth(&s.service_key)
+            .json(&body),
+    )?;
+    ensure_eq!(status, 200, "{answer}");
+    Ok(answer["user"]["id"].as_str().ok_or("no user id")?.to_owned())
+}
+
+fn one_email_one_user() -> TestResult {
+    let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
+    let first = sign_in(json!({ "email": email }))?;
+    ensure_eq!(sign_in(json!({ "email": email, "expires_in": 60 }))?, first, "the same email, signed in again");
+    ensure!(sign_in(json!({ "email": format!("other-{email}") }))? != first, "another email got the same user");
+    let users = pg_json(&[], &format!("SELECT count(*) AS n FROM auth.users WHERE email = '{email}'"))?;
+    ensure_eq!(users[0]["n"], 1, "{users}");
+    // An explicit id is that user, whatever the email.
+    let sub = uuid::Uuid::new_v4().to_string();
+    ensure_eq!(sign_in(json!({ "sub": sub, "email": email }))?, sub);
     Ok(())
 }
 

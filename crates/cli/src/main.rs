@@ -54,8 +54,10 @@ enum Command {
         /// The stand-in's secret key (default: read from .local/secrets.env).
         #[arg(long, env = "SUPABASE_SERVICE_KEY")]
         service_key: Option<String>,
-        #[arg(long)]
-        email: Option<String>,
+        /// The user to sign in as: one email, one user, so tokens minted later own the same
+        /// datasets (the default is the user `scripts/dev.sh` prints a token for).
+        #[arg(long, default_value = "admiral@fusou.local")]
+        email: String,
     },
     /// Show a dataset's state.
     Status {
@@ -86,7 +88,7 @@ async fn main() {
         Command::Compact(args) => commands::compact::compact(args),
         Command::Upload(args) => commands::upload::upload(&cli.url, args).await,
         Command::Load(args) => commands::upload::load(&cli.url, args).await,
-        Command::Token { supabase_url, service_key, email } => commands::token(&supabase_url, service_key, email).await,
+        Command::Token { supabase_url, service_key, email } => commands::token(&supabase_url, service_key, &email).await,
         Command::Status { dataset, token } => commands::status(&cli.url, &dataset, &token).await,
         Command::Fetch { dataset, token, out } => commands::fetch(&cli.url, &dataset, &token, &out).await,
         Command::Trigger { operator_secret } => commands::trigger(&cli.url, &operator_secret).await,

@@ -64,7 +64,9 @@ struct TokenRequest {
 }
 
 /// Signs a user in without a password: makes (or keeps) the user in `auth.users` and answers
-/// as Supabase's `/auth/v1/token` does. Development only, and only with the secret key.
+/// as Supabase's `/auth/v1/token` does. As in Supabase, an email names one user: signing in
+/// with it again (without `sub`) gives the same user id, so a token minted later still owns the
+/// datasets of an earlier one. Development only, and only with the secret key.
 async fn dev_token(State(state): Shared, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     state.keys.require_secret(header_str(&headers, "apikey"), header_str(&headers, "authorization"))?;
     let req: TokenRequest = if body.is_empty() {
@@ -72,8 +74,6 @@ async fn dev_token(State(state): Shared, headers: HeaderMap, body: Bytes) -> Res
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::pgrst(400, "PGRST102", e.to_string()))?
     };
-    let id = req.sub.unwrap_or_else(Uuid::new_v4);
-    let email = req.email.unwrap_or_else(|| format!("{}@fusou.local", &id.simple().to_string()[..8]));
     let expires_in = req.expires_in.unwrap_or(3600);
     let iat = now();
     let exp = iat.saturating_add_signed(expires_in);
@@ -82,6 +82,21 @@ async fn dev_token(State(state): Shared, headers: HeaderMap, body: Bytes) -> Res
     let mut client = state.pool.get().await;
     let tx = client.transaction().await.map_err(pg)?;
     tx.execute("SELECT set_config('role', 'service_role', true)", &[]).await.map_err(pg)?;
+    let known = match (&req.sub, &req.email) {
+        (None, Some(email)) => {
+            // Two first sign-ins with one email must not make two users.
+            tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[email]).await.map_err(pg)?;
+            let row = tx
+                .query_opt("SELECT id::text FROM auth.users WHERE email = $1 ORDER BY created_at LIMIT 1", &[email])
+                .await
+                .map_err(pg)?;
+            // A uuid column's text always parses.
+            row.and_then(|r| r.get::<_, String>(0).parse::<Uuid>().ok())
+        }
+        _ => None,
+    };
+    let id = req.sub.or(known).unwrap_or_else(Uuid::new_v4);
+    let email = req.email.unwrap_or_else(|| format!("{}@fusou.local", &id.simple().to_string()[..8]));
     tx.execute(
         "INSERT INTO auth.users (id, email) VALUES ($1::text::uuid, $2) ON CONFLICT (id) DO NOTHING",
         &[&id.to_string(), &email],

@@ -64,7 +64,7 @@ fn local_service_key() -> Option<String> {
     }
 }
 
-pub async fn token(supabase_url: &str, service_key: Option<String>, email: Option<String>) -> Result<(), String> {
+pub async fn token(supabase_url: &str, service_key: Option<String>, email: &str) -> Result<(), String> {
     if !is_local(supabase_url) {
         return Err(format!("{supabase_url} is not the local stand-in: sign in through your Supabase project instead"));
     }
