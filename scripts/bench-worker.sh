@@ -6,7 +6,9 @@
 # Runs are capped in bytes (COMPACTION_MAX_RUN_BYTES), so the set takes several; their time is
 # summed (queue waits between runs excluded). Beside them, the engine alone compiled to Wasm and
 # run by V8 without the platform (crates/engine-wasm): the Worker's gap to native, split into
-# what Wasm costs and what the platform's reads, writes and checkpoints cost.
+# what Wasm costs and what the platform's reads, writes and checkpoints cost. The Worker also
+# reports the time its own code ran (`busyMs`, without its waits, in which local R2, D1 and
+# queues do their work), the figure to set beside native for what the Worker itself costs.
 # Usage: scripts/bench-worker.sh [fragments, default 500]
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -59,13 +61,17 @@ native_mbps = float(native.group(2))
 print(f"\ninput: {total('fragments')} fragments, {total('inputBytes') / 1e6:.1f} MB, {total('rows')} rows -> {total('outputs')} files, {total('outputBytes') / 1e6:.1f} MB, in {len(runs)} runs")
 print(f"worker (wrangler dev): {seconds:.2f} s of runs, {worker_mbps:.1f} MB/s, Wasm memory at most {max(r['wasmMemoryBytes'] for r in runs) / 2**20:.1f} MiB")
 for r in runs:
-    print(f"  run {r['runId']}: {r['fragments']} fragments, {r['inputBytes'] / 1e6:.1f} MB, {r['durationMs']} ms, steps {r['steps']}")
+    print(f"  run {r['runId']}: {r['fragments']} fragments, {r['inputBytes'] / 1e6:.1f} MB, {r['durationMs']} ms ({r['busyMs']} ms in the Worker's own code), steps {r['steps']}")
 warm = runs[1:]
 if warm:
     warm_mbps = sum(r["inputBytes"] for r in warm) / 1e6 / (sum(r["durationMs"] for r in warm) / 1000)
     print(f"  without the first run (the isolate's start and Wasm tier-up): {warm_mbps:.1f} MB/s")
+busy = total("busyMs") / 1000
+busy_mbps = total("inputBytes") / 1e6 / busy
+print(f"  of which the Worker's own code: {busy:.2f} s, {busy_mbps:.1f} MB/s; the other {seconds - busy:.2f} s it waited on local R2, D1, queues and Supabase")
 print(f"native engine (median of 3: {', '.join(m.group(2) for m in natives)} MB/s): {float(native.group(1)):.2f} s, {native_mbps:.1f} MB/s, peak heap {native.group(3)} MiB")
 wasm = re.search(r"cold ([0-9.]+) MB/s, warm \(median of 3\) ([0-9.]+) MB/s", sys.argv[3])
 print(f"engine alone in Wasm (V8, no platform I/O): {wasm.group(2)} MB/s warm, {wasm.group(1)} MB/s cold; / native {float(wasm.group(2)) / native_mbps:.2f}")
+print(f"worker's own code / native: {busy_mbps / native_mbps:.2f}")
 print(f"worker / native throughput: {worker_mbps / native_mbps:.2f}")
 PY
