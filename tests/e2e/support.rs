@@ -142,13 +142,19 @@ pub fn rest_as_user(token: &str, method: reqwest::Method, path_and_query: &str) 
 
 /// A new user, signed in: `(user id, access token)`. `claims` are added to the token.
 pub fn new_user(claims: Value) -> Result<(String, String), String> {
+    sign_in(json!({ "claims": claims }))
+}
+
+/// Signs a user in through the stand-in's development endpoint (`sub`, `email`, `expires_in`,
+/// `claims`): `(user id, access token)`.
+pub fn sign_in(request: Value) -> Result<(String, String), String> {
     let s = stack();
     let (status, body) = send(
         s.http
             .post(format!("{}/auth/v1/dev/token", s.supabase_url))
             .header("apikey", &s.service_key)
             .bearer_auth(&s.service_key)
-            .json(&json!({ "claims": claims })),
+            .json(&request),
     )?;
     ensure_eq!(status, 200, "minting a token: {body}");
     let id = body["user"]["id"].as_str().ok_or("no user id")?.to_owned();

@@ -6,7 +6,7 @@ use jsonwebtoken::jwk::JwkSet;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{Test, TestResult, new_user, pg_json, rest_as_service, rest_as_user, send, stack, unique_dataset};
+use crate::support::{Test, TestResult, new_user, pg_json, rest_as_service, rest_as_user, send, sign_in, stack, unique_dataset};
 use crate::{ensure, ensure_eq};
 
 pub const TESTS: &[(&str, Test)] = &[
@@ -165,29 +165,20 @@ fn token_verifies() -> TestResult {
 }
 
 /// The user id a development sign-in answers with.
-fn sign_in(body: Value) -> Result<String, String> {
-    let s = stack();
-    let (status, answer) = send(
-        s.http
-            .post(format!("{}/auth/v1/dev/token", s.supabase_url))
-            .header("apikey", &s.service_key)
-            .bearer_auth(&s.service_key)
-            .json(&body),
-    )?;
-    ensure_eq!(status, 200, "{answer}");
-    Ok(answer["user"]["id"].as_str().ok_or("no user id")?.to_owned())
+fn user_of(request: Value) -> Result<String, String> {
+    Ok(sign_in(request)?.0)
 }
 
 fn one_email_one_user() -> TestResult {
     let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
-    let first = sign_in(json!({ "email": email }))?;
-    ensure_eq!(sign_in(json!({ "email": email, "expires_in": 60 }))?, first, "the same email, signed in again");
-    ensure!(sign_in(json!({ "email": format!("other-{email}") }))? != first, "another email got the same user");
+    let first = user_of(json!({ "email": email }))?;
+    ensure_eq!(user_of(json!({ "email": email, "expires_in": 60 }))?, first, "the same email, signed in again");
+    ensure!(user_of(json!({ "email": format!("other-{email}") }))? != first, "another email got the same user");
     let users = pg_json(&[], &format!("SELECT count(*) AS n FROM auth.users WHERE email = '{email}'"))?;
     ensure_eq!(users[0]["n"], 1, "{users}");
     // An explicit id is that user, whatever the email.
     let sub = uuid::Uuid::new_v4().to_string();
-    ensure_eq!(sign_in(json!({ "sub": sub, "email": email }))?, sub);
+    ensure_eq!(user_of(json!({ "sub": sub, "email": email }))?, sub);
     Ok(())
 }
 
