@@ -84,7 +84,7 @@ pub async fn compact(env: &Env, message: &CompactionMessage) -> Result<(), Strin
     let catalog = SupabaseCatalog(supabase(env));
     let config = RunConfig { crash_after: faults::armed(env, &db.0, &message.dataset_id).await, ..run_config(env) };
     let run = compaction::compact(message, &run_id, &db, &bucket, &db, &catalog, &WorkerClock, &config);
-    let (outcome, busy_ms) = Busy::new(run, || fusou_edge::now_ms() as f64).await;
+    let (outcome, busy_ms) = Busy::new(run, &WorkerClock).await;
     let finished = fusou_edge::now_utc();
     let duration_ms = (finished - started).num_milliseconds();
     match outcome {
@@ -117,7 +117,7 @@ pub async fn compact(env: &Env, message: &CompactionMessage) -> Result<(), Strin
             f["steps"] = step_durations(&summary, duration_ms);
             // The run's own execution, without its waits on R2, D1 and Supabase: a local figure
             // (see `Busy`; on Cloudflare the clock stands still while code runs).
-            f["busyMs"] = json!(busy_ms.round() as u64);
+            f["busyMs"] = json!(busy_ms);
             // Wasm memory never shrinks: its size now is the isolate's peak so far.
             f["wasmMemoryBytes"] = json!(wasm_memory_bytes());
             if !summary.quarantined.is_empty() {

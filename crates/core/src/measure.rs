@@ -12,6 +12,8 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
+use crate::workflow::Clock;
+
 /// Wraps an allocator (the system's by default) and counts live heap bytes.
 pub struct Counting<A = System>(A);
 
@@ -78,66 +80,55 @@ pub fn reset_peak() -> usize {
     now
 }
 
-/// Runs a future and adds up the time spent inside its `poll` calls: its own execution, without
-/// the time it waits for I/O and timers between them. Resolves to its output and that time in
-/// the unit of `now` (milliseconds for a Worker's clock).
+/// Runs a future and adds up the time spent inside its `poll` calls, by `clock`: its own
+/// execution, without the time it waits for I/O and timers between them. Resolves to its output
+/// and that time in milliseconds.
 ///
 /// The figure is only as good as the clock: a Worker deployed on Cloudflare sees a clock that
 /// stands still while code runs (it moves only on I/O), so there it is about zero. Under
 /// `wrangler dev` the clock runs, and local R2, D1 and queues (in the same workerd process) do
 /// their work while the Worker waits: this splits a run's time into the Worker's and theirs.
-pub struct Busy<F> {
+pub struct Busy<'c, F, C> {
     inner: Pin<Box<F>>,
-    now: fn() -> f64,
-    busy: f64,
+    clock: &'c C,
+    busy_ms: u64,
 }
 
-impl<F: Future> Busy<F> {
-    pub fn new(inner: F, now: fn() -> f64) -> Self {
-        Self { inner: Box::pin(inner), now, busy: 0.0 }
+impl<'c, F: Future, C: Clock> Busy<'c, F, C> {
+    pub fn new(inner: F, clock: &'c C) -> Self {
+        Self { inner: Box::pin(inner), clock, busy_ms: 0 }
     }
 }
 
-impl<F: Future> Future for Busy<F> {
-    type Output = (F::Output, f64);
+impl<F: Future, C: Clock> Future for Busy<'_, F, C> {
+    type Output = (F::Output, u64);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let start = (self.now)();
+        let start = self.clock.now_ms();
         let polled = self.inner.as_mut().poll(cx);
-        self.busy += (self.now)() - start;
-        polled.map(|output| (output, self.busy))
+        self.busy_ms += self.clock.now_ms().saturating_sub(start);
+        polled.map(|output| (output, self.busy_ms))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::Cell;
+    use crate::testing::FakeClock;
     use std::task::Waker;
 
-    thread_local! {
-        static CLOCK: Cell<f64> = const { Cell::new(0.0) };
-    }
-
-    fn now() -> f64 {
-        CLOCK.with(Cell::get)
-    }
-
-    fn advance(by: f64) {
-        CLOCK.with(|c| c.set(c.get() + by));
-    }
-
-    /// Works `busy` per poll, waiting (pending) between polls, `polls` times in all.
-    struct Worker {
+    /// Works `busy_ms` of the clock per poll, waiting (pending) between polls, `polls` in all.
+    struct Worker<'c> {
+        clock: &'c FakeClock,
         polls: u32,
-        busy: f64,
+        busy_ms: u64,
     }
 
-    impl Future for Worker {
+    impl Future for Worker<'_> {
         type Output = &'static str;
 
         fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<&'static str> {
-            advance(self.busy);
+            self.clock.now.set(self.clock.now.get() + self.busy_ms);
             self.polls -= 1;
             if self.polls == 0 { Poll::Ready("done") } else { Poll::Pending }
         }
@@ -145,14 +136,16 @@ mod tests {
 
     #[test]
     fn counts_the_time_inside_polls_and_not_the_waits_between_them() {
-        let mut busy = Busy::new(Worker { polls: 3, busy: 2.5 }, now);
+        let clock = FakeClock::default();
+        let wait = |ms| clock.now.set(clock.now.get() + ms);
+        let mut busy = Busy::new(Worker { clock: &clock, polls: 3, busy_ms: 5 }, &clock);
         let mut cx = Context::from_waker(Waker::noop());
         let mut busy = Pin::new(&mut busy);
         assert!(busy.as_mut().poll(&mut cx).is_pending());
-        advance(100.0); // waiting on I/O
+        wait(100); // on I/O
         assert!(busy.as_mut().poll(&mut cx).is_pending());
-        advance(40.0);
-        assert_eq!(busy.as_mut().poll(&mut cx), Poll::Ready(("done", 7.5)));
-        assert_eq!(now(), 147.5);
+        wait(40);
+        assert_eq!(busy.as_mut().poll(&mut cx), Poll::Ready(("done", 15)));
+        assert_eq!(clock.now_ms(), 155);
     }
 }
