@@ -5,7 +5,7 @@ use fusou_core::compaction::consolidate::ConsolidationConfig;
 use fusou_core::compaction::{self, Outcome, RunConfig};
 use fusou_core::engine::EngineConfig;
 use fusou_core::index;
-use fusou_core::measure::Busy;
+use fusou_core::measure::{self, Busy};
 use fusou_core::message::CompactionMessage;
 use fusou_core::supabase::{self as rest, MetricStatus};
 use fusou_core::workflow::{Backoff, RetryPolicy, StepConfig, StepError};
@@ -119,7 +119,7 @@ pub async fn compact(env: &Env, message: &CompactionMessage) -> Result<(), Strin
             // (see `Busy`; on Cloudflare the clock stands still while code runs).
             f["busyMs"] = json!(busy_ms);
             // Wasm memory never shrinks: its size now is the isolate's peak so far.
-            f["wasmMemoryBytes"] = json!(wasm_memory_bytes());
+            f["wasmMemoryBytes"] = json!(measure::wasm_memory_bytes());
             if !summary.quarantined.is_empty() {
                 f["quarantined"] = quarantine_note(&summary);
                 log::warn("compaction.quarantined", f.clone());
@@ -221,18 +221,6 @@ fn step_durations(summary: &compaction::Summary, total_ms: i64) -> Value {
     let mut steps = json!(summary.step_ms);
     steps["total"] = json!(total_ms);
     steps
-}
-
-/// The size of this isolate's Wasm linear memory, in bytes.
-fn wasm_memory_bytes() -> u64 {
-    #[cfg(target_arch = "wasm32")]
-    {
-        core::arch::wasm32::memory_size(0) as u64 * 65_536
-    }
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        0
-    }
 }
 
 /// More fragments are pending than one run takes: the dataset gets another message at once.

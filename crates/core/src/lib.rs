@@ -11,8 +11,8 @@
 //! - [`fragment`]: the fragment format: declared segments (`table_offsets`) and their checks.
 //! - [`index`]: the SQL the Workers run on D1, as named statements.
 //! - [`log`]: the one structured log-line convention of both Workers.
-//! - [`measure`]: figures of the work itself: a counting allocator (peak heap), a future's own
-//!   execution time (`Busy`).
+//! - [`measure`]: figures of the work itself: a counting allocator (peak heap), the Wasm
+//!   memory's size, a future's own execution time (`Busy`).
 //! - [`message`]: [`message::CompactionMessage`], the one queue message every producer sends.
 //! - [`auth`]: Supabase access-token verification against a JWK set (or a legacy HS256 secret).
 //! - [`supabase`]: the PostgREST calls the Workers make, as data.

@@ -4,6 +4,7 @@
 //!   tests and native tools: `#[global_allocator] static A: Counting = Counting::SYSTEM;` in the
 //!   binary (or wrap another allocator with [`Counting::new`]), then [`reset_peak`] and [`peak`]
 //!   around the work.
+//! - [`wasm_memory_bytes`], the peak Wasm memory of a module compiled to Wasm.
 //! - [`Busy`], a future's own execution time, without its waits.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -78,6 +79,15 @@ pub fn reset_peak() -> usize {
     let now = live();
     PEAK.store(now, Ordering::Relaxed);
     now
+}
+
+/// The size of this module's Wasm linear memory, in bytes: its peak so far, since Wasm memory
+/// never shrinks (0 when not compiled to Wasm).
+pub fn wasm_memory_bytes() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    return core::arch::wasm32::memory_size::<0>() as u64 * 65_536;
+    #[cfg(not(target_arch = "wasm32"))]
+    0
 }
 
 /// Runs a future and adds up the time spent inside its `poll` calls, by `clock`: its own

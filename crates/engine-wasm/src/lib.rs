@@ -71,9 +71,6 @@ impl Fragments {
 
     /// The size of this module's Wasm memory (it never shrinks: the peak so far).
     pub fn memory_bytes() -> f64 {
-        #[cfg(target_arch = "wasm32")]
-        return (core::arch::wasm32::memory_size::<0>() * 65_536) as f64;
-        #[cfg(not(target_arch = "wasm32"))]
-        0.0
+        fusou_core::measure::wasm_memory_bytes() as f64
     }
 }
