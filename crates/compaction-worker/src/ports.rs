@@ -81,7 +81,7 @@ impl Blobs for R2 {
     }
 
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), String> {
-        self.0.put(key, bytes.to_vec()).execute().await.map(|_| ()).map_err(|e| e.to_string())
+        self.0.put(key, Vec::from(bytes)).execute().await.map(|_| ()).map_err(|e| e.to_string())
     }
 
     async fn create_multipart(&self, key: &str) -> Result<String, String> {
@@ -91,7 +91,7 @@ impl Blobs for R2 {
 
     async fn upload_part(&self, key: &str, upload_id: &str, number: u16, bytes: Bytes) -> Result<String, String> {
         let upload = self.0.resume_multipart_upload(key, upload_id).map_err(|e| e.to_string())?;
-        let part = upload.upload_part(number, bytes.to_vec()).await.map_err(|e| e.to_string())?;
+        let part = upload.upload_part(number, Vec::from(bytes)).await.map_err(|e| e.to_string())?;
         Ok(part.etag())
     }
 

@@ -7,6 +7,11 @@ use std::io::Write;
 use bytes::{Bytes, BytesMut};
 
 /// Parts of exactly `part_bytes`, handed out as they fill; the last may be smaller.
+///
+/// The filling part grows by doubling up to `part_bytes` rather than being allocated whole: most
+/// outputs are far smaller than a part, and a Worker's memory is what bounds a run. Each part is
+/// handed out as the sole owner of its buffer, so turning it into a `Vec<u8>` for the platform
+/// copies nothing.
 #[derive(Debug)]
 pub struct PartSink {
     part_bytes: usize,
@@ -15,9 +20,24 @@ pub struct PartSink {
     written: u64,
 }
 
+/// The filling part's first allocation.
+const FIRST_ALLOCATION: usize = 64 << 10;
+
 impl PartSink {
     pub fn new(part_bytes: usize) -> Self {
-        Self { part_bytes, filling: BytesMut::with_capacity(part_bytes), ready: VecDeque::new(), written: 0 }
+        Self { part_bytes, filling: BytesMut::new(), ready: VecDeque::new(), written: 0 }
+    }
+
+    /// Makes room for `more` bytes in the filling part, which never grows past a part.
+    fn grow(&mut self, more: usize) {
+        let (len, capacity) = (self.filling.len(), self.filling.capacity());
+        if capacity - len >= more {
+            return;
+        }
+        let target = (2 * capacity).max(len + more).max(FIRST_ALLOCATION).min(self.part_bytes);
+        let mut grown = BytesMut::with_capacity(target);
+        grown.extend_from_slice(&self.filling);
+        self.filling = grown;
     }
 
     /// The full parts not yet taken.
@@ -29,7 +49,7 @@ impl PartSink {
     pub fn take_all(&mut self) -> Vec<Bytes> {
         let mut parts = self.take_ready();
         if !self.filling.is_empty() {
-            parts.push(self.filling.split().freeze());
+            parts.push(std::mem::take(&mut self.filling).freeze());
         }
         parts
     }
@@ -51,10 +71,10 @@ impl Write for PartSink {
         while !buf.is_empty() {
             let room = self.part_bytes - self.filling.len();
             let (now, rest) = buf.split_at(room.min(buf.len()));
+            self.grow(now.len());
             self.filling.extend_from_slice(now);
             if self.filling.len() == self.part_bytes {
-                self.ready.push_back(self.filling.split().freeze());
-                self.filling.reserve(self.part_bytes);
+                self.ready.push_back(std::mem::take(&mut self.filling).freeze());
             }
             buf = rest;
         }
@@ -84,5 +104,23 @@ mod tests {
         assert_eq!(sink.written(), 32);
         let joined: Vec<u8> = full.iter().chain(&rest).flat_map(|b| b.to_vec()).collect();
         assert_eq!(joined, [vec![1; 7], vec![2; 25]].concat());
+    }
+
+    #[test]
+    fn a_small_output_holds_a_small_buffer_and_a_part_never_more_than_a_part() {
+        let part = 1 << 20;
+        let mut sink = PartSink::new(part);
+        sink.write_all(&[1; 1000]).unwrap();
+        assert!(sink.filling.capacity() < part / 4, "{} bytes held for 1000 written", sink.filling.capacity());
+        for _ in 0..300 {
+            sink.write_all(&[2; 10_000]).unwrap();
+            assert!(sink.filling.capacity() <= part, "{}", sink.filling.capacity());
+        }
+        let parts = sink.take_all();
+        assert_eq!(parts.iter().map(Bytes::len).collect::<Vec<_>>(), vec![part, part, 3_001_000 - 2 * part]);
+        // The platform takes each part as a `Vec` without a copy: the part owns its buffer.
+        let first = parts[0].as_ptr();
+        let taken = Vec::from(parts.into_iter().next().unwrap());
+        assert_eq!(taken.as_ptr(), first);
     }
 }
