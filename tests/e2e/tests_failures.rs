@@ -111,7 +111,7 @@ fn two_runs_at_once() -> TestResult {
 fn crash_after_each_step() -> TestResult {
     let (_, token) = new_user(json!({}))?;
     d1("CREATE TABLE IF NOT EXISTS fault_injections (dataset_id TEXT NOT NULL, step TEXT NOT NULL)")?;
-    let steps = ["validate-dataset", "list-fragments", "list-small-files", "read-fragments", "stage-outputs", "merge-0", "merge-31", "update-metadata"];
+    let steps = ["validate-dataset", "list-fragments", "list-small-files", "read-fragments", "stage-outputs", "merge-0-31", "update-metadata"];
     // One dataset per step, all at once: the retries' delays overlap.
     let cases: Vec<(String, &str, Vec<fusou_core::synth::Fragment>)> = steps
         .iter()

@@ -31,6 +31,7 @@ pub fn run_config(env: &Env) -> RunConfig {
         lease_ms: 15 * 60 * 1000,
         max_fragments: number("COMPACTION_MAX_FRAGMENTS", 500) as u32,
         max_run_bytes: number("COMPACTION_MAX_RUN_BYTES", 32 << 20),
+        merge_step_bytes: number("COMPACTION_MERGE_STEP_BYTES", 8 << 20),
         consolidation: ConsolidationConfig {
             fan_in: number("COMPACTION_FAN_IN", 8) as usize,
             small_file_bytes: number("COMPACTION_SMALL_FILE_BYTES", 4 << 20),

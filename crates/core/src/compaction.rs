@@ -15,8 +15,12 @@
 //!    [`consolidate`] chooses the tiers to merge again within the bytes the fragments leave;
 //!    they join their table's outputs and are retired by the commit.
 //! 3. The fragments are read (one GET each), scanned and planned; planning is deterministic, so a
-//!    resumed run plans the same outputs. Each output is its own step, `merge-{n}`, written to
-//!    `battle_compacted/{period}/{dataset}/{table}/{run}-{n}.parquet`: a crash costs one output.
+//!    resumed run plans the same outputs. Output `n` is written to
+//!    `battle_compacted/{period}/{dataset}/{table}/{run}-{n}.parquet`. Consecutive outputs are
+//!    merged in steps of at most [`RunConfig::merge_step_bytes`] of input, `merge-{a}-{b}`
+//!    writing outputs `a` to `b`: a crash costs one step's merging, and a run's many small
+//!    outputs do not each cost a checkpoint write. Naming a step by its outputs keeps a
+//!    checkpoint from being read as other outputs when the grouping changes between deliveries.
 //!    Every key is first *staged* in D1 (one checkpointed step, `stage-outputs`), so that an
 //!    output no commit ever records is found and deleted by [`crate::cleanup`].
 //! 4. `update-metadata`: one fenced batch ([`crate::commit`]). If it changes nothing, the run had
@@ -30,6 +34,7 @@
 //! A step that exhausts its retries fails the run: the lease is released and the fragments
 //! stay pending; the caller records the failure and lets the message be retried.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -91,6 +96,9 @@ pub struct RunConfig {
     /// run holds its fragments whole, so this is what bounds a Worker's memory beside the
     /// engine's own (see `engine`'s `# Memory usage`).
     pub max_run_bytes: u64,
+    /// Input bytes of the consecutive outputs one checkpointed `merge-{a}-{b}` step writes (an
+    /// output larger than this is a step of its own; 0: one output per step).
+    pub merge_step_bytes: u64,
     /// Which small compacted files a run merges again (see [`consolidate`]).
     pub consolidation: ConsolidationConfig,
     /// Fault injection for tests: the invocation stops after this step as if it had died there
@@ -143,7 +151,7 @@ pub struct Summary {
     pub step_ms: std::collections::BTreeMap<String, u64>,
 }
 
-/// What a merge step leaves behind: its output, and the segments it had to leave out.
+/// What merging one output leaves behind: the output, and the segments it had to leave out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Merged {
     output: OutputRecord,
@@ -294,13 +302,21 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
 
     let mut outputs = Vec::with_capacity(plans.len());
     let mut quarantined = scan.quarantined.clone();
-    for ((n, output), key) in plans.iter().enumerate().zip(&keys) {
-        let target = Target { key, sql, blobs };
-        let merged: Merged = run
-            .step(&format!("merge-{n}"), &config.steps, || write_output(output, &scan, &inputs, &target, &config.engine))
+    for step in merge_steps(plans.iter().map(|o| o.input_bytes), config.merge_step_bytes) {
+        let name = format!("merge-{}-{}", step.start, step.end - 1);
+        let merged: Vec<Merged> = run
+            .step(&name, &config.steps, || async {
+                let mut merged = Vec::with_capacity(step.len());
+                for (output, key) in plans[step.clone()].iter().zip(&keys[step.clone()]) {
+                    merged.push(write_output(output, &scan, &inputs, &Target { key, sql, blobs }, &config.engine).await?);
+                }
+                Ok(merged)
+            })
             .await?;
-        outputs.push(merged.output);
-        quarantined.extend(merged.quarantined);
+        for m in merged {
+            outputs.push(m.output);
+            quarantined.extend(m.quarantined);
+        }
     }
 
     let consumed: Vec<String> = fragments.iter().map(|f| f.key.clone()).collect();
@@ -349,6 +365,26 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
         consolidated_rows: scan.segments.iter().filter(|s| scan.fragment(s).compacted.is_some()).map(|s| s.rows as u64).sum(),
         continue_after,
     }))
+}
+
+/// The outputs of each merge step, given each output's input bytes: consecutive, packed
+/// next-fit up to `budget` bytes, at least one per step.
+fn merge_steps(input_bytes: impl IntoIterator<Item = u64>, budget: u64) -> Vec<Range<usize>> {
+    let mut steps: Vec<Range<usize>> = Vec::new();
+    let mut bytes = 0;
+    for (n, size) in input_bytes.into_iter().enumerate() {
+        match steps.last_mut() {
+            Some(step) if bytes + size <= budget => {
+                step.end = n + 1;
+                bytes += size;
+            }
+            _ => {
+                steps.push(n..n + 1);
+                bytes = size;
+            }
+        }
+    }
+    steps
 }
 
 /// Small files listed per run at most (the oldest): what one run can consolidate is far less.

@@ -80,6 +80,8 @@ fn run_config() -> RunConfig {
         lease_ms: 15 * 60_000,
         max_fragments: 500,
         max_run_bytes: 1 << 30,
+        // One output per step, so that a crash can fall between any two outputs.
+        merge_step_bytes: 0,
         consolidation: crate::compaction::consolidate::ConsolidationConfig::default(),
         crash_after: None,
     }
@@ -104,7 +106,7 @@ fn a_dead_runs_outputs_are_deleted_and_it_can_never_commit_them() {
     // A run dies after writing some outputs (uploads half done included): they are staged, and
     // its lease is still held.
     w.blobs.fail_write.set(Some(40));
-    let died = w.try_run("dead", &RunConfig { crash_after: Some("merge-5".into()), ..run_config() });
+    let died = w.try_run("dead", &RunConfig { crash_after: Some("merge-5-5".into()), ..run_config() });
     assert!(died.is_err());
     w.blobs.fail_write.set(None);
     let staged = w.count("SELECT count(*) FROM staged_outputs WHERE run_id = 'dead'");
@@ -148,7 +150,7 @@ fn a_dead_runs_outputs_are_deleted_and_it_can_never_commit_them() {
 fn a_run_that_holds_its_lease_is_never_reaped() {
     let mut w = World::new();
     w.upload(2);
-    let crashing = RunConfig { crash_after: Some("merge-3".into()), lease_ms: 10 * DAY, ..run_config() };
+    let crashing = RunConfig { crash_after: Some("merge-3-3".into()), lease_ms: 10 * DAY, ..run_config() };
     assert!(w.try_run("slow", &crashing)
     .is_err());
     w.advance(2 * DAY);
@@ -239,7 +241,7 @@ fn finished_runs_are_forgotten_after_the_retention_and_never_come_back() {
     w.advance(6 * DAY);
     w.upload(1);
     // A run that is still going (its lease held, its last step recent) is kept at any age.
-    assert!(w.try_run("going", &RunConfig { crash_after: Some("merge-0".into()), lease_ms: 10 * DAY, ..run_config() }).is_err());
+    assert!(w.try_run("going", &RunConfig { crash_after: Some("merge-0-0".into()), lease_ms: 10 * DAY, ..run_config() }).is_err());
     let steps = |run: &str| w.count(&format!("SELECT count(*) FROM workflow_steps WHERE run_id = '{run}'"));
     let (first_steps, going_steps) = (steps("first"), steps("going"));
     assert!(first_steps > 32 && going_steps > 0);

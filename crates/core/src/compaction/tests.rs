@@ -103,6 +103,8 @@ fn config(retries: u32) -> RunConfig {
         lease_ms: 900_000,
         max_fragments: 500,
         max_run_bytes: 1 << 30,
+        // One output per step, so that a crash can fall between any two outputs.
+        merge_step_bytes: 0,
         consolidation: ConsolidationConfig::default(),
         crash_after: None,
     }
@@ -212,7 +214,7 @@ fn a_run_that_lost_its_lease_commits_nothing() {
 fn a_resumed_run_whose_fragments_another_run_compacted_counts_nothing_twice() {
     let mut w = World::with_fragments(4);
     // run-a merges every output, then its invocation dies before the commit...
-    let crashing = RunConfig { crash_after: Some("merge-31".into()), ..config(0) };
+    let crashing = RunConfig { crash_after: Some("merge-31-31".into()), ..config(0) };
     w.run("run-a", &crashing).unwrap_err();
     // ...its lease expires and run-b compacts the same fragments...
     w.clock.now.set(w.clock.now.get() + config(0).lease_ms + 1);
@@ -235,7 +237,7 @@ fn a_resumed_run_whose_fragments_another_run_compacted_counts_nothing_twice() {
 #[test]
 fn a_run_whose_listing_another_run_partly_took_marks_none_of_it() {
     let w = World::with_fragments(3);
-    let crashing = RunConfig { crash_after: Some("merge-31".into()), ..config(0) };
+    let crashing = RunConfig { crash_after: Some("merge-31-31".into()), ..config(0) };
     w.run("run-a", &crashing).unwrap_err();
     // Another run took only the first fragment (as a run capped at one fragment would).
     w.clock.now.set(w.clock.now.get() + config(0).lease_ms + 1);
@@ -302,7 +304,7 @@ fn a_fan_in_of_zero_never_consolidates() {
 
 #[test]
 fn a_consolidating_run_that_crashes_after_any_step_resumes_to_the_exact_rows() {
-    for step in ["list-small-files", "read-fragments", "merge-0", "merge-31"] {
+    for step in ["list-small-files", "read-fragments", "merge-0-0", "merge-31-31"] {
         let mut w = World::with_fragments(0);
         for (seed, run) in [(0, "run-1"), (1, "run-2")] {
             committed(upload_and_run(&mut w, seed, run, &consolidating(2)).unwrap());
@@ -405,7 +407,7 @@ fn an_unreachable_catalog_fails_the_run_before_anything_is_written() {
 
 #[test]
 fn a_crash_after_any_step_resumes_to_the_exact_rows() {
-    for step in ["validate-dataset", "list-fragments", "read-fragments", "stage-outputs", "merge-0", "merge-17", "merge-31", "update-metadata"] {
+    for step in ["validate-dataset", "list-fragments", "read-fragments", "stage-outputs", "merge-0-0", "merge-17-17", "merge-31-31", "update-metadata"] {
         let w = World::with_fragments(4);
         let crashing = RunConfig { crash_after: Some(step.into()), ..config(0) };
         let err = w.run("run-a", &crashing).unwrap_err();
@@ -424,6 +426,44 @@ fn a_crash_after_any_step_resumes_to_the_exact_rows() {
         w.check_exact(0..4);
         assert_eq!(w.db.count("SELECT count(*) FROM compacted_files"), 32, "{step}");
         assert_eq!(w.db.count("SELECT count(*) FROM datasets WHERE lease_run_id IS NULL AND compaction_needed = 0"), 1, "{step}");
+    }
+}
+
+#[test]
+fn merge_steps_pack_consecutive_outputs_within_the_budget() {
+    assert_eq!(merge_steps([3, 4, 2, 9, 1, 1], 8), vec![0..2, 2..3, 3..4, 4..6], "an output over the budget is a step alone");
+    assert_eq!(merge_steps([3, 4, 2], 0), vec![0..1, 1..2, 2..3]);
+    assert_eq!(merge_steps([3, 4, 2], u64::MAX), vec![0..3]);
+    assert!(merge_steps([], 8).is_empty());
+}
+
+/// The merge steps a run over `w`'s fragments took, by name.
+fn merge_step_names(w: &World, run_id: &str) -> Vec<String> {
+    w.db.with(|c| {
+        let mut s = c.prepare("SELECT step FROM workflow_steps WHERE run_id = ?1 AND step LIKE 'merge-%' ORDER BY completed_at, rowid").unwrap();
+        s.query_map(params![run_id], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    })
+}
+
+#[test]
+fn steps_of_several_outputs_resume_to_the_exact_rows() {
+    let budget = |w: &World| RunConfig { merge_step_bytes: w.fragments.iter().map(|f| f.bytes.len() as u64).sum::<u64>() / 4, ..config(0) };
+    let w = World::with_fragments(4);
+    committed(w.run("run-a", &budget(&w)).unwrap());
+    let steps = merge_step_names(&w, "run-a");
+    assert!((2..16).contains(&steps.len()), "32 outputs in a few steps: {steps:?}");
+    w.check_exact(0..4);
+
+    for (i, step) in steps.iter().enumerate() {
+        let w = World::with_fragments(4);
+        let crashing = RunConfig { crash_after: Some(step.clone()), ..budget(&w) };
+        assert_eq!(w.run("run-a", &crashing).unwrap_err().0, StepError::Interrupted { step: step.clone() });
+        // Resumed with the same grouping, and with another one (a changed setting): steps are
+        // named by their outputs, so no checkpoint is read as other outputs.
+        let resumed = if i % 2 == 0 { budget(&w) } else { config(0) };
+        assert_eq!(committed(w.run("run-a", &resumed).unwrap()).outputs.len(), 32, "{step}");
+        w.check_exact(0..4);
+        assert_eq!(w.db.count("SELECT count(*) FROM compacted_files"), 32, "{step}");
     }
 }
 
