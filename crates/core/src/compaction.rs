@@ -242,6 +242,7 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
                 period.clone(),
                 // One more than a run takes, to know whether more remain.
                 SqlValue::Int(config.max_fragments as i64 + 1),
+                SqlValue::Int(config.max_run_bytes.min(i64::MAX as u64) as i64),
             ];
             sql.rows(index::PENDING_FRAGMENTS, &params).await?.iter().map(fragment_row).collect()
         })

@@ -103,10 +103,14 @@ pub const RELEASE_LEASE: &str =
     "UPDATE datasets SET lease_run_id = NULL, lease_expires_at = NULL WHERE id = ?1 AND lease_run_id = ?2";
 
 /// The pending fragments of dataset `?1`, optionally of table `?2` and period `?3` (NULL: any),
-/// in key (upload time) order, at most `?4`.
-pub const PENDING_FRAGMENTS: &str = "SELECT key, table_name, period_tag, size, table_offsets FROM battle_files \
+/// in key (upload time) order, at most `?4`, and none after the first that takes their bytes
+/// past `?5`: a run's share and one more, not every fragment a count cap would list.
+pub const PENDING_FRAGMENTS: &str = "SELECT key, table_name, period_tag, size, table_offsets FROM ( \
+     SELECT key, table_name, period_tag, size, table_offsets, \
+     SUM(size) OVER (ORDER BY key ROWS UNBOUNDED PRECEDING) - size AS bytes_before FROM battle_files \
      WHERE dataset_id = ?1 AND compacted_at IS NULL AND (?2 IS NULL OR table_name = ?2) \
-     AND (?3 IS NULL OR period_tag = ?3) ORDER BY key LIMIT ?4";
+     AND (?3 IS NULL OR period_tag = ?3) ORDER BY key LIMIT ?4) \
+     WHERE bytes_before <= ?5 ORDER BY key";
 
 /// The live compacted files of dataset `?1` smaller than `?2` bytes, optionally of period `?3`
 /// (NULL: any), oldest first, at most `?4`: what consolidation chooses from. (A message's

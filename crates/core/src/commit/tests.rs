@@ -236,7 +236,7 @@ fn release_after_failure_keeps_the_work_pending() {
     assert_eq!(acquire(&conn, "c", 1).map(|e| e > 1), Some(true), "the next run takes it at once");
     let listed: Vec<String> = {
         let mut stmt = conn.prepare(index::PENDING_FRAGMENTS).unwrap();
-        stmt.query_map(params![DS, None::<String>, None::<String>, 10], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+        stmt.query_map(params![DS, None::<String>, None::<String>, 10, i64::MAX], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
     };
     assert_eq!(listed, vec!["k1".to_string()]);
 }

@@ -367,6 +367,11 @@ fn a_run_reads_at_most_its_byte_cap_but_always_one_fragment() {
     capped.max_run_bytes = sizes[0] + sizes[1];
     let first = committed(w.run("run-a", &capped).unwrap());
     assert_eq!((first.fragments, first.continue_after), (2, true));
+    let listed: String = w.db.with(|c| {
+        c.query_row("SELECT output FROM workflow_steps WHERE run_id = 'run-a' AND step = 'list-fragments'", [], |r| r.get(0)).unwrap()
+    });
+    let listed: Vec<FragmentRow> = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed.len(), 3, "the listing stops one fragment past the cap");
     capped.max_run_bytes = 1;
     let second = committed(w.run("run-b", &capped).unwrap());
     assert_eq!((second.fragments, second.continue_after), (1, true), "one fragment even above the cap");
