@@ -22,7 +22,8 @@ use crate::ports::{D1, R2, SupabaseCatalog, WorkerClock};
 
 /// How runs are bounded here: one run reads its fragments into memory, so the byte cap (32 MiB
 /// by default) keeps a run inside 64 MiB of Wasm memory beside the engine's own buffers
-/// (measured by scripts/bench-worker.sh: at most 57 MiB); a Worker has 128 MB.
+/// (measured by scripts/bench-worker.sh: at most 48 MiB); a Worker has 128 MB. Merge steps of 8 MiB
+/// of input bound what a crash costs to well under a second of merging.
 pub fn run_config(env: &Env) -> RunConfig {
     let number = |name: &str, default: u64| env.var(name).ok().and_then(|v| v.to_string().parse().ok()).unwrap_or(default);
     RunConfig {
