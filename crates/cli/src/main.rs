@@ -40,6 +40,13 @@ enum Command {
         /// Also write every segment as its own Parquet file under `<out>/segments/<table>/`.
         #[arg(long)]
         segments: bool,
+        /// Instead of client-sized fragments, fragments of about this many bytes (the largest
+        /// uploads), whose rows `--tables` tables share.
+        #[arg(long)]
+        bytes: Option<u64>,
+        /// With `--bytes`: how many tables (1: a single segment of one row group).
+        #[arg(long, default_value_t = 1, requires = "bytes")]
+        tables: usize,
     },
     /// Run the compaction engine over a folder of fragments (single-threaded).
     Compact(commands::compact::Args),
@@ -84,7 +91,13 @@ enum Command {
 async fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Gen { out, count, seed, max_rows, segments } => commands::generate(&out, count, seed, max_rows, segments),
+        Command::Gen { out, count, seed, max_rows, segments, bytes, tables } => {
+            let shape = match bytes {
+                Some(bytes) => commands::Shape::Sized { bytes, tables },
+                None => commands::Shape::Client { max_rows },
+            };
+            commands::generate(&out, count, seed, shape, segments)
+        }
         Command::Compact(args) => commands::compact::compact(args),
         Command::Upload(args) => commands::upload::upload(&cli.url, args).await,
         Command::Load(args) => commands::upload::load(&cli.url, args).await,

@@ -2,13 +2,13 @@
 //! once by an operator through the upload Worker (`POST /compact/cleanup`, service binding).
 
 use fusou_core::cleanup::{self, CleanupConfig, CleanupReport};
-use fusou_edge::bindings;
 use serde::Deserialize;
-use worker::Env;
 
+use crate::context::Ctx;
 use crate::ports::{D1, R2};
 
-/// What an operator may override for one pass (the cron uses the configured values).
+/// Ages a test stack may choose for one pass (refused elsewhere: on a deployed Worker they
+/// would let a caller delete every compacted fragment's recovery copy at once).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Overrides {
@@ -16,29 +16,24 @@ pub struct Overrides {
     pub orphan_grace_seconds: Option<u64>,
 }
 
-/// The configured clean-up: `FRAGMENT_RETENTION_DAYS` (default 7) and
-/// `ORPHAN_GRACE_MINUTES` (default 60), then the overrides.
-pub fn config(env: &Env, overrides: &Overrides) -> CleanupConfig {
-    let number = |name: &str| env.var(name).ok().and_then(|v| v.to_string().parse::<u64>().ok());
-    let defaults = CleanupConfig::default();
-    CleanupConfig {
-        retention_ms: overrides
-            .retention_seconds
-            .map(|s| s * 1000)
-            .or(number("FRAGMENT_RETENTION_DAYS").map(|d| d * 86_400_000))
-            .unwrap_or(defaults.retention_ms),
-        orphan_grace_ms: overrides
-            .orphan_grace_seconds
-            .map(|s| s * 1000)
-            .or(number("ORPHAN_GRACE_MINUTES").map(|m| m * 60_000))
-            .unwrap_or(defaults.orphan_grace_ms),
-        ..defaults
+impl Overrides {
+    pub fn is_empty(&self) -> bool {
+        self.retention_seconds.is_none() && self.orphan_grace_seconds.is_none()
+    }
+
+    /// The configured clean-up with these ages instead.
+    fn apply(&self, config: &CleanupConfig) -> CleanupConfig {
+        CleanupConfig {
+            retention_ms: self.retention_seconds.map_or(config.retention_ms, |s| s.saturating_mul(1000)),
+            orphan_grace_ms: self.orphan_grace_seconds.map_or(config.orphan_grace_ms, |s| s.saturating_mul(1000)),
+            ..config.clone()
+        }
     }
 }
 
 /// One pass.
-pub async fn run(env: &Env, overrides: &Overrides) -> Result<CleanupReport, String> {
-    let db = D1(env.d1(bindings::BATTLE_INDEX_DB).map_err(|e| e.to_string())?);
-    let bucket = R2(env.bucket(bindings::BATTLE_DATA_BUCKET).map_err(|e| e.to_string())?);
-    cleanup::clean_up(&db, &bucket, fusou_edge::now_ms(), &config(env, overrides)).await
+pub async fn run(ctx: &Ctx, overrides: &Overrides) -> Result<CleanupReport, String> {
+    let db = D1(ctx.db().map_err(|e| e.to_string())?);
+    let bucket = R2 { bucket: ctx.bucket().map_err(|e| e.to_string())?, remote: ctx.remote };
+    cleanup::clean_up(&db, &bucket, fusou_edge::now_ms(), &overrides.apply(&ctx.cleanup)).await
 }

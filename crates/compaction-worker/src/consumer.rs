@@ -1,54 +1,24 @@
 //! What happens to each message: the compaction workflow for the compaction queue, the failure
 //! record for the dead-letter queue; metrics in Supabase either way.
 
-use fusou_core::compaction::consolidate::ConsolidationConfig;
 use fusou_core::compaction::{self, Outcome, RunConfig};
-use fusou_core::engine::EngineConfig;
 use fusou_core::index;
 use fusou_core::measure::{self, Busy};
 use fusou_core::message::CompactionMessage;
 use fusou_core::supabase::{self as rest, MetricStatus};
-use fusou_core::workflow::{Backoff, RetryPolicy, StepConfig, StepError};
-use fusou_edge::bindings;
-use fusou_edge::d1;
+use fusou_core::workflow::StepError;
 use fusou_edge::log;
-use fusou_edge::supabase::Supabase;
+use fusou_edge::remote::Service;
 use serde_json::{Value, json};
 use uuid::Uuid;
-use worker::{Env, MessageBuilder};
+use worker::MessageBuilder;
 
+use crate::context::Ctx;
 use crate::faults;
 use crate::ports::{D1, R2, SupabaseCatalog, WorkerClock};
 
-/// How runs are bounded here: one run reads its fragments into memory, so the byte cap (32 MiB
-/// by default) keeps a run inside 64 MiB of Wasm memory beside the engine's own buffers
-/// (measured by scripts/bench-worker.sh: at most 48 MiB); a Worker has 128 MB. Merge steps of 8 MiB
-/// of input bound what a crash costs to well under a second of merging.
-pub fn run_config(env: &Env) -> RunConfig {
-    let number = |name: &str, default: u64| env.var(name).ok().and_then(|v| v.to_string().parse().ok()).unwrap_or(default);
-    RunConfig {
-        engine: EngineConfig::default(),
-        steps: StepConfig { retries: RetryPolicy { limit: 2, delay_ms: 1000, backoff: Backoff::Exponential }, timeout_ms: 120_000 },
-        lease_ms: 15 * 60 * 1000,
-        max_fragments: number("COMPACTION_MAX_FRAGMENTS", 500) as u32,
-        max_run_bytes: number("COMPACTION_MAX_RUN_BYTES", 32 << 20),
-        merge_step_bytes: number("COMPACTION_MERGE_STEP_BYTES", 8 << 20),
-        consolidation: ConsolidationConfig {
-            fan_in: number("COMPACTION_FAN_IN", 8) as usize,
-            small_file_bytes: number("COMPACTION_SMALL_FILE_BYTES", 4 << 20),
-        },
-        crash_after: None,
-    }
-}
-
-fn supabase(env: &Env) -> Option<Supabase> {
-    let url = env.var("SUPABASE_URL").ok()?.to_string();
-    let key = env.secret("SUPABASE_SERVICE_KEY").ok()?.to_string();
-    Some(Supabase::new(url, key))
-}
-
 /// Creates or updates the message's metrics row; a failure is logged, never fatal.
-async fn record(env: &Env, message: &CompactionMessage, metric_id: Uuid, status: MetricStatus, extra: Value) {
+async fn record(ctx: &Ctx, message: &CompactionMessage, metric_id: Uuid, status: MetricStatus, extra: Value) {
     let mut row = json!({
         "id": metric_id,
         "dataset_id": message.dataset_id,
@@ -60,31 +30,24 @@ async fn record(env: &Env, message: &CompactionMessage, metric_id: Uuid, status:
     if let (Some(row), Some(extra)) = (row.as_object_mut(), extra.as_object()) {
         row.extend(extra.clone());
     }
-    let fields = json!({ "queue": "fusou-compaction", "datasetId": message.dataset_id, "metricId": metric_id });
-    match supabase(env) {
-        None => log::error("supabase.misconfigured", fields),
-        Some(s) => {
-            if let Err(e) = s.execute(&rest::upsert_metric(&row)).await {
-                let mut f = fields;
-                f["error"] = json!(e.to_string());
-                log::error("supabase.metric_failed", f);
-            }
-        }
+    if let Err(e) = ctx.supabase.execute(&rest::upsert_metric(&row)).await {
+        log::error("supabase.metric_failed", json!({ "queue": "fusou-compaction", "datasetId": message.dataset_id, "metricId": metric_id, "error": e.to_string() }));
     }
 }
 
 /// Runs the compaction a message asks for. `Err` means "retry the message".
-pub async fn compact(env: &Env, message: &CompactionMessage) -> Result<(), String> {
+pub async fn compact(ctx: &Ctx, message: &CompactionMessage) -> Result<(), String> {
     let metric_id = message.metric_id.unwrap_or_else(Uuid::new_v4);
     let run_id = message.run_id();
     let started = fusou_edge::now_utc();
     let fields = json!({ "queue": "fusou-compaction", "datasetId": message.dataset_id, "metricId": metric_id, "runId": run_id });
-    record(env, message, metric_id, MetricStatus::Running, json!({ "run_id": run_id, "started_at": started })).await;
+    record(ctx, message, metric_id, MetricStatus::Running, json!({ "run_id": run_id, "started_at": started })).await;
 
-    let db = D1(env.d1(bindings::BATTLE_INDEX_DB).map_err(|e| e.to_string())?);
-    let bucket = R2(env.bucket(bindings::BATTLE_DATA_BUCKET).map_err(|e| e.to_string())?);
-    let catalog = SupabaseCatalog(supabase(env));
-    let config = RunConfig { crash_after: faults::armed(env, &db.0, &message.dataset_id).await, ..run_config(env) };
+    let db = D1(ctx.db().map_err(|e| e.to_string())?);
+    let bucket = R2 { bucket: ctx.bucket().map_err(|e| e.to_string())?, remote: ctx.remote };
+    let catalog = SupabaseCatalog(&ctx.supabase);
+    let armed = faults::armed(ctx, &db.0, &message.dataset_id).await;
+    let config = RunConfig { crash_after: armed.crash_after, poison: armed.poison, ..ctx.run.clone() };
     let run = compaction::compact(message, &run_id, &db, &bucket, &db, &catalog, &WorkerClock, &config);
     let (outcome, busy_ms) = Busy::new(run, &WorkerClock).await;
     let finished = fusou_edge::now_utc();
@@ -92,7 +55,7 @@ pub async fn compact(env: &Env, message: &CompactionMessage) -> Result<(), Strin
     match outcome {
         Ok(Outcome::Committed(summary)) => {
             let ratio = if summary.output_bytes > 0 { summary.input_bytes as f64 / summary.output_bytes as f64 } else { 0.0 };
-            record(env, message, metric_id, MetricStatus::Success, json!({
+            record(ctx, message, metric_id, MetricStatus::Success, json!({
                 "finished_at": finished,
                 "step_durations_ms": step_durations(&summary, duration_ms),
                 "input_bytes": summary.input_bytes,
@@ -107,7 +70,7 @@ pub async fn compact(env: &Env, message: &CompactionMessage) -> Result<(), Strin
                 "error_message": quarantine_note(&summary),
             }))
             .await;
-            update_catalog(env, &db, message).await;
+            update_catalog(ctx, &db, message).await;
             let mut f = fields.clone();
             f["outputs"] = json!(summary.outputs.len());
             f["rows"] = json!(summary.rows);
@@ -128,12 +91,12 @@ pub async fn compact(env: &Env, message: &CompactionMessage) -> Result<(), Strin
             }
             log::info("compaction.committed", f);
             if summary.continue_after {
-                continue_run(env, message).await;
+                continue_run(ctx, message).await;
             }
             Ok(())
         }
         Ok(Outcome::Skipped) => {
-            record(env, message, metric_id, MetricStatus::Success, json!({
+            record(ctx, message, metric_id, MetricStatus::Success, json!({
                 "finished_at": finished, "output_files": 0,
                 "error_message": "skipped: another run holds the dataset, or nothing is pending",
             }))
@@ -143,7 +106,7 @@ pub async fn compact(env: &Env, message: &CompactionMessage) -> Result<(), Strin
         }
         Ok(Outcome::LostLease { orphans }) => {
             // Another run owns the dataset now and will commit its work; ours is orphaned.
-            record(env, message, metric_id, MetricStatus::Failure, json!({
+            record(ctx, message, metric_id, MetricStatus::Failure, json!({
                 "finished_at": finished, "error_step": "update-metadata", "error_message": "the run lost its lease; outputs orphaned",
             }))
             .await;
@@ -156,7 +119,7 @@ pub async fn compact(env: &Env, message: &CompactionMessage) -> Result<(), Strin
             // Resumed from old checkpoints after another run had taken its fragments or merged
             // its files: it committed nothing. What is still pending gets a fresh run (a no-op
             // if nothing is).
-            record(env, message, metric_id, MetricStatus::Failure, json!({
+            record(ctx, message, metric_id, MetricStatus::Failure, json!({
                 "finished_at": finished, "error_step": "update-metadata",
                 "error_message": "another run had compacted this run's inputs meanwhile; nothing committed, outputs orphaned",
             }))
@@ -164,14 +127,27 @@ pub async fn compact(env: &Env, message: &CompactionMessage) -> Result<(), Strin
             let mut f = fields;
             f["orphans"] = json!(orphans);
             log::warn("compaction.superseded", f);
-            continue_run(env, message).await;
+            continue_run(ctx, message).await;
+            Ok(())
+        }
+        Ok(Outcome::Isolated { fragments }) => {
+            // Its fragments are taken one at a time from now on: a continuation starts at once.
+            record(ctx, message, metric_id, MetricStatus::Failure, json!({
+                "finished_at": finished, "error_step": "read-fragments",
+                "error_message": format!("invocations of this run kept dying or failing while reading; its {fragments} fragments will be compacted one at a time"),
+            }))
+            .await;
+            let mut f = fields;
+            f["fragments"] = json!(fragments);
+            log::warn("compaction.isolated", f);
+            continue_run(ctx, message).await;
             Ok(())
         }
         Err(e) => {
             if let StepError::Interrupted { step } = &e.0 {
                 faults::fired(&db.0, &message.dataset_id, step).await;
             }
-            record(env, message, metric_id, MetricStatus::Failure, json!({
+            record(ctx, message, metric_id, MetricStatus::Failure, json!({
                 "finished_at": finished, "error_step": e.0.step(), "error_message": e.to_string(),
             }))
             .await;
@@ -193,7 +169,7 @@ fn quarantine_note(summary: &compaction::Summary) -> Value {
 }
 
 /// The dataset's summary in Supabase, from the index after a commit; a failure is logged.
-async fn update_catalog(env: &Env, db: &D1, message: &CompactionMessage) {
+async fn update_catalog(ctx: &Ctx, db: &D1, message: &CompactionMessage) {
     #[derive(serde::Deserialize)]
     struct Totals {
         fragments: u64,
@@ -203,8 +179,7 @@ async fn update_catalog(env: &Env, db: &D1, message: &CompactionMessage) {
         compacted_bytes: u64,
     }
     let dataset = &message.dataset_id;
-    let totals: Option<Totals> = d1::first(&db.0, index::DATASET_TOTALS, &[dataset.as_str().into()]).await.ok().flatten();
-    let (Some(t), Some(s)) = (totals, supabase(env)) else { return };
+    let Ok(Some(t)) = db.0.first::<Totals>(index::DATASET_TOTALS, &[dataset.as_str().into()]).await else { return };
     let changes = json!({
         "compaction_needed": t.pending > 0,
         "compaction_in_progress": false,
@@ -214,7 +189,7 @@ async fn update_catalog(env: &Env, db: &D1, message: &CompactionMessage) {
         "compacted_bytes": t.compacted_bytes,
         "last_compacted_at": fusou_edge::now_utc(),
     });
-    if let Err(e) = s.execute(&rest::patch_dataset(dataset, &changes)).await {
+    if let Err(e) = ctx.supabase.execute(&rest::patch_dataset(dataset, &changes)).await {
         log::error("supabase.dataset_failed", json!({ "queue": "fusou-compaction", "datasetId": dataset, "error": e.to_string() }));
     }
 }
@@ -226,10 +201,10 @@ fn step_durations(summary: &compaction::Summary, total_ms: i64) -> Value {
 }
 
 /// More fragments are pending than one run takes: the dataset gets another message at once.
-async fn continue_run(env: &Env, message: &CompactionMessage) {
+async fn continue_run(ctx: &Ctx, message: &CompactionMessage) {
     let next = CompactionMessage { triggered_at: fusou_edge::now_utc(), metric_id: Some(Uuid::new_v4()), ..message.clone() };
-    let sent = match env.queue(bindings::COMPACTION_QUEUE) {
-        Ok(q) => q.send(MessageBuilder::new(&next).build()).await.map_err(|e| e.to_string()),
+    let sent = match ctx.queue() {
+        Ok(q) => ctx.remote.call(Service::Queue, "the continuation", q.send(MessageBuilder::new(&next).build())).await.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     let fields = json!({ "queue": "fusou-compaction", "datasetId": next.dataset_id, "metricId": next.metric_id });
@@ -242,34 +217,35 @@ async fn continue_run(env: &Env, message: &CompactionMessage) {
 
 /// A body that is not a `CompactionMessage`: it is acknowledged (no retry can fix it), and if it
 /// names the metrics row its producer made, that row is marked failed.
-pub async fn invalid(env: &Env, body: &Value, error: &str) {
+pub async fn invalid(ctx: &Ctx, body: &Value, error: &str) {
     let Some(metric_id) = body.get("metricId").and_then(Value::as_str).and_then(|id| id.parse::<Uuid>().ok()) else { return };
-    let Some(s) = supabase(env) else { return };
     let changes = json!({
         "status": MetricStatus::Failure,
         "finished_at": fusou_edge::now_utc(),
         "error_step": "decode-message",
         "error_message": error,
     });
-    if let Err(e) = s.execute(&rest::patch_metric(metric_id, &changes)).await {
+    if let Err(e) = ctx.supabase.execute(&rest::patch_metric(metric_id, &changes)).await {
         log::error("supabase.metric_failed", json!({ "queue": "fusou-compaction", "metricId": metric_id, "error": e.to_string() }));
     }
 }
 
 /// A message that exhausted its retries: its metrics row says so, its lease is released, and the
 /// dataset stays marked so the schedule tries again later.
-pub async fn dead_letter(env: &Env, message: &CompactionMessage) {
+pub async fn dead_letter(ctx: &Ctx, message: &CompactionMessage) {
     let metric_id = message.metric_id.unwrap_or_else(Uuid::new_v4);
-    record(env, message, metric_id, MetricStatus::DlqFailure, json!({
+    record(ctx, message, metric_id, MetricStatus::DlqFailure, json!({
         "finished_at": fusou_edge::now_utc(), "error_message": "dead-lettered after its retries",
     }))
     .await;
-    if let Ok(db) = env.d1(bindings::BATTLE_INDEX_DB) {
-        let dataset = &message.dataset_id;
-        let run_id = message.run_id();
-        if let Err(e) = d1::run(&db, index::RELEASE_LEASE, &[dataset.as_str().into(), run_id.as_str().into()]).await {
-            log::error("lease.release_failed", json!({ "datasetId": dataset, "error": e.to_string() }));
-        }
+    let dataset = &message.dataset_id;
+    let run_id = message.run_id();
+    let released = match ctx.db() {
+        Ok(db) => db.run(index::RELEASE_LEASE, &[dataset.as_str().into(), run_id.as_str().into()]).await.map(|_| ()).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = released {
+        log::error("lease.release_failed", json!({ "datasetId": dataset, "error": e }));
     }
     log::error("message.dead_lettered", json!({ "queue": "fusou-compaction-dlq", "datasetId": message.dataset_id, "metricId": metric_id }));
 }

@@ -1,35 +1,47 @@
-//! Fault injection for the end-to-end tests. Only when the variable `FAULT_INJECTION` is `on`
-//! (no deployed config sets it; the test stack does), a row of the D1 table
-//! `fault_injections (dataset_id, step)`, which only the tests create, makes the next run of
-//! that dataset stop right after that step, as an invocation that crashed there would. Each row
-//! is used once.
+//! Fault injection for the end-to-end tests. Only with `TEST_HOOKS=on` (which the production
+//! configuration refuses), rows of the D1 table `fault_injections (dataset_id, step)`, which only
+//! the tests create, act on that dataset's runs:
+//! - `step` names a step: the next run stops right after it, as an invocation that crashed there
+//!   would. Each such row is used once.
+//! - `step` is `poison:<fragment key>`: every invocation that would read that fragment dies
+//!   before reading it, as one that a poisonous fragment kills would. Never used up.
 
 use fusou_core::ids::DatasetId;
-use fusou_edge::d1;
-use worker::{D1Database, Env};
+use fusou_edge::d1::Db;
 
-fn enabled(env: &Env) -> bool {
-    env.var("FAULT_INJECTION").is_ok_and(|v| v.to_string() == "on")
-}
+use crate::context::Ctx;
 
 #[derive(serde::Deserialize)]
 struct Fault {
     step: String,
 }
 
-/// The step after which this run of `dataset` must stop, if a fault is armed.
-pub async fn armed(env: &Env, db: &D1Database, dataset: &DatasetId) -> Option<String> {
-    if !enabled(env) {
-        return None;
-    }
-    let sql = "SELECT step FROM fault_injections WHERE dataset_id = ?1 ORDER BY step LIMIT 1";
-    // No table: no fault.
-    let fault: Option<Fault> = d1::first(db, sql, &[dataset.as_str().into()]).await.ok().flatten();
-    fault.map(|f| f.step)
+/// The faults armed for a run of one dataset.
+#[derive(Debug, Default)]
+pub struct Armed {
+    pub crash_after: Option<String>,
+    pub poison: Option<String>,
 }
 
-/// Uses up the fault that fired.
-pub async fn fired(db: &D1Database, dataset: &DatasetId, step: &str) {
+const POISON: &str = "poison:";
+
+/// The faults armed for this run of `dataset`.
+pub async fn armed(ctx: &Ctx, db: &Db, dataset: &DatasetId) -> Armed {
+    if !ctx.platform.test_hooks {
+        return Armed::default();
+    }
+    let sql = "SELECT step FROM fault_injections WHERE dataset_id = ?1 ORDER BY step";
+    // No table: no fault.
+    let faults: Vec<Fault> = db.all(sql, &[dataset.as_str().into()]).await.unwrap_or_default();
+    let (poison, crashes): (Vec<_>, Vec<_>) = faults.into_iter().map(|f| f.step).partition(|s| s.starts_with(POISON));
+    Armed {
+        crash_after: crashes.into_iter().next(),
+        poison: poison.into_iter().next().map(|p| p[POISON.len()..].to_owned()),
+    }
+}
+
+/// Uses up the crash that fired.
+pub async fn fired(db: &Db, dataset: &DatasetId, step: &str) {
     let sql = "DELETE FROM fault_injections WHERE dataset_id = ?1 AND step = ?2";
-    let _ = d1::run(db, sql, &[dataset.as_str().into(), step.into()]).await;
+    let _ = db.run(sql, &[dataset.as_str().into(), step.into()]).await;
 }

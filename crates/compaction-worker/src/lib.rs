@@ -4,21 +4,27 @@
 //! that is not one is logged and acknowledged (a retry could never fix it), so it can never
 //! block the queue. A valid one runs the compaction workflow of `fusou_core::compaction` over
 //! D1 and R2 (`ports`); success acknowledges it, a failure retries it with a delay, and after
-//! its retries it reaches the dead-letter queue (`consumer::dead_letter`). The cron runs the
-//! clean-up (`cleanup`). A `fetch` handler, reachable only through the upload Worker's service
-//! binding, answers `GET /health` and `POST /cleanup` (the operator's clean-up, authenticated
-//! there).
+//! its retries it reaches the dead-letter queue (`consumer::dead_letter`). Each message of a
+//! batch is acknowledged or retried on its own. The cron runs the clean-up (`cleanup`).
+//!
+//! The `fetch` handler answers `GET /health` and `POST /cleanup` (operator secret as bearer).
+//! The Worker has no public URL (`workers_dev = false`, no routes): only the upload Worker's
+//! service binding reaches it.
 
 mod cleanup;
 mod consumer;
+mod context;
 mod faults;
 mod ports;
 
+use fusou_core::auth::bearer_token;
 use fusou_core::message::CompactionMessage;
-use fusou_edge::bindings::BATTLE_INDEX_DB;
 use fusou_edge::log;
 use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
 use worker::{Context, Env, MessageBatch, MessageExt, Method, QueueRetryOptionsBuilder, Request, Response, Result, ScheduleContext, ScheduledEvent, event};
+
+use crate::context::Ctx;
 
 // Merging allocates and frees many small buffers: talc does it faster than the default.
 #[cfg(all(not(target_feature = "atomics"), target_family = "wasm"))]
@@ -27,82 +33,120 @@ static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_all
 
 const DEAD_LETTER_QUEUE: &str = "fusou-compaction-dlq";
 
+fn answer(status: u16, body: &Value) -> Result<Response> {
+    Ok(Response::from_json(body)?.with_status(status))
+}
+
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     console_error_panic_hook::set_once();
+    let ctx = match Ctx::load(env) {
+        Ok(ctx) => ctx,
+        Err(e) => return answer(500, &json!({ "service": "fusou-compaction", "ok": false, "error": e.to_string() })),
+    };
     match (req.method(), req.path().as_str()) {
-        (Method::Get, "/health") => health(env).await,
-        (Method::Post, "/cleanup") => clean_up_now(req, env).await,
-        _ => Ok(Response::from_json(&json!({ "error": "no such route" }))?.with_status(404)),
+        (Method::Get, "/health") => health(&ctx).await,
+        (Method::Post, "/cleanup") => clean_up_now(req, &ctx).await,
+        _ => answer(404, &json!({ "error": "no such route" })),
     }
 }
 
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     console_error_panic_hook::set_once();
-    match cleanup::run(&env, &cleanup::Overrides::default()).await {
+    let outcome = match Ctx::load(env) {
+        Ok(ctx) => cleanup::run(&ctx, &cleanup::Overrides::default()).await,
+        Err(e) => Err(e.to_string()),
+    };
+    match outcome {
         Ok(report) => log::info("cleanup.done", json!({ "source": "cron", "report": report })),
         Err(e) => log::error("cleanup.failed", json!({ "source": "cron", "error": e })),
     }
 }
 
-async fn clean_up_now(mut req: Request, env: Env) -> Result<Response> {
+/// Whether `req` carries the operator secret as its bearer (compared in constant time).
+fn is_operator(req: &Request, ctx: &Ctx) -> Result<bool> {
+    let Ok(secret) = ctx.operator_secret() else { return Ok(false) };
+    let header = req.headers().get("authorization")?;
+    Ok(bearer_token(header.as_deref()).is_ok_and(|token| bool::from(token.as_bytes().ct_eq(secret.as_bytes()))))
+}
+
+async fn clean_up_now(mut req: Request, ctx: &Ctx) -> Result<Response> {
+    if !is_operator(&req, ctx)? {
+        return answer(401, &json!({ "error": "the operator secret is required" }));
+    }
     let body = req.bytes().await?;
     let overrides: cleanup::Overrides = if body.is_empty() {
         Default::default()
     } else {
         match serde_json::from_slice(&body) {
             Ok(o) => o,
-            Err(e) => return Ok(Response::from_json(&json!({ "error": format!("invalid clean-up request: {e}") }))?.with_status(400)),
+            Err(e) => return answer(400, &json!({ "error": format!("invalid clean-up request: {e}") })),
         }
     };
-    match cleanup::run(&env, &overrides).await {
+    if !overrides.is_empty() && !ctx.platform.test_hooks {
+        return answer(400, &json!({ "error": "retentionSeconds and orphanGraceSeconds are for test stacks only (TEST_HOOKS=on); the deployed ages are FRAGMENT_RETENTION_DAYS and ORPHAN_GRACE_MINUTES" }));
+    }
+    match cleanup::run(ctx, &overrides).await {
         Ok(report) => {
             log::info("cleanup.done", json!({ "source": "operator", "report": report }));
             Response::from_json(&report)
         }
         Err(e) => {
             log::error("cleanup.failed", json!({ "source": "operator", "error": e }));
-            Ok(Response::from_json(&json!({ "error": format!("clean-up failed: {e}") }))?.with_status(503))
+            answer(503, &json!({ "error": format!("clean-up failed: {e}") }))
         }
     }
 }
 
-async fn health(env: Env) -> Result<Response> {
-    let d1 = env
-        .d1(BATTLE_INDEX_DB)?
-        .prepare("SELECT count(*) AS n FROM d1_migrations")
-        .first::<u32>(Some("n"))
-        .await;
-    let (status, body) = match d1 {
-        Ok(Some(n)) if n > 0 => (200, json!({ "service": "fusou-compaction", "ok": true, "d1Migrations": n })),
-        Ok(_) => (503, json!({ "service": "fusou-compaction", "ok": false, "error": "no D1 migrations applied" })),
-        Err(e) => (503, json!({ "service": "fusou-compaction", "ok": false, "error": e.to_string() })),
+async fn health(ctx: &Ctx) -> Result<Response> {
+    #[derive(serde::Deserialize)]
+    struct Count {
+        n: u32,
+    }
+    let migrations = match ctx.db() {
+        Ok(db) => db.first::<Count>("SELECT count(*) AS n FROM d1_migrations", &[]).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
     };
-    Ok(Response::from_json(&body)?.with_status(status))
+    let (status, body) = match migrations {
+        Ok(Some(c)) if c.n > 0 => (200, json!({ "service": "fusou-compaction", "ok": true, "d1Migrations": c.n })),
+        Ok(_) => (503, json!({ "service": "fusou-compaction", "ok": false, "error": "no D1 migrations applied" })),
+        Err(e) => (503, json!({ "service": "fusou-compaction", "ok": false, "error": e })),
+    };
+    answer(status, &body)
 }
 
 #[event(queue)]
 async fn queue(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> Result<()> {
     console_error_panic_hook::set_once();
     let queue = batch.queue();
+    let ctx = match Ctx::load(env) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            // Nothing can run until the settings are fixed: every message waits and comes back.
+            log::error("consumer.misconfigured", json!({ "queue": queue, "error": e.to_string() }));
+            batch.retry_all_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(300).build());
+            return Ok(());
+        }
+    };
+    let retry = QueueRetryOptionsBuilder::new().with_delay_seconds(ctx.retry_delay_secs).build();
     for message in batch.messages()? {
         let decoded = CompactionMessage::from_value(message.body().clone());
         match (decoded, queue.as_str()) {
             (Err(e), _) => {
                 log::error("message.invalid", json!({ "queue": queue, "messageId": message.id(), "metricId": message.body().get("metricId"), "error": e.to_string() }));
-                consumer::invalid(&env, message.body(), &e.to_string()).await;
+                consumer::invalid(&ctx, message.body(), &e.to_string()).await;
                 message.ack();
             }
             (Ok(msg), DEAD_LETTER_QUEUE) => {
-                consumer::dead_letter(&env, &msg).await;
+                consumer::dead_letter(&ctx, &msg).await;
                 message.ack();
             }
             (Ok(msg), _) => {
                 log::info("message.received", json!({ "queue": queue, "datasetId": msg.dataset_id, "metricId": msg.metric_id, "message": msg }));
-                match consumer::compact(&env, &msg).await {
+                match consumer::compact(&ctx, &msg).await {
                     Ok(()) => message.ack(),
-                    Err(_) => message.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(10).build()),
+                    Err(_) => message.retry_with_options(&retry),
                 }
             }
         }

@@ -1,5 +1,6 @@
 //! The compaction workflow's ports over the platform: D1 for SQL and checkpoints, R2 for
-//! objects, Supabase for the dataset catalog, the Worker's clock and timers.
+//! objects, Supabase for the dataset catalog, the Worker's clock and timers. Every call goes
+//! through [`fusou_edge::remote`]: none can hang a run.
 
 use std::time::Duration;
 
@@ -7,42 +8,27 @@ use bytes::Bytes;
 use fusou_core::commit::{SqlValue, Statement};
 use fusou_core::compaction::{Blobs, Catalog, Sql};
 use fusou_core::ids::DatasetId;
-use fusou_core::supabase::{self as rest, DatasetRow};
 use fusou_core::index;
+use fusou_core::supabase::{self as rest, DatasetRow};
 use fusou_core::workflow::{Checkpoint, CheckpointStore, Clock};
-use fusou_edge::d1::{self, Param};
+use fusou_edge::d1::{self, Db};
+use fusou_edge::remote::{Remote, Service};
 use fusou_edge::supabase::Supabase;
 use serde_json::{Map, Value};
-use worker::{Bucket, D1Database, Delay, UploadedPart};
-
-fn param(v: &SqlValue) -> Param<'_> {
-    match v {
-        SqlValue::Text(s) => Param::Text(s),
-        SqlValue::Int(n) => Param::Int(*n),
-        SqlValue::Null => Param::Null,
-    }
-}
-
-fn params(values: &[SqlValue]) -> Vec<Param<'_>> {
-    values.iter().map(param).collect()
-}
+use worker::{Bucket, Delay, UploadedPart};
 
 /// The battle-data index on D1.
-pub struct D1(pub D1Database);
+pub struct D1(pub Db);
 
 impl Sql for D1 {
     async fn rows(&self, sql: &str, values: &[SqlValue]) -> Result<Vec<Map<String, Value>>, String> {
-        d1::all(&self.0, sql, &params(values)).await.map_err(|e| e.to_string())
+        self.0.all(sql, values).await.map_err(|e| e.to_string())
     }
 
     async fn batch(&self, statements: &[Statement]) -> Result<Vec<u64>, String> {
-        let prepared = statements
-            .iter()
-            .map(|s| d1::statement(&self.0, &s.sql, &params(&s.params)))
-            .collect::<worker::Result<Vec<_>>>()
-            .map_err(|e| e.to_string())?;
+        let prepared = statements.iter().map(|s| self.0.statement(&s.sql, &s.params)).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
         let results = self.0.batch(prepared).await.map_err(|e| e.to_string())?;
-        Ok(results.iter().map(|r| r.meta().ok().flatten().and_then(|m| m.changes).unwrap_or(0) as u64).collect())
+        Ok(results.iter().map(d1::changes).collect())
     }
 }
 
@@ -53,7 +39,7 @@ impl CheckpointStore for D1 {
             step: String,
             output: String,
         }
-        let rows: Vec<Row> = d1::all(&self.0, index::STEP_OUTPUTS, &[run.into()]).await.map_err(|e| e.to_string())?;
+        let rows: Vec<Row> = self.0.all(index::STEP_OUTPUTS, &[run.into()]).await.map_err(|e| e.to_string())?;
         Ok(rows.into_iter().map(|r| (r.step, r.output)).collect())
     }
 
@@ -63,69 +49,76 @@ impl CheckpointStore for D1 {
             output: String,
         }
         let Checkpoint { step, output, attempts, duration_ms, completed_at_ms } = *checkpoint;
-        let completed_at = index::iso(completed_at_ms);
-        let params = [run.into(), step.into(), output.into(), Param::from(attempts as u64), Param::from(duration_ms), completed_at.as_str().into()];
-        let row: Option<Row> = d1::first(&self.0, index::SAVE_STEP, &params).await.map_err(|e| e.to_string())?;
+        let params = [run.into(), step.into(), output.into(), SqlValue::from(attempts as u64), SqlValue::from(duration_ms), index::iso(completed_at_ms).into()];
+        let row: Option<Row> = self.0.first(index::SAVE_STEP, &params).await.map_err(|e| e.to_string())?;
         row.map(|r| r.output).ok_or_else(|| "the step's checkpoint was not stored".to_string())
     }
 }
 
 /// Battle data on R2.
-pub struct R2(pub Bucket);
+pub struct R2 {
+    pub bucket: Bucket,
+    pub remote: Remote,
+}
+
+impl R2 {
+    async fn call<T, E: std::fmt::Display>(&self, what: &str, call: impl Future<Output = Result<T, E>>) -> Result<T, String> {
+        self.remote.call(Service::R2, what, call).await.map_err(|e| e.to_string())
+    }
+}
 
 impl Blobs for R2 {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, String> {
-        let Some(object) = self.0.get(key).execute().await.map_err(|e| e.to_string())? else { return Ok(None) };
-        let body = object.body().ok_or("the object has no body")?;
-        Ok(Some(Bytes::from(body.bytes().await.map_err(|e| e.to_string())?)))
+        self.call("a GET", async {
+            let Some(object) = self.bucket.get(key).execute().await? else { return Ok(None) };
+            let body = object.body().ok_or_else(|| worker::Error::RustError("the object has no body".into()))?;
+            Ok::<_, worker::Error>(Some(Bytes::from(body.bytes().await?)))
+        })
+        .await
     }
 
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), String> {
-        self.0.put(key, Vec::from(bytes)).execute().await.map(|_| ()).map_err(|e| e.to_string())
+        self.call("a PUT", self.bucket.put(key, Vec::from(bytes)).execute()).await.map(|_| ())
     }
 
     async fn create_multipart(&self, key: &str) -> Result<String, String> {
-        let upload = self.0.create_multipart_upload(key).execute().await.map_err(|e| e.to_string())?;
+        let upload = self.call("a multipart create", self.bucket.create_multipart_upload(key).execute()).await?;
         Ok(upload.upload_id().await)
     }
 
     async fn upload_part(&self, key: &str, upload_id: &str, number: u16, bytes: Bytes) -> Result<String, String> {
-        let upload = self.0.resume_multipart_upload(key, upload_id).map_err(|e| e.to_string())?;
-        let part = upload.upload_part(number, Vec::from(bytes)).await.map_err(|e| e.to_string())?;
+        let upload = self.bucket.resume_multipart_upload(key, upload_id).map_err(|e| e.to_string())?;
+        let part = self.call("a part", upload.upload_part(number, Vec::from(bytes))).await?;
         Ok(part.etag())
     }
 
     async fn complete_multipart(&self, key: &str, upload_id: &str, parts: Vec<(u16, String)>) -> Result<(), String> {
-        let upload = self.0.resume_multipart_upload(key, upload_id).map_err(|e| e.to_string())?;
-        upload
-            .complete(parts.into_iter().map(|(n, etag)| UploadedPart::new(n, etag)))
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        let upload = self.bucket.resume_multipart_upload(key, upload_id).map_err(|e| e.to_string())?;
+        let parts = parts.into_iter().map(|(n, etag)| UploadedPart::new(n, etag));
+        self.call("a multipart complete", upload.complete(parts)).await.map(|_| ())
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), String> {
-        let upload = self.0.resume_multipart_upload(key, upload_id).map_err(|e| e.to_string())?;
-        upload.abort().await.map_err(|e| e.to_string())
+        let upload = self.bucket.resume_multipart_upload(key, upload_id).map_err(|e| e.to_string())?;
+        self.call("a multipart abort", upload.abort()).await
     }
 
     async fn delete(&self, keys: &[String]) -> Result<(), String> {
         if keys.is_empty() {
             return Ok(());
         }
-        self.0.delete_multiple(keys.iter().map(String::as_str).collect()).await.map_err(|e| e.to_string())
+        self.call("a delete", self.bucket.delete_multiple(keys.iter().map(String::as_str).collect())).await
     }
 }
 
 /// The dataset catalog in Supabase.
-pub struct SupabaseCatalog(pub Option<Supabase>);
+pub struct SupabaseCatalog<'a>(pub &'a Supabase);
 
-impl Catalog for SupabaseCatalog {
+impl Catalog for SupabaseCatalog<'_> {
     async fn ensure_dataset(&self, dataset: &DatasetId, owner: &str) -> Result<(), String> {
-        let supabase = self.0.as_ref().ok_or("SUPABASE_URL or SUPABASE_SERVICE_KEY is not set")?;
         let owner_id = owner.parse().map_err(|e| format!("owner {owner} is not a UUID: {e}"))?;
         let row = DatasetRow { id: dataset.clone(), owner_id, compaction_needed: true };
-        supabase.execute(&rest::upsert_dataset(&row)).await.map(|_| ()).map_err(|e| e.to_string())
+        self.0.execute(&rest::upsert_dataset(&row)).await.map(|_| ()).map_err(|e| e.to_string())
     }
 }
 

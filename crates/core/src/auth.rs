@@ -40,6 +40,9 @@ pub struct UserClaims {
     pub role: Option<String>,
     #[serde(default)]
     pub email: Option<String>,
+    /// Set by Supabase for users signed in anonymously (no email, no identity).
+    #[serde(default)]
+    pub is_anonymous: bool,
 }
 
 /// A caller whose token verified.
@@ -47,6 +50,8 @@ pub struct UserClaims {
 pub struct AuthenticatedUser {
     pub id: Uuid,
     pub email: Option<String>,
+    /// A Supabase anonymous sign-in (`is_anonymous`): whether it may upload is a setting.
+    pub anonymous: bool,
 }
 
 /// Why a token was refused. Every variant is an authentication failure (HTTP 401).
@@ -131,10 +136,7 @@ pub fn verify_user_token(
         return Err(AuthError::Expired);
     }
     let id = Uuid::parse_str(&claims.sub).map_err(|_| AuthError::BadSubject)?;
-    Ok(AuthenticatedUser {
-        id,
-        email: claims.email,
-    })
+    Ok(AuthenticatedUser { id, email: claims.email, anonymous: claims.is_anonymous })
 }
 
 /// The key that signed a token: by `kid` when the token names one, otherwise the only key of

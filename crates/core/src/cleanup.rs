@@ -20,6 +20,10 @@
 //!    reaped first (the same conditional statement), so a late redelivery of its message, which
 //!    has the same run id, can take no lease and never writes under the keys the run committed.
 //!
+//!    Their invocation counts go with them.
+//! 5. Tombstones of refused uploads (`discarded_uploads`) older than the retention are
+//!    forgotten: their keys belong to upload URLs that expired long before.
+//!
 //! Multipart uploads begun by a run that died before staging their id are left to R2, which
 //! aborts unfinished uploads after 7 days.
 
@@ -52,6 +56,19 @@ impl Default for CleanupConfig {
     }
 }
 
+impl CleanupConfig {
+    /// The defaults, then `FRAGMENT_RETENTION_DAYS` and `ORPHAN_GRACE_MINUTES`.
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, crate::config::ConfigError> {
+        let d = Self::default();
+        let number = |name, default| crate::config::number(&get, name, default);
+        Ok(Self {
+            retention_ms: number("FRAGMENT_RETENTION_DAYS", d.retention_ms / 86_400_000)?.saturating_mul(86_400_000),
+            orphan_grace_ms: number("ORPHAN_GRACE_MINUTES", d.orphan_grace_ms / 60_000)?.saturating_mul(60_000),
+            ..d
+        })
+    }
+}
+
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -65,6 +82,8 @@ pub struct CleanupReport {
     pub retired_files_deleted: u64,
     /// Finished runs whose checkpoints were dropped.
     pub runs_forgotten: u64,
+    /// Tombstones of refused uploads forgotten.
+    pub discarded_uploads_forgotten: u64,
     /// More compacted fragments or retired files are due than one pass deletes: the next pass
     /// goes on.
     pub more_due: bool,
@@ -107,6 +126,12 @@ const REAP_FINISHED_RUN: &str = "INSERT OR IGNORE INTO reaped_runs (run_id, data
 const FORGET_REAPED_RUN: &str =
     "DELETE FROM workflow_steps WHERE run_id = ?1 AND EXISTS (SELECT 1 FROM reaped_runs WHERE run_id = ?1)";
 
+const FORGET_REAPED_RUN_COUNT: &str =
+    "DELETE FROM compaction_runs WHERE run_id = ?1 AND EXISTS (SELECT 1 FROM reaped_runs WHERE run_id = ?1)";
+
+/// Tombstones of refused uploads discarded at or before `?1`.
+const FORGET_DISCARDED_UPLOADS: &str = "DELETE FROM discarded_uploads WHERE discarded_at <= ?1";
+
 fn column(row: &Map<String, Value>, name: &str) -> Option<String> {
     row.get(name).and_then(Value::as_str).map(str::to_owned)
 }
@@ -135,6 +160,8 @@ pub async fn clean_up<S: Sql, B: Blobs>(sql: &S, blobs: &B, now_ms: u64, config:
     report.retired_files_deleted = deleted;
     report.more_due = more_fragments || more_retired;
     forget_finished_runs(sql, now_ms, config, &mut report).await?;
+    let forgotten = sql.batch(&[Statement { sql: FORGET_DISCARDED_UPLOADS.into(), params: vec![text(&cutoff)] }]).await?;
+    report.discarded_uploads_forgotten = forgotten.iter().sum();
     Ok(report)
 }
 
@@ -180,6 +207,7 @@ async fn reap_orphans<S: Sql, B: Blobs>(sql: &S, blobs: &B, now_ms: u64, config:
         report.orphans_deleted += keys.len() as u64;
         let mut forget = keyed("DELETE FROM staged_outputs WHERE key IN ({keys})", &[], &keys);
         forget.push(Statement { sql: "DELETE FROM workflow_steps WHERE run_id = ?1".into(), params: vec![text(&run)] });
+        forget.push(Statement { sql: "DELETE FROM compaction_runs WHERE run_id = ?1".into(), params: vec![text(&run)] });
         sql.batch(&forget).await?;
     }
     Ok(())
@@ -227,11 +255,12 @@ async fn forget_finished_runs<S: Sql>(sql: &S, now_ms: u64, config: &CleanupConf
                 [
                     Statement { sql: REAP_FINISHED_RUN.into(), params: vec![text(run), cutoff.clone(), now.clone()] },
                     Statement { sql: FORGET_REAPED_RUN.into(), params: vec![text(run)] },
+                    Statement { sql: FORGET_REAPED_RUN_COUNT.into(), params: vec![text(run)] },
                 ]
             })
             .collect();
         let changed = sql.batch(&statements).await?;
-        report.runs_forgotten += changed.iter().skip(1).step_by(2).filter(|&&n| n > 0).count() as u64;
+        report.runs_forgotten += changed.iter().skip(1).step_by(3).filter(|&&n| n > 0).count() as u64;
     }
     Ok(())
 }

@@ -24,6 +24,37 @@ pub enum SqlValue {
     Null,
 }
 
+impl From<&str> for SqlValue {
+    fn from(s: &str) -> Self {
+        SqlValue::Text(s.to_owned())
+    }
+}
+
+impl From<String> for SqlValue {
+    fn from(s: String) -> Self {
+        SqlValue::Text(s)
+    }
+}
+
+impl From<Option<&str>> for SqlValue {
+    fn from(s: Option<&str>) -> Self {
+        s.map_or(SqlValue::Null, SqlValue::from)
+    }
+}
+
+impl From<i64> for SqlValue {
+    fn from(n: i64) -> Self {
+        SqlValue::Int(n)
+    }
+}
+
+/// Sizes and counts: D1 numbers are exact far beyond any of them.
+impl From<u64> for SqlValue {
+    fn from(n: u64) -> Self {
+        SqlValue::Int(i64::try_from(n).unwrap_or(i64::MAX))
+    }
+}
+
 /// One statement of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Statement {
@@ -201,10 +232,14 @@ pub fn commit_batch(
             params: with(vec![text(&q.fragment_key), text(&q.table), text(&q.error)]),
         });
     }
-    statements.push(Statement {
-        sql: format!("DELETE FROM staged_outputs WHERE run_id = ?2 AND dataset_id = ?1 AND {CHECKED}"),
-        params: common()[..3].to_vec(),
-    });
+    // Only the keys committed: a key staged by an earlier invocation that planned otherwise
+    // (its fragments set aside since) stays staged, an orphan for the clean-up.
+    let committed: Vec<String> = outputs.iter().map(|o| o.key.clone()).collect();
+    statements.extend(keyed(
+        &format!("DELETE FROM staged_outputs WHERE run_id = ?2 AND dataset_id = ?1 AND key IN ({{keys}}) AND {CHECKED}"),
+        &common()[..3],
+        &committed,
+    ));
     statements.push(Statement {
         sql: "UPDATE datasets SET \
               compaction_needed = CASE WHEN EXISTS (SELECT 1 FROM battle_files WHERE dataset_id = ?1 AND compacted_at IS NULL) THEN 1 ELSE 0 END, \

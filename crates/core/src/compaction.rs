@@ -42,7 +42,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use self::consolidate::{ConsolidationConfig, SmallFile};
+use self::consolidate::{ConsolidationConfig, Room, SmallFile};
 use crate::commit::{CommitOutcome, Lease, OutputRecord, SqlValue, Statement, commit_batch, text};
 use crate::engine::segment::{FragmentInput, Quarantined, Scan};
 use crate::engine::{EngineConfig, merge, plan};
@@ -50,7 +50,8 @@ use crate::fragment::TableOffset;
 use crate::ids::{DatasetId, PeriodTag, TableName};
 use crate::index::{self, iso};
 use crate::message::CompactionMessage;
-use crate::workflow::{Clock, CheckpointStore, Run, StepConfig, StepError};
+use crate::config::{ConfigError, number};
+use crate::workflow::{Backoff, CheckpointStore, Clock, RetryPolicy, Run, StepConfig, StepError};
 
 /// SQL on the battle-data index (D1 in the Worker, SQLite in tests).
 #[allow(async_fn_in_trait)]
@@ -96,14 +97,106 @@ pub struct RunConfig {
     /// run holds its fragments whole, so this is what bounds a Worker's memory beside the
     /// engine's own (see `engine`'s `# Memory usage`).
     pub max_run_bytes: u64,
+    /// The largest fragment a run reads: a larger one (stored under older limits, say) is
+    /// quarantined whole, unread, since holding it could take the Worker past its memory.
+    pub max_fragment_bytes: u64,
     /// Input bytes of the consecutive outputs one checkpointed `merge-{a}-{b}` step writes (an
     /// output larger than this is a step of its own; 0: one output per step).
     pub merge_step_bytes: u64,
     /// Which small compacted files a run merges again (see [`consolidate`]).
     pub consolidation: ConsolidationConfig,
+    /// Outputs one run plans at most: the distinct (period, table) its fragments and the files
+    /// it consolidates write. With the fragment and byte caps it bounds a run's subrequests
+    /// ([`RunConfig::subrequests_at_most`]). At least one fragment is always taken; a fragment
+    /// holds at most [`crate::fragment::MAX_SEGMENTS`] tables.
+    pub max_outputs: usize,
+    /// Invocations of a run that may begin reading and not finish before the run gives up on
+    /// reading its fragments together: a run of several fragments then *isolates* them (later
+    /// runs take each alone), a run of one quarantines it whole, unread. So a fragment that
+    /// crashes every run that reads it (out of memory, out of CPU, a trap) costs only its own
+    /// compaction, and its dataset is never wedged.
+    pub invocations_before_isolation: u64,
     /// Fault injection for tests: the invocation stops after this step as if it had died there
     /// (see [`crate::workflow::Run::crash_after`]). Always `None` in production.
     pub crash_after: Option<String>,
+    /// Fault injection for tests: every invocation that would read this fragment dies just
+    /// before reading it, as one that a poisonous fragment kills would. Always `None` in
+    /// production.
+    pub poison: Option<String>,
+}
+
+/// The defaults of a deployment: what one run holds and how it is retried. A run holds its
+/// fragments whole in memory, so the byte cap (32 MiB) keeps its Wasm memory under 64 MiB beside
+/// the engine's own buffers (`scripts/bench-worker.sh`); a Worker has 128 MB. Merge steps of 8
+/// MiB of input bound what a crash costs to well under a second of merging.
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            engine: EngineConfig::default(),
+            steps: StepConfig { retries: RetryPolicy { limit: 2, delay_ms: 1000, backoff: Backoff::Exponential }, timeout_ms: 120_000 },
+            lease_ms: 15 * 60 * 1000,
+            max_fragments: 500,
+            max_run_bytes: 32 << 20,
+            max_fragment_bytes: crate::upload::MAX_BODY_BYTES_CEILING,
+            merge_step_bytes: 8 << 20,
+            consolidation: ConsolidationConfig::default(),
+            max_outputs: 128,
+            invocations_before_isolation: 2,
+            crash_after: None,
+            poison: None,
+        }
+    }
+}
+
+impl RunConfig {
+    /// The defaults, then the Worker's variables: `COMPACTION_MAX_FRAGMENTS`,
+    /// `COMPACTION_MAX_RUN_BYTES`, `COMPACTION_MERGE_STEP_BYTES`, `COMPACTION_MAX_OUTPUTS`,
+    /// `COMPACTION_FAN_IN` and `COMPACTION_SMALL_FILE_BYTES`. A value that is not a whole
+    /// number, or a cap of 0, is an error, never a silent default.
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let positive = |name: &'static str, default: u64| match number(&get, name, default)? {
+            0 => Err(ConfigError { name, value: "0".into(), expected: "a whole number above 0" }),
+            n => Ok(n),
+        };
+        Ok(Self {
+            max_fragments: u32::try_from(positive("COMPACTION_MAX_FRAGMENTS", d.max_fragments as u64)?)
+                .map_err(|_| ConfigError { name: "COMPACTION_MAX_FRAGMENTS", value: "too large".into(), expected: "at most 4294967295" })?,
+            max_run_bytes: positive("COMPACTION_MAX_RUN_BYTES", d.max_run_bytes)?,
+            merge_step_bytes: number(&get, "COMPACTION_MERGE_STEP_BYTES", d.merge_step_bytes)?,
+            max_outputs: positive("COMPACTION_MAX_OUTPUTS", d.max_outputs as u64)? as usize,
+            consolidation: ConsolidationConfig {
+                fan_in: number(&get, "COMPACTION_FAN_IN", d.consolidation.fan_in as u64)? as usize,
+                small_file_bytes: number(&get, "COMPACTION_SMALL_FILE_BYTES", d.consolidation.small_file_bytes)?,
+            },
+            ..d
+        })
+    }
+}
+
+/// The D1 queries, R2 calls, Supabase calls and queue sends of one run's invocation that do
+/// not grow with its input (lease, listings, checkpoints of the fixed steps, commit, release,
+/// summaries, metrics, a continuation).
+const FIXED_SUBREQUESTS: u64 = 30;
+
+impl RunConfig {
+    /// The most subrequests one invocation of a run makes, step retries aside: a GET per input,
+    /// a PUT per output (multipart: create, parts, complete and the upload id staged in D1), a
+    /// checkpoint per merge step, and the fixed calls. Queue consumers get 10,000 per invocation
+    /// (1,000 on older pages), shared by a batch's messages.
+    pub fn subrequests_at_most(&self) -> u64 {
+        let outputs = self.max_outputs as u64;
+        // Only an output of more than one part is a multipart upload, and outputs are smaller
+        // than their inputs: all of a run's parts number at most its bytes over the part size.
+        // Each multipart output adds its create, its complete and its staged upload id.
+        let parts = self.max_run_bytes.max(self.max_fragment_bytes).div_ceil(self.engine.part_bytes.max(1) as u64);
+        // Next-fit packing: two consecutive steps always hold more than the budget.
+        let merge_steps = match self.merge_step_bytes {
+            0 => outputs,
+            budget => (2 * self.max_run_bytes.div_ceil(budget) + 1).min(outputs),
+        };
+        FIXED_SUBREQUESTS + self.max_fragments as u64 + outputs + 4 * parts + merge_steps
+    }
 }
 
 /// A pending fragment as `list-fragments` found it.
@@ -114,6 +207,9 @@ pub struct FragmentRow {
     pub period: PeriodTag,
     pub size: u64,
     pub offsets: Vec<TableOffset>,
+    /// Taken alone by a run (see [`RunConfig::invocations_before_isolation`]).
+    #[serde(default)]
+    pub isolated: bool,
 }
 
 /// How a run ended.
@@ -129,6 +225,10 @@ pub enum Outcome {
     /// its lease had expired): nothing is committed, the lease is released, the outputs are
     /// orphans.
     Superseded { orphans: Vec<String> },
+    /// The run's invocations kept dying or failing while its fragments were read together: it
+    /// isolated them (each is taken alone by a later run), committed nothing and released its
+    /// lease. The caller enqueues a continuation.
+    Isolated { fragments: u64 },
 }
 
 /// What a committed run did.
@@ -251,7 +351,37 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
     let continue_after = fragments.len() > take;
     let fragments = &fragments[..take];
 
-    // Small compacted files to merge again, within what the fragments leave of the run's bytes.
+    // Before a byte is read, this invocation is counted: one that dies reading (out of memory,
+    // out of CPU, a trap) cannot count itself afterwards. A run whose earlier invocations all
+    // died or failed gives up on reading its fragments together.
+    let mut set_aside: Vec<Quarantined> = fragments
+        .iter()
+        .filter(|f| f.size > config.max_fragment_bytes)
+        .map(|f| whole_fragment(f, format!("the fragment is {} bytes, more than a run reads ({})", f.size, config.max_fragment_bytes)))
+        .collect();
+    if !run.completed("update-metadata") {
+        let invocations = count_invocation(sql, &run_id, &dataset, clock.now_ms()).await?;
+        if invocations > config.invocations_before_isolation {
+            if fragments.len() > 1 {
+                isolate(sql, &lease, fragments, clock.now_ms()).await?;
+                return Ok(Outcome::Isolated { fragments: fragments.len() as u64 });
+            }
+            if let Some(f) = fragments.first()
+                && set_aside.is_empty()
+            {
+                let reason = format!("{} invocations of the run that read this fragment alone died or failed; it is kept, unread", invocations - 1);
+                set_aside.push(whole_fragment(f, reason));
+            }
+        }
+    }
+    let readable: Vec<&FragmentRow> = fragments.iter().filter(|f| !set_aside.iter().any(|q| q.fragment_key == f.key)).collect();
+    if let Some(poison) = &config.poison
+        && readable.iter().any(|f| &f.key == poison)
+    {
+        return Err(StepError::Interrupted { step: "read-fragments".into() });
+    }
+
+    // Small compacted files to merge again, within what the fragments leave of the run's caps.
     let small_files: Vec<SmallFile> = if config.consolidation.fan_in < 2 {
         Vec::new()
     } else {
@@ -266,15 +396,20 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
         })
         .await?
     };
-    let budget = config.max_run_bytes.saturating_sub(fragments.iter().map(|f| f.size).sum());
-    let merged_files = consolidate::choose(&small_files, &config.consolidation, budget);
+    let written = output_groups(readable.iter().copied());
+    let room = Room {
+        bytes: config.max_run_bytes.saturating_sub(readable.iter().map(|f| f.size).sum()),
+        files: (config.max_fragments as usize).saturating_sub(readable.len()),
+        new_outputs: config.max_outputs.saturating_sub(written.len()),
+    };
+    let merged_files = consolidate::choose(&small_files, &config.consolidation, &written, room);
 
     // Read and scan every input (one GET each), scanning each as it arrives while the next
     // GETs are in flight. Not checkpointed: a resumed run reads them again and, planning being
     // deterministic, plans the same outputs.
-    let (inputs, scan): (Vec<FragmentInput>, Scan) = run
+    let read: Result<(Vec<FragmentInput>, Scan), StepError> = run
         .ephemeral("read-fragments", &config.steps, || async {
-            let sources = fragments.iter().map(Source::Fragment).chain(merged_files.iter().map(Source::Compacted));
+            let sources = readable.iter().copied().map(Source::Fragment).chain(merged_files.iter().map(Source::Compacted));
             let dataset = &dataset;
             let mut reads = futures_util::stream::iter(sources)
                 .map(|source| async move {
@@ -284,25 +419,36 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
                     Ok::<_, String>(source.input(dataset, bytes))
                 })
                 .buffered(CONCURRENT_READS);
-            let (mut inputs, mut scan) = (Vec::with_capacity(fragments.len() + merged_files.len()), Scan::default());
+            let (mut inputs, mut scan) = (Vec::with_capacity(readable.len() + merged_files.len()), Scan::default());
             while let Some(input) = reads.try_next().await? {
                 scan.add_fragment(&input);
                 inputs.push(input);
             }
             Ok((inputs, scan))
         })
-        .await?;
+        .await;
+    if read.as_ref().is_err_and(|e| !matches!(e, StepError::Interrupted { .. })) {
+        // The reads failed cleanly (R2 did not answer): that says nothing of the fragments.
+        let _ = sql.rows(index::UNCOUNT_INVOCATION, &[text(&run_id)]).await;
+    }
+    let (inputs, scan) = read?;
     let plans = plan::plan(&scan, &config.engine);
 
     let keys: Vec<String> =
         plans.iter().enumerate().map(|(n, o)| output_key(&o.period, &o.dataset, &o.table, &run_id, n)).collect();
     run.step("stage-outputs", &config.steps, || async {
-        sql.batch(&stage_outputs(&keys, &dataset, &run_id, clock.now_ms())).await.map(|_| ())
+        let statements = stage_outputs(&keys, &dataset, &run_id, clock.now_ms());
+        // A run whose every fragment was set aside writes no output.
+        if !statements.is_empty() {
+            sql.batch(&statements).await?;
+        }
+        Ok(())
     })
     .await?;
 
     let mut outputs = Vec::with_capacity(plans.len());
-    let mut quarantined = scan.quarantined.clone();
+    let mut quarantined = set_aside;
+    quarantined.extend(scan.quarantined.iter().cloned());
     for step in merge_steps(plans.iter().map(|o| o.input_bytes), config.merge_step_bytes) {
         let name = format!("merge-{}-{}", step.start, step.end - 1);
         let merged: Vec<Merged> = run
@@ -422,18 +568,60 @@ impl Source<'_> {
     }
 }
 
-/// How many of the listed fragments one run takes: within both caps, and at least one.
+/// How many of the listed fragments one run takes: within the fragment, byte and output caps,
+/// and at least one. Isolated fragments come last in the listing and are taken alone.
 fn run_share(listed: &[FragmentRow], config: &RunConfig) -> usize {
+    if listed.first().is_some_and(|f| f.isolated) {
+        return 1;
+    }
     let mut bytes = 0u64;
+    let mut outputs = std::collections::BTreeSet::new();
     let within = listed
         .iter()
         .take(config.max_fragments as usize)
         .take_while(|f| {
             bytes += f.size;
-            bytes <= config.max_run_bytes
+            outputs.extend(f.offsets.iter().map(|o| (&f.period, &o.table_name)));
+            !f.isolated && bytes <= config.max_run_bytes && outputs.len() <= config.max_outputs
         })
         .count();
     within.max(listed.len().min(1))
+}
+
+/// The (period, table) outputs of these fragments' segments.
+fn output_groups<'a>(fragments: impl Iterator<Item = &'a FragmentRow>) -> std::collections::BTreeSet<(PeriodTag, TableName)> {
+    fragments.flat_map(|f| f.offsets.iter().map(|o| (f.period.clone(), o.table_name.clone()))).collect()
+}
+
+/// A whole fragment set aside unread, and why.
+fn whole_fragment(f: &FragmentRow, error: String) -> Quarantined {
+    Quarantined { fragment_key: f.key.clone(), table: "*".into(), error }
+}
+
+/// Counts this invocation of the run before it reads; answers the invocations so far.
+async fn count_invocation<S: Sql>(sql: &S, run_id: &str, dataset: &DatasetId, now_ms: u64) -> Result<u64, StepError> {
+    let failed = |message: String| StepError::Failed { step: "read-fragments".into(), attempts: 1, message };
+    let rows = sql.rows(index::COUNT_INVOCATION, &[text(run_id), text(dataset.as_str()), text(&iso(now_ms))]).await.map_err(failed)?;
+    rows.first().and_then(|r| r.get("invocations")).and_then(Value::as_u64).ok_or_else(|| failed("the invocation was not counted".into()))
+}
+
+/// Marks the run's fragments isolated and gives its lease back, fenced by the lease: a run that
+/// lost it changes nothing.
+async fn isolate<S: Sql>(sql: &S, lease: &Lease, fragments: &[FragmentRow], now_ms: u64) -> Result<(), StepError> {
+    let keys: Vec<String> = fragments.iter().map(|f| f.key.clone()).collect();
+    let mut statements = crate::commit::keyed(
+        "UPDATE battle_files SET isolated = 1 WHERE dataset_id = ?1 AND compacted_at IS NULL AND key IN ({keys}) \
+         AND EXISTS (SELECT 1 FROM datasets WHERE id = ?1 AND lease_run_id = ?2 AND lease_epoch = ?3)",
+        &[text(lease.dataset.as_str()), text(&lease.run_id), SqlValue::Int(lease.epoch)],
+        &keys,
+    );
+    statements.push(Statement {
+        sql: "UPDATE datasets SET lease_run_id = NULL, lease_expires_at = NULL, updated_at = ?4 \
+              WHERE id = ?1 AND lease_run_id = ?2 AND lease_epoch = ?3"
+            .into(),
+        params: vec![text(lease.dataset.as_str()), text(&lease.run_id), SqlValue::Int(lease.epoch), text(&iso(now_ms))],
+    });
+    sql.batch(&statements).await.map(|_| ()).map_err(|message| StepError::Failed { step: "read-fragments".into(), attempts: 1, message })
 }
 
 /// The key, period and table columns every listed row has.
@@ -463,6 +651,7 @@ fn fragment_row(r: &Map<String, Value>) -> Result<FragmentRow, String> {
         period,
         size: field(r, "size")?.as_u64().unwrap_or(0),
         offsets: serde_json::from_str(offsets).map_err(|e| e.to_string())?,
+        isolated: field(r, "isolated")?.as_i64().unwrap_or(0) == 1,
     })
 }
 
@@ -594,8 +783,13 @@ async fn stream_output<S: Sql, B: Blobs>(
         let d = &scan.segments[i];
         let bytes = inputs[d.fragment as usize].bytes.slice(d.range());
         merger.push_input(scan, d, bytes).map_err(|e| e.to_string())?;
-        for part in merger.take_parts() {
-            upload.send(part).await?;
+        loop {
+            for part in merger.take_parts() {
+                upload.send(part).await?;
+            }
+            if !merger.pump().map_err(|e| e.to_string())? {
+                break;
+            }
         }
     }
     let mut finished = merger.finish().map_err(|e| e.to_string())?;

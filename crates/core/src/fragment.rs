@@ -14,8 +14,10 @@ use crate::ids::TableName;
 
 /// The magic bytes that open and close every Parquet file.
 pub const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
-/// Most segments one fragment may declare: the client sends at most 32 tables.
-pub const MAX_SEGMENTS: usize = 256;
+/// Most segments (distinct tables) one fragment may declare: the client sends at most 32
+/// tables, and a newer client may add some. Each table of a fragment can become an output of
+/// the run that compacts it, so this bounds a run's outputs per fragment.
+pub const MAX_SEGMENTS: usize = 64;
 /// Smallest possible Parquet file: magic, footer length, magic.
 const MIN_PARQUET_LEN: u64 = 12;
 

@@ -26,6 +26,11 @@ impl RestCall {
     pub fn url(&self, supabase_url: &str) -> String {
         format!("{}/rest/v1/{}", supabase_url.trim_end_matches('/'), self.path_and_query)
     }
+
+    /// The table it calls and how, for error messages ("POST processing_metrics").
+    pub fn what(&self) -> &str {
+        self.path_and_query.split('?').next().unwrap_or_default()
+    }
 }
 
 /// The lifecycle of a `processing_metrics` row.

@@ -295,3 +295,38 @@ pub fn fragment(spec: &FragmentSpec) -> Fragment {
         .collect();
     Fragment { bytes, offsets, segments }
 }
+
+/// A fragment of about `target_bytes` bytes whose first `tables` client tables (in
+/// `client_tables` order, `env_info` aside) share the rows evenly: the largest uploads, for
+/// tests and benchmarks of what a Worker must hold. One table makes a single segment of many
+/// rows in one row group, the hardest shape to merge within bounded memory.
+pub fn fragment_of_size(seed: u64, tables: usize, target_bytes: u64) -> Fragment {
+    let mut rng = Rng::new(seed);
+    let env_uuid = rng.uuid();
+    let chosen: Vec<&TableSpec> = client_tables().iter().filter(|t| t.name.as_str() != "env_info").take(tables.max(1)).collect();
+    let share = target_bytes / chosen.len() as u64;
+    let segments: Vec<Segment> = chosen
+        .into_iter()
+        .map(|table| {
+            // Bytes per row from a sample, then from a first try at the share's size.
+            let mut rows = 2000usize;
+            for _ in 0..2 {
+                let size = write_segment(&table_batch(table, rows, &env_uuid, &mut rng.clone())).len() as u64;
+                rows = ((share as f64 / size.max(1) as f64) * rows as f64).max(1.0) as usize;
+            }
+            let batch = table_batch(table, rows, &env_uuid, &mut rng);
+            let bytes = write_segment(&batch);
+            Segment { table: table.name.clone(), batch, bytes }
+        })
+        .collect();
+    let mut bytes = Vec::new();
+    let offsets = segments
+        .iter()
+        .map(|s| {
+            let start = bytes.len() as u64;
+            bytes.extend_from_slice(&s.bytes);
+            TableOffset { table_name: s.table.clone(), start_byte: start, byte_length: s.bytes.len() as u64, format: "parquet".into(), num_rows: Some(s.batch.num_rows() as u64) }
+        })
+        .collect();
+    Fragment { bytes, offsets, segments }
+}

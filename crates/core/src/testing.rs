@@ -115,6 +115,10 @@ impl crate::compaction::Sql for Sqlite {
     }
 
     async fn batch(&self, statements: &[Statement]) -> Result<Vec<u64>, String> {
+        // As D1 does: the core must never send an empty batch.
+        if statements.is_empty() {
+            return Err("No SQL statements detected.".into());
+        }
         let mut conn = self.0.lock().unwrap();
         let tx = conn.transaction().map_err(|e| e.to_string())?;
         let mut changes = Vec::new();
@@ -151,6 +155,8 @@ pub struct Memory {
     pub uploads: RefCell<HashMap<String, Vec<(u16, Bytes)>>>,
     pub writes: Cell<u32>,
     pub fail_write: Cell<Option<u32>>,
+    /// Every GET fails while set, as when R2 does not answer.
+    pub fail_reads: Cell<bool>,
 }
 
 #[cfg(feature = "engine")]
@@ -167,6 +173,9 @@ impl Memory {
 #[cfg(feature = "engine")]
 impl crate::compaction::Blobs for Memory {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, String> {
+        if self.fail_reads.get() {
+            return Err("injected: R2 did not answer".into());
+        }
         Ok(self.objects.borrow().get(key).cloned())
     }
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), String> {

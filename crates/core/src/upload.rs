@@ -22,20 +22,29 @@ const GRANT_AUDIENCE: &str = "fusou-upload";
 /// Shortest accepted signing secret.
 pub const MIN_SECRET_LEN: usize = 32;
 
-/// Limits of the upload routes, configurable per deployment.
+/// The largest body any upload route may be configured to accept. The upload Worker holds a
+/// body in its Wasm memory and hands a copy to R2, and one isolate (128 MB) serves several
+/// requests at once; the compaction Worker holds a whole fragment while it merges it (see
+/// `COMPACTION_MAX_RUN_BYTES`, 32 MiB: a larger fragment is quarantined unread).
+pub const MAX_BODY_BYTES_CEILING: u64 = 32 << 20;
+
+/// Limits and rules of the upload routes, configurable per deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UploadLimits {
-    /// Largest fragment the two-phase upload accepts (413 above).
+    /// Largest fragment the two-phase upload accepts (413 above). The client's fragments are
+    /// tens of kilobytes.
     pub max_fragment_bytes: u64,
     /// Largest file the one-step operator upload accepts (413 above).
     pub max_direct_bytes: u64,
     /// How long an upload grant stays valid.
     pub grant_ttl_secs: u64,
+    /// Whether Supabase's anonymous sign-ins (`is_anonymous`) may upload (default: no, 403).
+    pub allow_anonymous: bool,
 }
 
 impl Default for UploadLimits {
     fn default() -> Self {
-        Self { max_fragment_bytes: 64 << 20, max_direct_bytes: 200 << 20, grant_ttl_secs: 120 }
+        Self { max_fragment_bytes: 16 << 20, max_direct_bytes: 16 << 20, grant_ttl_secs: 120, allow_anonymous: false }
     }
 }
 
@@ -56,6 +65,8 @@ pub enum UploadError {
     ForeignGrant,
     #[error("the upload service is misconfigured: {0}")]
     Misconfigured(&'static str),
+    #[error("anonymous sign-ins may not upload here: sign in with an account")]
+    Anonymous,
 }
 
 impl UploadError {
@@ -64,7 +75,7 @@ impl UploadError {
             UploadError::BadRequest(_) | UploadError::BadFragment(_) => 400,
             UploadError::TooLarge { .. } => 413,
             UploadError::BadGrant(_) | UploadError::GrantExpired => 401,
-            UploadError::ForeignGrant => 403,
+            UploadError::ForeignGrant | UploadError::Anonymous => 403,
             UploadError::Misconfigured(_) => 500,
         }
     }
@@ -74,6 +85,14 @@ impl From<IdError> for UploadError {
     fn from(e: IdError) -> Self {
         UploadError::BadRequest(e.to_string())
     }
+}
+
+/// Who may upload: every signed-in user, and an anonymous sign-in only where allowed.
+pub fn check_uploader(user: &crate::auth::AuthenticatedUser, limits: &UploadLimits) -> Result<(), UploadError> {
+    if user.anonymous && !limits.allow_anonymous {
+        return Err(UploadError::Anonymous);
+    }
+    Ok(())
 }
 
 /// A SHA-256 digest as 64 lowercase hex digits.

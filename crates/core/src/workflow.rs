@@ -159,6 +159,12 @@ impl<'a, S: CheckpointStore, C: Clock> Run<'a, S, C> {
         &self.id
     }
 
+    /// Whether step `name` is checkpointed as done, as far as this run has read its
+    /// checkpoints (they are read at its first step).
+    pub fn completed(&self, name: &str) -> bool {
+        self.completed.as_ref().is_some_and(|c| c.contains_key(name))
+    }
+
     /// The steps this invocation went through, in order.
     pub fn records(&self) -> &[StepRecord] {
         &self.records

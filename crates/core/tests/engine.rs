@@ -315,3 +315,20 @@ fn a_compacted_file_that_does_not_decode_fails_the_merge() {
     let error = compact_in_memory(&[compacted], &EngineConfig::default()).err().expect("a merge error, not a quarantine");
     assert!(!error.to_string().is_empty());
 }
+
+#[test]
+fn a_segment_of_many_rows_comes_back_whole_and_a_broken_one_costs_only_itself() {
+    // Segments of more than four write batches of rows are decoded batch by batch.
+    let big = synth::fragment_of_size(7, 1, 2 << 20);
+    let table = big.segments[0].table.clone();
+    assert!(big.segments[0].batch.num_rows() > 4 * 1024, "{} rows", big.segments[0].batch.num_rows());
+    let small = synth::fragment(&FragmentSpec { seed: 8, rows: 1..=30, include_empty_tables: false });
+    let mut broken = synth::fragment_of_size(9, 1, 2 << 20);
+    broken.garble_first_page(table.as_str());
+    let inputs = [input("k/0", "ds", "p", &small), input("k/1", "ds", "p", &big), input("k/2", "ds", "p", &broken)];
+    let result = compact_in_memory(&inputs, &EngineConfig::default()).unwrap();
+    let (_, file, finished) = result.outputs.iter().find(|(plan, _, _)| plan.table == table).unwrap();
+    assert_eq!(finished.quarantined.iter().map(|(d, _)| d.fragment).collect::<Vec<_>>(), [2], "the broken one, before any of its rows");
+    let kept: Vec<RecordBatch> = [&small, &big].iter().map(|f| f.segments.iter().find(|s| s.table == table).unwrap().batch.clone()).collect();
+    assert_same_values(&read_back(file).0, &arrow_select::concat::concat_batches(&kept[0].schema(), &kept).unwrap());
+}

@@ -14,11 +14,14 @@ use fusou_core::synth::{self, FragmentSpec};
 static ALLOCATOR: Counting = Counting::SYSTEM;
 
 const MIB: usize = 1 << 20;
+/// The allocator's peak is the process's: the measurements run one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// The bound the engine is held to, beyond its input.
 const BOUND: usize = 64 * MIB;
 
 #[test]
 fn merging_more_than_a_gibibyte_stays_under_64_mib() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let distinct: Vec<synth::Fragment> =
         (0..64).map(|seed| synth::fragment(&FragmentSpec { seed, rows: 20..=200, include_empty_tables: false })).collect();
     let distinct_bytes: usize = distinct.iter().map(|f| f.bytes.len()).sum();
@@ -75,4 +78,39 @@ fn merging_more_than_a_gibibyte_stays_under_64_mib() {
     assert_eq!(rows_out, scan.rows(), "every row is written once");
     assert!(max_parts_held <= config.part_bytes);
     assert!(peak < BOUND, "the engine held {peak} bytes at its peak, more than {BOUND}");
+}
+
+/// The largest fragment the upload accepts (16 MiB), of one table: a single segment of many
+/// rows in one row group. The Worker holds the fragment, and the engine merges it batch by
+/// batch; what the engine holds beyond the fragment stays bounded.
+#[test]
+fn merging_the_largest_accepted_fragment_stays_bounded() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let largest = fusou_core::upload::UploadLimits::default().max_fragment_bytes;
+    for tables in [1, 32] {
+        let f = synth::fragment_of_size(11, tables, largest);
+        let input = FragmentInput {
+            key: "battle_data/ds/port_table/00000000.parquet".into(),
+            dataset: DatasetId::parse("ds").unwrap(),
+            period: PeriodTag::parse("2025-11-05").unwrap(),
+            offsets: f.offsets.clone(),
+            bytes: Bytes::from(f.bytes.clone()),
+            compacted: None,
+        };
+        drop(f);
+        let baseline = measure::reset_peak();
+        let config = EngineConfig::default();
+        let mut scan = Scan::default();
+        scan.add_fragment(&input);
+        let mut rows_out = 0;
+        for output in &plan::plan(&scan, &config) {
+            rows_out += merge::merge_output(output, &scan, &config, |d| Ok(input.bytes.slice(d.range())), drop).unwrap().rows;
+        }
+        let peak = measure::peak() - baseline;
+        println!("a {:.1} MiB fragment of {tables} table(s): engine peak {:.1} MiB beyond it", input.bytes.len() as f64 / MIB as f64, peak as f64 / MIB as f64);
+        assert_eq!(rows_out, scan.rows());
+        assert!(scan.quarantined.is_empty());
+        // Beside the fragment (which the Worker holds too): under half of a Worker's 64 MiB budget.
+        assert!(peak < 32 * MIB, "{tables} table(s): the engine held {peak} bytes beside the fragment");
+    }
 }

@@ -1,69 +1,70 @@
-//! D1 parameters and results, so that handlers bind values without JS plumbing.
+//! D1 behind [`Remote`]: every query can time out (and be delayed on a test stack), and
+//! statements bind the core's [`SqlValue`], the one parameter type of every statement.
 
+use fusou_core::commit::SqlValue;
 use serde::de::DeserializeOwned;
 use worker::wasm_bindgen::JsValue;
-use worker::{D1Database, D1PreparedStatement, Result};
+use worker::{D1Database, D1PreparedStatement, D1Result};
 
-/// A value bound to a D1 statement.
-pub enum Param<'a> {
-    Text(&'a str),
-    Int(i64),
-    Null,
+use crate::remote::{Remote, RemoteError, Service};
+
+fn js(v: &SqlValue) -> JsValue {
+    match v {
+        SqlValue::Text(s) => JsValue::from_str(s),
+        // D1 numbers are JS numbers: exact up to 2^53, far above any size or time here.
+        SqlValue::Int(n) => JsValue::from_f64(*n as f64),
+        SqlValue::Null => JsValue::NULL,
+    }
 }
 
-impl From<&Param<'_>> for JsValue {
-    fn from(p: &Param<'_>) -> JsValue {
-        match p {
-            Param::Text(s) => JsValue::from_str(s),
-            // D1 numbers are JS numbers: exact up to 2^53, far above any size or time here.
-            Param::Int(n) => JsValue::from_f64(*n as f64),
-            Param::Null => JsValue::NULL,
+/// The battle-data index.
+pub struct Db {
+    inner: D1Database,
+    remote: Remote,
+}
+
+impl Db {
+    pub fn new(inner: D1Database, remote: Remote) -> Self {
+        Self { inner, remote }
+    }
+
+    /// `sql` with `params` bound as `?1, ?2, …`, for a batch.
+    pub fn statement(&self, sql: &str, params: &[SqlValue]) -> Result<D1PreparedStatement, RemoteError> {
+        let values: Vec<JsValue> = params.iter().map(js).collect();
+        self.inner.prepare(sql).bind(&values).map_err(|e| RemoteError::failed(Service::D1, "binding a statement", e))
+    }
+
+    /// Every row of a query.
+    pub async fn all<T: DeserializeOwned>(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<T>, RemoteError> {
+        let statement = self.statement(sql, params)?;
+        let result = self.remote.call(Service::D1, "a query", statement.all()).await?;
+        result.results().map_err(|e| RemoteError::failed(Service::D1, "decoding rows", e))
+    }
+
+    /// The first row of a query, if any.
+    pub async fn first<T: DeserializeOwned>(&self, sql: &str, params: &[SqlValue]) -> Result<Option<T>, RemoteError> {
+        let statement = self.statement(sql, params)?;
+        self.remote.call(Service::D1, "a query", statement.first(None)).await
+    }
+
+    /// Runs a statement and answers how many rows it changed.
+    pub async fn run(&self, sql: &str, params: &[SqlValue]) -> Result<u64, RemoteError> {
+        let statement = self.statement(sql, params)?;
+        let result = self.remote.call(Service::D1, "a statement", statement.run()).await?;
+        Ok(changes(&result))
+    }
+
+    /// Runs statements atomically, in order (D1 rolls the whole batch back if one fails). An
+    /// empty batch changes nothing (D1 itself refuses one).
+    pub async fn batch(&self, statements: Vec<D1PreparedStatement>) -> Result<Vec<D1Result>, RemoteError> {
+        if statements.is_empty() {
+            return Ok(Vec::new());
         }
+        self.remote.call(Service::D1, "a batch", self.inner.batch(statements)).await
     }
 }
 
-impl<'a> From<&'a str> for Param<'a> {
-    fn from(s: &'a str) -> Self {
-        Param::Text(s)
-    }
-}
-
-impl<'a> From<Option<&'a str>> for Param<'a> {
-    fn from(s: Option<&'a str>) -> Self {
-        s.map_or(Param::Null, Param::Text)
-    }
-}
-
-impl From<i64> for Param<'_> {
-    fn from(n: i64) -> Self {
-        Param::Int(n)
-    }
-}
-
-impl From<u64> for Param<'_> {
-    fn from(n: u64) -> Self {
-        Param::Int(n as i64)
-    }
-}
-
-/// Prepares `sql` with `params` bound as `?1, ?2, …`.
-pub fn statement(db: &D1Database, sql: &str, params: &[Param<'_>]) -> Result<D1PreparedStatement> {
-    let values: Vec<JsValue> = params.iter().map(JsValue::from).collect();
-    db.prepare(sql).bind(&values)
-}
-
-/// Every row of a query.
-pub async fn all<T: DeserializeOwned>(db: &D1Database, sql: &str, params: &[Param<'_>]) -> Result<Vec<T>> {
-    statement(db, sql, params)?.all().await?.results()
-}
-
-/// The first row of a query, if any.
-pub async fn first<T: DeserializeOwned>(db: &D1Database, sql: &str, params: &[Param<'_>]) -> Result<Option<T>> {
-    statement(db, sql, params)?.first(None).await
-}
-
-/// Runs a statement and answers how many rows it changed.
-pub async fn run(db: &D1Database, sql: &str, params: &[Param<'_>]) -> Result<u64> {
-    let result = statement(db, sql, params)?.run().await?;
-    Ok(result.meta()?.and_then(|m| m.changes).unwrap_or(0) as u64)
+/// The rows a statement changed.
+pub fn changes(result: &D1Result) -> u64 {
+    result.meta().ok().flatten().and_then(|m| m.changes).unwrap_or(0) as u64
 }

@@ -1,9 +1,10 @@
-//! What both FUSOU Workers share on top of workers-rs: the binding names, one way to log, one
-//! Supabase REST client, and D1 parameter helpers. Decisions stay in `fusou-core`; this crate
-//! only performs I/O.
+//! What both FUSOU Workers share on top of workers-rs: the binding names, one way to log, every
+//! remote call behind a timeout ([`remote`]), D1 ([`d1`]) and the Supabase REST client. Decisions
+//! stay in `fusou-core`; this crate only performs I/O.
 
 pub mod d1;
 pub mod log;
+pub mod remote;
 pub mod supabase;
 
 /// Binding names, as in both wrangler configs.
@@ -22,4 +23,22 @@ pub fn now_ms() -> u64 {
 /// The current time, from the Worker's clock.
 pub fn now_utc() -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(now_ms() as i64).expect("the clock is in range")
+}
+
+/// A Worker's variable or secret, `None` when unset or blank.
+pub fn var(env: &worker::Env, name: &str) -> Option<String> {
+    env.secret(name)
+        .map(|s| s.to_string())
+        .or_else(|_| env.var(name).map(|v| v.to_string()))
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+}
+
+/// The settings both Workers read ([`fusou_core::config::Platform`]) as [`remote::Remote`].
+pub fn remote(platform: &fusou_core::config::Platform) -> remote::Remote {
+    remote::Remote {
+        remote_timeout_ms: platform.remote_timeout_ms,
+        binding_timeout_ms: platform.binding_timeout_ms,
+        injected_latency_ms: platform.injected_latency_ms,
+    }
 }

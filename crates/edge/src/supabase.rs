@@ -1,16 +1,20 @@
-//! Executes `fusou_core::supabase::RestCall`s against Supabase's REST API with the service key.
+//! Executes `fusou_core::supabase::RestCall`s against Supabase's REST API with the service key,
+//! each within the remote timeout: a Supabase that hangs costs a caller that long, no longer.
 
 use fusou_core::supabase::RestCall;
-use worker::{Fetch, Headers, Method, Request, RequestInit, wasm_bindgen::JsValue};
+use worker::{AbortController, Fetch, Headers, Method, Request, RequestInit, wasm_bindgen::JsValue};
+
+use crate::remote::{Remote, RemoteError, Service};
 
 /// A Supabase project, reached with its service key.
 #[derive(Clone)]
 pub struct Supabase {
     pub url: String,
     service_key: String,
+    remote: Remote,
 }
 
-/// A failed call: a transport error, or PostgREST's answer.
+/// A failed call: a transport error or a timeout, or PostgREST's answer.
 #[derive(Debug)]
 pub struct SupabaseError {
     pub status: Option<u16>,
@@ -26,12 +30,19 @@ impl std::fmt::Display for SupabaseError {
     }
 }
 
+impl From<RemoteError> for SupabaseError {
+    fn from(e: RemoteError) -> Self {
+        Self { status: None, message: e.to_string() }
+    }
+}
+
 impl Supabase {
-    pub fn new(url: String, service_key: String) -> Self {
-        Self { url, service_key }
+    pub fn new(url: String, service_key: String, remote: Remote) -> Self {
+        Self { url, service_key, remote }
     }
 
-    /// Runs `call`; a non-2xx answer is an error carrying PostgREST's body.
+    /// Runs `call`; a non-2xx answer is an error carrying PostgREST's body. A call that does not
+    /// answer within the remote timeout is aborted.
     pub async fn execute(&self, call: &RestCall) -> Result<String, SupabaseError> {
         let transport = |e: worker::Error| SupabaseError { status: None, message: e.to_string() };
         let headers = Headers::new();
@@ -48,9 +59,21 @@ impl Supabase {
             init.with_body(Some(JsValue::from_str(body)));
         }
         let request = Request::new_with_init(&call.url(&self.url), &init).map_err(transport)?;
-        let mut response = Fetch::Request(request).send().await.map_err(transport)?;
-        let status = response.status_code();
-        let text = response.text().await.map_err(transport)?;
+        let abort = AbortController::default();
+        let signal = abort.signal();
+        let answer = self
+            .remote
+            .call(Service::Supabase, call.what(), async {
+                let mut response = Fetch::Request(request).send_with_signal(&signal).await?;
+                let status = response.status_code();
+                Ok::<_, worker::Error>((status, response.text().await?))
+            })
+            .await;
+        let (status, text) = answer.inspect_err(|e| {
+            if e.timed_out_ms.is_some() {
+                abort.abort();
+            }
+        })?;
         if (200..300).contains(&status) {
             Ok(text)
         } else {

@@ -25,18 +25,60 @@ pub struct AppState {
     pub pool: Pool,
     pub schema: SchemaCache,
     pub keys: Keys,
+    /// How the API the services call behaves: normally, or as a Supabase that hangs or is slow.
+    pub fault: std::sync::RwLock<Fault>,
+}
+
+/// A simulated failure of the API the services call (REST and the key set), for tests:
+/// `PUT /__fault` with the secret key. `/health`, the development sign-in and `/__fault` itself
+/// are never affected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Fault {
+    #[default]
+    Normal,
+    /// Accepts every request and never answers.
+    Hang,
+    /// Answers every request after `delayMs`.
+    Slow {
+        #[serde(rename = "delayMs")]
+        delay_ms: u64,
+    },
 }
 
 type Shared = State<Arc<AppState>>;
 
 pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/auth/v1/.well-known/jwks.json", get(jwks))
+        .route("/rest/v1/{table}", get(rest).post(rest).patch(rest).delete(rest))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), faulty));
     Router::new()
         .route("/health", get(|| async { Json(json!({ "ok": true })) }))
-        .route("/auth/v1/.well-known/jwks.json", get(jwks))
         .route("/auth/v1/dev/token", post(dev_token))
-        .route("/rest/v1/{table}", get(rest).post(rest).patch(rest).delete(rest))
+        .route("/__fault", axum::routing::put(set_fault))
+        .merge(api)
         .fallback(|| async { ApiError::pgrst(404, "PGRST125", "Invalid path specified in request URL") })
         .with_state(state)
+}
+
+/// Applies the simulated fault, if any, before the request is served.
+async fn faulty(State(state): Shared, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let fault = *state.fault.read().unwrap_or_else(|e| e.into_inner());
+    match fault {
+        Fault::Normal => {}
+        Fault::Hang => std::future::pending::<()>().await,
+        Fault::Slow { delay_ms } => tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await,
+    }
+    next.run(req).await
+}
+
+async fn set_fault(State(state): Shared, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    state.keys.require_secret(header_str(&headers, "apikey"), header_str(&headers, "authorization"))?;
+    let fault: Fault = serde_json::from_slice(&body).map_err(|e| ApiError::pgrst(400, "PGRST102", e.to_string()))?;
+    *state.fault.write().unwrap_or_else(|e| e.into_inner()) = fault;
+    println!("supabase-local: fault {fault:?}");
+    Ok(Json(json!({ "fault": format!("{fault:?}") })).into_response())
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -151,7 +151,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 issuer: fusou_core::auth::issuer_for(&public_url),
             };
             let tables = schema.len();
-            let state = Arc::new(app::AppState { pool, schema, keys });
+            let state = Arc::new(app::AppState { pool, schema, keys, fault: Default::default() });
             println!("supabase-local: serving {tables} tables on http://{listen} (issuer {})", state.keys.issuer);
             serve(&listen, state).await?;
         }

@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use fusou_core::auth::{AuthConfig, AuthError, AuthenticatedUser, bearer_token, issuer_for, jwks_url_for, verify_user_token};
 use jsonwebtoken::jwk::JwkSet;
 use subtle::ConstantTimeEq;
+use fusou_edge::remote::Service;
 use worker::{Fetch, Request, Url};
 
 use crate::context::Ctx;
@@ -26,16 +27,17 @@ thread_local! {
     static JWKS: RefCell<Option<Cached>> = const { RefCell::new(None) };
 }
 
-async fn fetch_jwks(url: &str) -> Result<JwkSet, ApiError> {
+async fn fetch_jwks(ctx: &Ctx, url: &str) -> Result<JwkSet, ApiError> {
     let unavailable = |e: String| ApiError::new(503, format!("cannot fetch the token signing keys: {e}"));
-    let mut response = Fetch::Url(Url::parse(url).map_err(|e| unavailable(e.to_string()))?)
-        .send()
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    if response.status_code() != 200 {
-        return Err(unavailable(format!("{url} answered {}", response.status_code())));
-    }
-    response.json::<JwkSet>().await.map_err(|e| unavailable(e.to_string()))
+    let url = Url::parse(url).map_err(|e| unavailable(e.to_string()))?;
+    let fetch = async {
+        let mut response = Fetch::Url(url.clone()).send().await?;
+        if response.status_code() != 200 {
+            return Err(worker::Error::RustError(format!("{url} answered {}", response.status_code())));
+        }
+        response.json::<JwkSet>().await
+    };
+    ctx.remote.call(Service::Supabase, "the token signing keys", fetch).await.map_err(|e| unavailable(e.to_string()))
 }
 
 /// The key set, from the cache unless it is stale (or `refresh` and old enough to refetch).
@@ -52,7 +54,7 @@ async fn jwks(ctx: &Ctx, refresh: bool) -> Result<JwkSet, ApiError> {
     if let Some(set) = cached {
         return Ok(set);
     }
-    let set = fetch_jwks(&url).await?;
+    let set = fetch_jwks(ctx, &url).await?;
     JWKS.with(|c| *c.borrow_mut() = Some(Cached { url, set: set.clone(), fetched_ms: now }));
     Ok(set)
 }

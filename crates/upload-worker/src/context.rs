@@ -1,16 +1,22 @@
-//! Everything a request needs from `Env`, read in one place. A missing secret makes every route
-//! that needs it answer 500 "misconfigured": nothing falls back to a built-in value.
+//! Everything a request needs from `Env`, read in one place. A missing or malformed setting
+//! makes every route answer 500 "misconfigured": nothing falls back to a built-in value.
 
-use fusou_core::config::{ConfigError, number};
+use std::future::Future;
+
+use fusou_core::config::{ConfigError, Platform, number};
 use fusou_core::upload::{MIN_SECRET_LEN, UploadLimits};
 use fusou_edge::bindings;
+use fusou_edge::d1::Db;
+use fusou_edge::remote::Remote;
 use fusou_edge::supabase::Supabase;
-use worker::{Bucket, D1Database, Env, Queue};
+use worker::{Bucket, Context, Env, Queue};
 
 use crate::http::ApiError;
 
 pub struct Ctx {
     pub env: Env,
+    pub platform: Platform,
+    pub remote: Remote,
     pub limits: UploadLimits,
     pub supabase: Supabase,
     /// The legacy HS256 JWT secret of older Supabase projects; unset refuses HS256 tokens.
@@ -19,32 +25,33 @@ pub struct Ctx {
     operator_secret: Option<String>,
     /// How long realtime compaction requests wait in the queue, so one run takes a burst.
     pub realtime_delay_secs: u32,
-}
-
-fn text(env: &Env, name: &str) -> Option<String> {
-    env.secret(name)
-        .map(|s| s.to_string())
-        .or_else(|_| env.var(name).map(|v| v.to_string()))
-        .ok()
-        .filter(|v| !v.trim().is_empty())
+    /// The request's execution context: work deferred past the answer ([`Ctx::defer`]).
+    context: Option<Context>,
 }
 
 impl Ctx {
-    pub fn load(env: Env) -> Result<Self, ApiError> {
-        let get = |name: &str| text(&env, name);
+    /// Reads the settings; `context` is the request's (none for the cron).
+    pub fn load(env: Env, context: Option<Context>) -> Result<Self, ApiError> {
+        let get = |name: &str| fusou_edge::var(&env, name);
+        let platform = Platform::from_vars(get).map_err(ApiError::misconfigured)?;
+        let remote = fusou_edge::remote(&platform);
         let limits = UploadLimits::from_vars(get).map_err(ApiError::misconfigured)?;
         let supabase_url = get("SUPABASE_URL").ok_or_else(|| ApiError::misconfigured("SUPABASE_URL is not set"))?;
         let service_key =
             get("SUPABASE_SERVICE_KEY").ok_or_else(|| ApiError::misconfigured("SUPABASE_SERVICE_KEY is not set"))?;
         let delay = number(&get, "REALTIME_DELAY_SECONDS", 30).map_err(ApiError::misconfigured)?;
+        // A queue delays a message by at most 12 hours.
         let realtime_delay_secs = u32::try_from(delay.min(43_200)).unwrap_or(43_200);
         Ok(Self {
             limits,
-            supabase: Supabase::new(supabase_url, service_key),
+            supabase: Supabase::new(supabase_url, service_key, remote),
             legacy_jwt_secret: get("SUPABASE_JWT_SECRET"),
             upload_secret: get("UPLOAD_TOKEN_SECRET"),
             operator_secret: get("OPERATOR_SECRET"),
             realtime_delay_secs,
+            platform,
+            remote,
+            context,
             env,
         })
     }
@@ -66,8 +73,8 @@ impl Ctx {
         }
     }
 
-    pub fn db(&self) -> Result<D1Database, ApiError> {
-        Ok(self.env.d1(bindings::BATTLE_INDEX_DB)?)
+    pub fn db(&self) -> Result<Db, ApiError> {
+        Ok(Db::new(self.env.d1(bindings::BATTLE_INDEX_DB)?, self.remote))
     }
 
     pub fn bucket(&self) -> Result<Bucket, ApiError> {
@@ -76,5 +83,14 @@ impl Ctx {
 
     pub fn queue(&self) -> Result<Queue, ApiError> {
         Ok(self.env.queue(bindings::COMPACTION_QUEUE)?)
+    }
+
+    /// Runs `work` after the answer is sent (the request's `waitUntil`); without a request
+    /// (the cron), at once.
+    pub async fn defer(&self, work: impl Future<Output = ()> + 'static) {
+        match &self.context {
+            Some(context) => context.wait_until(work),
+            None => work.await,
+        }
     }
 }

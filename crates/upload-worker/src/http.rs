@@ -47,11 +47,50 @@ impl From<AuthError> for ApiError {
     }
 }
 
+/// A remote call that failed (500) or did not answer in time (503): the caller's input was
+/// fine, and the FUSOU client retries either later.
+impl From<fusou_edge::remote::RemoteError> for ApiError {
+    fn from(e: fusou_edge::remote::RemoteError) -> Self {
+        let status = if e.timed_out_ms.is_some() { 503 } else { 500 };
+        Self::new(status, e.to_string())
+    }
+}
+
 /// A platform failure (D1, R2, a binding): the caller's input was fine, so it is a 500.
 impl From<worker::Error> for ApiError {
     fn from(e: worker::Error) -> Self {
         Self::new(500, format!("internal error: {e}"))
     }
+}
+
+/// The request's body, refused with 413 as soon as it is known to be longer than `max` bytes:
+/// by its declared length, or, when it declares none (a chunked body) or declares too little,
+/// by counting it as it streams, so that no body larger than `max` is ever held.
+pub async fn body_within(req: &mut worker::Request, max: u64, what: &str) -> std::result::Result<Vec<u8>, ApiError> {
+    use futures_util::StreamExt;
+    let declared = req.headers().get("content-length")?.and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(len) = declared.filter(|&len| len > max) {
+        return Err(ApiError::new(413, format!("{what} is {len} bytes, more than the {max} allowed")));
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    let mut stream = req.stream()?;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if (body.len() + chunk.len()) as u64 > max {
+            // Nothing more is kept. Up to `max` (at least 1 MiB) more bytes are read and
+            // dropped, so that a client that sent a little too much gets its answer after its
+            // whole request, on a connection it can use again; past that, the answer goes at once.
+            let mut dropped = 0u64;
+            while dropped <= max.max(1 << 20)
+                && let Some(Ok(chunk)) = stream.next().await
+            {
+                dropped += chunk.len() as u64;
+            }
+            return Err(ApiError::new(413, format!("{what} is more than the {max} bytes allowed")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 pub fn json<T: Serialize>(status: u16, body: &T) -> Result<Response> {
@@ -68,6 +107,7 @@ pub fn respond(route: &str, outcome: std::result::Result<Response, ApiError>) ->
         Ok(response) => Ok(response),
         Err(e) => {
             let fields = json!({ "route": route, "status": e.status, "error": e.message });
+            // Refusals are info: the caller's doing, not the service's.
             if e.status >= 500 {
                 fusou_edge::log::error("request.failed", fields);
             } else {

@@ -1,35 +1,37 @@
 //! The FUSOU upload service: the HTTP edge of the pipeline.
 //!
-//! One `fetch` entry point builds the route table; every route answers under `/` and `/api/`
-//! (the FUSOU client's endpoint setting uses `/api/battle-data/upload`). Handlers are thin:
-//! decisions live in `fusou-core`, I/O helpers in `fusou-edge`, and this crate maps results to
-//! HTTP. The route table is also data ([`ROUTES`]), checked against `openapi.json` by a test.
+//! One `fetch` entry point matches the route table ([`ROUTES`], also checked against
+//! `openapi.json` by a test); every route answers under `/` and `/api/` (the FUSOU client's
+//! endpoint setting uses `/api/battle-data/upload`). The Worker's settings and bindings are read
+//! once per request ([`context::Ctx`]); each handler gets them with the matched route and
+//! answers `Result<Response, ApiError>`, which `http::respond` turns into the answer and its log
+//! line. Decisions live in `fusou-core`, I/O helpers in `fusou-edge`.
 
 mod auth;
 mod context;
 mod http;
 mod pipeline;
+mod router;
 mod routes;
 
-use worker::{Context, Env, Request, Response, Result, Router, ScheduleContext, ScheduledEvent, event};
+use worker::{Context, Env, Request, Response, Result, ScheduleContext, ScheduledEvent, event};
 
-/// Declares every route once: registers it under `/` and `/api`, and lists it in [`ROUTES`].
+use crate::context::Ctx;
+use crate::http::ApiError;
+use crate::router::{Call, Matched};
+
+/// Declares every route once: the table [`ROUTES`] and the dispatch to its handler.
 macro_rules! routes {
     ($($method:ident $path:literal => $handler:path),* $(,)?) => {
-        /// Every route as (method, path), paths in the router's `:param` syntax.
+        /// Every route as (method, path), paths with `:param` segments.
         pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
 
-        fn router() -> Router<'static, ()> {
-            let router = Router::new();
-            $( let router = routes!(@register router, $method, $path, $handler); )*
-            router
+        async fn dispatch(req: Request, ctx: &Ctx, method: &str, call: &Call) -> std::result::Result<Response, ApiError> {
+            match (method, call.route) {
+                $( (stringify!($method), $path) => $handler(req, ctx, call).await, )*
+                _ => Err(ApiError::not_found("no such route")),
+            }
         }
-    };
-    (@register $r:expr, GET, $path:literal, $h:path) => {
-        $r.get_async($path, $h).get_async(concat!("/api", $path), $h)
-    };
-    (@register $r:expr, POST, $path:literal, $h:path) => {
-        $r.post_async($path, $h).post_async(concat!("/api", $path), $h)
     };
 }
 
@@ -48,19 +50,22 @@ routes! {
 }
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+async fn fetch(req: Request, env: Env, context: Context) -> Result<Response> {
     console_error_panic_hook::set_once();
-    if req.method() == worker::Method::Options {
+    let method = req.method().to_string();
+    if method == "OPTIONS" {
         return http::preflight();
     }
-    let router = router()
-        .or_else_any_method_async("/", |_, _| async { http::error(404, "no such route") })
-        .or_else_any_method_async("/*path", |_, _| async { http::error(404, "no such route") });
-    let response = match router.run(req, env).await {
-        // The router answers a known path with another method in plain text: keep errors JSON.
-        Ok(r) if r.status_code() == 405 => http::error(405, "method not allowed for this route")?,
-        Ok(r) => r,
-        Err(e) => http::respond("unhandled", Err(e.into()))?,
+    let response = match router::find(ROUTES, &method, &req.path()) {
+        Matched::NotFound => http::error(404, "no such route")?,
+        Matched::WrongMethod => http::error(405, "method not allowed for this route")?,
+        Matched::Route(call) => {
+            let outcome = match Ctx::load(env, Some(context)) {
+                Ok(ctx) => dispatch(req, &ctx, &method, &call).await,
+                Err(e) => Err(e),
+            };
+            http::respond(call.route, outcome)?
+        }
     };
     http::with_cors(response)
 }
@@ -69,7 +74,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     console_error_panic_hook::set_once();
-    let outcome = match context::Ctx::load(env) {
+    let outcome = match Ctx::load(env, None) {
         Ok(ctx) => routes::trigger::enqueue_due(&ctx, "cron").await,
         Err(e) => Err(e),
     };

@@ -6,7 +6,7 @@ pub mod upload;
 
 use std::path::Path;
 
-use fusou_core::synth::{FragmentSpec, fragment};
+use fusou_core::synth::{FragmentSpec, fragment, fragment_of_size};
 use serde_json::{Value, json};
 
 /// Where a generated fragment and its offsets are written.
@@ -14,11 +14,23 @@ pub fn fragment_paths(dir: &Path, n: u64) -> (std::path::PathBuf, std::path::Pat
     (dir.join(format!("{n:06}.bin")), dir.join(format!("{n:06}.offsets.json")))
 }
 
-pub fn generate(out: &Path, count: u64, seed: u64, max_rows: u64, segments: bool) -> Result<(), String> {
+/// What generated fragments look like.
+pub enum Shape {
+    /// As the client's: every table, 1 to `max_rows` rows each.
+    Client { max_rows: u64 },
+    /// About `bytes` each, shared by `tables` tables.
+    Sized { bytes: u64, tables: usize },
+}
+
+pub fn generate(out: &Path, count: u64, seed: u64, shape: Shape, segments: bool) -> Result<(), String> {
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let (mut bytes, mut rows) = (0u64, 0u64);
     for n in 0..count {
-        let f = fragment(&FragmentSpec { seed: seed.wrapping_add(n), rows: 1..=max_rows.max(1), include_empty_tables: false });
+        let seed = seed.wrapping_add(n);
+        let f = match shape {
+            Shape::Client { max_rows } => fragment(&FragmentSpec { seed, rows: 1..=max_rows.max(1), include_empty_tables: false }),
+            Shape::Sized { bytes, tables } => fragment_of_size(seed, tables, bytes),
+        };
         let (bin, offsets) = fragment_paths(out, n);
         std::fs::write(&bin, &f.bytes).map_err(|e| format!("{}: {e}", bin.display()))?;
         std::fs::write(&offsets, f.table_offsets_string()).map_err(|e| format!("{}: {e}", offsets.display()))?;

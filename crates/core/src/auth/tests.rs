@@ -49,6 +49,16 @@ fn a_supabase_token_verifies() {
     let user = verify_user_token(&key.sign(&claims()).unwrap(), &config, NOW).unwrap();
     assert_eq!(user.id.to_string(), USER);
     assert_eq!(user.email.as_deref(), Some("admiral@example.com"));
+    assert!(!user.anonymous);
+}
+
+#[test]
+fn an_anonymous_sign_in_is_told_apart() {
+    let (key, config) = setup();
+    let token = key.sign(&with(|c| c["is_anonymous"] = json!(true))).unwrap();
+    assert!(verify_user_token(&token, &config, NOW).unwrap().anonymous);
+    let token = key.sign(&with(|c| c["is_anonymous"] = json!(false))).unwrap();
+    assert!(!verify_user_token(&token, &config, NOW).unwrap().anonymous);
 }
 
 #[test]

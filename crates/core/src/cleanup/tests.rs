@@ -82,8 +82,7 @@ fn run_config() -> RunConfig {
         max_run_bytes: 1 << 30,
         // One output per step, so that a crash can fall between any two outputs.
         merge_step_bytes: 0,
-        consolidation: crate::compaction::consolidate::ConsolidationConfig::default(),
-        crash_after: None,
+        ..RunConfig::default()
     }
 }
 
@@ -252,6 +251,8 @@ fn finished_runs_are_forgotten_after_the_retention_and_never_come_back() {
     assert_eq!(w.clean(&config).runs_forgotten, 1);
     assert_eq!((steps("first"), steps("going")), (0, going_steps));
     assert_eq!(w.count("SELECT count(*) FROM reaped_runs WHERE run_id = 'first' AND dataset_id = 'ds-1'"), 1);
+    let counted = |run: &str| w.count(&format!("SELECT count(*) FROM compaction_runs WHERE run_id = '{run}'"));
+    assert_eq!((counted("first"), counted("going")), (0, 1), "invocation counts go with their checkpoints");
 
     // The first run's message delivered once more: with no checkpoints it would start over and
     // write under the keys it committed; reaped, it takes no lease and changes nothing.
@@ -261,4 +262,19 @@ fn finished_runs_are_forgotten_after_the_retention_and_never_come_back() {
     assert_eq!(w.blobs.objects.borrow().get(&first.outputs[0].key).cloned(), before);
     assert_eq!(w.count("SELECT count(*) FROM battle_files WHERE compacted_at IS NULL"), 1, "the late upload still waits");
     assert!(matches!(w.run("next", &run_config()), Outcome::Committed(_)));
+}
+
+#[test]
+fn tombstones_of_refused_uploads_are_forgotten_after_the_retention() {
+    let w = World::new();
+    let start = w.clock.now.get();
+    let at = |ms: u64| crate::index::iso(start + ms);
+    w.db.with(|c| {
+        c.execute(crate::index::DISCARD_UPLOAD, rusqlite::params!["old", at(0)]).unwrap();
+        c.execute(crate::index::DISCARD_UPLOAD, rusqlite::params!["new", at(6 * DAY)]).unwrap();
+    });
+    w.advance(8 * DAY);
+    let config = CleanupConfig { retention_ms: 7 * DAY, ..CleanupConfig::default() };
+    assert_eq!(w.clean(&config).discarded_uploads_forgotten, 1);
+    assert_eq!(w.count("SELECT count(*) FROM discarded_uploads WHERE key = 'new'"), 1);
 }

@@ -14,7 +14,7 @@
 //! Pure and deterministic: the same listing and budget give the same choice, so a resumed run
 //! plans the same outputs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -63,10 +63,29 @@ pub fn tier(size: u64, fan_in: usize) -> u32 {
     tier
 }
 
-/// The files to merge, from `files` (oldest first), within `budget` bytes: per (period, table)
-/// and tier, in that order, every tier with at least `fan_in` files gives its oldest files, as
-/// many as the budget leaves room for, if that is still `fan_in` or more.
-pub fn choose(files: &[SmallFile], config: &ConsolidationConfig, mut budget: u64) -> Vec<SmallFile> {
+/// What a run leaves for consolidation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    /// Input bytes (what the run's fragments leave of its byte cap).
+    pub bytes: u64,
+    /// Input files (what its fragments leave of its count cap).
+    pub files: usize,
+    /// Outputs of tables its fragments do not already write (what they leave of its output cap).
+    pub new_outputs: usize,
+}
+
+impl Room {
+    /// Room for `bytes` and nothing else bounded.
+    pub fn bytes(bytes: u64) -> Self {
+        Self { bytes, files: usize::MAX, new_outputs: usize::MAX }
+    }
+}
+
+/// The files to merge, from `files` (oldest first), within `room`: per (period, table) and
+/// tier, in that order, every tier with at least `fan_in` files gives its oldest files, as many
+/// as the room leaves space for, if that is still `fan_in` or more. A (period, table) outside
+/// `written` (those the run's fragments write anyway) takes one of the room's new outputs.
+pub fn choose(files: &[SmallFile], config: &ConsolidationConfig, written: &BTreeSet<(PeriodTag, TableName)>, mut room: Room) -> Vec<SmallFile> {
     if config.fan_in < 2 {
         return Vec::new();
     }
@@ -74,16 +93,29 @@ pub fn choose(files: &[SmallFile], config: &ConsolidationConfig, mut budget: u64
     for f in files.iter().filter(|f| f.size < config.small_file_bytes) {
         tiers.entry((&f.period, &f.table, tier(f.size, config.fan_in))).or_default().push(f);
     }
-    let mut chosen = Vec::new();
-    for members in tiers.into_values().filter(|m| m.len() >= config.fan_in) {
+    let mut chosen: Vec<SmallFile> = Vec::new();
+    let mut new_groups: BTreeSet<(&PeriodTag, &TableName)> = BTreeSet::new();
+    for ((period, table, _), members) in tiers.into_iter().filter(|(_, m)| m.len() >= config.fan_in) {
+        let new_group = !written.contains(&(period.clone(), table.clone())) && !new_groups.contains(&(period, table));
+        if new_group && new_groups.len() >= room.new_outputs {
+            continue;
+        }
         let mut bytes = 0;
-        let fit = members.iter().take_while(|f| {
-            bytes += f.size;
-            bytes <= budget
-        });
-        let fit: Vec<&SmallFile> = fit.copied().collect();
+        let fit: Vec<&SmallFile> = members
+            .iter()
+            .take(room.files)
+            .take_while(|f| {
+                bytes += f.size;
+                bytes <= room.bytes
+            })
+            .copied()
+            .collect();
         if fit.len() >= config.fan_in {
-            budget -= fit.iter().map(|f| f.size).sum::<u64>();
+            room.bytes -= fit.iter().map(|f| f.size).sum::<u64>();
+            room.files -= fit.len();
+            if new_group {
+                new_groups.insert((period, table));
+            }
             chosen.extend(fit.into_iter().cloned());
         }
     }
@@ -108,6 +140,11 @@ mod tests {
         files.iter().map(|f| f.key.as_str()).collect()
     }
 
+    /// `choose` bounded by bytes only.
+    fn choose_in(files: &[SmallFile], config: &ConsolidationConfig, bytes: u64) -> Vec<SmallFile> {
+        choose(files, config, &BTreeSet::new(), Room::bytes(bytes))
+    }
+
     const KIB: u64 = 1024;
 
     #[test]
@@ -124,9 +161,9 @@ mod tests {
     fn a_tier_is_merged_once_it_holds_fan_in_files() {
         let config = ConsolidationConfig { fan_in: 3, small_file_bytes: 4 << 20 };
         let two: Vec<SmallFile> = (0..2).map(|n| file(n, "battle", 10 * KIB)).collect();
-        assert!(choose(&two, &config, u64::MAX).is_empty(), "two files of one tier wait for a third");
+        assert!(choose_in(&two, &config, u64::MAX).is_empty(), "two files of one tier wait for a third");
         let three: Vec<SmallFile> = (0..3).map(|n| file(n, "battle", 10 * KIB)).collect();
-        assert_eq!(keys(&choose(&three, &config, u64::MAX)), ["k000", "k001", "k002"]);
+        assert_eq!(keys(&choose_in(&three, &config, u64::MAX)), ["k000", "k001", "k002"]);
     }
 
     #[test]
@@ -141,18 +178,18 @@ mod tests {
             file(5, "battle", 2 << 20),
             file(6, "battle", 2 << 20),
         ];
-        assert!(choose(&files, &config, u64::MAX).is_empty());
+        assert!(choose_in(&files, &config, u64::MAX).is_empty());
     }
 
     #[test]
     fn the_budget_takes_the_oldest_files_and_never_fewer_than_fan_in() {
         let config = ConsolidationConfig { fan_in: 2, small_file_bytes: 4 << 20 };
         let files: Vec<SmallFile> = (0..5).map(|n| file(n, "battle", 10 * KIB)).collect();
-        assert_eq!(keys(&choose(&files, &config, 35 * KIB)), ["k000", "k001", "k002"]);
-        assert!(choose(&files, &config, 15 * KIB).is_empty(), "one file alone is not worth a merge");
+        assert_eq!(keys(&choose_in(&files, &config, 35 * KIB)), ["k000", "k001", "k002"]);
+        assert!(choose_in(&files, &config, 15 * KIB).is_empty(), "one file alone is not worth a merge");
         let other: Vec<SmallFile> = files.iter().cloned().chain((5..7).map(|n| file(n, "cells", 10 * KIB))).collect();
-        assert_eq!(keys(&choose(&other, &config, 55 * KIB)), ["k000", "k001", "k002", "k003", "k004"], "battle sorts first");
-        assert_eq!(keys(&choose(&other, &config, 70 * KIB)), ["k000", "k001", "k002", "k003", "k004", "k005", "k006"]);
+        assert_eq!(keys(&choose_in(&other, &config, 55 * KIB)), ["k000", "k001", "k002", "k003", "k004"], "battle sorts first");
+        assert_eq!(keys(&choose_in(&other, &config, 70 * KIB)), ["k000", "k001", "k002", "k003", "k004", "k005", "k006"]);
     }
 
     /// Runs of one table, each adding `new` bytes and merging what `choose` picks (an output as
@@ -161,7 +198,7 @@ mod tests {
         let mut live: Vec<SmallFile> = Vec::new();
         let (mut added, mut written) = (0u64, 0u64);
         for n in 0..runs {
-            let chosen = choose(&live, config, 32 << 20);
+            let chosen = choose_in(&live, config, 32 << 20);
             live.retain(|f| !chosen.contains(f));
             let size = new + chosen.iter().map(|f| f.size).sum::<u64>();
             live.push(file(n, "battle", size));
@@ -188,8 +225,21 @@ mod tests {
     }
 
     #[test]
+    fn files_and_new_outputs_are_bounded_by_the_room() {
+        let config = ConsolidationConfig { fan_in: 2, small_file_bytes: 4 << 20 };
+        let files: Vec<SmallFile> = (0..4).map(|n| file(n, "battle", 10 * KIB)).chain((4..7).map(|n| file(n, "cells", 10 * KIB))).collect();
+        let room = |files, new_outputs| Room { bytes: u64::MAX, files, new_outputs };
+        let none = BTreeSet::new();
+        assert_eq!(keys(&choose(&files, &config, &none, room(3, 9))), ["k000", "k001", "k002"], "three files at most");
+        assert_eq!(keys(&choose(&files, &config, &none, room(9, 1))), ["k000", "k001", "k002", "k003"], "one new output: battle's");
+        assert!(choose(&files, &config, &none, room(9, 0)).is_empty(), "no new output");
+        let cells = BTreeSet::from([(PeriodTag::parse("2025-11-05").unwrap(), TableName::parse("cells").unwrap())]);
+        assert_eq!(keys(&choose(&files, &config, &cells, room(9, 0))), ["k004", "k005", "k006"], "cells is written anyway");
+    }
+
+    #[test]
     fn a_fan_in_below_two_turns_consolidation_off() {
         let files: Vec<SmallFile> = (0..9).map(|n| file(n, "battle", 10 * KIB)).collect();
-        assert!(choose(&files, &ConsolidationConfig { fan_in: 1, small_file_bytes: 4 << 20 }, u64::MAX).is_empty());
+        assert!(choose_in(&files, &ConsolidationConfig { fan_in: 1, small_file_bytes: 4 << 20 }, u64::MAX).is_empty());
     }
 }

@@ -65,12 +65,13 @@ impl World {
             .collect()
     }
 
-    /// Asserts that the outputs hold exactly the rows of the fragments (`skip` aside), by value.
-    fn check_exact(&self, fragments: std::ops::Range<usize>) {
+    /// Asserts that the outputs hold exactly the rows of these fragments, in their order, by value.
+    fn check_exact(&self, fragments: impl IntoIterator<Item = usize>) {
+        let fragments: Vec<usize> = fragments.into_iter().collect();
         for table in synth::client_tables() {
-            let expected: Vec<RecordBatch> = self.fragments[fragments.clone()]
+            let expected: Vec<RecordBatch> = fragments
                 .iter()
-                .map(|f| f.segments.iter().find(|s| s.table == table.name).unwrap().batch.clone())
+                .map(|&i| self.fragments[i].segments.iter().find(|s| s.table == table.name).unwrap().batch.clone())
                 .collect();
             let expected = arrow_select::concat::concat_batches(&table.schema, &expected).unwrap();
             let got = self.compacted_rows(table.name.as_str());
@@ -105,8 +106,7 @@ fn config(retries: u32) -> RunConfig {
         max_run_bytes: 1 << 30,
         // One output per step, so that a crash can fall between any two outputs.
         merge_step_bytes: 0,
-        consolidation: ConsolidationConfig::default(),
-        crash_after: None,
+        ..RunConfig::default()
     }
 }
 
@@ -503,4 +503,110 @@ fn a_segment_whose_pages_do_not_decode_is_quarantined_at_merge() {
     let recorded: i64 = w.db.count("SELECT row_count FROM compacted_files WHERE table_name = 'battle'");
     assert_eq!(recorded as usize, expected);
     assert_eq!(w.db.count("SELECT source_segments FROM compacted_files WHERE table_name = 'battle'"), 3);
+}
+
+#[test]
+fn the_defaults_keep_a_run_within_an_invocations_subrequests() {
+    let config = RunConfig::default();
+    let at_most = config.subrequests_at_most();
+    // A batch of 10 messages shares an invocation's 10,000; a run alone fits the older 1,000.
+    assert!(at_most <= 1000, "{at_most} subrequests");
+    let unbounded = RunConfig { max_outputs: 10_000, ..RunConfig::default() };
+    assert!(unbounded.subrequests_at_most() > 1000, "the output cap is what bounds them");
+}
+
+#[test]
+fn settings_come_from_the_variables_and_bad_ones_are_errors() {
+    let vars = |pairs: &'static [(&'static str, &'static str)]| move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+    assert_eq!(RunConfig::from_vars(vars(&[])).unwrap().max_outputs, 128);
+    let set = RunConfig::from_vars(vars(&[("COMPACTION_MAX_OUTPUTS", "16"), ("COMPACTION_FAN_IN", "0")])).unwrap();
+    assert_eq!((set.max_outputs, set.consolidation.fan_in), (16, 0));
+    assert_eq!(RunConfig::from_vars(vars(&[("COMPACTION_MAX_RUN_BYTES", "32MB")])).unwrap_err().name, "COMPACTION_MAX_RUN_BYTES");
+    assert_eq!(RunConfig::from_vars(vars(&[("COMPACTION_MAX_FRAGMENTS", "0")])).unwrap_err().name, "COMPACTION_MAX_FRAGMENTS");
+}
+
+fn row(key: &str, size: u64, tables: &[&str], isolated: bool) -> FragmentRow {
+    FragmentRow {
+        key: key.into(),
+        table: TableName::parse("port_table").unwrap(),
+        period: PeriodTag::parse("2025-11-05").unwrap(),
+        size,
+        offsets: tables
+            .iter()
+            .map(|t| TableOffset { table_name: TableName::parse(t).unwrap(), start_byte: 0, byte_length: 20, format: "parquet".into(), num_rows: None })
+            .collect(),
+        isolated,
+    }
+}
+
+#[test]
+fn a_run_takes_fragments_within_its_output_cap_and_isolated_ones_alone() {
+    let config = RunConfig { max_outputs: 3, ..RunConfig::default() };
+    let listed = [row("a", 10, &["battle", "cells"], false), row("b", 10, &["battle"], false), row("c", 10, &["ships", "slots"], false)];
+    assert_eq!(run_share(&listed, &config), 2, "a third and fourth table would pass three outputs");
+    let wide = [row("a", 10, &["t1", "t2", "t3", "t4"], false)];
+    assert_eq!(run_share(&wide, &config), 1, "at least one fragment, whatever its tables");
+    let mixed = [row("a", 10, &["battle"], false), row("b", 10, &["battle"], true), row("c", 10, &["battle"], true)];
+    assert_eq!(run_share(&mixed, &config), 1, "the healthy ones, not the isolated after them");
+    assert_eq!(run_share(&mixed[1..], &config), 1, "an isolated fragment alone");
+}
+
+#[test]
+fn a_fragment_that_kills_every_run_reading_it_is_isolated_then_quarantined_and_the_rest_compacted() {
+    let w = World::with_fragments(4);
+    let poison = "battle_data/ds-1/port_table/0002.parquet";
+    let poisoned = RunConfig { poison: Some(poison.into()), ..config(0) };
+    // Each invocation dies reading, and is counted before it reads.
+    for _ in 0..2 {
+        assert_eq!(w.run("r1", &poisoned).unwrap_err().0, StepError::Interrupted { step: "read-fragments".into() });
+    }
+    assert_eq!(w.run("r1", &poisoned).unwrap(), Outcome::Isolated { fragments: 4 }, "the third gives up reading them together");
+    assert_eq!(w.db.count("SELECT count(*) FROM battle_files WHERE isolated = 1"), 4);
+    assert_eq!(w.db.count("SELECT count(*) FROM datasets WHERE lease_run_id IS NULL AND compaction_needed = 1"), 1, "lease free, still due");
+    // Later runs take one fragment each, in order; the poisoned one fails alone, then is set aside.
+    for (run, fragment) in [("r2", 0), ("r3", 1)] {
+        let summary = committed(w.run(run, &poisoned).unwrap());
+        assert_eq!((summary.fragments, summary.continue_after), (1, true), "fragment {fragment}");
+    }
+    for _ in 0..2 {
+        w.run("r4", &poisoned).unwrap_err();
+    }
+    let summary = committed(w.run("r4", &poisoned).unwrap());
+    assert_eq!(summary.outputs.len(), 0);
+    assert_eq!(summary.quarantined.len(), 1);
+    assert_eq!((summary.quarantined[0].fragment_key.as_str(), summary.quarantined[0].table.as_str()), (poison, "*"));
+    assert!(summary.quarantined[0].error.contains("died or failed"), "{:?}", summary.quarantined);
+    let last = committed(w.run("r5", &poisoned).unwrap());
+    assert_eq!((last.fragments, last.continue_after), (1, false));
+    w.check_exact([0, 1, 3]);
+    assert_eq!(w.pending(), 0, "nothing left to retry");
+    assert_eq!(w.db.count(&format!("SELECT count(*) FROM quarantined_segments WHERE fragment_key = '{poison}' AND table_name = '*'")), 1);
+    assert_eq!(w.db.count("SELECT compaction_needed FROM datasets"), 0, "the dataset is not wedged");
+}
+
+#[test]
+fn a_run_that_fails_cleanly_on_reads_is_not_counted_against_its_fragments() {
+    let w = World::with_fragments(3);
+    w.blobs.fail_reads.set(true);
+    for _ in 0..5 {
+        assert_eq!(w.run("r1", &config(0)).unwrap_err().0.step(), "read-fragments");
+    }
+    assert_eq!(w.db.count("SELECT invocations FROM compaction_runs WHERE run_id = 'r1'"), 0);
+    w.blobs.fail_reads.set(false);
+    assert_eq!(committed(w.run("r1", &config(0)).unwrap()).fragments, 3, "R2 answers again: read together");
+    w.check_exact(0..3);
+}
+
+#[test]
+fn a_fragment_larger_than_a_run_reads_is_quarantined_unread() {
+    let w = World::with_fragments(3);
+    let sizes: Vec<u64> = w.fragments.iter().map(|f| f.bytes.len() as u64).collect();
+    let limited = RunConfig { max_fragment_bytes: sizes[1] - 1, ..config(0) };
+    assert!(sizes[0] < sizes[1] && sizes[2] < sizes[1], "{sizes:?}");
+    let summary = committed(w.run("r1", &limited).unwrap());
+    assert_eq!(summary.fragments, 3);
+    assert_eq!(summary.quarantined.len(), 1);
+    assert!(summary.quarantined[0].error.contains("more than a run reads"), "{:?}", summary.quarantined);
+    w.check_exact([0, 2]);
+    assert_eq!(w.pending(), 0);
 }

@@ -22,6 +22,8 @@ use super::{ENGINE_VERSION, EngineConfig, EngineError};
 
 /// Most segments decoded together (zero-row segments add none to a run's rows).
 const MAX_RUN_SEGMENTS: usize = 256;
+/// A segment of more than this many write batches of rows is decoded batch by batch.
+const LARGE_SEGMENT_BATCHES: usize = 4;
 
 /// Key-value metadata keys of every output.
 pub const META_SOURCE_SEGMENTS: &str = "fusou.source_segments";
@@ -44,6 +46,17 @@ pub struct Merger {
     peak_buffered: usize,
     quarantined: Vec<(SegmentDesc, String)>,
     /// Fragment segments whose rows are in the output (a compacted input counts its own).
+    sources: u64,
+    /// A large input being streamed in by [`Merger::pump`].
+    streaming: Option<Streaming>,
+}
+
+/// One file streamed into the output batch by batch: its reader, the rows it must hold, and
+/// the fragment segments it stands for.
+struct Streaming {
+    reader: ParquetRecordBatchReader,
+    expected: usize,
+    rows: usize,
     sources: u64,
 }
 
@@ -89,6 +102,7 @@ impl Merger {
             peak_buffered: 0,
             quarantined: Vec::new(),
             sources: 0,
+            streaming: None,
         })
     }
 
@@ -98,8 +112,12 @@ impl Merger {
     /// or whose rows are not the count the scan took, is quarantined and the merge goes on
     /// without it, so that one bad segment never blocks the others.
     pub fn push(&mut self, desc: &SegmentDesc, parquet_schema: &SchemaDescPtr, bytes: Bytes) -> Result<(), EngineError> {
+        self.drain()?;
         if bytes.len() != desc.len as usize {
             return Err(EngineError::Config(format!("a segment read {} bytes, its offsets say {}", bytes.len(), desc.len)));
+        }
+        if desc.rows as usize > LARGE_SEGMENT_BATCHES * self.write_batch_rows {
+            return self.push_large(desc, parquet_schema, bytes);
         }
         if self.run.first().is_some_and(|(d, _)| d.schema != desc.schema) {
             self.decode_run()?;
@@ -149,23 +167,70 @@ impl Merger {
         self.sources += segments as u64;
     }
 
-    /// Streams a compacted file (`bytes`, holding the rows of `source_segments` fragment
-    /// segments) into the output, batch by batch: such a file can be large, so it is never
-    /// decoded whole. It was written by this engine, so a failure to decode it is an error of
-    /// the whole merge, not a quarantine.
-    pub fn push_compacted(&mut self, desc: &SegmentDesc, parquet_schema: &SchemaDescPtr, bytes: Bytes, source_segments: u64) -> Result<(), EngineError> {
+    /// A segment of many rows (a client's large upload, or a one-file `/compact/upload`): it is
+    /// decoded batch by batch, never whole, so that its decoded rows never sit in memory at
+    /// once. It is decoded twice: first to check that every page decodes and the rows are the
+    /// count the scan took (else it is quarantined, as any segment, before a row of it is
+    /// written), then into the output by [`Merger::pump`].
+    fn push_large(&mut self, desc: &SegmentDesc, parquet_schema: &SchemaDescPtr, bytes: Bytes) -> Result<(), EngineError> {
         self.decode_run()?;
-        let mut rows = 0;
-        for batch in self.reader(parquet_schema, bytes)? {
-            let batch = align(batch?, &self.schema)?;
-            rows += batch.num_rows();
-            self.pending_rows += batch.num_rows();
-            self.pending.push(batch);
-            self.write_if_due()?;
+        let checked = self.reader(parquet_schema, bytes.clone()).and_then(|reader| {
+            let rows = reader.map(|b| b.map(|b| b.num_rows())).sum::<Result<usize, _>>()?;
+            expect_rows(desc.rows as usize, rows)
+        });
+        if let Err(e) = checked {
+            self.quarantined.push((*desc, e.to_string()));
+            return Ok(());
         }
-        expect_rows(desc.rows as usize, rows)?;
-        self.rows_in += rows as u64;
-        self.sources += source_segments;
+        self.stream(desc, parquet_schema, bytes, 1)
+    }
+
+    /// Streams a compacted file (`bytes`, holding the rows of `source_segments` fragment
+    /// segments) into the output, batch by batch, by [`Merger::pump`]: such a file can be
+    /// large, so it is never decoded whole. It was written by this engine, so a failure to
+    /// decode it is an error of the whole merge, not a quarantine.
+    pub fn push_compacted(&mut self, desc: &SegmentDesc, parquet_schema: &SchemaDescPtr, bytes: Bytes, source_segments: u64) -> Result<(), EngineError> {
+        self.drain()?;
+        self.decode_run()?;
+        self.stream(desc, parquet_schema, bytes, source_segments)
+    }
+
+    fn stream(&mut self, desc: &SegmentDesc, parquet_schema: &SchemaDescPtr, bytes: Bytes, sources: u64) -> Result<(), EngineError> {
+        let reader = self.reader(parquet_schema, bytes)?;
+        self.streaming = Some(Streaming { reader, expected: desc.rows as usize, rows: 0, sources });
+        Ok(())
+    }
+
+    /// Streams the large input pushed last until a full part is ready to take, or until it is
+    /// done; answers whether more of it remains. Calling it between taking parts keeps a large
+    /// input's output from piling up in memory (an input left unpumped is streamed whole by the
+    /// next push or by [`Merger::finish`]).
+    pub fn pump(&mut self) -> Result<bool, EngineError> {
+        let Some(mut s) = self.streaming.take() else { return Ok(false) };
+        while !self.writer.inner().has_ready() {
+            match s.reader.next() {
+                Some(batch) => {
+                    let batch = align(batch?, &self.schema)?;
+                    s.rows += batch.num_rows();
+                    self.pending_rows += batch.num_rows();
+                    self.pending.push(batch);
+                    self.write_if_due()?;
+                }
+                None => {
+                    expect_rows(s.expected, s.rows)?;
+                    self.rows_in += s.rows as u64;
+                    self.sources += s.sources;
+                    return Ok(false);
+                }
+            }
+        }
+        self.streaming = Some(s);
+        Ok(true)
+    }
+
+    /// Streams what is left of a large input.
+    fn drain(&mut self) -> Result<(), EngineError> {
+        while self.pump()? {}
         Ok(())
     }
 
@@ -221,6 +286,7 @@ impl Merger {
 
     /// Writes what is queued and the footer, and checks that every row came out.
     pub fn finish(mut self) -> Result<Finished, EngineError> {
+        self.drain()?;
         self.decode_run()?;
         self.write_pending()?;
         self.writer.append_key_value_metadata(KeyValue::new(META_SOURCE_SEGMENTS.into(), self.sources.to_string()));
@@ -295,7 +361,12 @@ pub fn merge_output(
     for &i in &plan.inputs {
         let desc = &scan.segments[i];
         merger.push_input(scan, desc, read(desc)?)?;
-        merger.take_parts().into_iter().for_each(&mut emit);
+        loop {
+            merger.take_parts().into_iter().for_each(&mut emit);
+            if !merger.pump()? {
+                break;
+            }
+        }
     }
     let mut finished = merger.finish()?;
     finished.parts.drain(..).for_each(&mut emit);

@@ -45,6 +45,11 @@ impl PartSink {
         self.ready.drain(..).collect()
     }
 
+    /// Whether a full part waits to be taken.
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
     /// Every part not yet taken, the last (partial) one included.
     pub fn take_all(&mut self) -> Vec<Bytes> {
         let mut parts = self.take_ready();

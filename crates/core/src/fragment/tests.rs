@@ -54,6 +54,10 @@ fn offsets_must_fit_and_not_overlap() {
     let mut csv = offset("a", 0, 20);
     csv.format = "csv".into();
     assert!(matches!(check(vec![csv], 40), Err(FragmentError::Format { .. })));
+    // Distinct tables are capped: each can be an output of the run that compacts the fragment.
+    let tables = |n: u64| (0..n).map(|i| offset(&format!("t{i}"), i * 20, 20)).collect::<Vec<_>>();
+    assert_eq!(check(tables(MAX_SEGMENTS as u64), 20 * MAX_SEGMENTS as u64), Ok(()));
+    assert_eq!(check(tables(MAX_SEGMENTS as u64 + 1), 20 * (MAX_SEGMENTS as u64 + 1)), Err(FragmentError::TooMany(MAX_SEGMENTS + 1)));
 }
 
 #[test]

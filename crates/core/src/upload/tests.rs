@@ -174,3 +174,16 @@ fn the_body_must_be_what_was_declared() {
     let err = g.check_body(&Bytes::from(broken)).unwrap_err();
     assert!(err.to_string().contains(o.table_name.as_str()), "{err}");
 }
+
+#[test]
+fn anonymous_sign_ins_upload_only_where_allowed() {
+    use crate::auth::AuthenticatedUser;
+    let signed_in = AuthenticatedUser { id: user(), email: Some("a@example.com".into()), anonymous: false };
+    let anonymous = AuthenticatedUser { id: user(), email: None, anonymous: true };
+    let default = UploadLimits::default();
+    assert_eq!(check_uploader(&signed_in, &default), Ok(()));
+    assert_eq!(check_uploader(&anonymous, &default), Err(UploadError::Anonymous));
+    assert_eq!(UploadError::Anonymous.status(), 403);
+    let allowing = UploadLimits { allow_anonymous: true, ..default };
+    assert_eq!(check_uploader(&anonymous, &allowing), Ok(()));
+}

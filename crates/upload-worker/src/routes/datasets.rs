@@ -1,17 +1,20 @@
-//! Read routes for a dataset's owner: its state, its compacted outputs, and a download.
+//! Read routes for a dataset's owner: its state, its compacted outputs, and a download. A
+//! dataset of another user answers 404, as one that does not exist.
 
+use fusou_core::commit::SqlValue;
 use fusou_core::ids::{DatasetId, PeriodTag, TableName};
 use fusou_core::index;
 use fusou_core::supabase as rest;
-use fusou_edge::d1::{self, Param};
+use fusou_edge::remote::Service;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use worker::{Request, Response, RouteContext};
+use worker::{Request, Response};
 
 use crate::auth;
 use crate::context::Ctx;
 use crate::http::{self, ApiError};
 use crate::pipeline;
+use crate::router::Call;
 
 const MAX_PAGE: u64 = 1000;
 
@@ -50,36 +53,43 @@ struct Output {
     created_at: String,
 }
 
-/// The dataset named in the path, if it exists and the caller owns it (404 / 403 otherwise).
-async fn owned_dataset(req: &Request, ctx: &Ctx, rc: &RouteContext<()>) -> Result<DatasetId, ApiError> {
+#[derive(Deserialize, Serialize)]
+struct QuarantinedSegment {
+    fragment_key: String,
+    /// `*`: the whole fragment.
+    table_name: String,
+    error: String,
+    created_at: String,
+}
+
+#[derive(Deserialize)]
+struct Count {
+    segments: u64,
+}
+
+/// The dataset named in the path, if it exists and the caller owns it (404 otherwise).
+async fn owned_dataset(req: &Request, ctx: &Ctx, call: &Call) -> Result<DatasetId, ApiError> {
     let user = auth::user(req, ctx).await?;
-    let raw = rc.param("id").map(String::as_str).unwrap_or_default();
-    let dataset = DatasetId::parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    match pipeline::check_owner(ctx, &dataset, user.id).await? {
-        Some(_) => Ok(dataset),
-        None => Err(ApiError::not_found(format!("no dataset {dataset}"))),
-    }
+    let dataset = DatasetId::parse(call.param("id").unwrap_or_default()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    pipeline::check_readable(ctx, &dataset, user.id).await?;
+    Ok(dataset)
 }
 
 fn query(req: &Request, name: &str) -> Result<Option<String>, ApiError> {
     Ok(req.url()?.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned()))
 }
 
-pub async fn show(req: Request, rc: RouteContext<()>) -> worker::Result<Response> {
-    http::respond("/battle-data/datasets/{id}", show_run(req, rc).await)
-}
-
-async fn show_run(req: Request, rc: RouteContext<()>) -> Result<Response, ApiError> {
-    let ctx = Ctx::load(rc.env.clone())?;
-    let dataset = owned_dataset(&req, &ctx, &rc).await?;
+pub async fn show(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
+    let dataset = owned_dataset(&req, ctx, call).await?;
     let db = ctx.db()?;
-    let id = [Param::from(dataset.as_str())];
-    let state: State = d1::first(&db, index::DATASET_STATE, &id).await?.ok_or_else(|| ApiError::not_found("no dataset"))?;
-    let pending: Pending = d1::first(&db, index::PENDING_SUMMARY, &id).await?.ok_or_else(|| ApiError::new(500, "no summary"))?;
-    let compacted: Compacted =
-        d1::first(&db, index::COMPACTED_SUMMARY, &id).await?.ok_or_else(|| ApiError::new(500, "no summary"))?;
+    let id = [SqlValue::from(dataset.as_str())];
+    let state: State = db.first(index::DATASET_STATE, &id).await?.ok_or_else(|| ApiError::not_found("no dataset"))?;
+    let pending: Pending = db.first(index::PENDING_SUMMARY, &id).await?.ok_or_else(|| ApiError::new(500, "no summary"))?;
+    let compacted: Compacted = db.first(index::COMPACTED_SUMMARY, &id).await?.ok_or_else(|| ApiError::new(500, "no summary"))?;
     let outputs: Vec<Output> =
-        d1::all(&db, index::LIST_OUTPUTS, &[dataset.as_str().into(), Param::Null, Param::Null, Param::from(20u64), "".into()]).await?;
+        db.all(index::LIST_OUTPUTS, &[dataset.as_str().into(), SqlValue::Null, SqlValue::Null, SqlValue::from(20u64), "".into()]).await?;
+    let quarantined: Vec<QuarantinedSegment> = db.all(index::QUARANTINED, &[dataset.as_str().into(), SqlValue::from(20u64)]).await?;
+    let quarantined_count = db.first::<Count>(index::QUARANTINED_COUNT, &id).await?.map_or(0, |c| c.segments);
     let now = fusou_edge::now_utc();
     let oldest_age = pending
         .oldest
@@ -106,18 +116,15 @@ async fn show_run(req: Request, rc: RouteContext<()>) -> Result<Response, ApiErr
             },
             "pending": { "fragments": pending.fragments, "bytes": pending.bytes, "oldestUploadedAt": pending.oldest, "oldestAgeSeconds": oldest_age },
             "compacted": { "files": compacted.files, "bytes": compacted.bytes, "rows": compacted.rows, "latest": outputs },
+            // Segments (or whole fragments, table `*`) that could not be compacted: kept, with why.
+            "quarantined": { "segments": quarantined_count, "latest": quarantined },
             "runs": runs,
         }),
     )?)
 }
 
-pub async fn outputs(req: Request, rc: RouteContext<()>) -> worker::Result<Response> {
-    http::respond("/battle-data/datasets/{id}/outputs", outputs_run(req, rc).await)
-}
-
-async fn outputs_run(req: Request, rc: RouteContext<()>) -> Result<Response, ApiError> {
-    let ctx = Ctx::load(rc.env.clone())?;
-    let dataset = owned_dataset(&req, &ctx, &rc).await?;
+pub async fn outputs(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
+    let dataset = owned_dataset(&req, ctx, call).await?;
     let bad = |e: fusou_core::ids::IdError| ApiError::bad_request(e.to_string());
     let period = query(&req, "period")?.map(|p| PeriodTag::parse(&p)).transpose().map_err(bad)?;
     let table = query(&req, "table")?.map(|t| TableName::parse(&t)).transpose().map_err(bad)?;
@@ -128,41 +135,39 @@ async fn outputs_run(req: Request, rc: RouteContext<()>) -> Result<Response, Api
         })?,
     };
     let after = query(&req, "after")?.unwrap_or_default();
-    let rows: Vec<Output> = d1::all(
-        &ctx.db()?,
-        index::LIST_OUTPUTS,
-        &[
-            dataset.as_str().into(),
-            period.as_ref().map(PeriodTag::as_str).into(),
-            table.as_ref().map(TableName::as_str).into(),
-            Param::from(limit),
-            after.as_str().into(),
-        ],
-    )
-    .await?;
+    let rows: Vec<Output> = ctx
+        .db()?
+        .all(
+            index::LIST_OUTPUTS,
+            &[
+                dataset.as_str().into(),
+                period.as_ref().map(PeriodTag::as_str).into(),
+                table.as_ref().map(TableName::as_str).into(),
+                SqlValue::from(limit),
+                after.as_str().into(),
+            ],
+        )
+        .await?;
     let next = (rows.len() as u64 == limit).then(|| rows.last().map(|r| r.key.clone())).flatten();
     Ok(http::json(200, &json!({ "datasetId": dataset, "outputs": rows, "next": next }))?)
 }
 
-pub async fn download(req: Request, rc: RouteContext<()>) -> worker::Result<Response> {
-    http::respond("/battle-data/datasets/{id}/outputs/download", download_run(req, rc).await)
-}
-
-async fn download_run(req: Request, rc: RouteContext<()>) -> Result<Response, ApiError> {
-    let ctx = Ctx::load(rc.env.clone())?;
-    let dataset = owned_dataset(&req, &ctx, &rc).await?;
+pub async fn download(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
+    let dataset = owned_dataset(&req, ctx, call).await?;
     let key = query(&req, "key")?.ok_or_else(|| ApiError::bad_request("key is required"))?;
     #[derive(Deserialize)]
     struct Found {
         key: String,
         retired_at: Option<String>,
     }
-    let found: Option<Found> = d1::first(&ctx.db()?, index::OUTPUT_BY_KEY, &[dataset.as_str().into(), key.as_str().into()]).await?;
+    let found: Option<Found> = ctx.db()?.first(index::OUTPUT_BY_KEY, &[dataset.as_str().into(), key.as_str().into()]).await?;
     let found = found.ok_or_else(|| ApiError::not_found("no such output in this dataset"))?;
     if let Some(at) = found.retired_at {
         return Err(ApiError::new(410, format!("output {key} was merged into a larger one at {at}: list the outputs again")));
     }
-    let object = ctx.bucket()?.get(&found.key).execute().await?.ok_or_else(|| ApiError::not_found("the output's object is missing"))?;
+    let bucket = ctx.bucket()?;
+    let object = ctx.remote.call(Service::R2, "the output's get", bucket.get(&found.key).execute()).await?;
+    let object = object.ok_or_else(|| ApiError::not_found("the output's object is missing"))?;
     let body = object.body().ok_or_else(|| ApiError::new(500, "the object has no body"))?;
     let file_name = found.key.rsplit('/').next().unwrap_or("output.parquet").to_owned();
     let mut response = Response::from_stream(body.stream()?)?;

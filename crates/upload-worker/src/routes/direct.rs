@@ -7,21 +7,19 @@ use bytes::Bytes;
 use fusou_core::fragment::{TableOffset, inspect_segment};
 use fusou_core::ids::{DatasetId, PeriodTag, TableName};
 use fusou_core::message::Priority;
-use fusou_core::upload::{ContentHash, fragment_key};
+use fusou_core::upload::{ContentHash, check_uploader, fragment_key};
 use serde_json::json;
 use uuid::Uuid;
-use worker::{FormEntry, Request, Response, RouteContext};
+use worker::{FormEntry, Request, RequestInit, Response};
 
+use crate::auth;
 use crate::context::Ctx;
 use crate::http::{self, ApiError};
 use crate::pipeline::{self, NewFragment};
-use crate::auth;
+use crate::router::Call;
 
-const ROUTE: &str = "/compact/upload";
-
-pub async fn handle(req: Request, rc: RouteContext<()>) -> worker::Result<Response> {
-    http::respond(ROUTE, run(req, rc).await)
-}
+/// What a multipart body may add to its file: the boundaries and the three other fields.
+const FORM_OVERHEAD_BYTES: u64 = 64 * 1024;
 
 fn field(form: &worker::FormData, name: &str) -> Option<String> {
     match form.get(name) {
@@ -30,20 +28,22 @@ fn field(form: &worker::FormData, name: &str) -> Option<String> {
     }
 }
 
-async fn run(mut req: Request, rc: RouteContext<()>) -> Result<Response, ApiError> {
-    let ctx = Ctx::load(rc.env)?;
-    let user = auth::user(&req, &ctx).await?;
+pub async fn handle(mut req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
+    let user = auth::user(&req, ctx).await?;
+    check_uploader(&user, &ctx.limits)?;
     let max = ctx.limits.max_direct_bytes;
-    if let Some(len) = req.headers().get("content-length")?.and_then(|v| v.parse::<u64>().ok())
-        && len > max + 64 * 1024
-    {
-        return Err(ApiError::new(413, format!("the upload is {len} bytes, more than the {max} allowed")));
-    }
     let content_type = req.headers().get("content-type")?.unwrap_or_default();
     if !content_type.starts_with("multipart/form-data") {
         return Err(ApiError::new(415, "send multipart/form-data with datasetId, tableId and file"));
     }
-    let form = req.form_data().await.map_err(|e| ApiError::bad_request(format!("unreadable form: {e}")))?;
+    // The form is parsed from a body counted as it arrived: never more than the limit is held.
+    let raw = http::body_within(&mut req, max + FORM_OVERHEAD_BYTES, "the upload").await?;
+    let mut init = RequestInit::new();
+    init.with_method(worker::Method::Post).with_body(Some(worker::js_sys::Uint8Array::from(raw.as_slice()).into()));
+    init.headers.set("content-type", &content_type)?;
+    let mut parsed = Request::new_with_init("https://form.invalid/", &init)?;
+    drop(raw);
+    let form = parsed.form_data().await.map_err(|e| ApiError::bad_request(format!("unreadable form: {e}")))?;
     let required = |name: &str| field(&form, name).ok_or_else(|| ApiError::bad_request(format!("{name} is required")));
     let dataset = DatasetId::parse(&required("datasetId")?).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let table = TableName::parse(&required("tableId")?).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -70,13 +70,13 @@ async fn run(mut req: Request, rc: RouteContext<()>) -> Result<Response, ApiErro
     let num_rows = inspect_segment(&offset, bytes.clone()).map_err(|e| ApiError::new(415, e.to_string()))?.num_rows;
     let offset = TableOffset { num_rows: Some(num_rows), ..offset };
 
-    pipeline::check_owner(&ctx, &dataset, user.id).await?;
+    pipeline::check_owner(ctx, &dataset, user.id).await?;
     let hash = ContentHash::of(&bytes);
-    pipeline::check_not_stored(&ctx, &dataset, &hash).await?;
+    pipeline::check_not_stored(ctx, &dataset, &hash).await?;
     let key = fragment_key(&dataset, &table, fusou_edge::now_utc(), Uuid::new_v4());
     let size = bytes.len();
     let uploaded_at = pipeline::store_fragment(
-        &ctx,
+        ctx,
         NewFragment {
             dataset: dataset.clone(),
             owner: user.id,
@@ -89,11 +89,11 @@ async fn run(mut req: Request, rc: RouteContext<()>) -> Result<Response, ApiErro
         },
     )
     .await?;
-    let request =
-        pipeline::request_compaction(&ctx, ROUTE, &dataset, Some(user.id), Priority::Realtime, Some(table), Some(period))
-            .await;
-    Ok(http::json(
-        200,
-        &json!({ "ok": true, "key": key, "size": size, "uploaded_at": uploaded_at, "metricId": request.metric_id }),
-    )?)
+    let request = pipeline::Request::new(ctx, call.route, &dataset, Some(user.id), Priority::Realtime, Some(table), Some(period));
+    let metric_id = request.metric_id();
+    ctx.defer(async move {
+        request.send().await;
+    })
+    .await;
+    Ok(http::json(200, &json!({ "ok": true, "key": key, "size": size, "uploaded_at": uploaded_at, "metricId": metric_id }))?)
 }

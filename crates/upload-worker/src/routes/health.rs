@@ -1,31 +1,30 @@
 //! `GET /health`: whether this Worker can reach everything it depends on, and whether the
 //! compaction Worker answers behind its service binding. 200 when all hold, 503 otherwise.
 
+use fusou_edge::bindings;
+use fusou_edge::remote::Service;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use worker::{Env, Request, Response, Result, RouteContext};
+use worker::{Request, Response, Result};
 
-use fusou_edge::bindings;
-
-use crate::http;
+use crate::context::Ctx;
+use crate::http::{self, ApiError};
+use crate::router::Call;
 
 #[derive(Deserialize)]
 struct Migration {
     name: String,
 }
 
-pub async fn handle(_req: Request, ctx: RouteContext<()>) -> Result<Response> {
-    let env = &ctx.env;
+pub async fn handle(_req: Request, ctx: &Ctx, _call: &Call) -> std::result::Result<Response, ApiError> {
     let checks = json!({
-        "d1": outcome(d1_migrations(env).await),
-        "r2": outcome(r2(env).await),
-        "queue": outcome(env.queue(bindings::COMPACTION_QUEUE).map(|_| json!("bound"))),
-        "compaction": outcome(compaction_worker(env).await),
+        "d1": outcome(d1_migrations(ctx).await),
+        "r2": outcome(r2(ctx).await),
+        "queue": outcome(ctx.env.queue(bindings::COMPACTION_QUEUE).map(|_| json!("bound"))),
+        "compaction": outcome(compaction_worker(ctx).await),
     });
-    let healthy = checks
-        .as_object()
-        .is_some_and(|c| c.values().all(|v| v["ok"] == true));
-    http::json(
+    let healthy = checks.as_object().is_some_and(|c| c.values().all(|v| v["ok"] == true));
+    Ok(http::json(
         if healthy { 200 } else { 503 },
         &json!({
             "service": "fusou-upload",
@@ -33,7 +32,7 @@ pub async fn handle(_req: Request, ctx: RouteContext<()>) -> Result<Response> {
             "ok": healthy,
             "checks": checks,
         }),
-    )
+    )?)
 }
 
 fn outcome(result: Result<Value>) -> Value {
@@ -44,35 +43,32 @@ fn outcome(result: Result<Value>) -> Value {
 }
 
 /// The D1 migrations applied, in order: proves the database is bound and migrated.
-async fn d1_migrations(env: &Env) -> Result<Value> {
-    let rows = env
-        .d1(bindings::BATTLE_INDEX_DB)?
-        .prepare("SELECT name FROM d1_migrations ORDER BY id")
-        .all()
-        .await?
-        .results::<Migration>()?;
+async fn d1_migrations(ctx: &Ctx) -> Result<Value> {
+    let rows: Vec<Migration> = ctx.db().map_err(|e| e.message)?.all("SELECT name FROM d1_migrations ORDER BY id", &[]).await?;
     if rows.is_empty() {
         return Err("no D1 migrations applied".into());
     }
     Ok(json!(rows.into_iter().map(|m| m.name).collect::<Vec<_>>()))
 }
 
-async fn r2(env: &Env) -> Result<Value> {
+async fn r2(ctx: &Ctx) -> Result<Value> {
     // A HEAD of a key that never exists: a round trip to the bucket that reads nothing.
-    env.bucket(bindings::BATTLE_DATA_BUCKET)?
-        .head("health/probe")
-        .await?;
+    let bucket = ctx.env.bucket(bindings::BATTLE_DATA_BUCKET)?;
+    ctx.remote.call(Service::R2, "a HEAD", bucket.head("health/probe")).await?;
     Ok(json!("reachable"))
 }
 
-async fn compaction_worker(env: &Env) -> Result<Value> {
-    let mut response = env
-        .service(bindings::COMPACTION_SERVICE)?
-        .fetch("https://fusou-compaction/health", None)
+async fn compaction_worker(ctx: &Ctx) -> Result<Value> {
+    let service = ctx.env.service(bindings::COMPACTION_SERVICE)?;
+    let (status, body) = ctx
+        .remote
+        .call(Service::Worker, "its health check", async {
+            let mut response = service.fetch("https://fusou-compaction/health", None).await?;
+            Ok::<_, worker::Error>((response.status_code(), response.json::<Value>().await?))
+        })
         .await?;
-    let body: Value = response.json().await?;
-    if response.status_code() != 200 {
-        return Err(format!("compaction worker answered {}: {body}", response.status_code()).into());
+    if status != 200 {
+        return Err(format!("compaction worker answered {status}: {body}").into());
     }
     Ok(body)
 }

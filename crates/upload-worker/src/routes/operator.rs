@@ -2,80 +2,84 @@
 //! - `POST /compact/replay`: sends a compaction message to the queue exactly as given, e.g. one
 //!   taken from the dead-letter log. The same message is the same run: a replay resumes it, or
 //!   ends quickly when its work is done.
-//! - `POST /compact/cleanup`: runs the compaction Worker's clean-up now (through the service
-//!   binding), optionally with a shorter retention or orphan grace.
+//! - `POST /compact/cleanup`: runs the compaction Worker's clean-up now, through the service
+//!   binding, passing the operator's bearer on (the compaction Worker checks it too). On a test
+//!   stack it may name a shorter retention or orphan grace.
 //!
-//! Test stacks only (`FAULT_INJECTION=on`, which no deployed config sets): `POST
+//! Test stacks only (`TEST_HOOKS=on`, which the production configuration refuses): `POST
 //! /compact/replay?unchecked` sends any JSON body as it is, even one that is no
 //! `CompactionMessage`, so that the end-to-end tests reach the consumer's handling of invalid
 //! messages. Anywhere else the parameter is refused.
 
-use fusou_core::message::CompactionMessage;
+use fusou_core::message::{CompactionMessage, MAX_MESSAGE_BYTES};
 use fusou_edge::bindings;
 use fusou_edge::log;
+use fusou_edge::remote::Service;
 use serde_json::{Value, json};
-use worker::{Method, MessageBuilder, QueueContentType, RawMessageBuilder, Request, RequestInit, Response, RouteContext};
+use worker::{Method, MessageBuilder, QueueContentType, RawMessageBuilder, Request, RequestInit, Response};
 
 use crate::auth;
 use crate::context::Ctx;
 use crate::http::{self, ApiError};
+use crate::router::Call;
 
-const REPLAY: &str = "/compact/replay";
-const CLEANUP: &str = "/compact/cleanup";
+/// A clean-up pass can take a while (it deletes objects by the thousand): the operator waits.
+const CLEANUP_TIMEOUT_MS: u64 = 120_000;
 
-pub async fn replay(req: Request, rc: RouteContext<()>) -> worker::Result<Response> {
-    http::respond(REPLAY, run_replay(req, rc).await)
-}
-
-async fn run_replay(mut req: Request, rc: RouteContext<()>) -> Result<Response, ApiError> {
-    let ctx = Ctx::load(rc.env)?;
-    auth::operator(&req, &ctx)?;
-    let body = req.bytes().await?;
+pub async fn replay(mut req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
+    auth::operator(&req, ctx)?;
+    let body = http::body_within(&mut req, MAX_MESSAGE_BYTES as u64, "the message").await?;
     if req.url()?.query_pairs().any(|(k, _)| k == "unchecked") {
-        return replay_unchecked(&ctx, &body).await;
+        return replay_unchecked(ctx, call, &body).await;
     }
     let message = CompactionMessage::from_json(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    ctx.queue()?
-        .send(MessageBuilder::new(&message).build())
+    let queue = ctx.queue()?;
+    ctx.remote
+        .call(Service::Queue, "the replayed message", queue.send(MessageBuilder::new(&message).build()))
         .await
         .map_err(|e| ApiError::new(503, format!("the queue refused the message: {e}")))?;
-    log::info("queue.sent", json!({ "route": REPLAY, "datasetId": message.dataset_id, "metricId": message.metric_id, "runId": message.run_id() }));
+    log::info("queue.sent", json!({ "route": call.route, "datasetId": message.dataset_id, "metricId": message.metric_id, "runId": message.run_id() }));
     Ok(http::json(202, &json!({ "enqueued": true, "runId": message.run_id(), "message": message }))?)
 }
 
-async fn replay_unchecked(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
-    if !ctx.env.var("FAULT_INJECTION").is_ok_and(|v| v.to_string() == "on") {
-        return Err(ApiError::bad_request("`unchecked` is only for test stacks (FAULT_INJECTION=on)"));
+async fn replay_unchecked(ctx: &Ctx, call: &Call, body: &[u8]) -> Result<Response, ApiError> {
+    if !ctx.platform.test_hooks {
+        return Err(ApiError::bad_request("`unchecked` is only for test stacks (TEST_HOOKS=on)"));
     }
     let body: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("expected JSON: {e}")))?;
     // Parsed by JavaScript, so that an object stays a plain object (serialized from Rust, a
     // JSON object would reach the queue as a `Map`).
     let message = worker::js_sys::JSON::parse(&body.to_string()).map_err(|_| ApiError::bad_request("expected JSON"))?;
-    ctx.queue()?
-        .send_raw(RawMessageBuilder::new(message).build_with_content_type(QueueContentType::Json))
+    let queue = ctx.queue()?;
+    ctx.remote
+        .call(Service::Queue, "the replayed message", queue.send_raw(RawMessageBuilder::new(message).build_with_content_type(QueueContentType::Json)))
         .await
         .map_err(|e| ApiError::new(503, format!("the queue refused the message: {e}")))?;
-    log::info("queue.sent", json!({ "route": REPLAY, "unchecked": true }));
+    log::info("queue.sent", json!({ "route": call.route, "unchecked": true }));
     Ok(http::json(202, &json!({ "enqueued": true, "message": body }))?)
 }
 
-pub async fn cleanup(req: Request, rc: RouteContext<()>) -> worker::Result<Response> {
-    http::respond(CLEANUP, run_cleanup(req, rc).await)
-}
-
-async fn run_cleanup(mut req: Request, rc: RouteContext<()>) -> Result<Response, ApiError> {
-    let ctx = Ctx::load(rc.env)?;
-    auth::operator(&req, &ctx)?;
-    let body = req.bytes().await?;
+pub async fn cleanup(mut req: Request, ctx: &Ctx, _call: &Call) -> Result<Response, ApiError> {
+    auth::operator(&req, ctx)?;
+    let body = http::body_within(&mut req, 4 * 1024, "the request").await?;
     if !body.is_empty() && serde_json::from_slice::<Value>(&body).map_or(true, |v| !v.is_object()) {
-        return Err(ApiError::bad_request("expected a JSON object: {\"retentionSeconds\"?, \"orphanGraceSeconds\"?}"));
+        return Err(ApiError::bad_request("expected a JSON object: {\"retentionSeconds\"?, \"orphanGraceSeconds\"?} (test stacks only)"));
     }
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_body((!body.is_empty()).then(|| worker::wasm_bindgen::JsValue::from(String::from_utf8_lossy(&body).into_owned())));
+    // The compaction Worker checks the operator secret too: its route needs more than reaching it.
+    init.headers.set("authorization", &format!("Bearer {}", ctx.operator_secret()?))?;
     let forwarded = Request::new_with_init("https://fusou-compaction/cleanup", &init)?;
-    let mut answer = ctx.env.service(bindings::COMPACTION_SERVICE)?.fetch_request(forwarded).await?;
-    let status = answer.status_code();
-    let body: Value = answer.json().await.unwrap_or_else(|e| json!({ "error": format!("the compaction Worker answered {status}: {e}") }));
+    let service = ctx.env.service(bindings::COMPACTION_SERVICE)?;
+    let (status, body) = ctx
+        .remote
+        .call_within(Service::Worker, "the clean-up", CLEANUP_TIMEOUT_MS, async {
+            let mut answer = service.fetch_request(forwarded).await?;
+            let status = answer.status_code();
+            let body: Value = answer.json().await.unwrap_or_else(|e| json!({ "error": format!("the compaction Worker answered {status}: {e}") }));
+            Ok::<_, worker::Error>((status, body))
+        })
+        .await?;
     if status == 200 {
         Ok(http::json(200, &body)?)
     } else {

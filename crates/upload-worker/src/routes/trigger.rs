@@ -6,18 +6,19 @@ use fusou_core::ids::DatasetId;
 use fusou_core::index;
 use fusou_core::message::{CompactionMessage, Priority};
 use fusou_core::supabase::{self as rest, NewMetric};
-use fusou_edge::d1::{self, Param};
+use fusou_core::commit::SqlValue;
 use fusou_edge::log;
+use fusou_edge::remote::Service;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
-use worker::{MessageBuilder, Request, Response, RouteContext};
+use worker::{MessageBuilder, Request, Response};
 
 use crate::auth;
 use crate::context::Ctx;
 use crate::http::{self, ApiError};
+use crate::router::Call;
 
-const ROUTE: &str = "/trigger-scheduled";
 /// Datasets per page: one D1 query, one Supabase insert and one queue batch (at most 100) each.
 const PAGE: u64 = 100;
 
@@ -35,14 +36,9 @@ pub struct TriggerReport {
     pub pages: u64,
 }
 
-pub async fn handle(req: Request, rc: RouteContext<()>) -> worker::Result<Response> {
-    http::respond(ROUTE, run(req, rc).await)
-}
-
-async fn run(req: Request, rc: RouteContext<()>) -> Result<Response, ApiError> {
-    let ctx = Ctx::load(rc.env)?;
-    auth::operator(&req, &ctx)?;
-    let report = enqueue_due(&ctx, ROUTE).await?;
+pub async fn handle(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
+    auth::operator(&req, ctx)?;
+    let report = enqueue_due(ctx, call.route).await?;
     Ok(http::json(200, &report)?)
 }
 
@@ -54,12 +50,8 @@ pub async fn enqueue_due(ctx: &Ctx, source: &str) -> Result<TriggerReport, ApiEr
     let mut report = TriggerReport::default();
     let mut after = String::new();
     loop {
-        let due: Vec<Due> = d1::all(
-            &db,
-            index::DATASETS_DUE,
-            &[Param::from(now.timestamp_millis()), after.as_str().into(), Param::from(PAGE)],
-        )
-        .await?;
+        let due: Vec<Due> =
+            db.all(index::DATASETS_DUE, &[now.timestamp_millis().into(), after.as_str().into(), SqlValue::from(PAGE)]).await?;
         let Some(last) = due.last() else { break };
         after = last.id.to_string();
         report.pages += 1;
@@ -80,7 +72,7 @@ pub async fn enqueue_due(ctx: &Ctx, source: &str) -> Result<TriggerReport, ApiEr
             log::error("supabase.metric_failed", json!({ "route": source, "datasets": metrics.len(), "error": e.to_string() }));
         }
         let batch: Vec<_> = messages.iter().map(|m| MessageBuilder::new(m).build()).collect();
-        match queue.send_batch(batch).await {
+        match ctx.remote.call(Service::Queue, "the scheduled messages", queue.send_batch(batch)).await {
             Ok(()) => {
                 report.enqueued += messages.len() as u64;
                 log::info("queue.sent", json!({ "route": source, "priority": "scheduled", "datasets": messages.len() }));
