@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Upload benchmark (prints figures; not a test): handshake plus upload, exactly as the FUSOU
 # client makes them, against a fresh local stack with 1, 8 and 32 concurrent clients, beside a
-# baseline of static requests through the same Worker runtime. Then the Workers' bundle sizes
-# as `wrangler deploy` would upload them.
+# baseline of static requests through the same Worker runtime. Then uploads while Supabase
+# answers normally, slowly (1.5 s an answer) and not at all (it hangs): the upload answers
+# without waiting on it. Then the Workers' bundle sizes as `wrangler deploy` would upload them.
 # Usage: scripts/bench-upload.sh [uploads per run, default 400]
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -24,11 +25,23 @@ for clients in 1 8 32; do
         --dataset-prefix "bench-$clients" --seed "$((clients * 100000))" --baseline
 done
 
+echo
+echo "== uploads while Supabase is normal, slow and hanging: $((uploads / 4)) uploads, 8 clients each =="
+for mode in '{"mode": "normal"}' '{"mode": "slow", "delayMs": 1500}' '{"mode": "hang"}'; do
+    curl -fsS -X PUT "$SUPABASE_URL/__fault" -H "apikey: $SUPABASE_SERVICE_KEY" \
+        -H "authorization: Bearer $SUPABASE_SERVICE_KEY" -d "$mode" >/dev/null
+    echo "Supabase $mode"
+    "$fusou" --url "$FUSOU_URL" load --uploads "$((uploads / 4))" --clients 8 --token "$token" \
+        --dataset-prefix "bench-supabase-$(date +%s%N)" --seed "$(date +%s)"
+done
+curl -fsS -X PUT "$SUPABASE_URL/__fault" -H "apikey: $SUPABASE_SERVICE_KEY" \
+    -H "authorization: Bearer $SUPABASE_SERVICE_KEY" -d '{"mode": "normal"}' >/dev/null
+
 stack_down
 echo
 echo "== bundle sizes (wrangler deploy --dry-run, with wasm-opt) =="
 for config in wrangler.toml crates/compaction-worker/wrangler.toml; do
     out="$(mktemp -d)"
-    wrangler deploy --dry-run --outdir "$out" -c "$config" 2>&1 | grep -E "Total Upload" | sed "s|^|$config: |"
+    wrangler deploy --dry-run --env production --outdir "$out" -c "$config" 2>&1 | grep -E "Total Upload" | sed "s|^|$config: |"
     rm -rf "$out"
 done

@@ -9,7 +9,11 @@
 # what Wasm costs and what the platform's reads, writes and checkpoints cost. The Worker also
 # reports the time its own code ran (`busyMs`, without its waits, in which local R2, D1 and
 # queues do their work), the figure to set beside native for what the Worker itself costs.
-# Usage: scripts/bench-worker.sh [fragments, default 500]
+#
+# `scripts/bench-worker.sh largest` instead compacts fragments of the largest size the upload
+# accepts (one of one table: a single segment in one row group; one of 32 tables), each in a
+# dataset of its own, and prints each run's figures and the Worker's Wasm memory after it.
+# Usage: scripts/bench-worker.sh [fragments, default 500 | largest]
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 source "$FUSOU_ROOT/scripts/stack.sh"
@@ -21,6 +25,43 @@ dataset="bench-worker"
 cargo build -q --release -p fusou-cli
 fusou="$CARGO_TARGET_DIR/release/fusou"
 rm -rf "$dir" && mkdir -p "$dir"
+
+# Compacts `dataset` (uploaded already) in the Worker and waits until nothing is pending.
+compact_in_worker() {
+    local dataset="$1" token="$2" state
+    curl -fsS -X POST "$FUSOU_URL/api/sanitize-state" -H "authorization: Bearer $token" \
+        -H 'content-type: application/json' -d "{\"datasetId\": \"$dataset\"}" >/dev/null
+    for _ in $(seq 1 600); do
+        state="$(curl -fsS "$FUSOU_URL/api/battle-data/datasets/$dataset" -H "authorization: Bearer $token")"
+        python3 -c 'import json,sys; s=json.loads(sys.argv[1]); sys.exit(0 if s["pending"]["fragments"] == 0 and not s["compaction"]["inProgress"] else 1)' "$state" && return 0
+        sleep 1
+    done
+    die "$dataset is still pending"
+}
+
+if [[ "$count" == largest ]]; then
+    largest="$(awk -F'"' '/^MAX_UPLOAD_BYTES/ { print $2; exit }' wrangler.toml)"
+    export FUSOU_REALTIME_DELAY_SECONDS=3600
+    stack_up "$dir/stack"
+    token="$("$fusou" token --supabase-url "$SUPABASE_URL" --service-key "$SUPABASE_SERVICE_KEY")"
+    for tables in 1 32; do
+        # A little under the limit: the generator aims at a size, the limit is a hard one.
+        "$fusou" gen --out "$dir/largest-$tables" --count 1 --seed "$tables" --bytes "$((largest - 256 * 1024))" --tables "$tables"
+        "$fusou" --url "$FUSOU_URL" upload --dir "$dir/largest-$tables" --dataset "largest-$tables" --clients 1 --token "$token"
+        compact_in_worker "largest-$tables" "$token"
+    done
+    python3 - "$dir/stack/logs/wrangler.log" "$largest" <<'PY'
+import json, sys
+lines = [l[l.find('{"level"'):] for l in open(sys.argv[1]) if '"compaction.committed"' in l]
+runs = [json.loads(l[:l.rfind('}') + 1]) for l in lines]
+print(f"\nthe largest accepted fragment: MAX_UPLOAD_BYTES = {int(sys.argv[2]) / 2**20:.0f} MiB")
+for r in runs:
+    print(f"  {r['datasetId']}: {r['inputBytes'] / 2**20:.1f} MiB in, {r['rows']} rows, {r['outputs']} files, {r['outputBytes'] / 2**20:.1f} MiB out,"
+          f" {r['durationMs']} ms; Wasm memory after the run {r['wasmMemoryBytes'] / 2**20:.1f} MiB")
+print(f"Wasm memory at most: {max(r['wasmMemoryBytes'] for r in runs) / 2**20:.1f} MiB (a Worker has 128 MB)")
+PY
+    exit 0
+fi
 "$fusou" gen --out "$dir/fragments" --count "$count" --seed 42 >/dev/null
 
 # Uploads must not start compactions of their own: the run under test is the manual one.
@@ -30,14 +71,8 @@ token="$("$fusou" token --supabase-url "$SUPABASE_URL" --service-key "$SUPABASE_
 "$fusou" --url "$FUSOU_URL" upload --dir "$dir/fragments" --dataset "$dataset" --clients 8 --token "$token"
 
 log "compacting $count fragments in the Worker"
-curl -fsS -X POST "$FUSOU_URL/api/sanitize-state" -H "authorization: Bearer $token" \
-    -H 'content-type: application/json' -d "{\"datasetId\": \"$dataset\"}" >/dev/null
-# Runs are capped in bytes; the rest continues in follow-up runs. Wait until nothing is pending.
-for _ in $(seq 1 600); do
-    state="$(curl -fsS "$FUSOU_URL/api/battle-data/datasets/$dataset" -H "authorization: Bearer $token")"
-    python3 -c 'import json,sys; s=json.loads(sys.argv[1]); sys.exit(0 if s["pending"]["fragments"] == 0 and not s["compaction"]["inProgress"] else 1)' "$state" && break
-    sleep 1
-done
+# Runs are capped in bytes; the rest continues in follow-up runs.
+compact_in_worker "$dataset" "$token"
 runs="$(grep -o '{"level":"info","event":"compaction.committed".*"datasetId":"'"$dataset"'".*' "$dir/stack/logs/wrangler.log" || true)"
 [[ -n "$runs" ]] || die "no committed run (see $dir/stack/logs/wrangler.log)"
 stack_down

@@ -13,11 +13,14 @@ if [[ "${FUSOU_E2E_ONLY:-}" != 1 ]]; then
     log "native tests"
     cargo test --workspace --exclude fusou-e2e
 fi
+# The committed configuration deploys as it is (both Workers' production dry runs).
+bash scripts/check-deploy.sh
 cargo build -q --tests -p fusou-e2e
 
-# Tests see queue messages at once instead of after the production burst delay, may inject
-# crashes into the compaction Worker, and see consolidation after two runs instead of eight.
-export FUSOU_REALTIME_DELAY_SECONDS=0 FUSOU_FAULT_INJECTION=on FUSOU_COMPACTION_FAN_IN=2
+# Tests see queue messages at once instead of after the production burst delay, failed
+# messages again after 1 s instead of 10, consolidation after two runs instead of eight, and may
+# use the test hooks (injected crashes, clean-up ages, unchecked messages).
+export FUSOU_REALTIME_DELAY_SECONDS=0 FUSOU_COMPACTION_RETRY_DELAY_SECONDS=1 FUSOU_COMPACTION_FAN_IN=2 FUSOU_TEST_HOOKS=on
 state="$FUSOU_LOCAL/test"
 rm -rf "$state"
 stack_up "$state"
