@@ -111,6 +111,17 @@ fn direct(fx: &Fixture, bearer: &str, fields: &[(&str, &str)], file: Option<Vec<
     Ok(Attempt::of(send(req)?, datasets))
 }
 
+/// A body sent without a length (`Transfer-Encoding: chunked`), as a stream.
+fn chunked(bytes: Vec<u8>) -> reqwest::blocking::Body {
+    reqwest::blocking::Body::new(std::io::Cursor::new(bytes))
+}
+
+/// A client whose connection is not used again: a body refused before it was all read leaves
+/// the rest of it on the connection, where the next request would find it.
+fn unpooled() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().pool_max_idle_per_host(0).build().expect("an HTTP client")
+}
+
 fn battle_segment(fx: &Fixture) -> Vec<u8> {
     fx.fresh.segments.iter().find(|s| s.table.as_str() == "battle").map(|s| s.bytes.clone()).unwrap_or_default()
 }
@@ -161,6 +172,17 @@ const CASES: &[Case] = &[
     ("a handshake body that is not JSON", 400, |fx| {
         Ok(Attempt::of(send(stack().http.post(upload_url()).bearer_auth(&fx.alice_token).body("{not json"))?, vec![]))
     }),
+    ("an anonymous sign-in (not allowed to upload by default)", 403, |fx| {
+        let attempt = handshake_as(fx, &new_user(json!({ "is_anonymous": true }))?.1)?;
+        ensure!(attempt.body["error"].as_str().is_some_and(|e| e.contains("anonymous")), "says why: {}", attempt.body);
+        Ok(attempt)
+    }),
+    ("a chunked handshake larger than any handshake", 413, |fx| {
+        let dataset = unique_dataset();
+        let mut body = client_handshake(&dataset, "2025-11-10", &fx.fresh);
+        body["path"] = json!("x".repeat(300 * 1024));
+        Ok(Attempt::of(send(unpooled().post(upload_url()).bearer_auth(&fx.alice_token).body(chunked(body.to_string().into_bytes())))?, vec![dataset]))
+    }),
     ("another user's dataset", 403, |fx| {
         let body = client_handshake(&fx.alice_dataset, "2025-11-10", &fx.fresh);
         Ok(Attempt::of(handshake_at(&upload_url(), &fx.bob_token, &body)?, vec![]))
@@ -179,6 +201,19 @@ const CASES: &[Case] = &[
         let mut bytes = fx.fresh.bytes.clone();
         bytes.push(0);
         phase2(fx, fresh_handshake(fx, &fx.fresh.bytes), &fx.alice_token, bytes)
+    }),
+    ("a chunked body longer than declared", 413, |fx| {
+        let handshake = fresh_handshake(fx, &fx.fresh.bytes);
+        let dataset = handshake["dataset_id"].as_str().unwrap_or_default().to_owned();
+        let (status, answer) = handshake_at(&upload_url(), &fx.alice_token, &handshake)?;
+        ensure_eq!(status, 200, "{answer}");
+        let url = answer["uploadUrl"].as_str().ok_or("uploadUrl")?.to_owned();
+        let mut bytes = fx.fresh.bytes.clone();
+        bytes.extend(std::iter::repeat_n(0u8, 256 << 10));
+        let req = unpooled().post(&url).bearer_auth(&fx.alice_token).header("content-type", "application/octet-stream").body(chunked(bytes));
+        let mut attempt = Attempt::of(send(req)?, vec![dataset]);
+        attempt.keys.push(grant_of(&url)?.key);
+        Ok(attempt)
     }),
     ("a segment that is not Parquet", 400, |fx| {
         let mut bytes = fx.fresh.bytes.clone();
@@ -246,6 +281,10 @@ const CASES: &[Case] = &[
     ("a direct upload to another user's dataset", 403, |fx| {
         direct(fx, &fx.bob_token, &[("datasetId", &fx.alice_dataset), ("tableId", "battle")], Some(battle_segment(fx)))
     }),
+    ("a direct upload by an anonymous sign-in", 403, |fx| {
+        let d = unique_dataset();
+        direct(fx, &new_user(json!({ "is_anonymous": true }))?.1, &[("datasetId", &d), ("tableId", "battle")], Some(battle_segment(fx)))
+    }),
     ("a direct upload that is not multipart", 415, |fx| {
         Ok(Attempt::of(send(stack().http.post(format!("{}/compact/upload", stack().url)).bearer_auth(&fx.alice_token).json(&json!({})))?, vec![]))
     }),
@@ -254,7 +293,7 @@ const CASES: &[Case] = &[
         let req = stack().http.post(format!("{}/sanitize-state", stack().url)).bearer_auth(&fx.alice_token).json(&json!({ "datasetId": d }));
         Ok(Attempt::of(send(req)?, vec![d]))
     }),
-    ("a repair of another user's dataset", 403, |fx| {
+    ("a repair of another user's dataset (answered as for none)", 404, |fx| {
         let req = stack().http.post(format!("{}/sanitize-state", stack().url)).bearer_auth(&fx.bob_token).json(&json!({ "datasetId": fx.alice_dataset }));
         Ok(Attempt::of(send(req)?, vec![]))
     }),

@@ -9,6 +9,7 @@ use crate::{ensure, ensure_eq};
 pub const TESTS: &[(&str, Test)] = &[
     ("compaction::uploaded_rows_come_back_compacted_exactly_once", uploaded_rows_come_back),
     ("compaction::small_files_are_merged_and_every_row_stays_counted_once", consolidation),
+    ("compaction::the_largest_accepted_fragment_is_compacted_whole", largest_fragment),
 ];
 
 fn uploaded_rows_come_back() -> TestResult {
@@ -89,5 +90,29 @@ fn consolidation() -> TestResult {
     ensure_eq!(metrics, json!([{ "files": 64, "new_rows": uploaded }]));
     let summary = pg_json(&[], &format!("SELECT compacted_file_count FROM public.datasets WHERE id = '{dataset}'"))?;
     ensure_eq!(summary, json!([{ "compacted_file_count": 32 }]));
+    Ok(())
+}
+
+/// A fragment of the largest size the upload accepts, one table's rows in one segment of one row
+/// group: the hardest shape for a Worker's memory. It is stored and compacted like any other.
+fn largest_fragment() -> TestResult {
+    let (_, token) = new_user(json!({}))?;
+    let dataset = unique_dataset();
+    let limit = fusou_core::upload::UploadLimits::default().max_fragment_bytes;
+    let f = fusou_core::synth::fragment_of_size(2000, 1, limit - 64 * 1024);
+    ensure!(f.bytes.len() as u64 <= limit && f.bytes.len() as u64 > limit * 9 / 10, "{} bytes", f.bytes.len());
+    upload(&token, &dataset, "2025-11-12", &f)?;
+    wait_until_compacted(&dataset, &token, 300)?;
+    let (outputs, mut got) = compacted_rows(&dataset, &token)?;
+    let table = f.segments[0].table.as_str();
+    let mut expected = rows(&f.segments[0].batch);
+    let mut actual = got.remove(table).unwrap_or_default();
+    expected.sort();
+    actual.sort();
+    ensure_eq!(actual.len(), expected.len(), "{table} rows in {} outputs", outputs.len());
+    ensure!(actual == expected, "{table}: compacted rows differ from the uploaded ones");
+    ensure!(got.is_empty(), "no other table: {:?}", got.keys());
+    let run = wait_for_events("compaction.committed", &dataset, 1, 10)?;
+    println!("the largest accepted fragment ({} bytes): Wasm memory {:?} bytes after its run", f.bytes.len(), run[0]["wasmMemoryBytes"]);
     Ok(())
 }

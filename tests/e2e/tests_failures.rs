@@ -18,6 +18,7 @@ pub const TESTS: &[(&str, Test)] = &[
     ("failures::a_corrupt_segment_is_quarantined_and_the_rest_compacted", corrupt_segment),
     ("failures::operator_routes_refuse_bad_requests", operator_routes_refuse_bad_requests),
     ("failures::an_invalid_message_is_recorded_failed_and_never_retried", invalid_message),
+    ("failures::a_fragment_that_kills_every_run_is_quarantined_and_its_dataset_compacted", poisonous_fragment),
 ];
 
 const PERIOD: &str = "2025-11-20";
@@ -217,5 +218,35 @@ fn invalid_message() -> TestResult {
     std::thread::sleep(std::time::Duration::from_secs(15));
     let logged = log_events("message.invalid")?.into_iter().filter(|e| e["metricId"] == metric.as_str()).count();
     ensure_eq!(logged, 1, "logged once, not retried");
+    Ok(())
+}
+
+fn poisonous_fragment() -> TestResult {
+    let (_, token) = new_user(json!({}))?;
+    let (dataset, fragments) = held_back(&token, 1800, 3)?;
+    // Fragment 2 kills every invocation that reads it, as an out-of-memory trap would.
+    let hash = fusou_core::upload::ContentHash::of(&fragments[2].bytes);
+    let rows = d1(&format!("SELECT key FROM battle_files WHERE dataset_id = '{dataset}' AND content_hash = '{}'", hash.as_str()))?;
+    let poison = rows.first().and_then(|r| r["key"].as_str()).ok_or("fragment 2's key")?.to_owned();
+    d1("CREATE TABLE IF NOT EXISTS fault_injections (dataset_id TEXT NOT NULL, step TEXT NOT NULL)")?;
+    d1(&format!("INSERT INTO fault_injections VALUES ('{dataset}', 'poison:{poison}')"))?;
+    replay_all(&[message(&dataset, "2026-11-28T00:00:03Z")])?;
+
+    // The run gives up reading the three together, each is then taken alone, and the poisonous
+    // one is quarantined whole: nothing pending, nothing retried forever.
+    wait_until_compacted(&dataset, &token, 300)?;
+    wait_for_events("compaction.isolated", &dataset, 1, 10)?;
+    let (_, mut got) = compacted_rows(&dataset, &token)?;
+    let left_out: Vec<(usize, &str)> = fusou_core::synth::client_tables().iter().map(|t| (2, t.name.as_str())).collect();
+    ensure_same_rows(&mut got, &fragments, &left_out)?;
+
+    // The owner sees it, with the reason, on the status route.
+    let (status, state) = send(stack().http.get(format!("{}/api/battle-data/datasets/{dataset}", stack().url)).bearer_auth(&token))?;
+    ensure_eq!(status, 200, "{state}");
+    ensure_eq!(state["quarantined"]["segments"], 1, "{state}");
+    let q = &state["quarantined"]["latest"][0];
+    ensure_eq!((q["fragment_key"].as_str(), q["table_name"].as_str()), (Some(poison.as_str()), Some("*")), "{state}");
+    ensure!(q["error"].as_str().is_some_and(|e| e.contains("died or failed")), "{q}");
+    d1(&format!("DELETE FROM fault_injections WHERE dataset_id = '{dataset}'"))?;
     Ok(())
 }

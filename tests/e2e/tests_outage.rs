@@ -1,5 +1,6 @@
-//! Tests that change the whole stack, so they run alone, after the others: a Supabase outage,
-//! and a clean-up pass with no retention (which deletes every compacted fragment's object).
+//! Tests that change the whole stack, so they run alone, after the others: a Supabase outage, a
+//! Supabase that hangs and then is slow, and a clean-up pass with no retention (which deletes
+//! every compacted fragment's object).
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use crate::{ensure, ensure_eq};
 
 pub const TESTS: &[(&str, Test)] = &[
     ("outage::supabase_down_dead_letters_and_the_schedule_completes", supabase_down),
+    ("outage::supabase_hanging_then_slow_loses_no_upload_and_compaction_completes", supabase_hangs_then_slows),
     ("outage::cleanup_deletes_orphans_and_compacted_fragments", cleanup),
 ];
 
@@ -45,6 +47,84 @@ fn signal_supabase(signal: &str) -> TestResult {
     let pid = std::fs::read_to_string(format!("{}/run/supabase.pid", stack().state)).map_err(|e| format!("the stand-in's pid: {e}"))?;
     let status = std::process::Command::new("kill").args([signal, pid.trim()]).status().map_err(|e| e.to_string())?;
     ensure!(status.success(), "kill {signal} {pid}");
+    Ok(())
+}
+
+/// The stand-in made to hang or be slow (`PUT /__fault`) until dropped.
+struct Fault;
+
+impl Fault {
+    fn set(mode: serde_json::Value) -> Result<Self, String> {
+        put_fault(&mode)?;
+        Ok(Fault)
+    }
+}
+
+impl Drop for Fault {
+    fn drop(&mut self) {
+        let _ = put_fault(&json!({ "mode": "normal" }));
+    }
+}
+
+fn put_fault(mode: &serde_json::Value) -> TestResult {
+    let s = stack();
+    let (status, body) = send(s.http.put(format!("{}/__fault", s.supabase_url)).header("apikey", &s.service_key).bearer_auth(&s.service_key).json(mode))?;
+    ensure_eq!(status, 200, "{body}");
+    Ok(())
+}
+
+/// Both phases of the client's upload, each of which must answer within `limit` (well below
+/// the remote-call timeout: an upload that waited on Supabase would take at least that long).
+/// Answers how long the two took.
+fn upload_within(token: &str, dataset: &str, f: &fusou_core::synth::Fragment, limit: Duration) -> Result<Duration, String> {
+    let started = Instant::now();
+    let (status, answer) = send(stack().http.post(upload_url()).bearer_auth(token).json(&client_handshake(dataset, PERIOD, f)).timeout(limit))?;
+    ensure_eq!(status, 200, "handshake: {answer}");
+    let url = answer["uploadUrl"].as_str().ok_or("uploadUrl")?;
+    let (status, stored) = send(stack().http.post(url).bearer_auth(token).body(f.bytes.clone()).timeout(limit))?;
+    ensure_eq!(status, 200, "upload: {stored}");
+    Ok(started.elapsed())
+}
+
+fn supabase_hangs_then_slows() -> TestResult {
+    let (_, token) = new_user(json!({}))?;
+    let dataset = unique_dataset();
+    let fragments: Vec<_> = (0..5).map(|i| small_fragment(1900 + i)).collect();
+    // A first upload while all is well (the Worker caches the token keys, as in production).
+    upload(&token, &dataset, PERIOD, &fragments[0])?;
+    wait_until_compacted(&dataset, &token, 150)?;
+    // REMOTE_TIMEOUT_MS is 5 s: an upload that waited on Supabase could not answer within 4.
+    let limit = Duration::from_secs(4);
+
+    {
+        let _hanging = Fault::set(json!({ "mode": "hang" }))?;
+        for f in &fragments[1..3] {
+            let took = upload_within(&token, &dataset, f, limit)?;
+            println!("upload while Supabase hangs: {} ms", took.as_millis());
+        }
+        // Compaction cannot reach the catalog: it gives up on the call, fails the run cleanly
+        // (nothing written, lease released) and the message is retried.
+        let failed = wait_for_events("compaction.failed", &dataset, 1, 180)?;
+        ensure!(failed[0]["error"].as_str().is_some_and(|e| e.contains("did not answer")), "{failed:?}");
+        let state = d1(&format!("SELECT compaction_needed FROM datasets WHERE id = '{dataset}'"))?;
+        ensure_eq!(state, vec![json!({ "compaction_needed": 1 })], "still due");
+    }
+    // Supabase answers again: the retried message completes the run.
+    wait_until_compacted(&dataset, &token, 240)?;
+
+    {
+        let _slow = Fault::set(json!({ "mode": "slow", "delayMs": 1500 }))?;
+        for f in &fragments[3..] {
+            let took = upload_within(&token, &dataset, f, limit)?;
+            println!("upload while Supabase takes 1.5 s an answer: {} ms", took.as_millis());
+        }
+        wait_until_compacted(&dataset, &token, 240)?;
+    }
+    let (_, mut got) = compacted_rows(&dataset, &token)?;
+    ensure_same_rows(&mut got, &fragments, &[])?;
+    // No upload is lost.
+    let pending = d1(&format!("SELECT count(*) AS n FROM battle_files WHERE dataset_id = '{dataset}' AND compacted_at IS NULL"))?;
+    ensure_eq!(pending[0]["n"], 0);
     Ok(())
 }
 

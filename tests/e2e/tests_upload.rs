@@ -13,6 +13,8 @@ pub const TESTS: &[(&str, Test)] = &[
     ("upload::operators_upload_one_parquet_file", direct_upload),
     ("upload::owners_see_their_dataset_and_repair_it", owner_routes),
     ("upload::the_operator_triggers_scheduled_compaction", trigger_scheduled),
+    ("upload::phase_2_requests_racing_with_one_upload_url_lose_nothing", racing_phase_2),
+    ("upload::a_body_sent_chunked_is_counted_and_stored", chunked_body),
 ];
 
 fn sql_text(v: &str) -> String {
@@ -166,10 +168,14 @@ fn owner_routes() -> TestResult {
         ensure_eq!(body["pending"]["bytes"], f.bytes.len());
     }
     ensure!(body["runs"].as_array().is_some_and(|r| r.len() == 1), "{body}");
-    let (status, _) = send(stack().http.get(format!("{}/battle-data/datasets/{dataset}", stack().url)).bearer_auth(&stranger))?;
-    ensure_eq!(status, 403);
-    let (status, _) = send(stack().http.get(format!("{}/battle-data/datasets/{}", stack().url, unique_dataset())).bearer_auth(&token))?;
-    ensure_eq!(status, 404);
+    // A stranger's reads answer as for a dataset that does not exist: nothing tells them apart.
+    let missing = unique_dataset();
+    for route in ["", "/outputs", "/outputs/download?key=x"] {
+        let (status, theirs) = send(stack().http.get(format!("{}/battle-data/datasets/{dataset}{route}", stack().url)).bearer_auth(&stranger))?;
+        let (none_status, none) = send(stack().http.get(format!("{}/battle-data/datasets/{missing}{route}", stack().url)).bearer_auth(&stranger))?;
+        ensure_eq!((status, none_status), (404, 404), "{route}: {theirs} / {none}");
+        ensure_eq!(theirs["error"].as_str().map(|e| e.replace(&dataset, "ID")), none["error"].as_str().map(|e| e.replace(&missing, "ID")), "{route}");
+    }
     let (status, body) = send(stack().http.get(format!("{}/battle-data/datasets/{dataset}/outputs", stack().url)).bearer_auth(&token))?;
     ensure_eq!((status, body["outputs"].clone()), (200, json!([])));
 
@@ -202,5 +208,48 @@ fn trigger_scheduled() -> TestResult {
     let message = wait_for_message(id, 90)?;
     ensure_eq!(message["priority"], "scheduled");
     ensure_eq!(message["datasetId"], dataset.as_str());
+    Ok(())
+}
+
+fn racing_phase_2() -> TestResult {
+    let (_, token) = new_user(json!({}))?;
+    let dataset = unique_dataset();
+    let fragments: Vec<_> = (0..3).map(|i| small_fragment(1700 + i)).collect();
+    for f in &fragments {
+        let (status, answer) = handshake_at(&upload_url(), &token, &client_handshake(&dataset, "2025-11-11", f))?;
+        ensure_eq!(status, 200, "{answer}");
+        let url = answer["uploadUrl"].as_str().ok_or("uploadUrl")?.to_owned();
+        // A client retrying after a timeout sends the same body to the same URL: here eight at once.
+        let answers: Vec<Result<(u16, Value), String>> = std::thread::scope(|scope| {
+            let sent: Vec<_> = (0..8).map(|_| scope.spawn(|| send_bytes(&url, &token, f.bytes.clone()))).collect();
+            sent.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let answers = answers.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let stored: Vec<&Value> = answers.iter().filter(|(s, _)| *s == 200).map(|(_, b)| b).collect();
+        ensure_eq!(stored.len(), 1, "one request stores the bytes: {answers:?}");
+        ensure!(answers.iter().all(|(s, _)| *s == 200 || *s == 409), "the others are told it is there: {answers:?}");
+        let key = stored[0]["key"].as_str().ok_or("key")?;
+        // The object the row points at is still there, whole.
+        ensure!(r2_get(key)?.as_deref() == Some(f.bytes.as_slice()), "{key} is gone or changed");
+    }
+    wait_until_compacted(&dataset, &token, 150)?;
+    let (_, mut got) = compacted_rows(&dataset, &token)?;
+    ensure_same_rows(&mut got, &fragments, &[])?;
+    Ok(())
+}
+
+fn chunked_body() -> TestResult {
+    let (_, token) = new_user(json!({}))?;
+    let dataset = unique_dataset();
+    let f = small_fragment(1750);
+    let (status, answer) = handshake_at(&upload_url(), &token, &client_handshake(&dataset, "2025-11-11", &f))?;
+    ensure_eq!(status, 200, "{answer}");
+    let url = answer["uploadUrl"].as_str().ok_or("uploadUrl")?;
+    // No Content-Length: the service counts the body as it streams, and takes it whole.
+    let body = reqwest::blocking::Body::new(std::io::Cursor::new(f.bytes.clone()));
+    let (status, stored) = send(stack().http.post(url).bearer_auth(&token).header("content-type", "application/octet-stream").body(body))?;
+    ensure_eq!(status, 200, "{stored}");
+    let key = stored["key"].as_str().ok_or("key")?;
+    ensure!(r2_get(key)?.as_deref() == Some(f.bytes.as_slice()), "{key}");
     Ok(())
 }
