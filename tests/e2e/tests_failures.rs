@@ -230,7 +230,14 @@ fn poisonous_fragment() -> TestResult {
     let poison = rows.first().and_then(|r| r["key"].as_str()).ok_or("fragment 2's key")?.to_owned();
     d1("CREATE TABLE IF NOT EXISTS fault_injections (dataset_id TEXT NOT NULL, step TEXT NOT NULL)")?;
     d1(&format!("INSERT INTO fault_injections VALUES ('{dataset}', 'poison:{poison}')"))?;
-    replay_all(&[message(&dataset, "2026-11-28T00:00:03Z")])?;
+    // Another dataset's message, sent at the same moment (the consumer takes them in one batch):
+    // it must not fail with the poisoned one.
+    let (healthy, healthy_fragments) = held_back(&token, 1850, 2)?;
+    replay_all(&[message(&dataset, "2026-11-28T00:00:03Z"), message(&healthy, "2026-11-28T00:00:03Z")])?;
+    wait_until_compacted(&healthy, &token, 120)?;
+    let (_, mut got) = compacted_rows(&healthy, &token)?;
+    ensure_same_rows(&mut got, &healthy_fragments, &[])?;
+    ensure!(events_for("compaction.failed", &healthy)?.is_empty(), "the healthy dataset's run never failed");
 
     // The run gives up reading the three together, each is then taken alone, and the poisonous
     // one is quarantined whole: nothing pending, nothing retried forever.
