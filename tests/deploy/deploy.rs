@@ -61,7 +61,11 @@ fn both_production_environments_declare_every_binding_and_agree() {
             let db = first(section, "d1_databases");
             assert_eq!(text(db, &["binding"]), "BATTLE_INDEX_DB", "{name}");
             assert_eq!(text(db, &["database_name"]), "fusou-battle-index", "{name}");
-            assert_eq!(text(db, &["database_id"]), text(first(production(&upload), "d1_databases"), &["database_id"]), "{name}: one database");
+            assert_eq!(
+                text(db, &["database_id"]),
+                text(first(production(&upload), "d1_databases"), &["database_id"]),
+                "{name}: one database"
+            );
             let producer = first(section, "queues.producers");
             assert_eq!((text(producer, &["binding"]), text(producer, &["queue"])), ("COMPACTION_QUEUE", "fusou-compaction"), "{name}");
             assert!(get(section, &["triggers", "crons"]).as_array().is_some_and(|c| c.len() == 1), "{name}: its schedule");
@@ -70,7 +74,10 @@ fn both_production_environments_declare_every_binding_and_agree() {
     // The upload Worker binds to the compaction Worker by the name it deploys under.
     for section in [&upload, production(&upload)] {
         let service = first(section, "services");
-        assert_eq!((text(service, &["binding"]), text(service, &["service"])), ("COMPACTION_SERVICE", text(production(&compaction), &["name"])));
+        assert_eq!(
+            (text(service, &["binding"]), text(service, &["service"])),
+            ("COMPACTION_SERVICE", text(production(&compaction), &["name"]))
+        );
     }
     assert_eq!(text(production(&upload), &["name"]), "fusou-upload");
     for section in [&compaction, production(&compaction)] {
@@ -115,8 +122,10 @@ fn the_limits_fit_what_the_workers_hold() {
     for (up, comp) in [(&upload, &compaction), (production(&upload), production(&compaction))] {
         let up_vars = up["vars"].as_table().unwrap();
         let comp_vars = comp["vars"].as_table().unwrap();
-        let limits = fusou_core::upload::UploadLimits::from_vars(|name| up_vars.get(name).and_then(Value::as_str).map(str::to_owned)).unwrap();
-        let run = fusou_core::compaction::RunConfig::from_vars(|name| comp_vars.get(name).and_then(Value::as_str).map(str::to_owned)).unwrap();
+        let limits =
+            fusou_core::upload::UploadLimits::from_vars(|name| up_vars.get(name).and_then(Value::as_str).map(str::to_owned)).unwrap();
+        let run =
+            fusou_core::compaction::RunConfig::from_vars(|name| comp_vars.get(name).and_then(Value::as_str).map(str::to_owned)).unwrap();
         // Every accepted fragment fits one run's bytes, so none is set aside for its size.
         assert!(limits.max_fragment_bytes <= number(comp_vars, "COMPACTION_MAX_RUN_BYTES"));
         assert!(limits.max_direct_bytes <= run.max_fragment_bytes);
@@ -129,7 +138,8 @@ fn the_limits_fit_what_the_workers_hold() {
 /// The names of the settings a Worker reads: the string literals passed to the settings
 /// readers of `fusou-core` and the Workers.
 fn settings_read() -> Vec<String> {
-    let readers = ["number(\"", "number(&get, \"", "flag(&get, \"", "positive(\"", "body_limit(\"", "get(\"", "required(\"", "var(&env, \""];
+    let readers =
+        ["number(\"", "number(&get, \"", "flag(&get, \"", "positive(\"", "body_limit(\"", "get(\"", "required(\"", "var(&env, \""];
     let mut names = Vec::new();
     for dir in ["crates/core/src", "crates/edge/src", "crates/upload-worker/src", "crates/compaction-worker/src"] {
         let mut stack = vec![root().join(dir)];
@@ -160,7 +170,9 @@ fn settings_read() -> Vec<String> {
 #[test]
 fn every_setting_the_code_reads_is_documented() {
     let names = settings_read();
-    for expected in ["SUPABASE_URL", "MAX_UPLOAD_BYTES", "COMPACTION_MAX_OUTPUTS", "TEST_HOOKS", "REMOTE_TIMEOUT_MS", "FRAGMENT_RETENTION_DAYS"] {
+    for expected in
+        ["SUPABASE_URL", "MAX_UPLOAD_BYTES", "COMPACTION_MAX_OUTPUTS", "TEST_HOOKS", "REMOTE_TIMEOUT_MS", "FRAGMENT_RETENTION_DAYS"]
+    {
         assert!(names.iter().any(|n| n == expected), "the scan finds {expected}: {names:?}");
     }
     let mut docs = std::fs::read_to_string(root().join("README.md")).unwrap();

@@ -18,11 +18,7 @@ use libtest_mimic::{Arguments, Trial};
 use support::Test;
 
 fn trials(tests: &[&[(&str, Test)]]) -> Vec<Trial> {
-    tests
-        .iter()
-        .flat_map(|group| group.iter())
-        .map(|&(name, test)| Trial::test(name, move || test().map_err(Into::into)))
-        .collect()
+    tests.iter().flat_map(|group| group.iter()).map(|&(name, test)| Trial::test(name, move || test().map_err(Into::into))).collect()
 }
 
 fn main() {

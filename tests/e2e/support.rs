@@ -30,9 +30,7 @@ pub struct Stack {
 }
 
 fn var(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the end-to-end tests through scripts/test.sh")
-    })
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the end-to-end tests through scripts/test.sh"))
 }
 
 pub fn stack() -> &'static Stack {
@@ -47,10 +45,7 @@ pub fn stack() -> &'static Stack {
         operator_secret: var("OPERATOR_SECRET"),
         state: var("FUSOU_STATE"),
         root: var("FUSOU_ROOT"),
-        http: Client::builder()
-            .timeout(std::time::Duration::from_secs(60))
-            .build()
-            .expect("an HTTP client"),
+        http: Client::builder().timeout(std::time::Duration::from_secs(60)).build().expect("an HTTP client"),
     })
 }
 
@@ -88,14 +83,9 @@ macro_rules! ensure_eq {
 /// Runs SQL on the PostgreSQL behind the stand-in, as its owner, in one transaction, after
 /// `setup` statements (`SET ROLE …`).
 pub fn pg_json(setup: &[&str], sql: &str) -> Result<Value, String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(async {
-        let (mut client, conn) = tokio_postgres::connect(&stack().pg_url, tokio_postgres::NoTls)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (mut client, conn) = tokio_postgres::connect(&stack().pg_url, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         let tx = client.transaction().await.map_err(|e| e.to_string())?;
         for s in setup {
@@ -134,10 +124,7 @@ pub fn rest_as_service(method: reqwest::Method, path_and_query: &str) -> Request
 /// A request to the Supabase REST API as a signed-in user.
 pub fn rest_as_user(token: &str, method: reqwest::Method, path_and_query: &str) -> RequestBuilder {
     let s = stack();
-    s.http
-        .request(method, format!("{}/rest/v1/{path_and_query}", s.supabase_url))
-        .header("apikey", &s.publishable_key)
-        .bearer_auth(token)
+    s.http.request(method, format!("{}/rest/v1/{path_and_query}", s.supabase_url)).header("apikey", &s.publishable_key).bearer_auth(token)
 }
 
 /// A new user, signed in: `(user id, access token)`. `claims` are added to the token.
@@ -366,7 +353,8 @@ pub type RowsByTable = BTreeMap<String, Vec<String>>;
 /// against its D1 row count: the listing, and every row by table.
 pub fn compacted_rows(dataset: &str, token: &str) -> Result<(Vec<Value>, RowsByTable), String> {
     let s = stack();
-    let resp = send_past_d1_lock(s.http.get(format!("{}/api/battle-data/datasets/{dataset}/outputs?limit=1000", s.url)).bearer_auth(token))?;
+    let resp =
+        send_past_d1_lock(s.http.get(format!("{}/api/battle-data/datasets/{dataset}/outputs?limit=1000", s.url)).bearer_auth(token))?;
     let status = resp.status().as_u16();
     let listing: Value = resp.json().map_err(|e| e.to_string())?;
     ensure_eq!(status, 200, "{listing}");
@@ -379,7 +367,8 @@ pub fn compacted_rows(dataset: &str, token: &str) -> Result<(Vec<Value>, RowsByT
         )?;
         ensure_eq!(resp.status().as_u16(), 200, "download {key}");
         let file = Bytes::from(resp.bytes().map_err(|e| e.to_string())?.to_vec());
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| format!("{key}: {e}"))?.build().map_err(|e| e.to_string())?;
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| format!("{key}: {e}"))?.build().map_err(|e| e.to_string())?;
         let table = o["table_name"].as_str().ok_or("table")?.to_owned();
         let mut count = 0;
         for batch in reader {

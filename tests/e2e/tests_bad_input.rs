@@ -101,8 +101,7 @@ fn fresh_handshake(fx: &Fixture, bytes_for_hash: &[u8]) -> Value {
 
 fn direct(fx: &Fixture, bearer: &str, fields: &[(&str, &str)], file: Option<Vec<u8>>) -> Result<Attempt, String> {
     // Fresh datasets must stay unknown; Alice's exists already and is checked on its own.
-    let datasets =
-        fields.iter().filter(|(k, v)| *k == "datasetId" && *v != fx.alice_dataset).map(|(_, v)| v.to_string()).collect();
+    let datasets = fields.iter().filter(|(k, v)| *k == "datasetId" && *v != fx.alice_dataset).map(|(_, v)| v.to_string()).collect();
     let req = stack()
         .http
         .post(format!("{}/compact/upload", stack().url))
@@ -133,15 +132,19 @@ const CASES: &[Case] = &[
         Ok(Attempt::of(send(stack().http.post(upload_url()).json(&body))?, vec![]))
     }),
     ("handshake with alg none", 401, |fx| {
-        let claims = json!({ "sub": fx.alice, "iss": format!("{}/auth/v1", stack().supabase_url), "aud": "authenticated", "exp": 4_000_000_000u64 });
+        let claims =
+            json!({ "sub": fx.alice, "iss": format!("{}/auth/v1", stack().supabase_url), "aud": "authenticated", "exp": 4_000_000_000u64 });
         handshake_as(fx, &format!("{}.{}.", b64(&json!({ "alg": "none", "typ": "JWT" })), b64(&claims)))
     }),
-    ("handshake with a token of another issuer", 401, |fx| handshake_as(fx, &new_user(json!({ "iss": "https://evil.example/auth/v1" }))?.1)),
+    ("handshake with a token of another issuer", 401, |fx| {
+        handshake_as(fx, &new_user(json!({ "iss": "https://evil.example/auth/v1" }))?.1)
+    }),
     ("handshake with a token for another audience", 401, |fx| handshake_as(fx, &new_user(json!({ "aud": "anon" }))?.1)),
     ("handshake with an expired token", 401, |fx| handshake_as(fx, &new_user(json!({ "exp": 1_700_000_000u64 }))?.1)),
     ("handshake with a token signed by an unknown key", 401, |fx| {
         let stranger = Es256Key::generate("local-stranger");
-        let claims = json!({ "sub": fx.alice, "iss": format!("{}/auth/v1", stack().supabase_url), "aud": "authenticated", "exp": 4_000_000_000u64 });
+        let claims =
+            json!({ "sub": fx.alice, "iss": format!("{}/auth/v1", stack().supabase_url), "aud": "authenticated", "exp": 4_000_000_000u64 });
         handshake_as(fx, &stranger.sign(&claims).map_err(|e| e.to_string())?)
     }),
     ("handshake with a forged signature", 401, |fx| {
@@ -181,7 +184,10 @@ const CASES: &[Case] = &[
         let dataset = unique_dataset();
         let mut body = client_handshake(&dataset, "2025-11-10", &fx.fresh);
         body["path"] = json!("x".repeat(300 * 1024));
-        Ok(Attempt::of(send(unpooled().post(upload_url()).bearer_auth(&fx.alice_token).body(chunked(body.to_string().into_bytes())))?, vec![dataset]))
+        Ok(Attempt::of(
+            send(unpooled().post(upload_url()).bearer_auth(&fx.alice_token).body(chunked(body.to_string().into_bytes())))?,
+            vec![dataset],
+        ))
     }),
     ("another user's dataset", 403, |fx| {
         let body = client_handshake(&fx.alice_dataset, "2025-11-10", &fx.fresh);
@@ -210,7 +216,8 @@ const CASES: &[Case] = &[
         let url = answer["uploadUrl"].as_str().ok_or("uploadUrl")?.to_owned();
         let mut bytes = fx.fresh.bytes.clone();
         bytes.extend(std::iter::repeat_n(0u8, 256 << 10));
-        let req = unpooled().post(&url).bearer_auth(&fx.alice_token).header("content-type", "application/octet-stream").body(chunked(bytes));
+        let req =
+            unpooled().post(&url).bearer_auth(&fx.alice_token).header("content-type", "application/octet-stream").body(chunked(bytes));
         let mut attempt = Attempt::of(send(req)?, vec![dataset]);
         attempt.keys.push(grant_of(&url)?.key);
         Ok(attempt)
@@ -224,13 +231,17 @@ const CASES: &[Case] = &[
         Ok(attempt)
     }),
     ("an expired upload token", 401, |fx| {
-        let h = Handshake::parse(client_handshake(&unique_dataset(), "2025-11-10", &fx.fresh).to_string().as_bytes(), &UploadLimits::default())
-            .map_err(|e| e.to_string())?;
+        let h =
+            Handshake::parse(client_handshake(&unique_dataset(), "2025-11-10", &fx.fresh).to_string().as_bytes(), &UploadLimits::default())
+                .map_err(|e| e.to_string())?;
         let alice = uuid::Uuid::parse_str(&fx.alice).unwrap();
         let key = format!("battle_data/{}/port_table/expired.parquet", h.dataset_id);
         let grant = UploadGrant::new(&h, alice, key.clone(), 1_700_000_000, &UploadLimits::default());
         let token = grant.sign(&stack().upload_secret).map_err(|e| e.to_string())?;
-        let mut attempt = Attempt::of(send_bytes(&format!("{}?token={token}", upload_url()), &fx.alice_token, fx.fresh.bytes.clone())?, vec![h.dataset_id.to_string()]);
+        let mut attempt = Attempt::of(
+            send_bytes(&format!("{}?token={token}", upload_url()), &fx.alice_token, fx.fresh.bytes.clone())?,
+            vec![h.dataset_id.to_string()],
+        );
         attempt.keys.push(key);
         Ok(attempt)
     }),
@@ -245,9 +256,15 @@ const CASES: &[Case] = &[
         let url = answer["uploadUrl"].as_str().ok_or("uploadUrl")?;
         let mut grant = grant_of(url)?;
         grant.size += 1;
-        let forged = format!("{}?token={}.{}.{}", upload_url(), b64(&json!({"alg": "HS256", "typ": "JWT"})), b64(&serde_json::to_value(&grant).unwrap()),
-            url.rsplit('.').next().unwrap_or_default());
-        let mut attempt = Attempt::of(send_bytes(&forged, &fx.alice_token, fx.fresh.bytes.clone())?, vec![h["dataset_id"].as_str().unwrap().into()]);
+        let forged = format!(
+            "{}?token={}.{}.{}",
+            upload_url(),
+            b64(&json!({"alg": "HS256", "typ": "JWT"})),
+            b64(&serde_json::to_value(&grant).unwrap()),
+            url.rsplit('.').next().unwrap_or_default()
+        );
+        let mut attempt =
+            Attempt::of(send_bytes(&forged, &fx.alice_token, fx.fresh.bytes.clone())?, vec![h["dataset_id"].as_str().unwrap().into()]);
         attempt.keys.push(grant.key);
         Ok(attempt)
     }),
@@ -286,26 +303,40 @@ const CASES: &[Case] = &[
         direct(fx, &new_user(json!({ "is_anonymous": true }))?.1, &[("datasetId", &d), ("tableId", "battle")], Some(battle_segment(fx)))
     }),
     ("a direct upload that is not multipart", 415, |fx| {
-        Ok(Attempt::of(send(stack().http.post(format!("{}/compact/upload", stack().url)).bearer_auth(&fx.alice_token).json(&json!({})))?, vec![]))
+        Ok(Attempt::of(
+            send(stack().http.post(format!("{}/compact/upload", stack().url)).bearer_auth(&fx.alice_token).json(&json!({})))?,
+            vec![],
+        ))
     }),
     ("a repair of an unknown dataset", 404, |fx| {
         let d = unique_dataset();
-        let req = stack().http.post(format!("{}/sanitize-state", stack().url)).bearer_auth(&fx.alice_token).json(&json!({ "datasetId": d }));
+        let req =
+            stack().http.post(format!("{}/sanitize-state", stack().url)).bearer_auth(&fx.alice_token).json(&json!({ "datasetId": d }));
         Ok(Attempt::of(send(req)?, vec![d]))
     }),
     ("a repair of another user's dataset (answered as for none)", 404, |fx| {
-        let req = stack().http.post(format!("{}/sanitize-state", stack().url)).bearer_auth(&fx.bob_token).json(&json!({ "datasetId": fx.alice_dataset }));
+        let req = stack()
+            .http
+            .post(format!("{}/sanitize-state", stack().url))
+            .bearer_auth(&fx.bob_token)
+            .json(&json!({ "datasetId": fx.alice_dataset }));
         Ok(Attempt::of(send(req)?, vec![]))
     }),
     ("a repair without datasetId", 400, |fx| {
-        let req = stack().http.post(format!("{}/sanitize-state", stack().url)).bearer_auth(&fx.alice_token).json(&json!({ "dataset": "x" }));
+        let req =
+            stack().http.post(format!("{}/sanitize-state", stack().url)).bearer_auth(&fx.alice_token).json(&json!({ "dataset": "x" }));
         Ok(Attempt::of(send(req)?, vec![]))
     }),
     ("a dataset id with a dot in a read route", 400, |fx| {
         Ok(Attempt::of(send(stack().http.get(format!("{}/battle-data/datasets/a.b", stack().url)).bearer_auth(&fx.alice_token))?, vec![]))
     }),
     ("a download of a key outside the dataset", 404, |fx| {
-        let url = format!("{}/battle-data/datasets/{}/outputs/download?key=battle_data/{}/port_table/x.parquet", stack().url, fx.alice_dataset, fx.alice_dataset);
+        let url = format!(
+            "{}/battle-data/datasets/{}/outputs/download?key=battle_data/{}/port_table/x.parquet",
+            stack().url,
+            fx.alice_dataset,
+            fx.alice_dataset
+        );
         Ok(Attempt::of(send(stack().http.get(url).bearer_auth(&fx.alice_token))?, vec![]))
     }),
 ];
@@ -352,7 +383,10 @@ fn suite() -> TestResult {
     // realtime metrics row (scheduled rows may come from the schedule test running beside).
     let ids: Vec<String> = untouched.iter().map(|(d, _)| d.clone()).collect();
     let name_of = |d: &str| untouched.iter().find(|(x, _)| x == d).map_or("?", |(_, n)| *n);
-    for row in d1(&format!("SELECT dataset_id AS id FROM battle_files WHERE dataset_id IN ({0}) UNION ALL SELECT id FROM datasets WHERE id IN ({0})", in_list(&ids)))? {
+    for row in d1(&format!(
+        "SELECT dataset_id AS id FROM battle_files WHERE dataset_id IN ({0}) UNION ALL SELECT id FROM datasets WHERE id IN ({0})",
+        in_list(&ids)
+    ))? {
         let id = row["id"].as_str().unwrap_or_default();
         failures.push(format!("{}: D1 holds dataset {id}", name_of(id)));
     }
@@ -361,8 +395,15 @@ fn suite() -> TestResult {
         failures.push(format!("{}: Supabase holds dataset {id}", name_of(id)));
     }
     let alice_ds = [fx.alice_dataset.clone()];
-    ensure_eq!(d1(&format!("SELECT count(*) AS n FROM battle_files WHERE dataset_id IN ({})", in_list(&alice_ds)))?[0]["n"], 1, "Alice's fragments");
-    let metrics = pg_json(&[], &format!("SELECT id::text FROM public.processing_metrics WHERE dataset_id IN ({}) AND priority <> 'scheduled'", in_list(&alice_ds)))?;
+    ensure_eq!(
+        d1(&format!("SELECT count(*) AS n FROM battle_files WHERE dataset_id IN ({})", in_list(&alice_ds)))?[0]["n"],
+        1,
+        "Alice's fragments"
+    );
+    let metrics = pg_json(
+        &[],
+        &format!("SELECT id::text FROM public.processing_metrics WHERE dataset_id IN ({}) AND priority <> 'scheduled'", in_list(&alice_ds)),
+    )?;
     ensure_eq!(metrics, json!([{ "id": first_metric }]), "Alice's metrics rows");
 
     // The queue: send a sentinel after every case; once it has arrived, no case's message can
@@ -379,5 +420,9 @@ fn suite() -> TestResult {
             failures.push(format!("a queue message for Alice's dataset came from a refused request: {m}"));
         }
     }
-    if failures.is_empty() { Ok(()) } else { Err(format!("{} of {} cases failed:\n  {}", failures.len(), CASES.len(), failures.join("\n  "))) }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} of {} cases failed:\n  {}", failures.len(), CASES.len(), failures.join("\n  ")))
+    }
 }

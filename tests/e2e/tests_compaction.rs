@@ -23,23 +23,34 @@ fn uploaded_rows_come_back() -> TestResult {
     wait_until_compacted(&dataset, &token, 150)?;
     let (outputs, mut got) = compacted_rows(&dataset, &token)?;
     ensure!(outputs.len() >= 32, "{} outputs", outputs.len());
-    ensure!(outputs.iter().all(|o| o["key"].as_str().unwrap_or_default().starts_with(&format!("battle_compacted/2025-11-12/{dataset}/"))), "keys: {outputs:?}");
+    ensure!(
+        outputs.iter().all(|o| o["key"].as_str().unwrap_or_default().starts_with(&format!("battle_compacted/2025-11-12/{dataset}/"))),
+        "keys: {outputs:?}"
+    );
 
     // Exactly the uploaded rows, each once.
     ensure_same_rows(&mut got, &fragments, &[])?;
 
     // The runs are visible: metrics rows that finished with success and figures. (A run that
     // merged earlier runs' files counts their rows too, as consolidated rows.)
-    let metrics = pg_json(&[], &format!(
-        "SELECT status::text, output_files, input_rows - coalesce(consolidated_rows, 0) AS new_rows FROM public.processing_metrics \
-         WHERE dataset_id = '{dataset}' AND status = 'success' AND output_files > 0"))?;
+    let metrics = pg_json(
+        &[],
+        &format!(
+            "SELECT status::text, output_files, input_rows - coalesce(consolidated_rows, 0) AS new_rows FROM public.processing_metrics \
+         WHERE dataset_id = '{dataset}' AND status = 'success' AND output_files > 0"
+        ),
+    )?;
     let total: u64 = metrics.as_array().into_iter().flatten().filter_map(|m| m["new_rows"].as_u64()).sum();
     let uploaded: u64 = fragments.iter().map(|f| f.total_rows()).sum();
     ensure_eq!(total, uploaded, "rows counted by the runs' metrics: {metrics}");
 
     // The dataset's summary in Supabase follows the index.
-    let summary = pg_json(&[], &format!(
-        "SELECT compaction_needed, compacted_file_count, file_count, last_compacted_at IS NOT NULL AS compacted FROM public.datasets WHERE id = '{dataset}'"))?;
+    let summary = pg_json(
+        &[],
+        &format!(
+            "SELECT compaction_needed, compacted_file_count, file_count, last_compacted_at IS NOT NULL AS compacted FROM public.datasets WHERE id = '{dataset}'"
+        ),
+    )?;
     ensure_eq!(summary, json!([{ "compaction_needed": false, "compacted_file_count": outputs.len(), "file_count": 6, "compacted": true }]));
     Ok(())
 }
@@ -74,7 +85,10 @@ fn consolidation() -> TestResult {
     ensure!(r2_get(&first_outputs[0])?.is_some(), "a retired file stays downloadable from R2 until the clean-up");
     let s = stack();
     let resp = send_past_d1_lock(
-        s.http.get(format!("{}/api/battle-data/datasets/{dataset}/outputs/download", s.url)).query(&[("key", &first_outputs[0])]).bearer_auth(&token),
+        s.http
+            .get(format!("{}/api/battle-data/datasets/{dataset}/outputs/download", s.url))
+            .query(&[("key", &first_outputs[0])])
+            .bearer_auth(&token),
     )?;
     let status = resp.status().as_u16();
     let body: serde_json::Value = resp.json().map_err(|e| e.to_string())?;
@@ -83,9 +97,13 @@ fn consolidation() -> TestResult {
 
     let committed = wait_for_events("compaction.committed", &dataset, 3, 30)?;
     ensure_eq!(committed.iter().filter_map(|e| e["consolidated"].as_u64()).sum::<u64>(), 64, "{committed:?}");
-    let metrics = pg_json(&[], &format!(
-        "SELECT sum(consolidated_files)::int AS files, sum(input_rows - consolidated_rows)::int AS new_rows FROM public.processing_metrics \
-         WHERE dataset_id = '{dataset}' AND status = 'success'"))?;
+    let metrics = pg_json(
+        &[],
+        &format!(
+            "SELECT sum(consolidated_files)::int AS files, sum(input_rows - consolidated_rows)::int AS new_rows FROM public.processing_metrics \
+         WHERE dataset_id = '{dataset}' AND status = 'success'"
+        ),
+    )?;
     let uploaded: u64 = fragments.iter().map(|f| f.total_rows()).sum();
     ensure_eq!(metrics, json!([{ "files": 64, "new_rows": uploaded }]));
     let summary = pg_json(&[], &format!("SELECT compacted_file_count FROM public.datasets WHERE id = '{dataset}'"))?;

@@ -112,7 +112,8 @@ fn two_runs_at_once() -> TestResult {
 fn crash_after_each_step() -> TestResult {
     let (_, token) = new_user(json!({}))?;
     d1("CREATE TABLE IF NOT EXISTS fault_injections (dataset_id TEXT NOT NULL, step TEXT NOT NULL)")?;
-    let steps = ["validate-dataset", "list-fragments", "list-small-files", "read-fragments", "stage-outputs", "merge-0-31", "update-metadata"];
+    let steps =
+        ["validate-dataset", "list-fragments", "list-small-files", "read-fragments", "stage-outputs", "merge-0-31", "update-metadata"];
     // One dataset per step, all at once: the retries' delays overlap.
     let cases: Vec<(String, &str, Vec<fusou_core::synth::Fragment>)> = steps
         .iter()
@@ -159,7 +160,12 @@ fn corrupt_segment() -> TestResult {
     ensure_eq!(recorded.len(), 1, "{recorded:?}");
     ensure_eq!(recorded[0]["table_name"], "battle");
     ensure!(keys.contains(&recorded[0]["fragment_key"].as_str().unwrap_or_default().to_owned()), "{recorded:?} names an uploaded fragment");
-    let metrics = pg_json(&[], &format!("SELECT error_message FROM public.processing_metrics WHERE dataset_id = '{dataset}' AND status = 'success' AND error_message LIKE 'quarantined%'"))?;
+    let metrics = pg_json(
+        &[],
+        &format!(
+            "SELECT error_message FROM public.processing_metrics WHERE dataset_id = '{dataset}' AND status = 'success' AND error_message LIKE 'quarantined%'"
+        ),
+    )?;
     ensure_eq!(metrics.as_array().map(Vec::len), Some(1), "reported in the run's metrics: {metrics}");
     Ok(())
 }
@@ -195,8 +201,10 @@ fn invalid_message() -> TestResult {
     wait_until_compacted(&dataset, &token, 150)?;
     // A metrics row a producer made, and a message naming it whose priority no version knows.
     let metric = uuid::Uuid::new_v4().to_string();
-    let (status, row) = send(rest_as_service(Method::POST, "processing_metrics")
-        .json(&json!({ "id": metric, "dataset_id": dataset, "priority": "manual", "status": "queued" })))?;
+    let (status, row) = send(
+        rest_as_service(Method::POST, "processing_metrics")
+            .json(&json!({ "id": metric, "dataset_id": dataset, "priority": "manual", "status": "queued" })),
+    )?;
     ensure_eq!(status, 201, "{row}");
     let body = json!({ "datasetId": dataset, "triggeredAt": "2026-11-28T00:00:00Z", "priority": "whenever", "metricId": metric });
     let (status, answer) = send(operator(Method::POST, "/compact/replay?unchecked").json(&body))?;

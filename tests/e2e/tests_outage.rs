@@ -68,7 +68,8 @@ impl Drop for Fault {
 
 fn put_fault(mode: &serde_json::Value) -> TestResult {
     let s = stack();
-    let (status, body) = send(s.http.put(format!("{}/__fault", s.supabase_url)).header("apikey", &s.service_key).bearer_auth(&s.service_key).json(mode))?;
+    let (status, body) =
+        send(s.http.put(format!("{}/__fault", s.supabase_url)).header("apikey", &s.service_key).bearer_auth(&s.service_key).json(mode))?;
     ensure_eq!(status, 200, "{body}");
     Ok(())
 }
@@ -78,7 +79,8 @@ fn put_fault(mode: &serde_json::Value) -> TestResult {
 /// Answers how long the two took.
 fn upload_within(token: &str, dataset: &str, f: &fusou_core::synth::Fragment, limit: Duration) -> Result<Duration, String> {
     let started = Instant::now();
-    let (status, answer) = send(stack().http.post(upload_url()).bearer_auth(token).json(&client_handshake(dataset, PERIOD, f)).timeout(limit))?;
+    let (status, answer) =
+        send(stack().http.post(upload_url()).bearer_auth(token).json(&client_handshake(dataset, PERIOD, f)).timeout(limit))?;
     ensure_eq!(status, 200, "handshake: {answer}");
     let url = answer["uploadUrl"].as_str().ok_or("uploadUrl")?;
     let (status, stored) = send(stack().http.post(url).bearer_auth(token).body(f.bytes.clone()).timeout(limit))?;
@@ -162,8 +164,12 @@ fn supabase_down() -> TestResult {
     wait_until_compacted(&dataset, &token, 180)?;
     let (_, mut got) = compacted_rows(&dataset, &token)?;
     ensure_same_rows(&mut got, &fragments, &[])?;
-    let metrics = pg_json(&[], &format!(
-        "SELECT priority::text FROM public.processing_metrics WHERE dataset_id = '{dataset}' AND status = 'success' AND output_files > 0 ORDER BY finished_at"))?;
+    let metrics = pg_json(
+        &[],
+        &format!(
+            "SELECT priority::text FROM public.processing_metrics WHERE dataset_id = '{dataset}' AND status = 'success' AND output_files > 0 ORDER BY finished_at"
+        ),
+    )?;
     ensure_eq!(metrics.as_array().and_then(|m| m.last()).map(|m| m["priority"].clone()), Some(json!("scheduled")), "{metrics}");
     Ok(())
 }
@@ -186,7 +192,8 @@ fn cleanup() -> TestResult {
     r2_put(&orphan, b"PAR1 never committed")?;
     d1(&format!("INSERT INTO staged_outputs (key, dataset_id, run_id, staged_at) VALUES ('{orphan}', '{dataset}', 'deadrun', 0)"))?;
 
-    let (status, report) = send(operator(Method::POST, "/compact/cleanup").json(&json!({ "retentionSeconds": 0, "orphanGraceSeconds": 0 })))?;
+    let (status, report) =
+        send(operator(Method::POST, "/compact/cleanup").json(&json!({ "retentionSeconds": 0, "orphanGraceSeconds": 0 })))?;
     ensure_eq!(status, 200, "{report}");
     ensure!(report["fragmentsPurged"].as_u64().unwrap_or(0) >= 2, "{report}");
     ensure!(report["runsReaped"].as_u64().unwrap_or(0) >= 1, "{report}");
@@ -200,11 +207,15 @@ fn cleanup() -> TestResult {
     ensure_eq!(reaped[0]["n"], 1);
     // The dataset's finished run is forgotten, and fenced off by name.
     ensure!(report["runsForgotten"].as_u64().unwrap_or(0) >= 1, "{report}");
-    let runs = d1(&format!("SELECT count(*) AS n FROM reaped_runs WHERE dataset_id = '{dataset}' \
-        AND run_id IN (SELECT run_id FROM compacted_files WHERE dataset_id = '{dataset}')"))?;
+    let runs = d1(&format!(
+        "SELECT count(*) AS n FROM reaped_runs WHERE dataset_id = '{dataset}' \
+        AND run_id IN (SELECT run_id FROM compacted_files WHERE dataset_id = '{dataset}')"
+    ))?;
     ensure!(runs[0]["n"].as_u64().unwrap_or(0) >= 1, "{runs:?}");
-    let steps = d1(&format!("SELECT count(*) AS n FROM workflow_steps WHERE run_id IN \
-        (SELECT run_id FROM compacted_files WHERE dataset_id = '{dataset}')"))?;
+    let steps = d1(&format!(
+        "SELECT count(*) AS n FROM workflow_steps WHERE run_id IN \
+        (SELECT run_id FROM compacted_files WHERE dataset_id = '{dataset}')"
+    ))?;
     ensure_eq!(steps[0]["n"], 0, "its checkpoints are gone");
 
     // The compacted data is untouched, and the same bytes uploaded again are still refused.

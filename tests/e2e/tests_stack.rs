@@ -52,17 +52,10 @@ fn api_prefix() -> TestResult {
 }
 
 fn unknown_routes() -> TestResult {
-    for (method, path, expected) in [
-        (Method::GET, "/", 404),
-        (Method::GET, "/nope", 404),
-        (Method::POST, "/api/nope/deeper", 404),
-        (Method::DELETE, "/health", 405),
-    ] {
-        let resp = stack()
-            .http
-            .request(method.clone(), format!("{}{path}", stack().url))
-            .send()
-            .map_err(|e| e.to_string())?;
+    for (method, path, expected) in
+        [(Method::GET, "/", 404), (Method::GET, "/nope", 404), (Method::POST, "/api/nope/deeper", 404), (Method::DELETE, "/health", 405)]
+    {
+        let resp = stack().http.request(method.clone(), format!("{}{path}", stack().url)).send().map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
         let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         let body: serde_json::Value = resp.json().map_err(|e| format!("{method} {path}: not JSON: {e}"))?;

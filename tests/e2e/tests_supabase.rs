@@ -63,14 +63,17 @@ fn round_trip() -> TestResult {
     ensure_eq!(status, 201);
 
     // Filters, order and limit are applied by PostgreSQL, with values cast to column types.
-    let q = format!("processing_metrics?select=id,status,input_bytes&dataset_id=eq.{ds}&input_bytes=gt.99&status=in.(running,success)&order=input_bytes.desc&limit=5");
+    let q = format!(
+        "processing_metrics?select=id,status,input_bytes&dataset_id=eq.{ds}&input_bytes=gt.99&status=in.(running,success)&order=input_bytes.desc&limit=5"
+    );
     let (status, rows) = send(rest_as_service(Method::GET, &q))?;
     ensure_eq!(status, 200, "{rows}");
     ensure_eq!(rows.as_array().map(Vec::len), Some(2), "{rows}");
     ensure_eq!(rows[0]["input_bytes"], 5000);
     ensure_eq!(rows[1]["id"], metric.as_str());
     ensure_eq!(rows[1].as_object().map(|o| o.len()), Some(3), "only the selected columns");
-    let (_, rows) = send(rest_as_service(Method::GET, &format!("processing_metrics?dataset_id=eq.{ds}&finished_at=is.null&status=neq.running")))?;
+    let (_, rows) =
+        send(rest_as_service(Method::GET, &format!("processing_metrics?dataset_id=eq.{ds}&finished_at=is.null&status=neq.running")))?;
     ensure_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
 
     // PATCH with a filter, seen both through the API and in PostgreSQL directly.
@@ -85,9 +88,8 @@ fn round_trip() -> TestResult {
     ensure_eq!(in_pg, json!([{ "status": "success", "output_rows": 7 }]));
 
     // A singular read answers an object; DELETE removes (cascading to the metrics).
-    let (status, obj) = send(
-        rest_as_service(Method::GET, &format!("datasets?id=eq.{ds}")).header("accept", "application/vnd.pgrst.object+json"),
-    )?;
+    let (status, obj) =
+        send(rest_as_service(Method::GET, &format!("datasets?id=eq.{ds}")).header("accept", "application/vnd.pgrst.object+json"))?;
     ensure_eq!(status, 200, "{obj}");
     ensure_eq!(obj["file_count"], 2);
     let (status, _) = send(rest_as_service(Method::DELETE, &format!("datasets?id=eq.{ds}")))?;
@@ -136,9 +138,7 @@ fn bad_keys() -> TestResult {
     let (status, body) = send(s.http.get(&url).header("apikey", &s.publishable_key).bearer_auth("sb_secret_wrong"))?;
     ensure_eq!((status, body["code"].as_str()), (401, Some("PGRST301")), "{body}");
     // The admin endpoint wants the secret key.
-    let (status, _) = send(
-        s.http.post(format!("{}/auth/v1/dev/token", s.supabase_url)).header("apikey", &s.publishable_key),
-    )?;
+    let (status, _) = send(s.http.post(format!("{}/auth/v1/dev/token", s.supabase_url)).header("apikey", &s.publishable_key))?;
     ensure_eq!(status, 403);
     Ok(())
 }
@@ -195,7 +195,8 @@ fn rls_over_rest() -> TestResult {
     insert_dataset(&alice, &ds_a)?;
     insert_dataset(&bob, &ds_b)?;
     for ds in [&ds_a, &ds_b] {
-        let (status, _) = send(rest_as_service(Method::POST, "processing_metrics").json(&json!({ "dataset_id": ds, "priority": "manual" })))?;
+        let (status, _) =
+            send(rest_as_service(Method::POST, "processing_metrics").json(&json!({ "dataset_id": ds, "priority": "manual" })))?;
         ensure_eq!(status, 201);
     }
     let both = format!("in.({ds_a},{ds_b})");
@@ -207,9 +208,11 @@ fn rls_over_rest() -> TestResult {
     ensure_eq!(ids(&rows, "dataset_id"), vec![ds_b.clone()]);
 
     // Users cannot write, not even to their own dataset; anonymous callers cannot even read.
-    let (status, body) = send(rest_as_user(&alice_token, Method::PATCH, &format!("datasets?id=eq.{ds_a}")).json(&json!({ "compaction_needed": true })))?;
+    let (status, body) =
+        send(rest_as_user(&alice_token, Method::PATCH, &format!("datasets?id=eq.{ds_a}")).json(&json!({ "compaction_needed": true })))?;
     ensure_eq!((status, body["code"].as_str()), (403, Some("42501")), "{body}");
-    let (status, _) = send(rest_as_user(&alice_token, Method::POST, "processing_metrics").json(&json!({ "dataset_id": ds_a, "priority": "manual" })))?;
+    let (status, _) =
+        send(rest_as_user(&alice_token, Method::POST, "processing_metrics").json(&json!({ "dataset_id": ds_a, "priority": "manual" })))?;
     ensure_eq!(status, 403);
     let s = stack();
     let (status, body) = send(s.http.get(format!("{}/rest/v1/datasets", s.supabase_url)).header("apikey", &s.publishable_key))?;
@@ -233,7 +236,11 @@ fn rls_in_postgres() -> TestResult {
     let as_anon = pg_json(&["SET LOCAL ROLE anon"], &query);
     ensure!(as_anon.as_ref().is_err_and(|e| e.contains("permission denied")), "anon read: {as_anon:?}");
     let write = pg_json(
-        &["SET LOCAL ROLE authenticated", &claims(&alice), &format!("UPDATE public.datasets SET compaction_needed = true WHERE id = '{ds_a}'")],
+        &[
+            "SET LOCAL ROLE authenticated",
+            &claims(&alice),
+            &format!("UPDATE public.datasets SET compaction_needed = true WHERE id = '{ds_a}'"),
+        ],
         "SELECT 1",
     );
     ensure!(write.as_ref().is_err_and(|e| e.contains("permission denied")), "authenticated write: {write:?}");

@@ -64,17 +64,26 @@ fn client_upload() -> TestResult {
     let offsets: Value = serde_json::from_str(row["table_offsets"].as_str().ok_or("offsets")?).map_err(|e| e.to_string())?;
     ensure_eq!(offsets, serde_json::to_value(&f.offsets).unwrap());
     // Marked for compaction, unless compaction (running beside this test) has already taken it.
-    let ds = d1(&format!("SELECT owner_id, compaction_needed, (SELECT count(*) FROM battle_files WHERE dataset_id = datasets.id AND compacted_at IS NULL) AS pending FROM datasets WHERE id = {}", sql_text(&dataset)))?;
+    let ds = d1(&format!(
+        "SELECT owner_id, compaction_needed, (SELECT count(*) FROM battle_files WHERE dataset_id = datasets.id AND compacted_at IS NULL) AS pending FROM datasets WHERE id = {}",
+        sql_text(&dataset)
+    ))?;
     ensure_eq!(ds.len(), 1);
     ensure_eq!(ds[0]["owner_id"], user.as_str());
     ensure_eq!(ds[0]["compaction_needed"], ds[0]["pending"], "marked exactly while work is pending: {ds:?}");
 
     // Supabase: the dataset and a queued metrics row with the message's id.
-    let metrics = pg_json(&[], &format!(
-        "SELECT status::text, priority::text, table_name, period_tag, dataset_id FROM public.processing_metrics WHERE id = '{metric_id}'"))?;
+    let metrics = pg_json(
+        &[],
+        &format!(
+            "SELECT status::text, priority::text, table_name, period_tag, dataset_id FROM public.processing_metrics WHERE id = '{metric_id}'"
+        ),
+    )?;
     ensure_eq!(metrics.as_array().map(Vec::len), Some(1), "{metrics}");
-    ensure_eq!(json!({ "priority": metrics[0]["priority"], "table_name": metrics[0]["table_name"], "period_tag": metrics[0]["period_tag"], "dataset_id": metrics[0]["dataset_id"] }),
-        json!({ "priority": "realtime", "table_name": "port_table", "period_tag": "2025-11-05", "dataset_id": dataset }));
+    ensure_eq!(
+        json!({ "priority": metrics[0]["priority"], "table_name": metrics[0]["table_name"], "period_tag": metrics[0]["period_tag"], "dataset_id": metrics[0]["dataset_id"] }),
+        json!({ "priority": "realtime", "table_name": "port_table", "period_tag": "2025-11-05", "dataset_id": dataset })
+    );
     // Queued by the upload; later states are the compaction's, running beside this test.
     ensure!(["queued", "running", "success"].contains(&metrics[0]["status"].as_str().unwrap_or("")), "{metrics}");
     let owner = pg_json(&[], &format!("SELECT owner_id::text, compaction_needed FROM public.datasets WHERE id = {}", sql_text(&dataset)))?;
@@ -91,7 +100,8 @@ fn client_upload() -> TestResult {
 
     // The route answers without the /api prefix too.
     let g = small_fragment(12);
-    let (status, answer) = handshake_at(&format!("{}/battle-data/upload", stack().url), &token, &client_handshake(&dataset, "2025-11-05", &g))?;
+    let (status, answer) =
+        handshake_at(&format!("{}/battle-data/upload", stack().url), &token, &client_handshake(&dataset, "2025-11-05", &g))?;
     ensure_eq!(status, 200, "{answer}");
     let url = answer["uploadUrl"].as_str().ok_or("no uploadUrl")?;
     ensure!(url.starts_with(&format!("{}/battle-data/upload?token=", stack().url)), "{url}");
@@ -130,12 +140,10 @@ fn direct_upload() -> TestResult {
     let dataset = unique_dataset();
     let f = small_fragment(31);
     let segment = f.segments.iter().find(|s| s.table.as_str() == "battle").ok_or("battle")?;
-    let (status, stored) = send(
-        stack().http.post(format!("{}/compact/upload", stack().url)).bearer_auth(&token).multipart(multipart(
-            &[("datasetId", &dataset), ("tableId", "battle"), ("periodTag", "2025-11-07")],
-            Some(("whatever.bin", segment.bytes.clone())),
-        )),
-    )?;
+    let (status, stored) = send(stack().http.post(format!("{}/compact/upload", stack().url)).bearer_auth(&token).multipart(multipart(
+        &[("datasetId", &dataset), ("tableId", "battle"), ("periodTag", "2025-11-07")],
+        Some(("whatever.bin", segment.bytes.clone())),
+    )))?;
     ensure_eq!(status, 200, "{stored}");
     let key = stored["key"].as_str().ok_or("key")?;
     ensure!(key.starts_with(&format!("battle_data/{dataset}/battle/")), "{key}");
@@ -144,7 +152,10 @@ fn direct_upload() -> TestResult {
     ensure_eq!(rows.len(), 1);
     ensure_eq!(rows[0]["uploaded_by"], user.as_str());
     let offsets: Value = serde_json::from_str(rows[0]["table_offsets"].as_str().ok_or("offsets")?).map_err(|e| e.to_string())?;
-    ensure_eq!(offsets, json!([{ "table_name": "battle", "start_byte": 0, "byte_length": segment.bytes.len(), "format": "parquet", "num_rows": segment.batch.num_rows() }]));
+    ensure_eq!(
+        offsets,
+        json!([{ "table_name": "battle", "start_byte": 0, "byte_length": segment.bytes.len(), "format": "parquet", "num_rows": segment.batch.num_rows() }])
+    );
     let metric_id = stored["metricId"].as_str().ok_or("metricId")?;
     let message = wait_for_message(metric_id, 90)?;
     ensure_eq!((message["table"].as_str(), message["periodTag"].as_str()), (Some("battle"), Some("2025-11-07")));
@@ -171,15 +182,22 @@ fn owner_routes() -> TestResult {
     // A stranger's reads answer as for a dataset that does not exist: nothing tells them apart.
     let missing = unique_dataset();
     for route in ["", "/outputs", "/outputs/download?key=x"] {
-        let (status, theirs) = send(stack().http.get(format!("{}/battle-data/datasets/{dataset}{route}", stack().url)).bearer_auth(&stranger))?;
-        let (none_status, none) = send(stack().http.get(format!("{}/battle-data/datasets/{missing}{route}", stack().url)).bearer_auth(&stranger))?;
+        let (status, theirs) =
+            send(stack().http.get(format!("{}/battle-data/datasets/{dataset}{route}", stack().url)).bearer_auth(&stranger))?;
+        let (none_status, none) =
+            send(stack().http.get(format!("{}/battle-data/datasets/{missing}{route}", stack().url)).bearer_auth(&stranger))?;
         ensure_eq!((status, none_status), (404, 404), "{route}: {theirs} / {none}");
-        ensure_eq!(theirs["error"].as_str().map(|e| e.replace(&dataset, "ID")), none["error"].as_str().map(|e| e.replace(&missing, "ID")), "{route}");
+        ensure_eq!(
+            theirs["error"].as_str().map(|e| e.replace(&dataset, "ID")),
+            none["error"].as_str().map(|e| e.replace(&missing, "ID")),
+            "{route}"
+        );
     }
     let (status, body) = send(stack().http.get(format!("{}/battle-data/datasets/{dataset}/outputs", stack().url)).bearer_auth(&token))?;
     ensure_eq!((status, body["outputs"].clone()), (200, json!([])));
 
-    let (status, body) = send(stack().http.post(format!("{}/sanitize-state", stack().url)).bearer_auth(&token).json(&json!({ "datasetId": dataset })))?;
+    let (status, body) =
+        send(stack().http.post(format!("{}/sanitize-state", stack().url)).bearer_auth(&token).json(&json!({ "datasetId": dataset })))?;
     ensure_eq!(status, 200, "{body}");
     ensure!(body["pendingFragments"] == 1 || body["pendingFragments"] == 0, "{body}");
     ensure_eq!(body["compaction"]["enqueued"], true);
@@ -196,14 +214,19 @@ fn trigger_scheduled() -> TestResult {
     let dataset = unique_dataset();
     upload(&token, &dataset, "2025-11-09", &small_fragment(51))?;
     // Compaction may already have taken the upload: make the dataset due again for the schedule.
-    d1(&format!("UPDATE datasets SET compaction_needed = 1, lease_run_id = NULL, lease_expires_at = NULL WHERE id = {}", sql_text(&dataset)))?;
+    d1(&format!(
+        "UPDATE datasets SET compaction_needed = 1, lease_run_id = NULL, lease_expires_at = NULL WHERE id = {}",
+        sql_text(&dataset)
+    ))?;
     let (status, report) = send(stack().http.post(format!("{}/api/trigger-scheduled", stack().url)).bearer_auth(&stack().operator_secret))?;
     ensure_eq!(status, 200, "{report}");
     ensure!(report["enqueued"].as_u64().is_some_and(|n| n >= 1), "{report}");
     ensure_eq!(report["failed"], 0);
     // Our dataset got a scheduled request with its own metrics row.
-    let rows = pg_json(&[], &format!(
-        "SELECT id::text FROM public.processing_metrics WHERE dataset_id = {} AND priority = 'scheduled'", sql_text(&dataset)))?;
+    let rows = pg_json(
+        &[],
+        &format!("SELECT id::text FROM public.processing_metrics WHERE dataset_id = {} AND priority = 'scheduled'", sql_text(&dataset)),
+    )?;
     let id = rows[0]["id"].as_str().ok_or("a scheduled metrics row")?;
     let message = wait_for_message(id, 90)?;
     ensure_eq!(message["priority"], "scheduled");

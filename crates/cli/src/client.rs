@@ -26,11 +26,7 @@ async fn answer(resp: reqwest::Response) -> Result<(u16, Value), String> {
 
 impl Uploader {
     pub fn new(service: &str, token: String) -> Self {
-        Self {
-            http: reqwest::Client::new(),
-            endpoint: format!("{}/api/battle-data/upload", service.trim_end_matches('/')),
-            token,
-        }
+        Self { http: reqwest::Client::new(), endpoint: format!("{}/api/battle-data/upload", service.trim_end_matches('/')), token }
     }
 
     /// Uploads `bytes`, whose segments `offsets_json` (a JSON array, sent as a string) lists.

@@ -31,7 +31,10 @@ async fn record(ctx: &Ctx, message: &CompactionMessage, metric_id: Uuid, status:
         row.extend(extra.clone());
     }
     if let Err(e) = ctx.supabase.execute(&rest::upsert_metric(&row)).await {
-        log::error("supabase.metric_failed", json!({ "queue": "fusou-compaction", "datasetId": message.dataset_id, "metricId": metric_id, "error": e.to_string() }));
+        log::error(
+            "supabase.metric_failed",
+            json!({ "queue": "fusou-compaction", "datasetId": message.dataset_id, "metricId": metric_id, "error": e.to_string() }),
+        );
     }
 }
 
@@ -55,20 +58,26 @@ pub async fn compact(ctx: &Ctx, message: &CompactionMessage) -> Result<(), Strin
     match outcome {
         Ok(Outcome::Committed(summary)) => {
             let ratio = if summary.output_bytes > 0 { summary.input_bytes as f64 / summary.output_bytes as f64 } else { 0.0 };
-            record(ctx, message, metric_id, MetricStatus::Success, json!({
-                "finished_at": finished,
-                "step_durations_ms": step_durations(&summary, duration_ms),
-                "input_bytes": summary.input_bytes,
-                "output_bytes": summary.output_bytes,
-                "input_rows": summary.rows,
-                "output_rows": summary.rows,
-                "input_fragments": summary.fragments,
-                "consolidated_files": summary.consolidated,
-                "consolidated_rows": summary.consolidated_rows,
-                "output_files": summary.outputs.len(),
-                "compression_ratio": ratio,
-                "error_message": quarantine_note(&summary),
-            }))
+            record(
+                ctx,
+                message,
+                metric_id,
+                MetricStatus::Success,
+                json!({
+                    "finished_at": finished,
+                    "step_durations_ms": step_durations(&summary, duration_ms),
+                    "input_bytes": summary.input_bytes,
+                    "output_bytes": summary.output_bytes,
+                    "input_rows": summary.rows,
+                    "output_rows": summary.rows,
+                    "input_fragments": summary.fragments,
+                    "consolidated_files": summary.consolidated,
+                    "consolidated_rows": summary.consolidated_rows,
+                    "output_files": summary.outputs.len(),
+                    "compression_ratio": ratio,
+                    "error_message": quarantine_note(&summary),
+                }),
+            )
             .await;
             update_catalog(ctx, &db, message).await;
             let mut f = fields.clone();
@@ -96,19 +105,31 @@ pub async fn compact(ctx: &Ctx, message: &CompactionMessage) -> Result<(), Strin
             Ok(())
         }
         Ok(Outcome::Skipped) => {
-            record(ctx, message, metric_id, MetricStatus::Success, json!({
-                "finished_at": finished, "output_files": 0,
-                "error_message": "skipped: another run holds the dataset, or nothing is pending",
-            }))
+            record(
+                ctx,
+                message,
+                metric_id,
+                MetricStatus::Success,
+                json!({
+                    "finished_at": finished, "output_files": 0,
+                    "error_message": "skipped: another run holds the dataset, or nothing is pending",
+                }),
+            )
             .await;
             log::info("compaction.skipped", fields);
             Ok(())
         }
         Ok(Outcome::LostLease { orphans }) => {
             // Another run owns the dataset now and will commit its work; ours is orphaned.
-            record(ctx, message, metric_id, MetricStatus::Failure, json!({
-                "finished_at": finished, "error_step": "update-metadata", "error_message": "the run lost its lease; outputs orphaned",
-            }))
+            record(
+                ctx,
+                message,
+                metric_id,
+                MetricStatus::Failure,
+                json!({
+                    "finished_at": finished, "error_step": "update-metadata", "error_message": "the run lost its lease; outputs orphaned",
+                }),
+            )
             .await;
             let mut f = fields;
             f["orphans"] = json!(orphans);
@@ -119,10 +140,16 @@ pub async fn compact(ctx: &Ctx, message: &CompactionMessage) -> Result<(), Strin
             // Resumed from old checkpoints after another run had taken its fragments or merged
             // its files: it committed nothing. What is still pending gets a fresh run (a no-op
             // if nothing is).
-            record(ctx, message, metric_id, MetricStatus::Failure, json!({
-                "finished_at": finished, "error_step": "update-metadata",
-                "error_message": "another run had compacted this run's inputs meanwhile; nothing committed, outputs orphaned",
-            }))
+            record(
+                ctx,
+                message,
+                metric_id,
+                MetricStatus::Failure,
+                json!({
+                    "finished_at": finished, "error_step": "update-metadata",
+                    "error_message": "another run had compacted this run's inputs meanwhile; nothing committed, outputs orphaned",
+                }),
+            )
             .await;
             let mut f = fields;
             f["orphans"] = json!(orphans);
@@ -147,9 +174,15 @@ pub async fn compact(ctx: &Ctx, message: &CompactionMessage) -> Result<(), Strin
             if let StepError::Interrupted { step } = &e.0 {
                 faults::fired(&db.0, &message.dataset_id, step).await;
             }
-            record(ctx, message, metric_id, MetricStatus::Failure, json!({
-                "finished_at": finished, "error_step": e.0.step(), "error_message": e.to_string(),
-            }))
+            record(
+                ctx,
+                message,
+                metric_id,
+                MetricStatus::Failure,
+                json!({
+                    "finished_at": finished, "error_step": e.0.step(), "error_message": e.to_string(),
+                }),
+            )
             .await;
             let mut f = fields;
             f["error"] = json!(e.to_string());
@@ -204,7 +237,9 @@ fn step_durations(summary: &compaction::Summary, total_ms: i64) -> Value {
 async fn continue_run(ctx: &Ctx, message: &CompactionMessage) {
     let next = CompactionMessage { triggered_at: fusou_edge::now_utc(), metric_id: Some(Uuid::new_v4()), ..message.clone() };
     let sent = match ctx.queue() {
-        Ok(q) => ctx.remote.call(Service::Queue, "the continuation", q.send(MessageBuilder::new(&next).build())).await.map_err(|e| e.to_string()),
+        Ok(q) => {
+            ctx.remote.call(Service::Queue, "the continuation", q.send(MessageBuilder::new(&next).build())).await.map_err(|e| e.to_string())
+        }
         Err(e) => Err(e.to_string()),
     };
     let fields = json!({ "queue": "fusou-compaction", "datasetId": next.dataset_id, "metricId": next.metric_id });
@@ -234,14 +269,22 @@ pub async fn invalid(ctx: &Ctx, body: &Value, error: &str) {
 /// dataset stays marked so the schedule tries again later.
 pub async fn dead_letter(ctx: &Ctx, message: &CompactionMessage) {
     let metric_id = message.metric_id.unwrap_or_else(Uuid::new_v4);
-    record(ctx, message, metric_id, MetricStatus::DlqFailure, json!({
-        "finished_at": fusou_edge::now_utc(), "error_message": "dead-lettered after its retries",
-    }))
+    record(
+        ctx,
+        message,
+        metric_id,
+        MetricStatus::DlqFailure,
+        json!({
+            "finished_at": fusou_edge::now_utc(), "error_message": "dead-lettered after its retries",
+        }),
+    )
     .await;
     let dataset = &message.dataset_id;
     let run_id = message.run_id();
     let released = match ctx.db() {
-        Ok(db) => db.run(index::RELEASE_LEASE, &[dataset.as_str().into(), run_id.as_str().into()]).await.map(|_| ()).map_err(|e| e.to_string()),
+        Ok(db) => {
+            db.run(index::RELEASE_LEASE, &[dataset.as_str().into(), run_id.as_str().into()]).await.map(|_| ()).map_err(|e| e.to_string())
+        }
         Err(e) => Err(e.to_string()),
     };
     if let Err(e) = released {

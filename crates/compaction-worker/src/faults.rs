@@ -34,10 +34,7 @@ pub async fn armed(ctx: &Ctx, db: &Db, dataset: &DatasetId) -> Armed {
     // No table: no fault.
     let faults: Vec<Fault> = db.all(sql, &[dataset.as_str().into()]).await.unwrap_or_default();
     let (poison, crashes): (Vec<_>, Vec<_>) = faults.into_iter().map(|f| f.step).partition(|s| s.starts_with(POISON));
-    Armed {
-        crash_after: crashes.into_iter().next(),
-        poison: poison.into_iter().next().map(|p| p[POISON.len()..].to_owned()),
-    }
+    Armed { crash_after: crashes.into_iter().next(), poison: poison.into_iter().next().map(|p| p[POISON.len()..].to_owned()) }
 }
 
 /// Uses up the crash that fired.

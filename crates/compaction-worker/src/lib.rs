@@ -22,7 +22,10 @@ use fusou_core::message::CompactionMessage;
 use fusou_edge::log;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
-use worker::{Context, Env, MessageBatch, MessageExt, Method, QueueRetryOptionsBuilder, Request, Response, Result, ScheduleContext, ScheduledEvent, event};
+use worker::{
+    Context, Env, MessageBatch, MessageExt, Method, QueueRetryOptionsBuilder, Request, Response, Result, ScheduleContext, ScheduledEvent,
+    event,
+};
 
 use crate::context::Ctx;
 
@@ -85,7 +88,10 @@ async fn clean_up_now(mut req: Request, ctx: &Ctx) -> Result<Response> {
         }
     };
     if !overrides.is_empty() && !ctx.platform.test_hooks {
-        return answer(400, &json!({ "error": "retentionSeconds and orphanGraceSeconds are for test stacks only (TEST_HOOKS=on); the deployed ages are FRAGMENT_RETENTION_DAYS and ORPHAN_GRACE_MINUTES" }));
+        return answer(
+            400,
+            &json!({ "error": "retentionSeconds and orphanGraceSeconds are for test stacks only (TEST_HOOKS=on); the deployed ages are FRAGMENT_RETENTION_DAYS and ORPHAN_GRACE_MINUTES" }),
+        );
     }
     match cleanup::run(ctx, &overrides).await {
         Ok(report) => {
@@ -134,7 +140,10 @@ async fn queue(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> Result<()
         let decoded = CompactionMessage::from_value(message.body().clone());
         match (decoded, queue.as_str()) {
             (Err(e), _) => {
-                log::error("message.invalid", json!({ "queue": queue, "messageId": message.id(), "metricId": message.body().get("metricId"), "error": e.to_string() }));
+                log::error(
+                    "message.invalid",
+                    json!({ "queue": queue, "messageId": message.id(), "metricId": message.body().get("metricId"), "error": e.to_string() }),
+                );
                 consumer::invalid(&ctx, message.body(), &e.to_string()).await;
                 message.ack();
             }
@@ -143,7 +152,10 @@ async fn queue(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> Result<()
                 message.ack();
             }
             (Ok(msg), _) => {
-                log::info("message.received", json!({ "queue": queue, "datasetId": msg.dataset_id, "metricId": msg.metric_id, "message": msg }));
+                log::info(
+                    "message.received",
+                    json!({ "queue": queue, "datasetId": msg.dataset_id, "metricId": msg.metric_id, "message": msg }),
+                );
                 match consumer::compact(&ctx, &msg).await {
                     Ok(()) => message.ack(),
                     Err(_) => message.retry_with_options(&retry),

@@ -26,7 +26,8 @@ impl Sql for D1 {
     }
 
     async fn batch(&self, statements: &[Statement]) -> Result<Vec<u64>, String> {
-        let prepared = statements.iter().map(|s| self.0.statement(&s.sql, &s.params)).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+        let prepared =
+            statements.iter().map(|s| self.0.statement(&s.sql, &s.params)).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
         let results = self.0.batch(prepared).await.map_err(|e| e.to_string())?;
         Ok(results.iter().map(d1::changes).collect())
     }
@@ -49,7 +50,14 @@ impl CheckpointStore for D1 {
             output: String,
         }
         let Checkpoint { step, output, attempts, duration_ms, completed_at_ms } = *checkpoint;
-        let params = [run.into(), step.into(), output.into(), SqlValue::from(attempts as u64), SqlValue::from(duration_ms), index::iso(completed_at_ms).into()];
+        let params = [
+            run.into(),
+            step.into(),
+            output.into(),
+            SqlValue::from(attempts as u64),
+            SqlValue::from(duration_ms),
+            index::iso(completed_at_ms).into(),
+        ];
         let row: Option<Row> = self.0.first(index::SAVE_STEP, &params).await.map_err(|e| e.to_string())?;
         row.map(|r| r.output).ok_or_else(|| "the step's checkpoint was not stored".to_string())
     }

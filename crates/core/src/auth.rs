@@ -95,23 +95,18 @@ pub fn bearer_token(authorization: Option<&str>) -> Result<&str, AuthError> {
 }
 
 /// Verifies a user access token at time `now` (seconds since the Unix epoch).
-pub fn verify_user_token(
-    token: &str,
-    config: &AuthConfig,
-    now: u64,
-) -> Result<AuthenticatedUser, AuthError> {
+pub fn verify_user_token(token: &str, config: &AuthConfig, now: u64) -> Result<AuthenticatedUser, AuthError> {
     let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
         // `alg: none` and unknown algorithms fail here, before any key is looked at.
-        jsonwebtoken::errors::ErrorKind::Json(_) => AuthError::AlgorithmNotAccepted(
-            algorithm_name(token).unwrap_or_else(|| "unknown".into()),
-        ),
+        jsonwebtoken::errors::ErrorKind::Json(_) => {
+            AuthError::AlgorithmNotAccepted(algorithm_name(token).unwrap_or_else(|| "unknown".into()))
+        }
         _ => AuthError::Malformed(e.to_string()),
     })?;
 
     let key = match header.alg {
         Algorithm::HS256 => match &config.legacy_hs256_secret {
-            Some(secret) => DecodingKey::from_secret(secret.as_bytes())
-                .map_err(|e| AuthError::Invalid(e.to_string()))?,
+            Some(secret) => DecodingKey::from_secret(secret.as_bytes()).map_err(|e| AuthError::Invalid(e.to_string()))?,
             None => return Err(AuthError::AlgorithmNotAccepted("HS256".into())),
         },
         Algorithm::ES256 | Algorithm::RS256 => {
@@ -129,9 +124,7 @@ pub fn verify_user_token(
     validation.validate_exp = false;
     validation.validate_nbf = false;
 
-    let claims = jsonwebtoken::decode::<UserClaims>(token, &key, &validation)
-        .map_err(|e| AuthError::Invalid(e.to_string()))?
-        .claims;
+    let claims = jsonwebtoken::decode::<UserClaims>(token, &key, &validation).map_err(|e| AuthError::Invalid(e.to_string()))?.claims;
     if claims.exp <= now {
         return Err(AuthError::Expired);
     }
@@ -145,8 +138,7 @@ fn find_key<'a>(jwks: &'a JwkSet, alg: Algorithm, kid: Option<&str>) -> Result<&
     let fits = |k: &&Jwk| {
         let type_fits = matches!(
             (&k.algorithm, alg),
-            (AlgorithmParameters::EllipticCurve(_), Algorithm::ES256)
-                | (AlgorithmParameters::RSA(_), Algorithm::RS256)
+            (AlgorithmParameters::EllipticCurve(_), Algorithm::ES256) | (AlgorithmParameters::RSA(_), Algorithm::RS256)
         );
         let alg_fits = match k.common.key_algorithm {
             None => true,
@@ -159,16 +151,8 @@ fn find_key<'a>(jwks: &'a JwkSet, alg: Algorithm, kid: Option<&str>) -> Result<&
     let unknown = || AuthError::UnknownKey(kid.map(str::to_owned));
     match kid {
         Some(kid) => {
-            let key = jwks
-                .keys
-                .iter()
-                .find(|k| k.common.key_id.as_deref() == Some(kid))
-                .ok_or_else(unknown)?;
-            if fits(&key) {
-                Ok(key)
-            } else {
-                Err(AuthError::AlgorithmNotAccepted(format!("{alg:?} for key {kid}")))
-            }
+            let key = jwks.keys.iter().find(|k| k.common.key_id.as_deref() == Some(kid)).ok_or_else(unknown)?;
+            if fits(&key) { Ok(key) } else { Err(AuthError::AlgorithmNotAccepted(format!("{alg:?} for key {kid}"))) }
         }
         None => {
             let mut candidates = jwks.keys.iter().filter(fits);
@@ -184,9 +168,7 @@ fn find_key<'a>(jwks: &'a JwkSet, alg: Algorithm, kid: Option<&str>) -> Result<&
 fn algorithm_name(token: &str) -> Option<String> {
     use base64::Engine as _;
     let header = token.split('.').next()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header)
-        .ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).ok()?;
     let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     Some(value.get("alg")?.as_str()?.to_owned())
 }

@@ -123,8 +123,7 @@ const REAP_FINISHED_RUN: &str = "INSERT OR IGNORE INTO reaped_runs (run_id, data
      WHERE NOT EXISTS (SELECT 1 FROM workflow_steps WHERE run_id = ?1 AND completed_at > ?2) \
      AND NOT EXISTS (SELECT 1 FROM datasets WHERE lease_run_id = ?1)";
 
-const FORGET_REAPED_RUN: &str =
-    "DELETE FROM workflow_steps WHERE run_id = ?1 AND EXISTS (SELECT 1 FROM reaped_runs WHERE run_id = ?1)";
+const FORGET_REAPED_RUN: &str = "DELETE FROM workflow_steps WHERE run_id = ?1 AND EXISTS (SELECT 1 FROM reaped_runs WHERE run_id = ?1)";
 
 const FORGET_REAPED_RUN_COUNT: &str =
     "DELETE FROM compaction_runs WHERE run_id = ?1 AND EXISTS (SELECT 1 FROM reaped_runs WHERE run_id = ?1)";
@@ -140,7 +139,8 @@ fn column(row: &Map<String, Value>, name: &str) -> Option<String> {
 pub async fn clean_up<S: Sql, B: Blobs>(sql: &S, blobs: &B, now_ms: u64, config: &CleanupConfig) -> Result<CleanupReport, String> {
     let mut report = CleanupReport::default();
     let now = iso(now_ms);
-    let released = sql.batch(&[Statement { sql: RELEASE_EXPIRED_LEASES.into(), params: vec![SqlValue::Int(now_ms as i64), text(&now)] }]).await?;
+    let released =
+        sql.batch(&[Statement { sql: RELEASE_EXPIRED_LEASES.into(), params: vec![SqlValue::Int(now_ms as i64), text(&now)] }]).await?;
     report.leases_released = released.iter().sum();
     reap_orphans(sql, blobs, now_ms, config, &mut report).await?;
     let cutoff = iso(now_ms.saturating_sub(config.retention_ms));
@@ -171,14 +171,22 @@ struct Staged {
     upload: Option<String>,
 }
 
-async fn reap_orphans<S: Sql, B: Blobs>(sql: &S, blobs: &B, now_ms: u64, config: &CleanupConfig, report: &mut CleanupReport) -> Result<(), String> {
+async fn reap_orphans<S: Sql, B: Blobs>(
+    sql: &S,
+    blobs: &B,
+    now_ms: u64,
+    config: &CleanupConfig,
+    report: &mut CleanupReport,
+) -> Result<(), String> {
     let cutoff = now_ms.saturating_sub(config.orphan_grace_ms) as i64;
     let staged = sql.rows(STAGED_BEFORE, &[SqlValue::Int(cutoff), SqlValue::Int(config.page as i64)]).await?;
     // (dataset, run) → its staged keys; committed keys are only forgotten.
     let mut runs: BTreeMap<(String, String), Vec<Staged>> = BTreeMap::new();
     let mut committed = Vec::new();
     for row in &staged {
-        let (Some(key), Some(dataset), Some(run)) = (column(row, "key"), column(row, "dataset_id"), column(row, "run_id")) else { continue };
+        let (Some(key), Some(dataset), Some(run)) = (column(row, "key"), column(row, "dataset_id"), column(row, "run_id")) else {
+            continue;
+        };
         if row.get("committed").and_then(Value::as_i64) == Some(1) {
             committed.push(key);
         } else {
@@ -222,7 +230,14 @@ struct Purge {
 
 impl Purge {
     /// Deletes up to `max_pages` pages; answers how many, and whether more are due.
-    async fn run<S: Sql, B: Blobs>(&self, sql: &S, blobs: &B, cutoff: &str, now: &str, config: &CleanupConfig) -> Result<(u64, bool), String> {
+    async fn run<S: Sql, B: Blobs>(
+        &self,
+        sql: &S,
+        blobs: &B,
+        cutoff: &str,
+        now: &str,
+        config: &CleanupConfig,
+    ) -> Result<(u64, bool), String> {
         let mut done = 0;
         for _ in 0..config.max_pages {
             let due = sql.rows(self.due, &[text(cutoff), SqlValue::Int(config.page as i64)]).await?;

@@ -88,8 +88,7 @@ const FENCE: &str = "EXISTS (SELECT 1 FROM datasets WHERE id = ?1 AND lease_run_
 /// The fence, and the batch's check passed: every fragment the run consumed was still pending,
 /// every file it merged still live, and all are now marked by this commit. The check marks the lease with an expiry of -1, which no
 /// lease has otherwise; the release at the end of the same batch clears it.
-const CHECKED: &str =
-    "EXISTS (SELECT 1 FROM datasets WHERE id = ?1 AND lease_run_id = ?2 AND lease_epoch = ?3 AND lease_expires_at = -1)";
+const CHECKED: &str = "EXISTS (SELECT 1 FROM datasets WHERE id = ?1 AND lease_run_id = ?2 AND lease_epoch = ?3 AND lease_expires_at = -1)";
 
 /// A text parameter.
 pub(crate) fn text(s: &str) -> SqlValue {

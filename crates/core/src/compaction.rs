@@ -44,13 +44,13 @@ use serde_json::{Map, Value};
 
 use self::consolidate::{ConsolidationConfig, Room, SmallFile};
 use crate::commit::{CommitOutcome, Lease, OutputRecord, SqlValue, Statement, commit_batch, text};
+use crate::config::{ConfigError, number};
 use crate::engine::segment::{FragmentInput, Quarantined, Scan};
 use crate::engine::{EngineConfig, merge, plan};
 use crate::fragment::TableOffset;
 use crate::ids::{DatasetId, PeriodTag, TableName};
 use crate::index::{self, iso};
 use crate::message::CompactionMessage;
-use crate::config::{ConfigError, number};
 use crate::workflow::{Backoff, CheckpointStore, Clock, RetryPolicy, Run, StepConfig, StepError};
 
 /// SQL on the battle-data index (D1 in the Worker, SQLite in tests).
@@ -160,8 +160,11 @@ impl RunConfig {
             n => Ok(n),
         };
         Ok(Self {
-            max_fragments: u32::try_from(positive("COMPACTION_MAX_FRAGMENTS", d.max_fragments as u64)?)
-                .map_err(|_| ConfigError { name: "COMPACTION_MAX_FRAGMENTS", value: "too large".into(), expected: "at most 4294967295" })?,
+            max_fragments: u32::try_from(positive("COMPACTION_MAX_FRAGMENTS", d.max_fragments as u64)?).map_err(|_| ConfigError {
+                name: "COMPACTION_MAX_FRAGMENTS",
+                value: "too large".into(),
+                expected: "at most 4294967295",
+            })?,
             max_run_bytes: positive("COMPACTION_MAX_RUN_BYTES", d.max_run_bytes)?,
             merge_step_bytes: number(&get, "COMPACTION_MERGE_STEP_BYTES", d.merge_step_bytes)?,
             max_outputs: positive("COMPACTION_MAX_OUTPUTS", d.max_outputs as u64)? as usize,
@@ -219,16 +222,22 @@ pub enum Outcome {
     Skipped,
     Committed(Summary),
     /// The run had lost its lease by the time it committed: its outputs are orphans.
-    LostLease { orphans: Vec<String> },
+    LostLease {
+        orphans: Vec<String>,
+    },
     /// Another run had compacted some of the fragments this run listed, or merged some of the
     /// files it chose (this one had died before its commit, and its message came back after
     /// its lease had expired): nothing is committed, the lease is released, the outputs are
     /// orphans.
-    Superseded { orphans: Vec<String> },
+    Superseded {
+        orphans: Vec<String>,
+    },
     /// The run's invocations kept dying or failing while its fragments were read together: it
     /// isolated them (each is taken alone by a later run), committed nothing and released its
     /// lease. The caller enqueues a continuation.
-    Isolated { fragments: u64 },
+    Isolated {
+        fragments: u64,
+    },
 }
 
 /// What a committed run did.
@@ -369,7 +378,8 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
             if let Some(f) = fragments.first()
                 && set_aside.is_empty()
             {
-                let reason = format!("{} invocations of the run that read this fragment alone died or failed; it is kept, unread", invocations - 1);
+                let reason =
+                    format!("{} invocations of the run that read this fragment alone died or failed; it is kept, unread", invocations - 1);
                 set_aside.push(whole_fragment(f, reason));
             }
         }
@@ -434,8 +444,7 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
     let (inputs, scan) = read?;
     let plans = plan::plan(&scan, &config.engine);
 
-    let keys: Vec<String> =
-        plans.iter().enumerate().map(|(n, o)| output_key(&o.period, &o.dataset, &o.table, &run_id, n)).collect();
+    let keys: Vec<String> = plans.iter().enumerate().map(|(n, o)| output_key(&o.period, &o.dataset, &o.table, &run_id, n)).collect();
     run.step("stage-outputs", &config.steps, || async {
         let statements = stage_outputs(&keys, &dataset, &run_id, clock.now_ms());
         // A run whose every fragment was set aside writes no output.
@@ -484,9 +493,11 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
     }
     if run.records().last().is_some_and(|r| !r.ran) {
         // Committed by an earlier invocation: this one only re-took the lease. Give it back.
-        sql.rows(index::RELEASE_LEASE, &[text(dataset.as_str()), text(&run_id)])
-            .await
-            .map_err(|message| StepError::Failed { step: "update-metadata".into(), attempts: 1, message })?;
+        sql.rows(index::RELEASE_LEASE, &[text(dataset.as_str()), text(&run_id)]).await.map_err(|message| StepError::Failed {
+            step: "update-metadata".into(),
+            attempts: 1,
+            message,
+        })?;
     }
     // Uploads that arrived during the run, or more than one run takes: ask for another run.
     // (If the index cannot say, what the listing showed decides.)

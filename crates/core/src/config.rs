@@ -62,7 +62,11 @@ impl Platform {
         }
         let injected_latency_ms = number(&get, "INJECT_LATENCY_MS", 0)?;
         if injected_latency_ms > 0 && !test_hooks {
-            return Err(ConfigError { name: "INJECT_LATENCY_MS", value: injected_latency_ms.to_string(), expected: "0 unless TEST_HOOKS is on" });
+            return Err(ConfigError {
+                name: "INJECT_LATENCY_MS",
+                value: injected_latency_ms.to_string(),
+                expected: "0 unless TEST_HOOKS is on",
+            });
         }
         let positive = |name: &'static str, default: u64| match number(&get, name, default)? {
             0 => Err(ConfigError { name, value: "0".into(), expected: "a positive number of milliseconds" }),

@@ -88,10 +88,7 @@ pub fn deserialize_offsets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<TableO
     values
         .into_iter()
         .enumerate()
-        .map(|(i, v)| {
-            serde_json::from_value(v)
-                .map_err(|e| serde::de::Error::custom(format!("table_offsets[{i}]: {e}")))
-        })
+        .map(|(i, v)| serde_json::from_value(v).map_err(|e| serde::de::Error::custom(format!("table_offsets[{i}]: {e}"))))
         .collect()
 }
 
@@ -128,10 +125,7 @@ pub fn validate_offsets(offsets: &[TableOffset], fragment_size: u64) -> Result<(
     sorted.sort_by_key(|o| o.start_byte);
     for pair in sorted.windows(2) {
         if pair[1].start_byte < pair[0].end() {
-            return Err(FragmentError::Overlap {
-                first: pair[0].table_name.to_string(),
-                second: pair[1].table_name.to_string(),
-            });
+            return Err(FragmentError::Overlap { first: pair[0].table_name.to_string(), second: pair[1].table_name.to_string() });
         }
     }
     let mut names: Vec<&str> = offsets.iter().map(|o| o.table_name.as_str()).collect();
@@ -201,10 +195,7 @@ fn not_parquet(offset: &TableOffset, reason: String) -> FragmentError {
 
 /// The encoded footer of a standalone Parquet file: `PAR1`, pages, footer, its length, `PAR1`.
 pub fn segment_footer<'a>(offset: &TableOffset, segment: &'a [u8]) -> Result<&'a [u8], FragmentError> {
-    if segment.len() < MIN_PARQUET_LEN as usize
-        || &segment[..4] != PARQUET_MAGIC
-        || &segment[segment.len() - 4..] != PARQUET_MAGIC
-    {
+    if segment.len() < MIN_PARQUET_LEN as usize || &segment[..4] != PARQUET_MAGIC || &segment[segment.len() - 4..] != PARQUET_MAGIC {
         return Err(not_parquet(offset, "it does not begin and end with PAR1".into()));
     }
     let end = segment.len() - 8;
@@ -217,10 +208,7 @@ pub fn segment_footer<'a>(offset: &TableOffset, segment: &'a [u8]) -> Result<&'a
 
 /// Inspects every declared segment of a whole fragment (offsets already validated).
 pub fn inspect_fragment(offsets: &[TableOffset], fragment: &Bytes) -> Result<Vec<SegmentInfo>, FragmentError> {
-    offsets
-        .iter()
-        .map(|o| inspect_segment(o, fragment.slice(o.start_byte as usize..o.end() as usize)))
-        .collect()
+    offsets.iter().map(|o| inspect_segment(o, fragment.slice(o.start_byte as usize..o.end() as usize))).collect()
 }
 
 #[cfg(test)]

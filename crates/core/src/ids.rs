@@ -22,19 +22,10 @@ pub enum IdError {
     #[error("{what} is longer than {max} characters")]
     TooLong { what: &'static str, max: usize },
     #[error("{what} may contain only {allowed}")]
-    BadCharacter {
-        what: &'static str,
-        allowed: &'static str,
-    },
+    BadCharacter { what: &'static str, allowed: &'static str },
 }
 
-fn check(
-    what: &'static str,
-    value: &str,
-    max: usize,
-    allowed: &'static str,
-    ok: impl Fn(usize, char) -> bool,
-) -> Result<(), IdError> {
+fn check(what: &'static str, value: &str, max: usize, allowed: &'static str, ok: impl Fn(usize, char) -> bool) -> Result<(), IdError> {
     if value.is_empty() {
         return Err(IdError::Empty { what });
     }
@@ -98,39 +89,27 @@ validated_string!(
 impl DatasetId {
     pub fn parse(raw: &str) -> Result<Self, IdError> {
         let v = raw.trim();
-        check(
-            "dataset id",
-            v,
-            MAX_DATASET_ID_LEN,
-            "ASCII letters, digits, '-' and '_'",
-            |_, c| c.is_ascii_alphanumeric() || c == '-' || c == '_',
-        )?;
+        check("dataset id", v, MAX_DATASET_ID_LEN, "ASCII letters, digits, '-' and '_'", |_, c| {
+            c.is_ascii_alphanumeric() || c == '-' || c == '_'
+        })?;
         Ok(Self(v.to_owned()))
     }
 }
 
 impl TableName {
     pub fn parse(raw: &str) -> Result<Self, IdError> {
-        check(
-            "table",
-            raw,
-            MAX_TABLE_LEN,
-            "lowercase letters, digits and '_', starting with a letter",
-            |i, c| c.is_ascii_lowercase() || (i > 0 && (c.is_ascii_digit() || c == '_')),
-        )?;
+        check("table", raw, MAX_TABLE_LEN, "lowercase letters, digits and '_', starting with a letter", |i, c| {
+            c.is_ascii_lowercase() || (i > 0 && (c.is_ascii_digit() || c == '_'))
+        })?;
         Ok(Self(raw.to_owned()))
     }
 }
 
 impl PeriodTag {
     pub fn parse(raw: &str) -> Result<Self, IdError> {
-        check(
-            "period tag",
-            raw,
-            MAX_PERIOD_TAG_LEN,
-            "ASCII letters, digits, '_' and '-'",
-            |_, c| c.is_ascii_alphanumeric() || c == '_' || c == '-',
-        )?;
+        check("period tag", raw, MAX_PERIOD_TAG_LEN, "ASCII letters, digits, '_' and '-'", |_, c| {
+            c.is_ascii_alphanumeric() || c == '_' || c == '-'
+        })?;
         Ok(Self(raw.to_owned()))
     }
 }

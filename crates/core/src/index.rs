@@ -111,8 +111,7 @@ pub const ACQUIRE_LEASE: &str = "UPDATE datasets SET \
 pub const STAGED_UPLOAD: &str = "UPDATE staged_outputs SET upload_id = ?2 WHERE key = ?1";
 
 /// Releases run `?2`'s lease of dataset `?1` (after a failure); the flags stay as they are.
-pub const RELEASE_LEASE: &str =
-    "UPDATE datasets SET lease_run_id = NULL, lease_expires_at = NULL WHERE id = ?1 AND lease_run_id = ?2";
+pub const RELEASE_LEASE: &str = "UPDATE datasets SET lease_run_id = NULL, lease_expires_at = NULL WHERE id = ?1 AND lease_run_id = ?2";
 
 /// The pending fragments of dataset `?1`, optionally of table `?2` and period `?3` (NULL: any),
 /// those not isolated first, each part in key (upload time) order, at most `?4`, and none after
@@ -132,8 +131,7 @@ pub const COUNT_INVOCATION: &str = "INSERT INTO compaction_runs (run_id, dataset
      RETURNING invocations";
 
 /// Takes back the count of an invocation of run `?1` that failed cleanly on I/O.
-pub const UNCOUNT_INVOCATION: &str =
-    "UPDATE compaction_runs SET invocations = invocations - 1 WHERE run_id = ?1 AND invocations > 0";
+pub const UNCOUNT_INVOCATION: &str = "UPDATE compaction_runs SET invocations = invocations - 1 WHERE run_id = ?1 AND invocations > 0";
 
 /// `?1` dataset id → its quarantined segments, newest first, at most `?2`: `fragment_key`,
 /// `table_name` (`*` for a whole fragment), `error`, `created_at`.

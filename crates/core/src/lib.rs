@@ -34,16 +34,16 @@ pub mod config;
 #[cfg(feature = "engine")]
 pub mod engine;
 pub mod fragment;
-#[cfg(feature = "signing")]
-pub mod signing;
 pub mod ids;
 pub mod index;
 pub mod log;
 pub mod measure;
 pub mod message;
+#[cfg(feature = "signing")]
+pub mod signing;
+pub mod supabase;
 #[cfg(feature = "synth")]
 pub mod synth;
-pub mod supabase;
 pub mod upload;
 pub mod workflow;
 

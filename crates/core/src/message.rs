@@ -94,10 +94,7 @@ mod tests {
     use super::*;
 
     fn check_refused(body: &str) {
-        assert!(
-            CompactionMessage::from_json(body.as_bytes()).is_err(),
-            "accepted: {body}"
-        );
+        assert!(CompactionMessage::from_json(body.as_bytes()).is_err(), "accepted: {body}");
     }
 
     #[test]
@@ -120,10 +117,8 @@ mod tests {
 
     #[test]
     fn optional_fields_may_be_absent_and_offsets_are_normalised() {
-        let msg = CompactionMessage::from_json(
-            br#"{"datasetId":"ds","triggeredAt":"2026-11-28T10:00:00+09:00","priority":"scheduled"}"#,
-        )
-        .unwrap();
+        let msg = CompactionMessage::from_json(br#"{"datasetId":"ds","triggeredAt":"2026-11-28T10:00:00+09:00","priority":"scheduled"}"#)
+            .unwrap();
         assert_eq!(msg.metric_id, None);
         assert_eq!(msg.triggered_at.to_rfc3339(), "2026-11-28T01:00:00+00:00");
     }
@@ -131,7 +126,8 @@ mod tests {
     #[test]
     fn run_ids_follow_the_whole_message() {
         let a = CompactionMessage::from_json(br#"{"datasetId":"ds","triggeredAt":"2026-11-28T00:00:00Z","priority":"manual"}"#).unwrap();
-        let again = CompactionMessage::from_json(br#"{"priority":"manual","datasetId":"ds","triggeredAt":"2026-11-28T09:00:00+09:00"}"#).unwrap();
+        let again =
+            CompactionMessage::from_json(br#"{"priority":"manual","datasetId":"ds","triggeredAt":"2026-11-28T09:00:00+09:00"}"#).unwrap();
         assert_eq!(a.run_id(), again.run_id(), "the same message, written differently");
         assert_eq!(a.run_id().len(), 24);
         let later = CompactionMessage { triggered_at: "2026-11-28T00:00:01Z".parse().unwrap(), ..a.clone() };
@@ -151,9 +147,6 @@ mod tests {
         // The old service put storage keys in messages; this one never does.
         check_refused(r#"{"datasetId":"ds","triggeredAt":"2026-11-28T01:02:03Z","priority":"manual","bucketKey":"k"}"#);
         let huge = format!(r#"{{"datasetId":"{}"}}"#, "a".repeat(MAX_MESSAGE_BYTES));
-        assert!(matches!(
-            CompactionMessage::from_json(huge.as_bytes()),
-            Err(MessageError::TooLarge(_))
-        ));
+        assert!(matches!(CompactionMessage::from_json(huge.as_bytes()), Err(MessageError::TooLarge(_))));
     }
 }

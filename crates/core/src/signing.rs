@@ -31,19 +31,14 @@ impl Es256Key {
 
     /// A key read from a PKCS#8 PEM document, as written by [`Es256Key::to_pkcs8_pem`].
     pub fn from_pkcs8_pem(kid: impl Into<String>, pem: &str) -> Result<Self, SigningError> {
-        let secret =
-            p256::SecretKey::from_pkcs8_pem(pem).map_err(|e| SigningError::Key(e.to_string()))?;
+        let secret = p256::SecretKey::from_pkcs8_pem(pem).map_err(|e| SigningError::Key(e.to_string()))?;
         Ok(Self::from_secret(kid.into(), secret))
     }
 
     fn from_secret(kid: String, secret: p256::SecretKey) -> Self {
         let der = secret.to_pkcs8_der().expect("a P-256 key encodes as PKCS#8");
         let encoding = EncodingKey::from_ec_der(der.as_bytes());
-        Self {
-            kid,
-            secret,
-            encoding,
-        }
+        Self { kid, secret, encoding }
     }
 
     pub fn kid(&self) -> &str {
@@ -51,10 +46,7 @@ impl Es256Key {
     }
 
     pub fn to_pkcs8_pem(&self) -> String {
-        self.secret
-            .to_pkcs8_pem(LineEnding::LF)
-            .expect("a P-256 key encodes as PKCS#8")
-            .to_string()
+        self.secret.to_pkcs8_pem(LineEnding::LF).expect("a P-256 key encodes as PKCS#8").to_string()
     }
 
     /// The public key as Supabase publishes it: `kty=EC`, `crv=P-256`, `alg=ES256`, `use=sig`.

@@ -66,14 +66,12 @@ pub fn client_tables() -> &'static [TableSpec] {
             uploaded_tables: Vec<String>,
             tables: std::collections::HashMap<String, Vec<ColumnSpec>>,
         }
-        let spec: Spec = serde_json::from_str(include_str!("../data/port_tables.json"))
-            .expect("data/port_tables.json is well-formed");
+        let spec: Spec = serde_json::from_str(include_str!("../data/port_tables.json")).expect("data/port_tables.json is well-formed");
         spec.uploaded_tables
             .iter()
             .map(|name| {
                 let columns = spec.tables[name].clone();
-                let fields: Vec<Field> =
-                    columns.iter().map(|c| Field::new(&c.name, c.kind.data_type(), true)).collect();
+                let fields: Vec<Field> = columns.iter().map(|c| Field::new(&c.name, c.kind.data_type(), true)).collect();
                 TableSpec {
                     name: TableName::parse(name).expect("the client's table names are valid"),
                     columns,
@@ -175,8 +173,7 @@ impl Fragment {
 pub fn write_segment(batch: &RecordBatch) -> Vec<u8> {
     let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
     let mut out = Vec::new();
-    let mut writer =
-        ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).expect("a valid schema");
+    let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).expect("a valid schema");
     writer.write(batch).expect("an in-memory write");
     writer.close().expect("an in-memory write");
     out
@@ -325,7 +322,13 @@ pub fn fragment_of_size(seed: u64, tables: usize, target_bytes: u64) -> Fragment
         .map(|s| {
             let start = bytes.len() as u64;
             bytes.extend_from_slice(&s.bytes);
-            TableOffset { table_name: s.table.clone(), start_byte: start, byte_length: s.bytes.len() as u64, format: "parquet".into(), num_rows: Some(s.batch.num_rows() as u64) }
+            TableOffset {
+                table_name: s.table.clone(),
+                start_byte: start,
+                byte_length: s.bytes.len() as u64,
+                format: "parquet".into(),
+                num_rows: Some(s.batch.num_rows() as u64),
+            }
         })
         .collect();
     Fragment { bytes, offsets, segments }

@@ -174,8 +174,7 @@ pub struct Handshake {
 
 impl Handshake {
     pub fn parse(body: &[u8], limits: &UploadLimits) -> Result<Self, UploadError> {
-        let raw: RawHandshake = serde_json::from_slice(body)
-            .map_err(|e| UploadError::BadRequest(format!("invalid handshake: {e}")))?;
+        let raw: RawHandshake = serde_json::from_slice(body).map_err(|e| UploadError::BadRequest(format!("invalid handshake: {e}")))?;
         let handshake = Handshake {
             dataset_id: DatasetId::parse(&raw.dataset_id)?,
             table: TableName::parse(&raw.table)?,
@@ -188,11 +187,7 @@ impl Handshake {
             return Err(UploadError::BadRequest("file_size must be greater than 0".into()));
         }
         if handshake.file_size > limits.max_fragment_bytes {
-            return Err(UploadError::TooLarge {
-                what: "file_size",
-                size: handshake.file_size,
-                max: limits.max_fragment_bytes,
-            });
+            return Err(UploadError::TooLarge { what: "file_size", size: handshake.file_size, max: limits.max_fragment_bytes });
         }
         fragment::validate_offsets(&handshake.offsets, handshake.file_size)?;
         Ok(handshake)
@@ -248,23 +243,21 @@ impl UploadGrant {
     }
 
     pub fn sign(&self, secret: &str) -> Result<String, UploadError> {
-        let key = EncodingKey::from_secret(check_secret(secret)?)
-            .map_err(|_| UploadError::Misconfigured("UPLOAD_TOKEN_SECRET is unusable"))?;
+        let key =
+            EncodingKey::from_secret(check_secret(secret)?).map_err(|_| UploadError::Misconfigured("UPLOAD_TOKEN_SECRET is unusable"))?;
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), self, &key)
             .map_err(|_| UploadError::Misconfigured("cannot sign upload tokens"))
     }
 
     /// Verifies a grant presented at `now` by `user`.
     pub fn verify(token: &str, secret: &str, user: Uuid, now: u64) -> Result<Self, UploadError> {
-        let key = DecodingKey::from_secret(check_secret(secret)?)
-            .map_err(|_| UploadError::Misconfigured("UPLOAD_TOKEN_SECRET is unusable"))?;
+        let key =
+            DecodingKey::from_secret(check_secret(secret)?).map_err(|_| UploadError::Misconfigured("UPLOAD_TOKEN_SECRET is unusable"))?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_audience(&[GRANT_AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "aud", "sub"]);
         validation.validate_exp = false;
-        let grant = jsonwebtoken::decode::<UploadGrant>(token, &key, &validation)
-            .map_err(|e| UploadError::BadGrant(e.to_string()))?
-            .claims;
+        let grant = jsonwebtoken::decode::<UploadGrant>(token, &key, &validation).map_err(|e| UploadError::BadGrant(e.to_string()))?.claims;
         if grant.exp <= now {
             return Err(UploadError::GrantExpired);
         }
@@ -279,11 +272,7 @@ impl UploadGrant {
     /// its footer gives: older clients do not send it, and compaction's scan relies on it.
     pub fn check_body(&self, body: &Bytes) -> Result<Vec<TableOffset>, UploadError> {
         if body.len() as u64 != self.size {
-            return Err(UploadError::BadRequest(format!(
-                "body is {} bytes but {} were declared",
-                body.len(),
-                self.size
-            )));
+            return Err(UploadError::BadRequest(format!("body is {} bytes but {} were declared", body.len(), self.size)));
         }
         if ContentHash::of(body) != self.hash {
             return Err(UploadError::BadRequest("body does not match the declared content_hash".into()));

@@ -70,16 +70,16 @@ fn assert_same_values(got: &RecordBatch, expected: &RecordBatch) {
 
 #[test]
 fn every_row_comes_back_with_its_values() {
-    let fragments: Vec<synth::Fragment> = (0..25).map(|seed| synth::fragment(&FragmentSpec { seed, rows: 1..=30, include_empty_tables: false })).collect();
-    let inputs: Vec<FragmentInput> = fragments.iter().enumerate().map(|(i, f)| input(&format!("k/{i:03}"), "ds", "2025-11-05", f)).collect();
+    let fragments: Vec<synth::Fragment> =
+        (0..25).map(|seed| synth::fragment(&FragmentSpec { seed, rows: 1..=30, include_empty_tables: false })).collect();
+    let inputs: Vec<FragmentInput> =
+        fragments.iter().enumerate().map(|(i, f)| input(&format!("k/{i:03}"), "ds", "2025-11-05", f)).collect();
     let result = compact_in_memory(&inputs, &EngineConfig::default()).unwrap();
     assert!(result.scan.quarantined.is_empty());
     assert_eq!(result.outputs.len(), 32, "one output per table");
     for (plan, file, finished) in &result.outputs {
-        let expected_batches: Vec<RecordBatch> = fragments
-            .iter()
-            .map(|f| f.segments.iter().find(|s| s.table == plan.table).unwrap().batch.clone())
-            .collect();
+        let expected_batches: Vec<RecordBatch> =
+            fragments.iter().map(|f| f.segments.iter().find(|s| s.table == plan.table).unwrap().batch.clone()).collect();
         let expected = arrow_select::concat::concat_batches(&expected_batches[0].schema(), &expected_batches).unwrap();
         let (got, kv) = read_back(file);
         assert_same_values(&got, &expected);
@@ -94,7 +94,8 @@ fn every_row_comes_back_with_its_values() {
 
 #[test]
 fn strings_are_written_plain_and_numbers_with_a_dictionary() {
-    let fragments: Vec<synth::Fragment> = (0..5).map(|seed| synth::fragment(&FragmentSpec { seed, rows: 5..=20, include_empty_tables: false })).collect();
+    let fragments: Vec<synth::Fragment> =
+        (0..5).map(|seed| synth::fragment(&FragmentSpec { seed, rows: 5..=20, include_empty_tables: false })).collect();
     let inputs: Vec<FragmentInput> = fragments.iter().enumerate().map(|(i, f)| input(&format!("k/{i}"), "ds", "2025-11-05", f)).collect();
     let result = compact_in_memory(&inputs, &EngineConfig::default()).unwrap();
     let (mut strings, mut numbers) = (0, 0);
@@ -150,11 +151,8 @@ fn added_columns_merge_and_conflicting_types_split() {
 #[test]
 fn datasets_and_periods_never_share_a_file() {
     let f = synth::fragment(&FragmentSpec::default());
-    let inputs = vec![
-        input("k/1", "ds-a", "2025-11-05", &f),
-        input("k/2", "ds-a", "2025-11-06", &f),
-        input("k/3", "ds-b", "2025-11-05", &f),
-    ];
+    let inputs =
+        vec![input("k/1", "ds-a", "2025-11-05", &f), input("k/2", "ds-a", "2025-11-06", &f), input("k/3", "ds-b", "2025-11-05", &f)];
     let result = compact_in_memory(&inputs, &EngineConfig::default()).unwrap();
     assert_eq!(result.outputs.len(), 3 * 32);
     for (plan, _, finished) in &result.outputs {
@@ -165,7 +163,8 @@ fn datasets_and_periods_never_share_a_file() {
 
 #[test]
 fn zero_row_segments_are_consumed_without_an_output() {
-    let fragments: Vec<synth::Fragment> = (0..6).map(|seed| synth::fragment(&FragmentSpec { seed, rows: 0..=2, include_empty_tables: true })).collect();
+    let fragments: Vec<synth::Fragment> =
+        (0..6).map(|seed| synth::fragment(&FragmentSpec { seed, rows: 0..=2, include_empty_tables: true })).collect();
     let inputs: Vec<FragmentInput> = fragments.iter().enumerate().map(|(i, f)| input(&format!("k/{i}"), "ds", "p", f)).collect();
     let result = compact_in_memory(&inputs, &EngineConfig::default()).unwrap();
     let rows_in: u64 = fragments.iter().map(|f| f.total_rows()).sum();
@@ -218,7 +217,8 @@ fn a_segment_whose_footer_disowns_its_declared_rows_is_quarantined() {
     let result = compact_in_memory(&inputs, &EngineConfig::default()).unwrap();
     let (_, file, finished) = result.outputs.iter().find(|(p, _, _)| p.table.as_str() == "battle").unwrap();
     assert_eq!(finished.quarantined.iter().map(|(d, _)| d.fragment).collect::<Vec<_>>(), [1], "{:?}", finished.quarantined);
-    let kept: Vec<RecordBatch> = [0, 2].iter().map(|&i| fragments[i].segments.iter().find(|s| s.table.as_str() == "battle").unwrap().batch.clone()).collect();
+    let kept: Vec<RecordBatch> =
+        [0, 2].iter().map(|&i| fragments[i].segments.iter().find(|s| s.table.as_str() == "battle").unwrap().batch.clone()).collect();
     assert_same_values(&read_back(file).0, &arrow_select::concat::concat_batches(&kept[0].schema(), &kept).unwrap());
 }
 
@@ -226,7 +226,8 @@ fn a_segment_whose_footer_disowns_its_declared_rows_is_quarantined() {
 fn a_segment_whose_pages_do_not_decode_costs_only_itself() {
     // A table's segments are decoded many at a time: one bad segment among them must leave
     // out its own rows and no other, whichever run it falls in.
-    let mut fragments: Vec<synth::Fragment> = (0..12).map(|seed| synth::fragment(&FragmentSpec { seed, rows: 1..=30, include_empty_tables: false })).collect();
+    let mut fragments: Vec<synth::Fragment> =
+        (0..12).map(|seed| synth::fragment(&FragmentSpec { seed, rows: 1..=30, include_empty_tables: false })).collect();
     fragments[5].garble_first_page("hougeki");
     let inputs: Vec<FragmentInput> = fragments.iter().enumerate().map(|(i, f)| input(&format!("k/{i:02}"), "ds", "p", f)).collect();
     let config = EngineConfig { write_batch_rows: 64, ..EngineConfig::default() };
@@ -251,7 +252,8 @@ fn a_segment_whose_pages_do_not_decode_costs_only_itself() {
 
 #[test]
 fn outputs_stream_in_equal_parts() {
-    let fragments: Vec<synth::Fragment> = (0..60).map(|seed| synth::fragment(&FragmentSpec { seed, rows: 200..=400, include_empty_tables: false })).collect();
+    let fragments: Vec<synth::Fragment> =
+        (0..60).map(|seed| synth::fragment(&FragmentSpec { seed, rows: 200..=400, include_empty_tables: false })).collect();
     let inputs: Vec<FragmentInput> = fragments.iter().enumerate().map(|(i, f)| input(&format!("k/{i:03}"), "ds", "p", f)).collect();
     let config = EngineConfig { part_bytes: 64 * 1024, row_group_bytes: 256 * 1024, write_batch_rows: 1024, ..EngineConfig::default() };
     let mut scan = fusou_core::engine::segment::Scan::default();
@@ -278,7 +280,8 @@ fn outputs_stream_in_equal_parts() {
 
 #[test]
 fn a_compacted_file_merged_again_keeps_every_row_and_counts_its_sources() {
-    let fragments: Vec<synth::Fragment> = (0..6).map(|seed| synth::fragment(&FragmentSpec { seed, rows: 1..=30, include_empty_tables: false })).collect();
+    let fragments: Vec<synth::Fragment> =
+        (0..6).map(|seed| synth::fragment(&FragmentSpec { seed, rows: 1..=30, include_empty_tables: false })).collect();
     let inputs: Vec<FragmentInput> = fragments[..4].iter().enumerate().map(|(i, f)| input(&format!("k/{i}"), "ds", "p", f)).collect();
     // Tiny row groups, so the compacted file is read back across several of them.
     let small_groups = EngineConfig { row_group_bytes: 1, write_batch_rows: 7, ..EngineConfig::default() };
@@ -292,7 +295,8 @@ fn a_compacted_file_merged_again_keeps_every_row_and_counts_its_sources() {
     again.extend(fragments[4..].iter().enumerate().map(|(i, f)| input(&format!("k/{}", i + 4), "ds", "p", f)));
     let result = compact_in_memory(&again, &EngineConfig::default()).unwrap();
     let (_, file, finished) = result.outputs.iter().find(|(p, _, _)| p.table == table).unwrap();
-    let expected: Vec<RecordBatch> = fragments.iter().map(|f| f.segments.iter().find(|s| s.table == table).unwrap().batch.clone()).collect();
+    let expected: Vec<RecordBatch> =
+        fragments.iter().map(|f| f.segments.iter().find(|s| s.table == table).unwrap().batch.clone()).collect();
     let expected = arrow_select::concat::concat_batches(&expected[0].schema(), &expected).unwrap();
     let (got, kv) = read_back(file);
     assert_same_values(&got, &expected);
@@ -302,7 +306,8 @@ fn a_compacted_file_merged_again_keeps_every_row_and_counts_its_sources() {
 
 #[test]
 fn a_compacted_file_that_does_not_decode_fails_the_merge() {
-    let fragments: Vec<synth::Fragment> = (0..2).map(|seed| synth::fragment(&FragmentSpec { seed, rows: 10..=20, include_empty_tables: false })).collect();
+    let fragments: Vec<synth::Fragment> =
+        (0..2).map(|seed| synth::fragment(&FragmentSpec { seed, rows: 10..=20, include_empty_tables: false })).collect();
     let inputs: Vec<FragmentInput> = fragments.iter().enumerate().map(|(i, f)| input(&format!("k/{i}"), "ds", "p", f)).collect();
     let first = compact_in_memory(&inputs, &EngineConfig::default()).unwrap();
     let (plan, file, _) = first.outputs.iter().find(|(p, _, _)| p.table.as_str() == "battle").unwrap();
@@ -311,7 +316,8 @@ fn a_compacted_file_that_does_not_decode_fails_the_merge() {
     for b in &mut garbled[4..64] {
         *b = 0xFF;
     }
-    let compacted = FragmentInput::compacted_file("c/0", plan.dataset.clone(), plan.period.clone(), plan.table.clone(), Bytes::from(garbled), 2);
+    let compacted =
+        FragmentInput::compacted_file("c/0", plan.dataset.clone(), plan.period.clone(), plan.table.clone(), Bytes::from(garbled), 2);
     let error = compact_in_memory(&[compacted], &EngineConfig::default()).err().expect("a merge error, not a quarantine");
     assert!(!error.to_string().is_empty());
 }
@@ -329,6 +335,7 @@ fn a_segment_of_many_rows_comes_back_whole_and_a_broken_one_costs_only_itself() 
     let result = compact_in_memory(&inputs, &EngineConfig::default()).unwrap();
     let (_, file, finished) = result.outputs.iter().find(|(plan, _, _)| plan.table == table).unwrap();
     assert_eq!(finished.quarantined.iter().map(|(d, _)| d.fragment).collect::<Vec<_>>(), [2], "the broken one, before any of its rows");
-    let kept: Vec<RecordBatch> = [&small, &big].iter().map(|f| f.segments.iter().find(|s| s.table == table).unwrap().batch.clone()).collect();
+    let kept: Vec<RecordBatch> =
+        [&small, &big].iter().map(|f| f.segments.iter().find(|s| s.table == table).unwrap().batch.clone()).collect();
     assert_same_values(&read_back(file).0, &arrow_select::concat::concat_batches(&kept[0].schema(), &kept).unwrap());
 }

@@ -107,7 +107,11 @@ fn merging_the_largest_accepted_fragment_stays_bounded() {
             rows_out += merge::merge_output(output, &scan, &config, |d| Ok(input.bytes.slice(d.range())), drop).unwrap().rows;
         }
         let peak = measure::peak() - baseline;
-        println!("a {:.1} MiB fragment of {tables} table(s): engine peak {:.1} MiB beyond it", input.bytes.len() as f64 / MIB as f64, peak as f64 / MIB as f64);
+        println!(
+            "a {:.1} MiB fragment of {tables} table(s): engine peak {:.1} MiB beyond it",
+            input.bytes.len() as f64 / MIB as f64,
+            peak as f64 / MIB as f64
+        );
         assert_eq!(rows_out, scan.rows());
         assert!(scan.quarantined.is_empty());
         // Beside the fragment (which the Worker holds too): under half of a Worker's 64 MiB budget.

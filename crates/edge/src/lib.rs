@@ -27,11 +27,7 @@ pub fn now_utc() -> chrono::DateTime<chrono::Utc> {
 
 /// A Worker's variable or secret, `None` when unset or blank.
 pub fn var(env: &worker::Env, name: &str) -> Option<String> {
-    env.secret(name)
-        .map(|s| s.to_string())
-        .or_else(|_| env.var(name).map(|v| v.to_string()))
-        .ok()
-        .filter(|v| !v.trim().is_empty())
+    env.secret(name).map(|s| s.to_string()).or_else(|_| env.var(name).map(|v| v.to_string())).ok().filter(|v| !v.trim().is_empty())
 }
 
 /// The settings both Workers read ([`fusou_core::config::Platform`]) as [`remote::Remote`].

@@ -88,7 +88,12 @@ impl Remote {
     }
 
     /// Awaits `call` to `service`, after the injected latency, for at most its timeout.
-    pub async fn call<T, E: Display>(&self, service: Service, what: &str, call: impl Future<Output = Result<T, E>>) -> Result<T, RemoteError> {
+    pub async fn call<T, E: Display>(
+        &self,
+        service: Service,
+        what: &str,
+        call: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, RemoteError> {
         self.call_within(service, what, self.timeout_ms(service), call).await
     }
 

@@ -74,10 +74,6 @@ impl Supabase {
                 abort.abort();
             }
         })?;
-        if (200..300).contains(&status) {
-            Ok(text)
-        } else {
-            Err(SupabaseError { status: Some(status), message: text })
-        }
+        if (200..300).contains(&status) { Ok(text) } else { Err(SupabaseError { status: Some(status), message: text }) }
     }
 }

@@ -60,7 +60,8 @@ impl Fragments {
         let (mut bytes, mut rows) = (0u64, 0u64);
         for output in plan::plan(&scan, &config) {
             let read = |d: &SegmentDesc| Ok(self.inputs[d.fragment as usize].bytes.slice(d.range()));
-            let finished = merge::merge_output(&output, &scan, &config, read, |part| bytes += part.len() as u64).map_err(|e| e.to_string())?;
+            let finished =
+                merge::merge_output(&output, &scan, &config, read, |part| bytes += part.len() as u64).map_err(|e| e.to_string())?;
             rows += finished.rows;
         }
         if rows != scan.rows() {

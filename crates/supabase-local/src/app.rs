@@ -128,10 +128,8 @@ async fn dev_token(State(state): Shared, headers: HeaderMap, body: Bytes) -> Res
         (None, Some(email)) => {
             // Two first sign-ins with one email must not make two users.
             tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[email]).await.map_err(pg)?;
-            let row = tx
-                .query_opt("SELECT id::text FROM auth.users WHERE email = $1 ORDER BY created_at LIMIT 1", &[email])
-                .await
-                .map_err(pg)?;
+            let row =
+                tx.query_opt("SELECT id::text FROM auth.users WHERE email = $1 ORDER BY created_at LIMIT 1", &[email]).await.map_err(pg)?;
             // A uuid column's text always parses.
             row.and_then(|r| r.get::<_, String>(0).parse::<Uuid>().ok())
         }
@@ -139,12 +137,9 @@ async fn dev_token(State(state): Shared, headers: HeaderMap, body: Bytes) -> Res
     };
     let id = req.sub.or(known).unwrap_or_else(Uuid::new_v4);
     let email = req.email.unwrap_or_else(|| format!("{}@fusou.local", &id.simple().to_string()[..8]));
-    tx.execute(
-        "INSERT INTO auth.users (id, email) VALUES ($1::text::uuid, $2) ON CONFLICT (id) DO NOTHING",
-        &[&id.to_string(), &email],
-    )
-    .await
-    .map_err(pg)?;
+    tx.execute("INSERT INTO auth.users (id, email) VALUES ($1::text::uuid, $2) ON CONFLICT (id) DO NOTHING", &[&id.to_string(), &email])
+        .await
+        .map_err(pg)?;
     tx.commit().await.map_err(pg)?;
     drop(client);
 
@@ -163,11 +158,7 @@ async fn dev_token(State(state): Shared, headers: HeaderMap, body: Bytes) -> Res
     if let (Some(extra), Some(map)) = (req.claims, claims.as_object_mut()) {
         map.extend(extra);
     }
-    let token = state
-        .keys
-        .signing
-        .sign(&claims)
-        .map_err(|e| ApiError::pgrst(500, "PGRST000", e.to_string()))?;
+    let token = state.keys.signing.sign(&claims).map_err(|e| ApiError::pgrst(500, "PGRST000", e.to_string()))?;
     Ok(Json(json!({
         "access_token": token,
         "token_type": "bearer",
@@ -206,10 +197,9 @@ fn rows_and_columns(body: &[u8], q: &QueryParams, many: bool) -> Result<(Value, 
     let value: Value = serde_json::from_slice(body).map_err(|e| bad(format!("Empty or invalid json: {e}")))?;
     let objects: Vec<&serde_json::Map<String, Value>> = match &value {
         Value::Object(o) => vec![o],
-        Value::Array(items) if many => items
-            .iter()
-            .map(|v| v.as_object().ok_or_else(|| bad("All object keys must match".into())))
-            .collect::<Result<_, _>>()?,
+        Value::Array(items) if many => {
+            items.iter().map(|v| v.as_object().ok_or_else(|| bad("All object keys must match".into()))).collect::<Result<_, _>>()?
+        }
         _ => return Err(bad("the body must be a JSON object".into())),
     };
     let columns = match &q.columns {
@@ -241,9 +231,7 @@ async fn rest(
 ) -> Result<Response, ApiError> {
     let caller = caller(&state, &headers)?;
     let table = state.schema.table(&table)?;
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .into_owned()
-        .collect();
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
     let q = QueryParams::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     let singular = header_str(&headers, "accept").is_some_and(|a| a.contains("application/vnd.pgrst.object+json"));
     let prefer = prefer(&headers);
@@ -279,10 +267,6 @@ async fn rest(
     } else {
         rows.json
     };
-    let content_type = if singular {
-        "application/vnd.pgrst.object+json; charset=utf-8"
-    } else {
-        "application/json; charset=utf-8"
-    };
+    let content_type = if singular { "application/vnd.pgrst.object+json; charset=utf-8" } else { "application/json; charset=utf-8" };
     Ok((status, [(header::CONTENT_TYPE, content_type.to_string()), (header::CONTENT_RANGE, range)], body).into_response())
 }

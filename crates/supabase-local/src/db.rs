@@ -57,12 +57,9 @@ pub async fn run(pool: &Pool, caller: &Caller, stmt: &Statement, singular: bool)
     let mut client = pool.get().await;
     let tx = client.transaction().await.map_err(pg)?;
     let claims = caller.claims.to_string();
-    tx.execute(
-        "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)",
-        &[&caller.role, &claims],
-    )
-    .await
-    .map_err(pg)?;
+    tx.execute("SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true)", &[&caller.role, &claims])
+        .await
+        .map_err(pg)?;
     let params: Vec<&(dyn ToSql + Sync)> = stmt
         .params
         .iter()
@@ -96,17 +93,13 @@ pub async fn migrate(url: &str, bootstrap: &Path, migrations: &Path) -> Result<V
     for file in files {
         let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
         let version = name.split('_').next().unwrap_or(&name).to_owned();
-        let done = client
-            .query_opt("SELECT 1 FROM supabase_migrations.schema_migrations WHERE version = $1", &[&version])
-            .await?
-            .is_some();
+        let done = client.query_opt("SELECT 1 FROM supabase_migrations.schema_migrations WHERE version = $1", &[&version]).await?.is_some();
         if done {
             continue;
         }
         let tx = client.transaction().await?;
         tx.batch_execute(&std::fs::read_to_string(&file)?).await?;
-        tx.execute("INSERT INTO supabase_migrations.schema_migrations (version) VALUES ($1)", &[&version])
-            .await?;
+        tx.execute("INSERT INTO supabase_migrations.schema_migrations (version) VALUES ($1)", &[&version]).await?;
         tx.commit().await?;
         applied.push(name);
     }

@@ -19,22 +19,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn pgrst(status: u16, code: &str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code: code.into(),
-            message: message.into(),
-            details: None,
-            hint: None,
-            gateway: false,
-        }
+        Self { status, code: code.into(), message: message.into(), details: None, hint: None, gateway: false }
     }
 
     pub fn gateway(message: &str, hint: &str) -> Self {
-        Self {
-            hint: Some(hint.into()),
-            gateway: true,
-            ..Self::pgrst(401, "", message)
-        }
+        Self { hint: Some(hint.into()), gateway: true, ..Self::pgrst(401, "", message) }
     }
 
     pub fn with_details(mut self, details: impl Into<String>) -> Self {
@@ -72,8 +61,7 @@ pub fn status_for_sqlstate(code: &str, authenticated: bool) -> u16 {
         _ => match &code[..2] {
             "08" | "53" => 503,
             "0L" | "0P" | "28" => 403,
-            "09" | "25" | "2D" | "38" | "39" | "3B" | "40" | "54" | "55" | "57" | "58" | "F0"
-            | "HV" | "P0" | "XX" => 500,
+            "09" | "25" | "2D" | "38" | "39" | "3B" | "40" | "54" | "55" | "57" | "58" | "F0" | "HV" | "P0" | "XX" => 500,
             _ => 400,
         },
     }

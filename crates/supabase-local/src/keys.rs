@@ -33,40 +33,25 @@ impl Caller {
 }
 
 pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_secs()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("the clock is after 1970").as_secs()
 }
 
 impl Keys {
     pub fn jwks(&self) -> JwkSet {
-        JwkSet {
-            keys: vec![self.signing.public_jwk()],
-        }
+        JwkSet { keys: vec![self.signing.public_jwk()] }
     }
 
     fn auth_config(&self) -> AuthConfig {
-        AuthConfig {
-            issuer: self.issuer.clone(),
-            jwks: self.jwks(),
-            legacy_hs256_secret: None,
-        }
+        AuthConfig { issuer: self.issuer.clone(), jwks: self.jwks(), legacy_hs256_secret: None }
     }
 
     /// The gateway's check: a known API key must be present.
     fn api_key_role(&self, apikey: Option<&str>) -> Result<&'static str, ApiError> {
         match apikey {
-            None => Err(ApiError::gateway(
-                "No API key found in request",
-                "No `apikey` request header or url param was found.",
-            )),
+            None => Err(ApiError::gateway("No API key found in request", "No `apikey` request header or url param was found.")),
             Some(k) if k == self.secret => Ok("service_role"),
             Some(k) if k == self.publishable => Ok("anon"),
-            Some(_) => Err(ApiError::gateway(
-                "Invalid API key",
-                "Double check your Supabase `anon` or `service_role` API key.",
-            )),
+            Some(_) => Err(ApiError::gateway("Invalid API key", "Double check your Supabase `anon` or `service_role` API key.")),
         }
     }
 

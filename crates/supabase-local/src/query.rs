@@ -66,11 +66,7 @@ fn identifier(raw: &str) -> Result<String, ApiError> {
         && name.len() <= 63
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !name.starts_with(|c: char| c.is_ascii_digit());
-    if ok {
-        Ok(name.to_owned())
-    } else {
-        Err(parse_error(format!("\"{raw}\" is not a column name")))
-    }
+    if ok { Ok(name.to_owned()) } else { Err(parse_error(format!("\"{raw}\" is not a column name"))) }
 }
 
 fn identifier_list(raw: &str) -> Result<Vec<String>, ApiError> {
@@ -78,8 +74,7 @@ fn identifier_list(raw: &str) -> Result<Vec<String>, ApiError> {
 }
 
 fn number(key: &str, raw: &str) -> Result<u64, ApiError> {
-    raw.parse()
-        .map_err(|_| parse_error(format!("\"{raw}\" is not a valid {key}")))
+    raw.parse().map_err(|_| parse_error(format!("\"{raw}\" is not a valid {key}")))
 }
 
 /// Splits `(a,b,"c,d")` into its items, honouring double quotes and backslash escapes.
@@ -118,9 +113,7 @@ fn filter(column: &str, raw: &str) -> Result<Filter, ApiError> {
         Some(rest) => (true, rest),
         None => (false, raw),
     };
-    let (op, value) = rest
-        .split_once('.')
-        .ok_or_else(|| parse_error(format!("\"{raw}\" is not a filter: write op.value")))?;
+    let (op, value) = rest.split_once('.').ok_or_else(|| parse_error(format!("\"{raw}\" is not a filter: write op.value")))?;
     let value = value.to_owned();
     let op = match op {
         "eq" => Op::Eq(value),
@@ -139,11 +132,7 @@ fn filter(column: &str, raw: &str) -> Result<Filter, ApiError> {
         }),
         other => return Err(parse_error(format!("unknown or unsupported operator \"{other}\""))),
     };
-    Ok(Filter {
-        column,
-        negated,
-        op,
-    })
+    Ok(Filter { column, negated, op })
 }
 
 fn order(raw: &str) -> Result<Vec<Order>, ApiError> {
@@ -151,11 +140,7 @@ fn order(raw: &str) -> Result<Vec<Order>, ApiError> {
         .map(|term| {
             let mut parts = term.split('.');
             let column = identifier(parts.next().unwrap_or_default())?;
-            let mut o = Order {
-                column,
-                descending: false,
-                nulls_first: None,
-            };
+            let mut o = Order { column, descending: false, nulls_first: None };
             for modifier in parts {
                 match modifier {
                     "asc" => o.descending = false,

@@ -23,11 +23,7 @@ pub struct Table {
 impl Table {
     pub fn column(&self, name: &str) -> Result<&Column, ApiError> {
         self.columns.iter().find(|c| c.name == name).ok_or_else(|| {
-            ApiError::pgrst(
-                400,
-                "PGRST204",
-                format!("Could not find the '{name}' column of '{}' in the schema cache", self.name),
-            )
+            ApiError::pgrst(400, "PGRST204", format!("Could not find the '{name}' column of '{}' in the schema cache", self.name))
         })
     }
 }
@@ -64,22 +60,15 @@ impl SchemaCache {
             if row.get::<_, bool>(3) {
                 entry.primary_key.push(column.clone());
             }
-            entry.columns.push(Column {
-                name: column,
-                sql_type: row.get(2),
-            });
+            entry.columns.push(Column { name: column, sql_type: row.get(2) });
         }
         Ok(Self { tables })
     }
 
     pub fn table(&self, name: &str) -> Result<&Table, ApiError> {
-        self.tables.get(name).ok_or_else(|| {
-            ApiError::pgrst(
-                404,
-                "PGRST205",
-                format!("Could not find the table 'public.{name}' in the schema cache"),
-            )
-        })
+        self.tables
+            .get(name)
+            .ok_or_else(|| ApiError::pgrst(404, "PGRST205", format!("Could not find the table 'public.{name}' in the schema cache")))
     }
 
     pub fn len(&self) -> usize {

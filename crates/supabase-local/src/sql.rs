@@ -45,10 +45,7 @@ struct Builder<'a> {
 
 impl<'a> Builder<'a> {
     fn new(table: &'a Table) -> Self {
-        Self {
-            table,
-            params: Vec::new(),
-        }
+        Self { table, params: Vec::new() }
     }
 
     fn bind(&mut self, p: Param) -> String {
@@ -104,10 +101,7 @@ impl<'a> Builder<'a> {
         if filters.is_empty() {
             return Ok(String::new());
         }
-        let parts = filters
-            .iter()
-            .map(|f| self.filter(f))
-            .collect::<Result<Vec<_>, _>>()?;
+        let parts = filters.iter().map(|f| self.filter(f)).collect::<Result<Vec<_>, _>>()?;
         Ok(format!(" WHERE {}", parts.join(" AND ")))
     }
 
@@ -134,22 +128,13 @@ impl<'a> Builder<'a> {
     fn select_list(&self, select: &Select) -> Result<String, ApiError> {
         match select {
             Select::All => Ok("_t.*".into()),
-            Select::Columns(cols) => Ok(cols
-                .iter()
-                .map(|c| self.column(c))
-                .collect::<Result<Vec<_>, _>>()?
-                .join(", ")),
+            Select::Columns(cols) => Ok(cols.iter().map(|c| self.column(c)).collect::<Result<Vec<_>, _>>()?.join(", ")),
         }
     }
 
     /// Wraps a data-modifying statement so that it answers like a read.
     fn finish(self, inner: String) -> Statement {
-        Statement {
-            sql: format!(
-                "WITH _w AS ({inner}) SELECT coalesce(json_agg(_w), '[]')::text, count(*) FROM _w"
-            ),
-            params: self.params,
-        }
+        Statement { sql: format!("WITH _w AS ({inner}) SELECT coalesce(json_agg(_w), '[]')::text, count(*) FROM _w"), params: self.params }
     }
 }
 
@@ -181,11 +166,7 @@ pub fn insert(
     let mut b = Builder::new(table);
     let body = b.bind(Param::Text(rows_json));
     let target = b.qualified_table();
-    let cols = payload_columns
-        .iter()
-        .map(|c| b.table.column(c).map(|_| quote(c)))
-        .collect::<Result<Vec<_>, _>>()?
-        .join(", ");
+    let cols = payload_columns.iter().map(|c| b.table.column(c).map(|_| quote(c))).collect::<Result<Vec<_>, _>>()?.join(", ");
     let conflict = match (resolution, &q.on_conflict) {
         (Resolution::Error, _) => String::new(),
         (_, None) => {
@@ -203,21 +184,13 @@ pub fn insert(
     )))
 }
 
-fn conflict_clause(
-    b: &Builder<'_>,
-    keys: &[String],
-    payload_columns: &[String],
-    resolution: Resolution,
-) -> Result<String, ApiError> {
+fn conflict_clause(b: &Builder<'_>, keys: &[String], payload_columns: &[String], resolution: Resolution) -> Result<String, ApiError> {
     for k in keys {
         b.table.column(k)?;
     }
     let target = keys.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
-    let updates: Vec<String> = payload_columns
-        .iter()
-        .filter(|c| !keys.contains(c))
-        .map(|c| format!("{0} = EXCLUDED.{0}", quote(c)))
-        .collect();
+    let updates: Vec<String> =
+        payload_columns.iter().filter(|c| !keys.contains(c)).map(|c| format!("{0} = EXCLUDED.{0}", quote(c))).collect();
     Ok(if resolution == Resolution::Ignore || updates.is_empty() {
         format!(" ON CONFLICT ({target}) DO NOTHING")
     } else {
@@ -233,12 +206,7 @@ fn require_filters(q: &QueryParams, verb: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub fn update(
-    table: &Table,
-    q: &QueryParams,
-    payload_columns: &[String],
-    row_json: String,
-) -> Result<Statement, ApiError> {
+pub fn update(table: &Table, q: &QueryParams, payload_columns: &[String], row_json: String) -> Result<Statement, ApiError> {
     require_filters(q, "UPDATE")?;
     let mut b = Builder::new(table);
     let body = b.bind(Param::Text(row_json));
@@ -293,14 +261,17 @@ mod tests {
 
     #[test]
     fn reads_bind_every_value_and_cast_to_the_column_type() {
-        let s = select(&table(), &q(&[
-            ("select", "id,status"),
-            ("status", "in.(queued,running)"),
-            ("input_bytes", "gt.10"),
-            ("finished_at", "not.is.null"),
-            ("order", "input_bytes.desc"),
-            ("limit", "5"),
-        ]))
+        let s = select(
+            &table(),
+            &q(&[
+                ("select", "id,status"),
+                ("status", "in.(queued,running)"),
+                ("input_bytes", "gt.10"),
+                ("finished_at", "not.is.null"),
+                ("order", "input_bytes.desc"),
+                ("limit", "5"),
+            ]),
+        )
         .unwrap();
         assert_eq!(
             s.sql,
@@ -309,10 +280,7 @@ mod tests {
              AND NOT (_t.\"finished_at\" IS NULL) ORDER BY _t.\"input_bytes\" DESC LIMIT 5) \
              SELECT coalesce(json_agg(_w), '[]')::text, count(*) FROM _w"
         );
-        assert_eq!(
-            s.params,
-            vec![Param::TextArray(vec!["queued".into(), "running".into()]), Param::Text("10".into())]
-        );
+        assert_eq!(s.params, vec![Param::TextArray(vec!["queued".into(), "running".into()]), Param::Text("10".into())]);
     }
 
     #[test]

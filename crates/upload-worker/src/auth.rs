@@ -4,9 +4,9 @@
 use std::cell::RefCell;
 
 use fusou_core::auth::{AuthConfig, AuthError, AuthenticatedUser, bearer_token, issuer_for, jwks_url_for, verify_user_token};
+use fusou_edge::remote::Service;
 use jsonwebtoken::jwk::JwkSet;
 use subtle::ConstantTimeEq;
-use fusou_edge::remote::Service;
 use worker::{Fetch, Request, Url};
 
 use crate::context::Ctx;
@@ -64,11 +64,7 @@ pub async fn user(req: &Request, ctx: &Ctx) -> Result<AuthenticatedUser, ApiErro
     let header = req.headers().get("authorization")?;
     let token = bearer_token(header.as_deref())?;
     let now = fusou_edge::now_ms() / 1000;
-    let config = |jwks| AuthConfig {
-        issuer: issuer_for(&ctx.supabase.url),
-        jwks,
-        legacy_hs256_secret: ctx.legacy_jwt_secret.clone(),
-    };
+    let config = |jwks| AuthConfig { issuer: issuer_for(&ctx.supabase.url), jwks, legacy_hs256_secret: ctx.legacy_jwt_secret.clone() };
     match verify_user_token(token, &config(jwks(ctx, false).await?), now) {
         Err(AuthError::UnknownKey(_)) => Ok(verify_user_token(token, &config(jwks(ctx, true).await?), now)?),
         other => Ok(other?),
@@ -80,9 +76,5 @@ pub fn operator(req: &Request, ctx: &Ctx) -> Result<(), ApiError> {
     let secret = ctx.operator_secret()?;
     let header = req.headers().get("authorization")?;
     let token = bearer_token(header.as_deref()).map_err(|_| ApiError::new(401, "the operator secret is required"))?;
-    if bool::from(token.as_bytes().ct_eq(secret.as_bytes())) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden("wrong operator secret"))
-    }
+    if bool::from(token.as_bytes().ct_eq(secret.as_bytes())) { Ok(()) } else { Err(ApiError::forbidden("wrong operator secret")) }
 }

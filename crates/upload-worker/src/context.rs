@@ -37,8 +37,7 @@ impl Ctx {
         let remote = fusou_edge::remote(&platform);
         let limits = UploadLimits::from_vars(get).map_err(ApiError::misconfigured)?;
         let supabase_url = get("SUPABASE_URL").ok_or_else(|| ApiError::misconfigured("SUPABASE_URL is not set"))?;
-        let service_key =
-            get("SUPABASE_SERVICE_KEY").ok_or_else(|| ApiError::misconfigured("SUPABASE_SERVICE_KEY is not set"))?;
+        let service_key = get("SUPABASE_SERVICE_KEY").ok_or_else(|| ApiError::misconfigured("SUPABASE_SERVICE_KEY is not set"))?;
         let delay = number(&get, "REALTIME_DELAY_SECONDS", 30).map_err(ApiError::misconfigured)?;
         // A queue delays a message by at most 12 hours.
         let realtime_delay_secs = u32::try_from(delay.min(43_200)).unwrap_or(43_200);

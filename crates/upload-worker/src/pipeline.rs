@@ -60,8 +60,7 @@ pub async fn check_readable(ctx: &Ctx, dataset: &DatasetId, user: Uuid) -> Resul
 
 /// 409 when the dataset already holds these exact bytes.
 pub async fn check_not_stored(ctx: &Ctx, dataset: &DatasetId, hash: &ContentHash) -> Result<(), ApiError> {
-    let row: Option<Key> =
-        ctx.db()?.first(index::FRAGMENT_BY_HASH, &[dataset.as_str().into(), hash.as_str().into()]).await?;
+    let row: Option<Key> = ctx.db()?.first(index::FRAGMENT_BY_HASH, &[dataset.as_str().into(), hash.as_str().into()]).await?;
     match row {
         Some(k) => Err(ApiError::conflict(format!("this content is already stored as {}", k.key))),
         None => Ok(()),
@@ -149,7 +148,10 @@ async fn discard(ctx: &Ctx, db: &Db, bucket: &worker::Bucket, key: &str) {
     }
     let now = fusou_edge::now_utc().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let decision = async {
-        let statements = vec![db.statement(index::DISCARD_UPLOAD, &[key.into(), now.as_str().into()])?, db.statement(index::KEY_RECORDED, &[key.into()])?];
+        let statements = vec![
+            db.statement(index::DISCARD_UPLOAD, &[key.into(), now.as_str().into()])?,
+            db.statement(index::KEY_RECORDED, &[key.into()])?,
+        ];
         let results = db.batch(statements).await?;
         let recorded: Vec<Recorded> = results.get(1).map(|r| r.results()).transpose().map_err(ApiError::from)?.unwrap_or_default();
         Ok::<_, ApiError>(recorded.first().is_some_and(|r| r.recorded == 1))
@@ -161,7 +163,10 @@ async fn discard(ctx: &Ctx, db: &Db, bucket: &worker::Bucket, key: &str) {
                 log::error("r2.orphan", json!({ "key": key, "error": e.to_string() }));
             }
         }
-        Err(e) => log::error("r2.orphan", json!({ "key": key, "error": format!("kept: the index cannot say whether a row holds it: {}", e.message) })),
+        Err(e) => log::error(
+            "r2.orphan",
+            json!({ "key": key, "error": format!("kept: the index cannot say whether a row holds it: {}", e.message) }),
+        ),
     }
 }
 
@@ -188,7 +193,15 @@ pub struct Request {
 impl Request {
     /// A request for `dataset` by `priority`, from `route`; a realtime one waits in the queue
     /// for the configured delay, so that one run takes a burst of uploads.
-    pub fn new(ctx: &Ctx, route: &'static str, dataset: &DatasetId, owner: Option<Uuid>, priority: Priority, table: Option<TableName>, period_tag: Option<PeriodTag>) -> Self {
+    pub fn new(
+        ctx: &Ctx,
+        route: &'static str,
+        dataset: &DatasetId,
+        owner: Option<Uuid>,
+        priority: Priority,
+        table: Option<TableName>,
+        period_tag: Option<PeriodTag>,
+    ) -> Self {
         let message = CompactionMessage {
             dataset_id: dataset.clone(),
             triggered_at: fusou_edge::now_utc(),
@@ -218,7 +231,8 @@ impl Request {
     pub async fn send(self) -> CompactionRequest {
         let metric_id = self.metric_id();
         let dataset = &self.message.dataset_id;
-        let fields = json!({ "route": self.route, "datasetId": dataset, "metricId": metric_id, "priority": self.message.priority.as_str() });
+        let fields =
+            json!({ "route": self.route, "datasetId": dataset, "metricId": metric_id, "priority": self.message.priority.as_str() });
 
         let mut metrics_recorded = true;
         if let Some(owner_id) = self.owner {

@@ -81,11 +81,8 @@ fn percent_decode(segment: &str) -> String {
 mod tests {
     use super::*;
 
-    const ROUTES: &[(&str, &str)] = &[
-        ("POST", "/battle-data/upload"),
-        ("GET", "/battle-data/datasets/:id"),
-        ("GET", "/battle-data/datasets/:id/outputs"),
-    ];
+    const ROUTES: &[(&str, &str)] =
+        &[("POST", "/battle-data/upload"), ("GET", "/battle-data/datasets/:id"), ("GET", "/battle-data/datasets/:id/outputs")];
 
     fn check(method: &str, path: &str, expected: Option<(&str, Option<&str>)>) {
         let got = find(ROUTES, method, path);

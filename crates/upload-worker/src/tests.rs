@@ -7,11 +7,7 @@ use super::ROUTES;
 
 /// `/battle-data/datasets/:id` → `/battle-data/datasets/{id}`.
 fn openapi_path(router_path: &str) -> String {
-    router_path
-        .split('/')
-        .map(|seg| seg.strip_prefix(':').map_or(seg.to_owned(), |p| format!("{{{p}}}")))
-        .collect::<Vec<_>>()
-        .join("/")
+    router_path.split('/').map(|seg| seg.strip_prefix(':').map_or(seg.to_owned(), |p| format!("{{{p}}}"))).collect::<Vec<_>>().join("/")
 }
 
 #[test]
@@ -23,7 +19,6 @@ fn openapi_documents_exactly_the_routes() {
         .iter()
         .flat_map(|(path, ops)| ops.as_object().unwrap().keys().map(move |m| (m.to_uppercase(), path.clone())))
         .collect();
-    let routed: BTreeSet<(String, String)> =
-        ROUTES.iter().map(|(m, p)| (m.to_string(), openapi_path(p))).collect();
+    let routed: BTreeSet<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), openapi_path(p))).collect();
     assert_eq!(documented, routed);
 }

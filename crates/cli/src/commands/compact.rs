@@ -55,10 +55,9 @@ pub fn compact(args: Args) -> Result<(), String> {
         if !bin.exists() {
             break;
         }
-        let offsets: Vec<TableOffset> = serde_json::from_str(
-            &std::fs::read_to_string(&offsets_path).map_err(|e| format!("{}: {e}", offsets_path.display()))?,
-        )
-        .map_err(|e| format!("{}: {e}", offsets_path.display()))?;
+        let offsets: Vec<TableOffset> =
+            serde_json::from_str(&std::fs::read_to_string(&offsets_path).map_err(|e| format!("{}: {e}", offsets_path.display()))?)
+                .map_err(|e| format!("{}: {e}", offsets_path.display()))?;
         let bytes = map(&bin)?;
         scan.add_fragment(&FragmentInput {
             key: Arc::from(bin.to_string_lossy().as_ref()),

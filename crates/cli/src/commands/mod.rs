@@ -1,8 +1,8 @@
 //! One function per command.
 
 pub mod compact;
-pub mod verify;
 pub mod upload;
+pub mod verify;
 
 use std::path::Path;
 
@@ -80,7 +80,8 @@ pub async fn token(supabase_url: &str, service_key: Option<String>, email: &str)
     if !is_local(supabase_url) {
         return Err(format!("{supabase_url} is not the local stand-in: sign in through your Supabase project instead"));
     }
-    let key = service_key.or_else(local_service_key).ok_or("no SUPABASE_SERVICE_KEY: set it, or run from the repository after scripts/dev.sh")?;
+    let key =
+        service_key.or_else(local_service_key).ok_or("no SUPABASE_SERVICE_KEY: set it, or run from the repository after scripts/dev.sh")?;
     let resp = reqwest::Client::new()
         .post(format!("{}/auth/v1/dev/token", supabase_url.trim_end_matches('/')))
         .header("apikey", &key)

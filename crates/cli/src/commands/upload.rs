@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-
 use fusou_core::synth::{FragmentSpec, fragment};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -243,12 +242,16 @@ pub async fn load(url: &str, args: LoadArgs) -> Result<(), String> {
     let uploader = Arc::new(Uploader::new(url, args.token.clone()));
     let prefix = args.dataset_prefix.clone();
     let (tally, elapsed) =
-        run(uploader, Arc::new(jobs), args.clients, Arc::new("2025-11-05".into()), move |c| format!("{prefix}-{c}"), bar(args.uploads)).await;
+        run(uploader, Arc::new(jobs), args.clients, Arc::new("2025-11-05".into()), move |c| format!("{prefix}-{c}"), bar(args.uploads))
+            .await;
     let stored = tally.stored;
     report(args.clients, tally, elapsed, bytes)?;
     if args.verify {
         if stored != args.uploads {
-            return Err(format!("only {stored} of {} uploads were stored (a rerun skips what the datasets hold): use a new --dataset-prefix", args.uploads));
+            return Err(format!(
+                "only {stored} of {} uploads were stored (a rerun skips what the datasets hold): use a new --dataset-prefix",
+                args.uploads
+            ));
         }
         let datasets: Vec<String> = (0..args.clients.max(1)).map(|c| format!("{}-{c}", args.dataset_prefix)).collect();
         super::verify::verify(url, &args.token, &datasets, &expected, Duration::from_secs(args.verify_timeout)).await?;

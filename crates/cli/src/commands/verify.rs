@@ -97,7 +97,12 @@ pub async fn verify(url: &str, token: &str, datasets: &[String], expected: &Dige
     for table in expected.0.keys().chain(got.0.keys()).collect::<std::collections::BTreeSet<_>>() {
         let (e, g) = (expected.0.get(table).copied().unwrap_or_default(), got.0.get(table).copied().unwrap_or_default());
         if e != g {
-            problems.push(format!("{table}: uploaded {} rows, compacted {} rows{}", e.0, g.0, if e.0 == g.0 { " (values differ)" } else { "" }));
+            problems.push(format!(
+                "{table}: uploaded {} rows, compacted {} rows{}",
+                e.0,
+                g.0,
+                if e.0 == g.0 { " (values differ)" } else { "" }
+            ));
         }
     }
     if problems.is_empty() {

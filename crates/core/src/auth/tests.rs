@@ -22,13 +22,7 @@ fn claims() -> serde_json::Value {
 
 fn setup() -> (Es256Key, AuthConfig) {
     let key = Es256Key::generate("k1");
-    let config = AuthConfig {
-        issuer: issuer_for(URL),
-        jwks: JwkSet {
-            keys: vec![key.public_jwk()],
-        },
-        legacy_hs256_secret: None,
-    };
+    let config = AuthConfig { issuer: issuer_for(URL), jwks: JwkSet { keys: vec![key.public_jwk()] }, legacy_hs256_secret: None };
     (key, config)
 }
 
@@ -98,42 +92,23 @@ fn a_key_outside_the_set_is_refused() {
     assert!(matches!(got, Err(AuthError::Invalid(_))), "{got:?}");
 
     let unnamed = Es256Key::generate("k2");
-    check(
-        &unnamed.sign(&claims()).unwrap(),
-        &config,
-        Err(AuthError::UnknownKey(Some("k2".into()))),
-    );
+    check(&unnamed.sign(&claims()).unwrap(), &config, Err(AuthError::UnknownKey(Some("k2".into()))));
 }
 
 #[test]
 fn alg_none_is_refused() {
     let (_, config) = setup();
     use base64::Engine as _;
-    let b64 = |v: serde_json::Value| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
-    };
+    let b64 = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
     let token = format!("{}.{}.", b64(json!({"alg": "none", "typ": "JWT"})), b64(claims()));
-    check(
-        &token,
-        &config,
-        Err(AuthError::AlgorithmNotAccepted("none".into())),
-    );
+    check(&token, &config, Err(AuthError::AlgorithmNotAccepted("none".into())));
 }
 
 #[test]
 fn hs256_only_with_a_legacy_secret() {
     let (_, mut config) = setup();
-    let token = jsonwebtoken::encode(
-        &Header::default(),
-        &claims(),
-        &EncodingKey::from_secret(b"legacy-secret").unwrap(),
-    )
-    .unwrap();
-    check(
-        &token,
-        &config,
-        Err(AuthError::AlgorithmNotAccepted("HS256".into())),
-    );
+    let token = jsonwebtoken::encode(&Header::default(), &claims(), &EncodingKey::from_secret(b"legacy-secret").unwrap()).unwrap();
+    check(&token, &config, Err(AuthError::AlgorithmNotAccepted("HS256".into())));
     config.legacy_hs256_secret = Some("legacy-secret".into());
     check(&token, &config, Ok(()));
     config.legacy_hs256_secret = Some("another-secret".into());
@@ -146,19 +121,12 @@ fn an_hs256_token_cannot_pose_as_the_public_key() {
     let (key, mut config) = setup();
     let public = serde_json::to_string(&key.public_jwk()).unwrap();
     let token = jsonwebtoken::encode(
-        &Header {
-            kid: Some("k1".into()),
-            ..Header::default()
-        },
+        &Header { kid: Some("k1".into()), ..Header::default() },
         &claims(),
         &EncodingKey::from_secret(public.as_bytes()).unwrap(),
     )
     .unwrap();
-    check(
-        &token,
-        &config,
-        Err(AuthError::AlgorithmNotAccepted("HS256".into())),
-    );
+    check(&token, &config, Err(AuthError::AlgorithmNotAccepted("HS256".into())));
     config.legacy_hs256_secret = Some("the-real-secret".into());
     assert!(verify_user_token(&token, &config, NOW).is_err());
 }
@@ -175,8 +143,5 @@ fn bearer_headers() {
 #[test]
 fn urls() {
     assert_eq!(issuer_for("https://x.supabase.co/"), "https://x.supabase.co/auth/v1");
-    assert_eq!(
-        jwks_url_for("https://x.supabase.co"),
-        "https://x.supabase.co/auth/v1/.well-known/jwks.json"
-    );
+    assert_eq!(jwks_url_for("https://x.supabase.co"), "https://x.supabase.co/auth/v1/.well-known/jwks.json");
 }

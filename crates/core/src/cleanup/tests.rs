@@ -26,7 +26,13 @@ struct World {
 
 impl World {
     fn new() -> Self {
-        let w = World { db: Sqlite::migrated(), blobs: Memory::default(), catalog: FakeCatalog::default(), clock: FakeClock::default(), uploaded: 0 };
+        let w = World {
+            db: Sqlite::migrated(),
+            blobs: Memory::default(),
+            catalog: FakeCatalog::default(),
+            clock: FakeClock::default(),
+            uploaded: 0,
+        };
         w.clock.now.set(1_800_000_000_000);
         w
     }
@@ -38,8 +44,11 @@ impl World {
             self.db.with(|c| {
                 c.execute(crate::index::CLAIM_DATASET, params![DS, "owner", "t0"]).unwrap();
                 let offsets = f.table_offsets_string();
-                c.execute(crate::index::INSERT_FRAGMENT, params![key, DS, "port_table", "2025-11-05", key, f.bytes.len() as i64, offsets, "owner", "t0"])
-                    .unwrap();
+                c.execute(
+                    crate::index::INSERT_FRAGMENT,
+                    params![key, DS, "port_table", "2025-11-05", key, f.bytes.len() as i64, offsets, "owner", "t0"],
+                )
+                .unwrap();
             });
             self.blobs.objects.borrow_mut().insert(key, Bytes::from(f.bytes));
             self.uploaded += 1;
@@ -138,7 +147,9 @@ fn a_dead_runs_outputs_are_deleted_and_it_can_never_commit_them() {
     // Two invocations of one run at once: the slower one may stage a key again after the other
     // committed it. Clean-up forgets the staged row and keeps the object.
     let key = summary.outputs[0].key.clone();
-    w.db.with(|c| c.execute("INSERT INTO staged_outputs (key, dataset_id, run_id, staged_at) VALUES (?1, ?2, 'next', 0)", params![key, DS]).unwrap());
+    w.db.with(|c| {
+        c.execute("INSERT INTO staged_outputs (key, dataset_id, run_id, staged_at) VALUES (?1, ?2, 'next', 0)", params![key, DS]).unwrap()
+    });
     let report = w.clean(&CleanupConfig { orphan_grace_ms: HOUR, ..CleanupConfig::default() });
     assert_eq!((report.runs_reaped, report.orphans_deleted), (0, 0));
     assert!(w.blobs.objects.borrow().contains_key(&key));
@@ -150,8 +161,7 @@ fn a_run_that_holds_its_lease_is_never_reaped() {
     let mut w = World::new();
     w.upload(2);
     let crashing = RunConfig { crash_after: Some("merge-3-3".into()), lease_ms: 10 * DAY, ..run_config() };
-    assert!(w.try_run("slow", &crashing)
-    .is_err());
+    assert!(w.try_run("slow", &crashing).is_err());
     w.advance(2 * DAY);
     let report = w.clean(&CleanupConfig::default());
     assert_eq!((report.runs_reaped, report.orphans_deleted), (0, 0));
@@ -190,12 +200,19 @@ fn compacted_fragments_are_deleted_after_the_retention() {
 #[test]
 fn retired_files_are_deleted_after_the_retention() {
     let mut w = World::new();
-    let merging = RunConfig { consolidation: crate::compaction::consolidate::ConsolidationConfig { fan_in: 2, small_file_bytes: 4 << 20 }, ..run_config() };
+    let merging = RunConfig {
+        consolidation: crate::compaction::consolidate::ConsolidationConfig { fan_in: 2, small_file_bytes: 4 << 20 },
+        ..run_config()
+    };
     for run in ["first", "second", "third"] {
         w.upload(1);
         assert!(matches!(w.run(run, &merging), Outcome::Committed(_)), "{run}");
     }
-    assert_eq!(w.count("SELECT count(*) FROM compacted_files WHERE retired_at IS NOT NULL"), 64, "the third run merged the first two runs' files");
+    assert_eq!(
+        w.count("SELECT count(*) FROM compacted_files WHERE retired_at IS NOT NULL"),
+        64,
+        "the third run merged the first two runs' files"
+    );
     let live: Vec<String> = w.db.with(|c| {
         let mut s = c.prepare("SELECT key FROM compacted_files WHERE retired_at IS NULL").unwrap();
         s.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()

@@ -20,26 +20,20 @@ fn bind(v: &SqlValue) -> &dyn ToSql {
 /// Runs a batch atomically, as D1's `batch()` does; answers each statement's changes.
 fn run_batch(conn: &mut Connection, batch: &[Statement]) -> Vec<u64> {
     let tx = conn.transaction().unwrap();
-    let changes = batch
-        .iter()
-        .map(|s| tx.execute(&s.sql, params_from_iter(s.params.iter().map(bind))).unwrap() as u64)
-        .collect();
+    let changes = batch.iter().map(|s| tx.execute(&s.sql, params_from_iter(s.params.iter().map(bind))).unwrap() as u64).collect();
     tx.commit().unwrap();
     changes
 }
 
 fn upload(conn: &Connection, key: &str) {
     conn.execute(index::CLAIM_DATASET, params![DS, "owner", "t0"]).unwrap();
-    let n = conn
-        .execute(index::INSERT_FRAGMENT, params![key, DS, "port_table", "p", format!("hash-{key}"), 100, "[]", "owner", "t0"])
-        .unwrap();
+    let n =
+        conn.execute(index::INSERT_FRAGMENT, params![key, DS, "port_table", "p", format!("hash-{key}"), 100, "[]", "owner", "t0"]).unwrap();
     assert_eq!(n, 1);
 }
 
 fn acquire(conn: &Connection, run: &str, now_ms: i64) -> Option<i64> {
-    conn.query_row(index::ACQUIRE_LEASE, params![DS, run, now_ms, now_ms + 60_000, "t"], |r| r.get(0))
-        .optional()
-        .unwrap()
+    conn.query_row(index::ACQUIRE_LEASE, params![DS, run, now_ms, now_ms + 60_000, "t"], |r| r.get(0)).optional().unwrap()
 }
 
 fn lease(run: &str, epoch: i64) -> Lease {

@@ -85,7 +85,12 @@ impl Room {
 /// tier, in that order, every tier with at least `fan_in` files gives its oldest files, as many
 /// as the room leaves space for, if that is still `fan_in` or more. A (period, table) outside
 /// `written` (those the run's fragments write anyway) takes one of the room's new outputs.
-pub fn choose(files: &[SmallFile], config: &ConsolidationConfig, written: &BTreeSet<(PeriodTag, TableName)>, mut room: Room) -> Vec<SmallFile> {
+pub fn choose(
+    files: &[SmallFile],
+    config: &ConsolidationConfig,
+    written: &BTreeSet<(PeriodTag, TableName)>,
+    mut room: Room,
+) -> Vec<SmallFile> {
     if config.fan_in < 2 {
         return Vec::new();
     }

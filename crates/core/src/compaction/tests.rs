@@ -25,7 +25,13 @@ struct World {
 
 impl World {
     fn with_fragments(n: u64) -> Self {
-        let w = World { db: Sqlite::migrated(), blobs: Memory::default(), catalog: FakeCatalog::default(), clock: FakeClock::default(), fragments: Vec::new() };
+        let w = World {
+            db: Sqlite::migrated(),
+            blobs: Memory::default(),
+            catalog: FakeCatalog::default(),
+            clock: FakeClock::default(),
+            fragments: Vec::new(),
+        };
         let mut w = w;
         for seed in 0..n {
             w.upload(synth::fragment(&FragmentSpec { seed, rows: 1..=20, include_empty_tables: false }));
@@ -78,7 +84,13 @@ impl World {
             let got = arrow_select::concat::concat_batches(&got[0].schema(), &got).unwrap();
             assert_eq!(got.num_rows(), expected.num_rows(), "{}", table.name);
             for (i, field) in table.schema.fields().iter().enumerate() {
-                assert_eq!(got.column_by_name(field.name()).unwrap().to_data(), expected.column(i).to_data(), "{}.{}", table.name, field.name());
+                assert_eq!(
+                    got.column_by_name(field.name()).unwrap().to_data(),
+                    expected.column(i).to_data(),
+                    "{}.{}",
+                    table.name,
+                    field.name()
+                );
             }
         }
     }
@@ -228,7 +240,11 @@ fn a_resumed_run_whose_fragments_another_run_compacted_counts_nothing_twice() {
     assert_eq!(w.db.count("SELECT count(*) FROM compacted_files WHERE run_id = 'run-a'"), 0, "nothing counted twice");
     assert_eq!(w.db.count("SELECT count(*) FROM staged_outputs WHERE run_id = 'run-a'"), 32, "left staged for clean-up");
     assert_eq!(w.db.count("SELECT count(*) FROM battle_files WHERE compacted_run_id = 'run-a'"), 0, "no fragment taken");
-    assert_eq!(w.db.count("SELECT count(*) FROM datasets WHERE lease_run_id IS NULL AND compaction_needed = 1"), 1, "lease released, work left");
+    assert_eq!(
+        w.db.count("SELECT count(*) FROM datasets WHERE lease_run_id IS NULL AND compaction_needed = 1"),
+        1,
+        "lease released, work left"
+    );
     w.check_exact(0..4);
     committed(w.run("run-c", &config(0)).unwrap());
     w.check_exact(0..5);
@@ -284,7 +300,15 @@ fn small_files_are_merged_once_a_tier_holds_fan_in_of_them() {
     let key = &summary.outputs[0].key;
     let file = w.blobs.objects.borrow()[key].clone();
     let meta = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().metadata().clone();
-    let sources = meta.file_metadata().key_value_metadata().unwrap().iter().find(|kv| kv.key == crate::engine::merge::META_SOURCE_SEGMENTS).unwrap().value.clone();
+    let sources = meta
+        .file_metadata()
+        .key_value_metadata()
+        .unwrap()
+        .iter()
+        .find(|kv| kv.key == crate::engine::merge::META_SOURCE_SEGMENTS)
+        .unwrap()
+        .value
+        .clone();
     assert_eq!(sources.as_deref(), Some("4"));
     // The next runs start a new tier 0 beside the merged files.
     committed(upload_and_run(&mut w, 4, "run-5", &consolidating(3)).unwrap());
@@ -299,7 +323,12 @@ fn a_fan_in_of_zero_never_consolidates() {
         committed(upload_and_run(&mut w, seed, run, &consolidating(0)).unwrap());
     }
     assert_eq!(live_files(&w), 3 * 32);
-    assert!(w.db.with(|c| c.query_row("SELECT count(*) FROM workflow_steps WHERE step = 'list-small-files'", [], |r| r.get::<_, i64>(0)).unwrap()) == 0);
+    assert!(
+        w.db.with(|c| c
+            .query_row("SELECT count(*) FROM workflow_steps WHERE step = 'list-small-files'", [], |r| r.get::<_, i64>(0))
+            .unwrap())
+            == 0
+    );
 }
 
 #[test]
@@ -338,7 +367,8 @@ fn a_run_leaves_consolidation_that_does_not_fit_its_bytes_to_a_later_run() {
 #[test]
 fn another_runs_live_lease_means_skipped() {
     let w = World::with_fragments(2);
-    let epoch: i64 = w.db.with(|c| c.query_row(crate::index::ACQUIRE_LEASE, params![DS, "other", 0, 10_000_000, "t"], |r| r.get(0)).unwrap());
+    let epoch: i64 =
+        w.db.with(|c| c.query_row(crate::index::ACQUIRE_LEASE, params![DS, "other", 0, 10_000_000, "t"], |r| r.get(0)).unwrap());
     assert_eq!(epoch, 1);
     assert_eq!(w.run("run-a", &config(0)).unwrap(), Outcome::Skipped);
     assert_eq!(w.blobs.writes.get(), 0);
@@ -391,7 +421,8 @@ fn a_corrupt_fragment_is_quarantined_and_the_rest_compacted() {
     assert_eq!(w.db.count("SELECT count(*) FROM quarantined_segments WHERE table_name = 'battle'"), 1, "recorded in the index");
     assert_eq!(w.pending(), 0, "its readable segments are compacted, so it is consumed");
     let battle_rows: usize = w.compacted_rows("battle").iter().map(|b| b.num_rows()).sum();
-    let expected: usize = w.fragments[..3].iter().map(|f| f.segments.iter().find(|s| s.table.as_str() == "battle").unwrap().batch.num_rows()).sum();
+    let expected: usize =
+        w.fragments[..3].iter().map(|f| f.segments.iter().find(|s| s.table.as_str() == "battle").unwrap().batch.num_rows()).sum();
     assert_eq!(battle_rows, expected);
 }
 
@@ -403,7 +434,11 @@ fn an_unreachable_catalog_fails_the_run_before_anything_is_written() {
     assert_eq!(err.0.step(), "validate-dataset", "{err}");
     assert_eq!(w.blobs.writes.get(), 0);
     assert_eq!(w.pending(), 3);
-    assert_eq!(w.db.count("SELECT count(*) FROM datasets WHERE lease_run_id IS NULL AND compaction_needed = 1"), 1, "still pending, lease free");
+    assert_eq!(
+        w.db.count("SELECT count(*) FROM datasets WHERE lease_run_id IS NULL AND compaction_needed = 1"),
+        1,
+        "still pending, lease free"
+    );
     // The catalog is back: the next delivery (or the schedule) completes it.
     w.catalog.down.set(false);
     committed(w.run("run-a", &config(1)).unwrap());
@@ -412,7 +447,16 @@ fn an_unreachable_catalog_fails_the_run_before_anything_is_written() {
 
 #[test]
 fn a_crash_after_any_step_resumes_to_the_exact_rows() {
-    for step in ["validate-dataset", "list-fragments", "read-fragments", "stage-outputs", "merge-0-0", "merge-17-17", "merge-31-31", "update-metadata"] {
+    for step in [
+        "validate-dataset",
+        "list-fragments",
+        "read-fragments",
+        "stage-outputs",
+        "merge-0-0",
+        "merge-17-17",
+        "merge-31-31",
+        "update-metadata",
+    ] {
         let w = World::with_fragments(4);
         let crashing = RunConfig { crash_after: Some(step.into()), ..config(0) };
         let err = w.run("run-a", &crashing).unwrap_err();
@@ -445,7 +489,8 @@ fn merge_steps_pack_consecutive_outputs_within_the_budget() {
 /// The merge steps a run over `w`'s fragments took, by name.
 fn merge_step_names(w: &World, run_id: &str) -> Vec<String> {
     w.db.with(|c| {
-        let mut s = c.prepare("SELECT step FROM workflow_steps WHERE run_id = ?1 AND step LIKE 'merge-%' ORDER BY completed_at, rowid").unwrap();
+        let mut s =
+            c.prepare("SELECT step FROM workflow_steps WHERE run_id = ?1 AND step LIKE 'merge-%' ORDER BY completed_at, rowid").unwrap();
         s.query_map(params![run_id], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
     })
 }
@@ -498,7 +543,8 @@ fn a_segment_whose_pages_do_not_decode_is_quarantined_at_merge() {
     assert_eq!((summary.quarantined[0].table.as_str(), summary.quarantined[0].fragment_key.ends_with("0003.parquet")), ("battle", true));
     assert_eq!(w.db.count("SELECT count(*) FROM quarantined_segments WHERE table_name = 'battle' AND run_id = 'run-a'"), 1);
     let battle_rows: usize = w.compacted_rows("battle").iter().map(|b| b.num_rows()).sum();
-    let expected: usize = w.fragments[..3].iter().map(|f| f.segments.iter().find(|s| s.table.as_str() == "battle").unwrap().batch.num_rows()).sum();
+    let expected: usize =
+        w.fragments[..3].iter().map(|f| f.segments.iter().find(|s| s.table.as_str() == "battle").unwrap().batch.num_rows()).sum();
     assert_eq!(battle_rows, expected, "the good segments' rows, each once");
     let recorded: i64 = w.db.count("SELECT row_count FROM compacted_files WHERE table_name = 'battle'");
     assert_eq!(recorded as usize, expected);
@@ -517,7 +563,9 @@ fn the_defaults_keep_a_run_within_an_invocations_subrequests() {
 
 #[test]
 fn settings_come_from_the_variables_and_bad_ones_are_errors() {
-    let vars = |pairs: &'static [(&'static str, &'static str)]| move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+    let vars = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+    };
     assert_eq!(RunConfig::from_vars(vars(&[])).unwrap().max_outputs, 128);
     let set = RunConfig::from_vars(vars(&[("COMPACTION_MAX_OUTPUTS", "16"), ("COMPACTION_FAN_IN", "0")])).unwrap();
     assert_eq!((set.max_outputs, set.consolidation.fan_in), (16, 0));
@@ -533,7 +581,13 @@ fn row(key: &str, size: u64, tables: &[&str], isolated: bool) -> FragmentRow {
         size,
         offsets: tables
             .iter()
-            .map(|t| TableOffset { table_name: TableName::parse(t).unwrap(), start_byte: 0, byte_length: 20, format: "parquet".into(), num_rows: None })
+            .map(|t| TableOffset {
+                table_name: TableName::parse(t).unwrap(),
+                start_byte: 0,
+                byte_length: 20,
+                format: "parquet".into(),
+                num_rows: None,
+            })
             .collect(),
         isolated,
     }
@@ -562,7 +616,11 @@ fn a_fragment_that_kills_every_run_reading_it_is_isolated_then_quarantined_and_t
     }
     assert_eq!(w.run("r1", &poisoned).unwrap(), Outcome::Isolated { fragments: 4 }, "the third gives up reading them together");
     assert_eq!(w.db.count("SELECT count(*) FROM battle_files WHERE isolated = 1"), 4);
-    assert_eq!(w.db.count("SELECT count(*) FROM datasets WHERE lease_run_id IS NULL AND compaction_needed = 1"), 1, "lease free, still due");
+    assert_eq!(
+        w.db.count("SELECT count(*) FROM datasets WHERE lease_run_id IS NULL AND compaction_needed = 1"),
+        1,
+        "lease free, still due"
+    );
     // Later runs take one fragment each, in order; the poisoned one fails alone, then is set aside.
     for (run, fragment) in [("r2", 0), ("r3", 1)] {
         let summary = committed(w.run(run, &poisoned).unwrap());

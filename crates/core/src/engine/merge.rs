@@ -9,10 +9,10 @@ use arrow_select::concat::concat_batches;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
-use parquet::file::metadata::ParquetStatisticsPolicy;
-use parquet::schema::types::{ColumnPath, SchemaDescPtr};
 use parquet::file::metadata::KeyValue;
+use parquet::file::metadata::ParquetStatisticsPolicy;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::{ColumnPath, SchemaDescPtr};
 
 use super::plan::OutputPlan;
 use super::segment::{Scan, SegmentDesc};
@@ -189,7 +189,13 @@ impl Merger {
     /// segments) into the output, batch by batch, by [`Merger::pump`]: such a file can be
     /// large, so it is never decoded whole. It was written by this engine, so a failure to
     /// decode it is an error of the whole merge, not a quarantine.
-    pub fn push_compacted(&mut self, desc: &SegmentDesc, parquet_schema: &SchemaDescPtr, bytes: Bytes, source_segments: u64) -> Result<(), EngineError> {
+    pub fn push_compacted(
+        &mut self,
+        desc: &SegmentDesc,
+        parquet_schema: &SchemaDescPtr,
+        bytes: Bytes,
+        source_segments: u64,
+    ) -> Result<(), EngineError> {
         self.drain()?;
         self.decode_run()?;
         self.stream(desc, parquet_schema, bytes, source_segments)

@@ -46,8 +46,8 @@ pub mod merge;
 pub mod plan;
 pub mod schema;
 pub mod segment;
-mod stitch;
 pub mod sink;
+mod stitch;
 
 use parquet::basic::{Compression, ZstdLevel};
 

@@ -50,9 +50,7 @@ pub struct Bin {
 pub fn pack(candidates: &[(usize, u64)], config: &EngineConfig) -> Vec<Bin> {
     let mut bins: Vec<Bin> = Vec::new();
     for &(index, size) in candidates {
-        let fits = bins.last().is_some_and(|b| {
-            b.inputs.len() < config.max_inputs_per_bin && b.bytes + size <= config.target_file_bytes
-        });
+        let fits = bins.last().is_some_and(|b| b.inputs.len() < config.max_inputs_per_bin && b.bytes + size <= config.target_file_bytes);
         match bins.last_mut() {
             Some(bin) if fits || bin.inputs.is_empty() => {
                 bin.inputs.push(index);
@@ -90,10 +88,8 @@ pub fn plan(scan: &Scan, config: &EngineConfig) -> Vec<OutputPlan> {
     let mut outputs = Vec::new();
     for ((dataset, period, table), mut members) in tables {
         members.sort_by(|&a, &b| scan.fragment(&segments[a]).key.cmp(&scan.fragment(&segments[b]).key));
-        let distinct: HashMap<Fingerprint, SchemaRef> = members
-            .iter()
-            .map(|&i| scan.schemas[segments[i].schema as usize].clone())
-            .collect();
+        let distinct: HashMap<Fingerprint, SchemaRef> =
+            members.iter().map(|&i| scan.schemas[segments[i].schema as usize].clone()).collect();
         for group in unify(&distinct) {
             let candidates: Vec<(usize, u64)> = members
                 .iter()

@@ -33,9 +33,7 @@ pub fn fingerprint(schema: &Schema) -> Fingerprint {
 
 /// Whether `b`'s columns can join `a`'s: every column name they share has one type.
 fn compatible(a: &Schema, b: &Schema) -> bool {
-    b.fields()
-        .iter()
-        .all(|fb| a.field_with_name(fb.name()).map_or(true, |fa| fa.data_type() == fb.data_type()))
+    b.fields().iter().all(|fb| a.field_with_name(fb.name()).map_or(true, |fa| fa.data_type() == fb.data_type()))
 }
 
 /// `a`'s columns then `b`'s new ones; a column missing from either side becomes nullable.
@@ -44,8 +42,7 @@ fn superset(a: &Schema, b: &Schema) -> Schema {
         .fields()
         .iter()
         .map(|fa| {
-            let nullable = fa.is_nullable()
-                || b.field_with_name(fa.name()).map_or(true, |fb| fb.is_nullable());
+            let nullable = fa.is_nullable() || b.field_with_name(fa.name()).map_or(true, |fb| fb.is_nullable());
             fa.as_ref().clone().with_nullable(nullable)
         })
         .collect();

@@ -32,7 +32,8 @@ pub struct FragmentInput {
 impl FragmentInput {
     /// A compacted file of `table`, holding the rows of `source_segments` fragment segments.
     pub fn compacted_file(key: &str, dataset: DatasetId, period: PeriodTag, table: TableName, bytes: Bytes, source_segments: u64) -> Self {
-        let offset = TableOffset { table_name: table, start_byte: 0, byte_length: bytes.len() as u64, format: "parquet".into(), num_rows: None };
+        let offset =
+            TableOffset { table_name: table, start_byte: 0, byte_length: bytes.len() as u64, format: "parquet".into(), num_rows: None };
         Self { key: Arc::from(key), dataset, period, offsets: vec![offset], bytes, compacted: Some(source_segments) }
     }
 }
@@ -94,11 +95,7 @@ impl Scan {
     /// (numbers follow the order fragments are added); segments that do not parse are
     /// quarantined, each with an error naming the fragment and the table.
     pub fn add_fragment(&mut self, input: &FragmentInput) {
-        let quarantine = |table: &str, error: String| Quarantined {
-            fragment_key: input.key.to_string(),
-            table: table.to_owned(),
-            error,
-        };
+        let quarantine = |table: &str, error: String| Quarantined { fragment_key: input.key.to_string(), table: table.to_owned(), error };
         // Every fragment gets a number, in the caller's order, even one quarantined whole.
         let fragment = self.fragments.len() as u32;
         self.fragments.push(FragmentInfo {
@@ -151,7 +148,8 @@ impl Scan {
         let schema = fragment::footer_schema(offset, footer).map_err(|e| e.to_string())?;
         // The Arrow schema is derived from the Parquet schema alone: the client's columns are
         // plain Int32/Int64/Float32/Boolean/Utf8, which that conversion gives exactly.
-        let arrow = parquet_to_arrow_schema(&schema, None).map_err(|e| format!("segment {} has no Arrow schema: {e}", offset.table_name))?;
+        let arrow =
+            parquet_to_arrow_schema(&schema, None).map_err(|e| format!("segment {} has no Arrow schema: {e}", offset.table_name))?;
         let fp = fingerprint(&arrow);
         let next = self.schemas.len() as u16;
         let index = *self.schema_index.entry(fp.clone()).or_insert(next);

@@ -24,7 +24,8 @@ struct Stitched(Vec<Bytes>);
 
 impl Stitched {
     fn locate(&self, start: u64) -> Result<(&Bytes, usize)> {
-        let segment = self.0.get((start >> SEGMENT_SHIFT) as usize).ok_or_else(|| ParquetError::EOF(format!("no segment at offset {start}")))?;
+        let segment =
+            self.0.get((start >> SEGMENT_SHIFT) as usize).ok_or_else(|| ParquetError::EOF(format!("no segment at offset {start}")))?;
         let local = (start & ((1 << SEGMENT_SHIFT) - 1)) as usize;
         if local > segment.len() {
             return Err(ParquetError::EOF(format!("offset {local} is past a segment of {} bytes", segment.len())));
@@ -64,7 +65,8 @@ pub fn read_together(segments: Vec<Bytes>, schema: &SchemaDescPtr, batch_rows: u
     for (k, bytes) in segments.iter().enumerate() {
         // Each footer is decoded again, without its schema or statistics: keeping the scan's
         // footers would make memory grow with the input.
-        let footer = ParquetMetaDataReader::new().with_metadata_options(Some(footer_options(Some(schema.clone())))).parse_and_finish(bytes)?;
+        let footer =
+            ParquetMetaDataReader::new().with_metadata_options(Some(footer_options(Some(schema.clone())))).parse_and_finish(bytes)?;
         let base = (k as i64) << SEGMENT_SHIFT;
         for group in footer.row_groups() {
             row_groups.push(shifted(group, base)?);

@@ -125,7 +125,8 @@ fn a_footer_that_begins_with_a_schema_s_bytes_has_that_schema() {
         let footer = segment_footer(&o, &f.bytes[o.start_byte as usize..o.end() as usize]).unwrap().to_vec();
         (o, footer)
     };
-    let (a, b) = (fragment(&FragmentSpec { seed: 1, ..FragmentSpec::default() }), fragment(&FragmentSpec { seed: 2, ..FragmentSpec::default() }));
+    let (a, b) =
+        (fragment(&FragmentSpec { seed: 1, ..FragmentSpec::default() }), fragment(&FragmentSpec { seed: 2, ..FragmentSpec::default() }));
     let (o, battle) = footer_of(&a, "battle");
     let n = schema_prefix_len(&battle);
     // The shortest prefix that decodes, and it decodes to the footer's schema.

@@ -18,10 +18,8 @@ impl Sqlite {
     }
 }
 
-const QUICK: StepConfig = StepConfig {
-    retries: RetryPolicy { limit: 2, delay_ms: 100, backoff: Backoff::Exponential },
-    timeout_ms: 30_000,
-};
+const QUICK: StepConfig =
+    StepConfig { retries: RetryPolicy { limit: 2, delay_ms: 100, backoff: Backoff::Exponential }, timeout_ms: 30_000 };
 
 #[test]
 fn backoff_delays() {
@@ -40,8 +38,20 @@ fn a_rerun_skips_completed_steps() {
     let calls = Cell::new(0);
     let first = block_on(async {
         let mut run = Run::new("run-1", &store, &clock);
-        let a: u32 = run.step("a", &QUICK, || async { calls.set(calls.get() + 1); Ok(7) }).await.unwrap();
-        let b: String = run.step("b", &QUICK, || async { calls.set(calls.get() + 1); Ok(format!("b{a}")) }).await.unwrap();
+        let a: u32 = run
+            .step("a", &QUICK, || async {
+                calls.set(calls.get() + 1);
+                Ok(7)
+            })
+            .await
+            .unwrap();
+        let b: String = run
+            .step("b", &QUICK, || async {
+                calls.set(calls.get() + 1);
+                Ok(format!("b{a}"))
+            })
+            .await
+            .unwrap();
         (a, b, run.records().to_vec())
     });
     assert_eq!((first.0, first.1.as_str()), (7, "b7"));
@@ -80,8 +90,18 @@ fn a_step_s_time_counts_its_checkpoint_s_write() {
     let slow = SlowSaves(&store, &clock);
     let records = block_on(async {
         let mut run = Run::new("run-timed", &slow, &clock);
-        run.step("merge", &QUICK, || async { clock.sleep(10).await; Ok(1) }).await.unwrap();
-        run.ephemeral("read", &QUICK, || async { clock.sleep(3).await; Ok(()) }).await.unwrap();
+        run.step("merge", &QUICK, || async {
+            clock.sleep(10).await;
+            Ok(1)
+        })
+        .await
+        .unwrap();
+        run.ephemeral("read", &QUICK, || async {
+            clock.sleep(3).await;
+            Ok(())
+        })
+        .await
+        .unwrap();
         run.records().to_vec()
     });
     let times: Vec<(&str, u64)> = records.iter().map(|r| (r.name.as_str(), r.duration_ms)).collect();
@@ -135,8 +155,7 @@ fn an_attempt_that_hangs_times_out() {
     let store = Sqlite::migrated();
     let clock = FakeClock::default();
     let config = StepConfig { retries: RetryPolicy { limit: 1, delay_ms: 5, backoff: Backoff::Constant }, timeout_ms: 1000 };
-    let err = block_on(Run::new("run-5", &store, &clock).step("hang", &config, std::future::pending::<Result<u32, String>>))
-        .unwrap_err();
+    let err = block_on(Run::new("run-5", &store, &clock).step("hang", &config, std::future::pending::<Result<u32, String>>)).unwrap_err();
     assert_eq!(err, StepError::Failed { step: "hang".into(), attempts: 2, message: "timed out after 1000 ms".into() });
     assert_eq!(*clock.slept.borrow(), vec![1000, 5, 1000]);
 }

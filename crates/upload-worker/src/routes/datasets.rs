@@ -130,9 +130,11 @@ pub async fn outputs(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, A
     let table = query(&req, "table")?.map(|t| TableName::parse(&t)).transpose().map_err(bad)?;
     let limit = match query(&req, "limit")? {
         None => 100,
-        Some(l) => l.parse::<u64>().ok().filter(|l| (1..=MAX_PAGE).contains(l)).ok_or_else(|| {
-            ApiError::bad_request(format!("limit must be a whole number from 1 to {MAX_PAGE}"))
-        })?,
+        Some(l) => l
+            .parse::<u64>()
+            .ok()
+            .filter(|l| (1..=MAX_PAGE).contains(l))
+            .ok_or_else(|| ApiError::bad_request(format!("limit must be a whole number from 1 to {MAX_PAGE}")))?,
     };
     let after = query(&req, "after")?.unwrap_or_default();
     let rows: Vec<Output> = ctx

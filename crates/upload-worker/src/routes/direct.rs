@@ -47,8 +47,7 @@ pub async fn handle(mut req: Request, ctx: &Ctx, call: &Call) -> Result<Response
     let required = |name: &str| field(&form, name).ok_or_else(|| ApiError::bad_request(format!("{name} is required")));
     let dataset = DatasetId::parse(&required("datasetId")?).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let table = TableName::parse(&required("tableId")?).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let period = PeriodTag::parse(field(&form, "periodTag").as_deref().unwrap_or("0"))
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let period = PeriodTag::parse(field(&form, "periodTag").as_deref().unwrap_or("0")).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let Some(FormEntry::File(file)) = form.get("file") else {
         return Err(ApiError::bad_request("file is required"));
     };
@@ -59,13 +58,8 @@ pub async fn handle(mut req: Request, ctx: &Ctx, call: &Call) -> Result<Response
     if bytes.is_empty() {
         return Err(ApiError::bad_request("file is empty"));
     }
-    let offset = TableOffset {
-        table_name: table.clone(),
-        start_byte: 0,
-        byte_length: bytes.len() as u64,
-        format: "parquet".into(),
-        num_rows: None,
-    };
+    let offset =
+        TableOffset { table_name: table.clone(), start_byte: 0, byte_length: bytes.len() as u64, format: "parquet".into(), num_rows: None };
     // Parquet or not is told by the bytes, not by the file's name or type.
     let num_rows = inspect_segment(&offset, bytes.clone()).map_err(|e| ApiError::new(415, e.to_string()))?.num_rows;
     let offset = TableOffset { num_rows: Some(num_rows), ..offset };

@@ -16,7 +16,7 @@ use fusou_edge::bindings;
 use fusou_edge::log;
 use fusou_edge::remote::Service;
 use serde_json::{Value, json};
-use worker::{Method, MessageBuilder, QueueContentType, RawMessageBuilder, Request, RequestInit, Response};
+use worker::{MessageBuilder, Method, QueueContentType, RawMessageBuilder, Request, RequestInit, Response};
 
 use crate::auth;
 use crate::context::Ctx;
@@ -38,7 +38,10 @@ pub async fn replay(mut req: Request, ctx: &Ctx, call: &Call) -> Result<Response
         .call(Service::Queue, "the replayed message", queue.send(MessageBuilder::new(&message).build()))
         .await
         .map_err(|e| ApiError::new(503, format!("the queue refused the message: {e}")))?;
-    log::info("queue.sent", json!({ "route": call.route, "datasetId": message.dataset_id, "metricId": message.metric_id, "runId": message.run_id() }));
+    log::info(
+        "queue.sent",
+        json!({ "route": call.route, "datasetId": message.dataset_id, "metricId": message.metric_id, "runId": message.run_id() }),
+    );
     Ok(http::json(202, &json!({ "enqueued": true, "runId": message.run_id(), "message": message }))?)
 }
 
@@ -52,7 +55,11 @@ async fn replay_unchecked(ctx: &Ctx, call: &Call, body: &[u8]) -> Result<Respons
     let message = worker::js_sys::JSON::parse(&body.to_string()).map_err(|_| ApiError::bad_request("expected JSON"))?;
     let queue = ctx.queue()?;
     ctx.remote
-        .call(Service::Queue, "the replayed message", queue.send_raw(RawMessageBuilder::new(message).build_with_content_type(QueueContentType::Json)))
+        .call(
+            Service::Queue,
+            "the replayed message",
+            queue.send_raw(RawMessageBuilder::new(message).build_with_content_type(QueueContentType::Json)),
+        )
         .await
         .map_err(|e| ApiError::new(503, format!("the queue refused the message: {e}")))?;
     log::info("queue.sent", json!({ "route": call.route, "unchecked": true }));
@@ -66,7 +73,8 @@ pub async fn cleanup(mut req: Request, ctx: &Ctx, _call: &Call) -> Result<Respon
         return Err(ApiError::bad_request("expected a JSON object: {\"retentionSeconds\"?, \"orphanGraceSeconds\"?} (test stacks only)"));
     }
     let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_body((!body.is_empty()).then(|| worker::wasm_bindgen::JsValue::from(String::from_utf8_lossy(&body).into_owned())));
+    init.with_method(Method::Post)
+        .with_body((!body.is_empty()).then(|| worker::wasm_bindgen::JsValue::from(String::from_utf8_lossy(&body).into_owned())));
     // The compaction Worker checks the operator secret too: its route needs more than reaching it.
     init.headers.set("authorization", &format!("Bearer {}", ctx.operator_secret()?))?;
     let forwarded = Request::new_with_init("https://fusou-compaction/cleanup", &init)?;
@@ -76,7 +84,8 @@ pub async fn cleanup(mut req: Request, ctx: &Ctx, _call: &Call) -> Result<Respon
         .call_within(Service::Worker, "the clean-up", CLEANUP_TIMEOUT_MS, async {
             let mut answer = service.fetch_request(forwarded).await?;
             let status = answer.status_code();
-            let body: Value = answer.json().await.unwrap_or_else(|e| json!({ "error": format!("the compaction Worker answered {status}: {e}") }));
+            let body: Value =
+                answer.json().await.unwrap_or_else(|e| json!({ "error": format!("the compaction Worker answered {status}: {e}") }));
             Ok::<_, worker::Error>((status, body))
         })
         .await?;

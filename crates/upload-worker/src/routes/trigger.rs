@@ -2,11 +2,11 @@
 //! `scheduled` compaction for every dataset that needs one and holds no live lease, page by
 //! page, with one metrics row each.
 
+use fusou_core::commit::SqlValue;
 use fusou_core::ids::DatasetId;
 use fusou_core::index;
 use fusou_core::message::{CompactionMessage, Priority};
 use fusou_core::supabase::{self as rest, NewMetric};
-use fusou_core::commit::SqlValue;
 use fusou_edge::log;
 use fusou_edge::remote::Service;
 use serde::{Deserialize, Serialize};

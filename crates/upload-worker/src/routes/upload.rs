@@ -74,7 +74,15 @@ async fn body(req: &mut Request, ctx: &Ctx, call: &Call, user: Uuid, token: &str
         },
     )
     .await?;
-    let request = pipeline::Request::new(ctx, call.route, &grant.dataset, Some(user), Priority::Realtime, Some(grant.table.clone()), Some(grant.period.clone()));
+    let request = pipeline::Request::new(
+        ctx,
+        call.route,
+        &grant.dataset,
+        Some(user),
+        Priority::Realtime,
+        Some(grant.table.clone()),
+        Some(grant.period.clone()),
+    );
     let metric_id = request.metric_id();
     ctx.defer(async move {
         request.send().await;
