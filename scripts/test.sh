@@ -10,6 +10,10 @@ cd "$FUSOU_ROOT"
 
 bash scripts/setup.sh
 if [[ "${FUSOU_E2E_ONLY:-}" != 1 ]]; then
+    log "formatting and lints"
+    cargo fmt --check
+    cargo clippy -q --workspace --all-targets --all-features -- -D warnings
+    cargo clippy -q -p fusou-upload-worker -p fusou-compaction-worker -p fusou-engine-wasm --target wasm32-unknown-unknown -- -D warnings
     log "native tests"
     cargo test --workspace --exclude fusou-e2e
 fi
