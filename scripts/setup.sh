@@ -18,6 +18,13 @@ if ((${#need_apt[@]})); then
     apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+for component in clippy rustfmt; do
+    if ! rustup component list --installed | grep -q "^$component"; then
+        log "adding the $component component"
+        rustup component add "$component"
+    fi
+done
+
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
     log "adding the wasm32-unknown-unknown target"
     rustup target add wasm32-unknown-unknown
