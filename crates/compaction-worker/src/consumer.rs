@@ -1,7 +1,7 @@
 //! What happens to each message: the compaction workflow for the compaction queue, the failure
 //! record for the dead-letter queue; metrics in Supabase either way.
 
-use fusou_core::compaction::{self, Outcome, RunConfig};
+use fusou_core::compaction::{self, Outcome, RunConfig, Step};
 use fusou_core::index;
 use fusou_core::measure::{self, Busy};
 use fusou_core::message::CompactionMessage;
@@ -127,7 +127,7 @@ pub async fn compact(ctx: &Ctx, message: &CompactionMessage) -> Result<(), Strin
                 metric_id,
                 MetricStatus::Failure,
                 json!({
-                    "finished_at": finished, "error_step": "update-metadata", "error_message": "the run lost its lease; outputs orphaned",
+                    "finished_at": finished, "error_step": Step::UpdateMetadata.name(), "error_message": "the run lost its lease; outputs orphaned",
                 }),
             )
             .await;
@@ -146,7 +146,7 @@ pub async fn compact(ctx: &Ctx, message: &CompactionMessage) -> Result<(), Strin
                 metric_id,
                 MetricStatus::Failure,
                 json!({
-                    "finished_at": finished, "error_step": "update-metadata",
+                    "finished_at": finished, "error_step": Step::UpdateMetadata.name(),
                     "error_message": "another run had compacted this run's inputs meanwhile; nothing committed, outputs orphaned",
                 }),
             )
@@ -160,7 +160,7 @@ pub async fn compact(ctx: &Ctx, message: &CompactionMessage) -> Result<(), Strin
         Ok(Outcome::Isolated { fragments }) => {
             // Its fragments are taken one at a time from now on: a continuation starts at once.
             record(ctx, message, metric_id, MetricStatus::Failure, json!({
-                "finished_at": finished, "error_step": "read-fragments",
+                "finished_at": finished, "error_step": Step::ReadFragments.name(),
                 "error_message": format!("invocations of this run kept dying or failing while reading; its {fragments} fragments will be compacted one at a time"),
             }))
             .await;

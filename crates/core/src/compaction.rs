@@ -320,7 +320,7 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
     let run_id = run.id().to_owned();
 
     let epoch: Option<i64> = run
-        .ephemeral("validate-dataset", &config.steps, || async {
+        .ephemeral(&Step::ValidateDataset.name(), &config.steps, || async {
             let now = clock.now_ms() as i64;
             let params = [
                 text(dataset.as_str()),
@@ -344,7 +344,7 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
     let table = message.table.as_ref().map_or(SqlValue::Null, |t| text(t.as_str()));
     let period = message.period_tag.as_ref().map_or(SqlValue::Null, |p| text(p.as_str()));
     let fragments: Vec<FragmentRow> = run
-        .step("list-fragments", &config.steps, || async {
+        .step(&Step::ListFragments.name(), &config.steps, || async {
             let params = [
                 text(dataset.as_str()),
                 table.clone(),
@@ -368,7 +368,7 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
         .filter(|f| f.size > config.max_fragment_bytes)
         .map(|f| whole_fragment(f, format!("the fragment is {} bytes, more than a run reads ({})", f.size, config.max_fragment_bytes)))
         .collect();
-    if !run.completed("update-metadata") {
+    if !run.completed(&Step::UpdateMetadata.name()) {
         let invocations = count_invocation(sql, &run_id, &dataset, clock.now_ms()).await?;
         if invocations > config.invocations_before_isolation {
             if fragments.len() > 1 {
@@ -388,14 +388,14 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
     if let Some(poison) = &config.poison
         && readable.iter().any(|f| &f.key == poison)
     {
-        return Err(StepError::Interrupted { step: "read-fragments".into() });
+        return Err(StepError::Interrupted { step: Step::ReadFragments.name() });
     }
 
     // Small compacted files to merge again, within what the fragments leave of the run's caps.
     let small_files: Vec<SmallFile> = if config.consolidation.fan_in < 2 {
         Vec::new()
     } else {
-        run.step("list-small-files", &config.steps, || async {
+        run.step(&Step::ListSmallFiles.name(), &config.steps, || async {
             let params = [
                 text(dataset.as_str()),
                 SqlValue::Int(config.consolidation.small_file_bytes as i64),
@@ -418,7 +418,7 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
     // GETs are in flight. Not checkpointed: a resumed run reads them again and, planning being
     // deterministic, plans the same outputs.
     let read: Result<(Vec<FragmentInput>, Scan), StepError> = run
-        .ephemeral("read-fragments", &config.steps, || async {
+        .ephemeral(&Step::ReadFragments.name(), &config.steps, || async {
             let sources = readable.iter().copied().map(Source::Fragment).chain(merged_files.iter().map(Source::Compacted));
             let dataset = &dataset;
             let mut reads = futures_util::stream::iter(sources)
@@ -445,7 +445,7 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
     let plans = plan::plan(&scan, &config.engine);
 
     let keys: Vec<String> = plans.iter().enumerate().map(|(n, o)| output_key(&o.period, &o.dataset, &o.table, &run_id, n)).collect();
-    run.step("stage-outputs", &config.steps, || async {
+    run.step(&Step::StageOutputs.name(), &config.steps, || async {
         let statements = stage_outputs(&keys, &dataset, &run_id, clock.now_ms());
         // A run whose every fragment was set aside writes no output.
         if !statements.is_empty() {
@@ -459,7 +459,7 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
     let mut quarantined = set_aside;
     quarantined.extend(scan.quarantined.iter().cloned());
     for step in merge_steps(plans.iter().map(|o| o.input_bytes), config.merge_step_bytes) {
-        let name = format!("merge-{}-{}", step.start, step.end - 1);
+        let name = Step::Merge { outputs: step.clone() }.name();
         let merged: Vec<Merged> = run
             .step(&name, &config.steps, || async {
                 let mut merged = Vec::with_capacity(step.len());
@@ -480,7 +480,7 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
     let retired: Vec<String> =
         merged_files.iter().map(|f| f.key.clone()).filter(|k| !scan.quarantined.iter().any(|q| &q.fragment_key == k)).collect();
     let committed: CommitOutcome = run
-        .step("update-metadata", &config.steps, || async {
+        .step(&Step::UpdateMetadata.name(), &config.steps, || async {
             let batch = commit_batch(&lease, &outputs, &consumed, &retired, &quarantined, &iso(clock.now_ms()));
             Ok(batch.outcome(&sql.batch(&batch.statements).await?))
         })
@@ -494,7 +494,7 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
     if run.records().last().is_some_and(|r| !r.ran) {
         // Committed by an earlier invocation: this one only re-took the lease. Give it back.
         sql.rows(index::RELEASE_LEASE, &[text(dataset.as_str()), text(&run_id)]).await.map_err(|message| StepError::Failed {
-            step: "update-metadata".into(),
+            step: Step::UpdateMetadata.name(),
             attempts: 1,
             message,
         })?;
@@ -508,7 +508,7 @@ async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
         .unwrap_or(continue_after);
     let mut step_ms = std::collections::BTreeMap::new();
     for r in run.records().iter().filter(|r| r.ran) {
-        let name = if r.name.starts_with("merge-") { "merge" } else { r.name.as_str() };
+        let name = Step::kind(&r.name);
         *step_ms.entry(name.to_owned()).or_insert(0) += r.duration_ms;
     }
     Ok(Outcome::Committed(Summary {
@@ -611,7 +611,7 @@ fn whole_fragment(f: &FragmentRow, error: String) -> Quarantined {
 
 /// Counts this invocation of the run before it reads; answers the invocations so far.
 async fn count_invocation<S: Sql>(sql: &S, run_id: &str, dataset: &DatasetId, now_ms: u64) -> Result<u64, StepError> {
-    let failed = |message: String| StepError::Failed { step: "read-fragments".into(), attempts: 1, message };
+    let failed = |message: String| StepError::Failed { step: Step::ReadFragments.name(), attempts: 1, message };
     let rows = sql.rows(index::COUNT_INVOCATION, &[text(run_id), text(dataset.as_str()), text(&iso(now_ms))]).await.map_err(failed)?;
     rows.first().and_then(|r| r.get("invocations")).and_then(Value::as_u64).ok_or_else(|| failed("the invocation was not counted".into()))
 }
@@ -632,7 +632,7 @@ async fn isolate<S: Sql>(sql: &S, lease: &Lease, fragments: &[FragmentRow], now_
             .into(),
         params: vec![text(lease.dataset.as_str()), text(&lease.run_id), SqlValue::Int(lease.epoch), text(&iso(now_ms))],
     });
-    sql.batch(&statements).await.map(|_| ()).map_err(|message| StepError::Failed { step: "read-fragments".into(), attempts: 1, message })
+    sql.batch(&statements).await.map(|_| ()).map_err(|message| StepError::Failed { step: Step::ReadFragments.name(), attempts: 1, message })
 }
 
 /// The key, period and table columns every listed row has.
@@ -809,5 +809,8 @@ async fn stream_output<S: Sql, B: Blobs>(
 }
 
 pub mod consolidate;
+pub mod step;
+
+pub use self::step::Step;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,88 @@
+//! The steps of a compaction run, by name. The names are a stored contract: checkpoints are
+//! keyed by them (`workflow_steps.step`), the metrics store them (`step_durations_ms`,
+//! `error_step`), the test stack's fault injection names them, and operators read them in logs.
+//! A renamed step would make a resumed run redo it, and old metrics unreadable: the test below
+//! keeps every name as it is.
+
+use std::fmt;
+use std::ops::Range;
+
+/// One step of a run, in the order a run takes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Take the lease and make sure the catalog knows the dataset (not checkpointed).
+    ValidateDataset,
+    /// The pending fragments, a run's share and one more (checkpointed).
+    ListFragments,
+    /// The small compacted files consolidation may merge again (checkpointed).
+    ListSmallFiles,
+    /// Every input read and scanned (not checkpointed: a resumed run reads them again).
+    ReadFragments,
+    /// Every output key recorded before its first byte (checkpointed).
+    StageOutputs,
+    /// Outputs `outputs.start` to `outputs.end - 1` merged and written (checkpointed).
+    Merge { outputs: Range<usize> },
+    /// The fenced metadata commit (checkpointed).
+    UpdateMetadata,
+}
+
+impl Step {
+    /// The step's stored name.
+    pub fn name(&self) -> String {
+        match self {
+            Step::ValidateDataset => "validate-dataset".into(),
+            Step::ListFragments => "list-fragments".into(),
+            Step::ListSmallFiles => "list-small-files".into(),
+            Step::ReadFragments => "read-fragments".into(),
+            Step::StageOutputs => "stage-outputs".into(),
+            Step::Merge { outputs } => format!("merge-{}-{}", outputs.start, outputs.end - 1),
+            Step::UpdateMetadata => "update-metadata".into(),
+        }
+    }
+
+    /// What the metrics sum a step's time under: every merge step as `merge`.
+    pub fn kind(name: &str) -> &str {
+        if name.starts_with("merge-") { "merge" } else { name }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_names_never_change() {
+        let steps = [
+            Step::ValidateDataset,
+            Step::ListFragments,
+            Step::ListSmallFiles,
+            Step::ReadFragments,
+            Step::StageOutputs,
+            Step::Merge { outputs: 0..1 },
+            Step::Merge { outputs: 3..32 },
+            Step::UpdateMetadata,
+        ];
+        let names: Vec<String> = steps.iter().map(Step::name).collect();
+        assert_eq!(
+            names,
+            [
+                "validate-dataset",
+                "list-fragments",
+                "list-small-files",
+                "read-fragments",
+                "stage-outputs",
+                "merge-0-0",
+                "merge-3-31",
+                "update-metadata"
+            ]
+        );
+        assert_eq!(Step::kind("merge-3-31"), "merge");
+        assert_eq!(Step::kind("stage-outputs"), "stage-outputs");
+    }
+}
