@@ -2,39 +2,36 @@
 //! its ports, so that it runs natively over SQLite and memory exactly as it runs in the Worker
 //! over D1 and R2.
 //!
-//! Steps of one run (its id derived from the message, so a redelivery resumes it):
+//! What a run does is decided by [`plan`], as values; [`compact`] executes it, one [`Step`] at a
+//! time (the run's id derived from the message, so a redelivery resumes it):
 //! 1. `validate-dataset`: take the dataset's lease (a live lease of another run, or nothing to
 //!    compact: the run ends as skipped, nothing lost), then make sure the catalog (Supabase)
 //!    knows the dataset: an unreachable catalog fails the run before anything is written. Not
 //!    checkpointed: a lease belongs to an invocation, so a resumed run takes it again (under a
 //!    new epoch if it had been released).
-//! 2. `list-fragments`: the pending fragments, narrowed by table and period when the message
-//!    has them, at most [`RunConfig::max_fragments`] and [`RunConfig::max_run_bytes`] per run
-//!    (more left: `continue_after`).
-//!    Then `list-small-files`: the dataset's small live compacted files, of which
-//!    [`consolidate`] chooses the tiers to merge again within the bytes the fragments leave;
-//!    they join their table's outputs and are retired by the commit.
-//! 3. The fragments are read (one GET each), scanned and planned; planning is deterministic, so a
-//!    resumed run plans the same outputs. Output `n` is written to
-//!    `battle_compacted/{period}/{dataset}/{table}/{run}-{n}.parquet`. Consecutive outputs are
-//!    merged in steps of at most [`RunConfig::merge_step_bytes`] of input, `merge-{a}-{b}`
-//!    writing outputs `a` to `b`: a crash costs one step's merging, and a run's many small
-//!    outputs do not each cost a checkpoint write. Naming a step by its outputs keeps a
-//!    checkpoint from being read as other outputs when the grouping changes between deliveries.
-//!    Every key is first *staged* in D1 (one checkpointed step, `stage-outputs`), so that an
-//!    output no commit ever records is found and deleted by [`crate::cleanup`].
-//! 4. `update-metadata`: one fenced batch ([`crate::commit`]). If it changes nothing, the run had
+//! 2. `list-fragments`, `list-small-files`: the pending fragments (narrowed by table and period
+//!    when the message has them) and the dataset's small compacted files, checkpointed.
+//!    The invocation is then counted, before a byte is read, and [`plan::inputs`] decides what
+//!    the run takes, sets aside, consolidates, or isolates instead.
+//! 3. `read-fragments`: one GET per input, each scanned as it arrives. Not checkpointed: a
+//!    resumed run reads again and, planning being deterministic, plans the same outputs
+//!    ([`plan::outputs`]: their keys and their merge steps).
+//! 4. `stage-outputs`: every output key recorded in D1 before its first byte, so that an output no
+//!    commit ever records is found and deleted by [`crate::cleanup`]. Then `merge-{a}-{b}`:
+//!    consecutive outputs merged and written ([`write`]) in checkpointed steps of at most
+//!    [`RunConfig::merge_step_bytes`] of input: a crash costs one step's merging. Naming a step
+//!    by its outputs keeps a checkpoint from being read as other outputs when the grouping
+//!    changes between deliveries.
+//! 5. `update-metadata`: one fenced batch ([`crate::commit`]). If it changes nothing, the run had
 //!    lost its lease: its outputs are orphans for clean-up and nothing is counted twice. The
 //!    same holds when another run had compacted some of the listed fragments, or merged some of
 //!    the chosen files, meanwhile (a run resumed from its checkpoints after its lease had
-//!    expired): the run is superseded. When
-//!    fragments are still pending afterwards (uploads that arrived during the run, or more than
-//!    one run takes), the run asks for a continuation.
+//!    expired): the run is superseded. When fragments are still pending afterwards (uploads that
+//!    arrived during the run, or more than one run takes), the run asks for a continuation.
 //!
 //! A step that exhausts its retries fails the run: the lease is released and the fragments
 //! stay pending; the caller records the failure and lets the message be retried.
 
-use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -42,12 +39,13 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use self::consolidate::{ConsolidationConfig, Room, SmallFile};
+use self::consolidate::{ConsolidationConfig, SmallFile};
+use self::plan::{Inputs, Listing, Outputs, ReadPlan, SMALL_FILES_LISTED};
+use self::write::Merged;
 use crate::commit::{CommitOutcome, Lease, OutputRecord, SqlValue, Statement, commit_batch, text};
 use crate::config::{ConfigError, number};
+use crate::engine::EngineConfig;
 use crate::engine::segment::{FragmentInput, Quarantined, Scan};
-use crate::engine::{EngineConfig, merge, plan};
-use crate::fragment::TableOffset;
 use crate::ids::{DatasetId, PeriodTag, TableName};
 use crate::index::{self, iso};
 use crate::message::CompactionMessage;
@@ -202,19 +200,6 @@ impl RunConfig {
     }
 }
 
-/// A pending fragment as `list-fragments` found it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FragmentRow {
-    pub key: String,
-    pub table: TableName,
-    pub period: PeriodTag,
-    pub size: u64,
-    pub offsets: Vec<TableOffset>,
-    /// Taken alone by a run (see [`RunConfig::invocations_before_isolation`]).
-    #[serde(default)]
-    pub isolated: bool,
-}
-
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -260,13 +245,6 @@ pub struct Summary {
     pub step_ms: std::collections::BTreeMap<String, u64>,
 }
 
-/// What merging one output leaves behind: the output, and the segments it had to leave out.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Merged {
-    output: OutputRecord,
-    quarantined: Vec<Quarantined>,
-}
-
 /// A run's failure: the step that failed and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -274,11 +252,6 @@ pub struct RunError(pub StepError);
 
 fn field<'a>(row: &'a Map<String, Value>, name: &str) -> Result<&'a Value, String> {
     row.get(name).ok_or_else(|| format!("column {name} missing"))
-}
-
-/// The deterministic key of output `n` of run `run`.
-pub fn output_key(period: &PeriodTag, dataset: &DatasetId, table: &TableName, run: &str, n: usize) -> String {
-    format!("battle_compacted/{period}/{dataset}/{table}/{run}-{n}.parquet")
 }
 
 /// Runs the compaction workflow of `message` as run `run_id`.
@@ -298,255 +271,285 @@ pub async fn compact<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock
     if let Some(step) = &config.crash_after {
         run = run.crash_after(step);
     }
-    let outcome = steps(message, &mut run, sql, blobs, catalog, clock, config).await;
+    let ports = Ports { sql, blobs, catalog, clock, config };
+    let outcome = ports.steps(message, &mut run).await;
     if outcome.as_ref().is_err_and(|e| !matches!(e, StepError::Interrupted { .. })) {
         // Best effort: an expired lease frees itself anyway. (An interrupted invocation
         // stands for one that died, which releases nothing.)
-        let _ = sql.rows(index::RELEASE_LEASE, &[SqlValue::Text(dataset.to_string()), SqlValue::Text(run_id.into())]).await;
+        let _ = sql.rows(index::RELEASE_LEASE, &[text(dataset.as_str()), text(run_id)]).await;
     }
     outcome.map_err(RunError)
 }
 
-async fn steps<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
-    message: &CompactionMessage,
-    run: &mut Run<'_, K, C>,
-    sql: &S,
-    blobs: &B,
-    catalog: &Ca,
-    clock: &C,
-    config: &RunConfig,
-) -> Result<Outcome, StepError> {
-    let dataset = message.dataset_id.clone();
-    let run_id = run.id().to_owned();
+/// One run's ports and settings, for its steps.
+struct Ports<'a, S, B, Ca, C> {
+    sql: &'a S,
+    blobs: &'a B,
+    catalog: &'a Ca,
+    clock: &'a C,
+    config: &'a RunConfig,
+}
 
-    let epoch: Option<i64> = run
-        .ephemeral(&Step::ValidateDataset.name(), &config.steps, || async {
-            let now = clock.now_ms() as i64;
-            let params = [
-                text(dataset.as_str()),
-                text(&run_id),
-                SqlValue::Int(now),
-                SqlValue::Int(now + config.lease_ms as i64),
-                text(&iso(clock.now_ms())),
-            ];
-            let rows = sql.rows(index::ACQUIRE_LEASE, &params).await?;
-            let Some(row) = rows.first() else { return Ok(None) };
-            let epoch = field(row, "lease_epoch")?.as_i64().unwrap_or(0);
-            let owner = field(row, "owner_id")?.as_str().unwrap_or_default();
-            // A retry takes the run's own lease again; a failed run releases it (`compact`).
-            catalog.ensure_dataset(&dataset, owner).await.map_err(|e| format!("the catalog: {e}"))?;
-            Ok(Some(epoch))
-        })
-        .await?;
-    let Some(epoch) = epoch else { return Ok(Outcome::Skipped) };
-    let lease = Lease { dataset: dataset.clone(), run_id: run_id.clone(), epoch };
-
-    let table = message.table.as_ref().map_or(SqlValue::Null, |t| text(t.as_str()));
-    let period = message.period_tag.as_ref().map_or(SqlValue::Null, |p| text(p.as_str()));
-    let fragments: Vec<FragmentRow> = run
-        .step(&Step::ListFragments.name(), &config.steps, || async {
-            let params = [
-                text(dataset.as_str()),
-                table.clone(),
-                period.clone(),
-                // One more than a run takes, to know whether more remain.
-                SqlValue::Int(config.max_fragments as i64 + 1),
-                SqlValue::Int(config.max_run_bytes.min(i64::MAX as u64) as i64),
-            ];
-            sql.rows(index::PENDING_FRAGMENTS, &params).await?.iter().map(fragment_row).collect()
-        })
-        .await?;
-    let take = run_share(&fragments, config);
-    let continue_after = fragments.len() > take;
-    let fragments = &fragments[..take];
-
-    // Before a byte is read, this invocation is counted: one that dies reading (out of memory,
-    // out of CPU, a trap) cannot count itself afterwards. A run whose earlier invocations all
-    // died or failed gives up on reading its fragments together.
-    let mut set_aside: Vec<Quarantined> = fragments
-        .iter()
-        .filter(|f| f.size > config.max_fragment_bytes)
-        .map(|f| whole_fragment(f, format!("the fragment is {} bytes, more than a run reads ({})", f.size, config.max_fragment_bytes)))
-        .collect();
-    if !run.completed(&Step::UpdateMetadata.name()) {
-        let invocations = count_invocation(sql, &run_id, &dataset, clock.now_ms()).await?;
-        if invocations > config.invocations_before_isolation {
-            if fragments.len() > 1 {
-                isolate(sql, &lease, fragments, clock.now_ms()).await?;
-                return Ok(Outcome::Isolated { fragments: fragments.len() as u64 });
+impl<S: Sql, B: Blobs, Ca: Catalog, C: Clock> Ports<'_, S, B, Ca, C> {
+    /// The run, step by step: lease → list → plan inputs → read → plan outputs → stage → merge →
+    /// commit.
+    async fn steps<K: CheckpointStore>(&self, message: &CompactionMessage, run: &mut Run<'_, K, C>) -> Result<Outcome, StepError> {
+        let Some(lease) = self.take_lease(&message.dataset_id, run).await? else { return Ok(Outcome::Skipped) };
+        let listing = self.list(message, run).await?;
+        // Before a byte is read, this invocation is counted: one that dies reading (out of
+        // memory, out of CPU, a trap) cannot count itself afterwards.
+        let invocations = match run.completed(&Step::UpdateMetadata.name()) {
+            true => None,
+            false => Some(self.count_invocation(&lease).await?),
+        };
+        let inputs = match plan::inputs(&listing, invocations, self.config) {
+            Inputs::Isolate(keys) => {
+                self.isolate(&lease, &keys).await?;
+                return Ok(Outcome::Isolated { fragments: keys.len() as u64 });
             }
-            if let Some(f) = fragments.first()
-                && set_aside.is_empty()
-            {
-                let reason =
-                    format!("{} invocations of the run that read this fragment alone died or failed; it is kept, unread", invocations - 1);
-                set_aside.push(whole_fragment(f, reason));
-            }
+            Inputs::Read(inputs) => inputs,
+        };
+        if let Some(poison) = &self.config.poison
+            && inputs.to_read().any(|f| &f.key == poison)
+        {
+            return Err(StepError::Interrupted { step: Step::ReadFragments.name() });
         }
-    }
-    let readable: Vec<&FragmentRow> = fragments.iter().filter(|f| !set_aside.iter().any(|q| q.fragment_key == f.key)).collect();
-    if let Some(poison) = &config.poison
-        && readable.iter().any(|f| &f.key == poison)
-    {
-        return Err(StepError::Interrupted { step: Step::ReadFragments.name() });
-    }
-
-    // Small compacted files to merge again, within what the fragments leave of the run's caps.
-    let small_files: Vec<SmallFile> = if config.consolidation.fan_in < 2 {
-        Vec::new()
-    } else {
-        run.step(&Step::ListSmallFiles.name(), &config.steps, || async {
-            let params = [
-                text(dataset.as_str()),
-                SqlValue::Int(config.consolidation.small_file_bytes as i64),
-                period.clone(),
-                SqlValue::Int(SMALL_FILES_LISTED),
-            ];
-            sql.rows(index::SMALL_OUTPUTS, &params).await?.iter().map(small_file_row).collect()
-        })
-        .await?
-    };
-    let written = output_groups(readable.iter().copied());
-    let room = Room {
-        bytes: config.max_run_bytes.saturating_sub(readable.iter().map(|f| f.size).sum()),
-        files: (config.max_fragments as usize).saturating_sub(readable.len()),
-        new_outputs: config.max_outputs.saturating_sub(written.len()),
-    };
-    let merged_files = consolidate::choose(&small_files, &config.consolidation, &written, room);
-
-    // Read and scan every input (one GET each), scanning each as it arrives while the next
-    // GETs are in flight. Not checkpointed: a resumed run reads them again and, planning being
-    // deterministic, plans the same outputs.
-    let read: Result<(Vec<FragmentInput>, Scan), StepError> = run
-        .ephemeral(&Step::ReadFragments.name(), &config.steps, || async {
-            let sources = readable.iter().copied().map(Source::Fragment).chain(merged_files.iter().map(Source::Compacted));
-            let dataset = &dataset;
-            let mut reads = futures_util::stream::iter(sources)
-                .map(|source| async move {
-                    // A missing object reads as empty: its segments are quarantined, the rest go on.
-                    let key = source.key();
-                    let bytes = blobs.get(key).await.map_err(|e| read_error(key, e))?.unwrap_or_default();
-                    Ok::<_, String>(source.input(dataset, bytes))
-                })
-                .buffered(CONCURRENT_READS);
-            let (mut inputs, mut scan) = (Vec::with_capacity(readable.len() + merged_files.len()), Scan::default());
-            while let Some(input) = reads.try_next().await? {
-                scan.add_fragment(&input);
-                inputs.push(input);
-            }
-            Ok((inputs, scan))
-        })
-        .await;
-    if read.as_ref().is_err_and(|e| !matches!(e, StepError::Interrupted { .. })) {
-        // The reads failed cleanly (R2 did not answer): that says nothing of the fragments.
-        let _ = sql.rows(index::UNCOUNT_INVOCATION, &[text(&run_id)]).await;
-    }
-    let (inputs, scan) = read?;
-    let plans = plan::plan(&scan, &config.engine);
-
-    let keys: Vec<String> = plans.iter().enumerate().map(|(n, o)| output_key(&o.period, &o.dataset, &o.table, &run_id, n)).collect();
-    run.step(&Step::StageOutputs.name(), &config.steps, || async {
-        let statements = stage_outputs(&keys, &dataset, &run_id, clock.now_ms());
-        // A run whose every fragment was set aside writes no output.
-        if !statements.is_empty() {
-            sql.batch(&statements).await?;
+        let (read, scan) = self.read(&lease, &inputs, run).await?;
+        let outputs = plan::outputs(&scan, &lease.run_id, self.config);
+        self.stage(&lease, &outputs, run).await?;
+        let (written, mut quarantined) = self.merge(&outputs, &scan, &read, run).await?;
+        quarantined.splice(0..0, inputs.set_aside.iter().cloned().chain(scan.quarantined.iter().cloned()));
+        let retired = inputs.retired(&scan);
+        let committed = self.commit(&lease, &written, &inputs.consumed(), &retired, &quarantined, run).await?;
+        let orphans = || written.iter().map(|o| o.key.clone()).collect();
+        match committed {
+            CommitOutcome::Committed => {}
+            CommitOutcome::LostLease => return Ok(Outcome::LostLease { orphans: orphans() }),
+            CommitOutcome::Superseded => return Ok(Outcome::Superseded { orphans: orphans() }),
         }
-        Ok(())
-    })
-    .await?;
+        if run.records().last().is_some_and(|r| !r.ran) {
+            // Committed by an earlier invocation: this one only re-took the lease. Give it back.
+            self.sql
+                .rows(index::RELEASE_LEASE, &[text(lease.dataset.as_str()), text(&lease.run_id)])
+                .await
+                .map_err(|message| StepError::Failed { step: Step::UpdateMetadata.name(), attempts: 1, message })?;
+        }
+        // Uploads that arrived during the run, or more than one run takes: ask for another run.
+        // (If the index cannot say, what the listing showed decides.)
+        let continue_after = self
+            .sql
+            .rows(index::PENDING_SUMMARY, &[text(lease.dataset.as_str())])
+            .await
+            .map(|rows| rows.first().and_then(|r| r.get("fragments")).and_then(Value::as_u64).unwrap_or(0) > 0)
+            .unwrap_or(inputs.continue_after);
+        let mut step_ms = std::collections::BTreeMap::new();
+        for r in run.records().iter().filter(|r| r.ran) {
+            *step_ms.entry(Step::kind(&r.name).to_owned()).or_insert(0) += r.duration_ms;
+        }
+        Ok(Outcome::Committed(Summary {
+            step_ms,
+            fragments: inputs.taken.len() as u64,
+            input_bytes: scan.bytes(),
+            rows: written.iter().map(|o| o.rows).sum(),
+            output_bytes: written.iter().map(|o| o.bytes).sum(),
+            outputs: written,
+            quarantined,
+            consolidated: retired.len() as u64,
+            consolidated_rows: scan.segments.iter().filter(|s| scan.fragment(s).compacted.is_some()).map(|s| s.rows as u64).sum(),
+            continue_after,
+        }))
+    }
 
-    let mut outputs = Vec::with_capacity(plans.len());
-    let mut quarantined = set_aside;
-    quarantined.extend(scan.quarantined.iter().cloned());
-    for step in merge_steps(plans.iter().map(|o| o.input_bytes), config.merge_step_bytes) {
-        let name = Step::Merge { outputs: step.clone() }.name();
-        let merged: Vec<Merged> = run
-            .step(&name, &config.steps, || async {
-                let mut merged = Vec::with_capacity(step.len());
-                for (output, key) in plans[step.clone()].iter().zip(&keys[step.clone()]) {
-                    merged.push(write_output(output, &scan, &inputs, &Target { key, sql, blobs }, &config.engine).await?);
-                }
-                Ok(merged)
+    /// `validate-dataset`: the dataset's lease, if this run may have it, once the catalog knows
+    /// the dataset.
+    async fn take_lease<K: CheckpointStore>(&self, dataset: &DatasetId, run: &mut Run<'_, K, C>) -> Result<Option<Lease>, StepError> {
+        let run_id = run.id().to_owned();
+        let (sql, catalog, clock, config) = (self.sql, self.catalog, self.clock, self.config);
+        let epoch: Option<i64> = run
+            .ephemeral(&Step::ValidateDataset.name(), &config.steps, || async {
+                let now = clock.now_ms() as i64;
+                let params = [
+                    text(dataset.as_str()),
+                    text(&run_id),
+                    SqlValue::Int(now),
+                    SqlValue::Int(now + config.lease_ms as i64),
+                    text(&iso(clock.now_ms())),
+                ];
+                let rows = sql.rows(index::ACQUIRE_LEASE, &params).await?;
+                let Some(row) = rows.first() else { return Ok(None) };
+                let epoch = field(row, "lease_epoch")?.as_i64().unwrap_or(0);
+                let owner = field(row, "owner_id")?.as_str().unwrap_or_default();
+                // A retry takes the run's own lease again; a failed run releases it (`compact`).
+                catalog.ensure_dataset(dataset, owner).await.map_err(|e| format!("the catalog: {e}"))?;
+                Ok(Some(epoch))
             })
             .await?;
-        for m in merged {
-            outputs.push(m.output);
-            quarantined.extend(m.quarantined);
-        }
+        Ok(epoch.map(|epoch| Lease { dataset: dataset.clone(), run_id, epoch }))
     }
 
-    let consumed: Vec<String> = fragments.iter().map(|f| f.key.clone()).collect();
-    // A merged file that did not scan is not in any output: it stays live.
-    let retired: Vec<String> =
-        merged_files.iter().map(|f| f.key.clone()).filter(|k| !scan.quarantined.iter().any(|q| &q.fragment_key == k)).collect();
-    let committed: CommitOutcome = run
-        .step(&Step::UpdateMetadata.name(), &config.steps, || async {
-            let batch = commit_batch(&lease, &outputs, &consumed, &retired, &quarantined, &iso(clock.now_ms()));
-            Ok(batch.outcome(&sql.batch(&batch.statements).await?))
-        })
-        .await?;
-    let orphans = || outputs.iter().map(|o| o.key.clone()).collect();
-    match committed {
-        CommitOutcome::Committed => {}
-        CommitOutcome::LostLease => return Ok(Outcome::LostLease { orphans: orphans() }),
-        CommitOutcome::Superseded => return Ok(Outcome::Superseded { orphans: orphans() }),
+    /// `list-fragments` and `list-small-files`.
+    async fn list<K: CheckpointStore>(&self, message: &CompactionMessage, run: &mut Run<'_, K, C>) -> Result<Listing, StepError> {
+        let (sql, config) = (self.sql, self.config);
+        let dataset = text(message.dataset_id.as_str());
+        let table = message.table.as_ref().map_or(SqlValue::Null, |t| text(t.as_str()));
+        let period = message.period_tag.as_ref().map_or(SqlValue::Null, |p| text(p.as_str()));
+        let fragments: Vec<FragmentRow> = run
+            .step(&Step::ListFragments.name(), &config.steps, || async {
+                let params = [
+                    dataset.clone(),
+                    table.clone(),
+                    period.clone(),
+                    // One more than a run takes, to know whether more remain.
+                    SqlValue::Int(config.max_fragments as i64 + 1),
+                    SqlValue::Int(config.max_run_bytes.min(i64::MAX as u64) as i64),
+                ];
+                sql.rows(index::PENDING_FRAGMENTS, &params).await?.iter().map(fragment_row).collect()
+            })
+            .await?;
+        if config.consolidation.fan_in < 2 {
+            return Ok(Listing { fragments, small_files: Vec::new() });
+        }
+        let small_files: Vec<SmallFile> = run
+            .step(&Step::ListSmallFiles.name(), &config.steps, || async {
+                let params = [
+                    dataset.clone(),
+                    SqlValue::from(config.consolidation.small_file_bytes),
+                    period.clone(),
+                    SqlValue::from(SMALL_FILES_LISTED),
+                ];
+                sql.rows(index::SMALL_OUTPUTS, &params).await?.iter().map(small_file_row).collect()
+            })
+            .await?;
+        Ok(Listing { fragments, small_files })
     }
-    if run.records().last().is_some_and(|r| !r.ran) {
-        // Committed by an earlier invocation: this one only re-took the lease. Give it back.
-        sql.rows(index::RELEASE_LEASE, &[text(dataset.as_str()), text(&run_id)]).await.map_err(|message| StepError::Failed {
-            step: Step::UpdateMetadata.name(),
+
+    /// `read-fragments`: every input read (one GET each) and scanned as it arrives, while the
+    /// next GETs are in flight. A clean failure (R2 did not answer) takes the invocation's count
+    /// back: it says nothing of the fragments.
+    async fn read<K: CheckpointStore>(
+        &self,
+        lease: &Lease,
+        inputs: &ReadPlan,
+        run: &mut Run<'_, K, C>,
+    ) -> Result<(Vec<FragmentInput>, Scan), StepError> {
+        let (blobs, dataset) = (self.blobs, &lease.dataset);
+        let read = run
+            .ephemeral(&Step::ReadFragments.name(), &self.config.steps, || async {
+                let sources = inputs.to_read().map(Source::Fragment).chain(inputs.consolidate.iter().map(Source::Compacted));
+                let mut reads = futures_util::stream::iter(sources)
+                    .map(|source| async move {
+                        // A missing object reads as empty: its segments are quarantined, the rest go on.
+                        let key = source.key();
+                        let bytes = blobs.get(key).await.map_err(|e| format!("reading {key}: {e}"))?.unwrap_or_default();
+                        Ok::<_, String>(source.input(dataset, bytes))
+                    })
+                    .buffered(CONCURRENT_READS);
+                let (mut read, mut scan) = (Vec::new(), Scan::default());
+                while let Some(input) = reads.try_next().await? {
+                    scan.add_fragment(&input);
+                    read.push(input);
+                }
+                Ok((read, scan))
+            })
+            .await;
+        if read.as_ref().is_err_and(|e| !matches!(e, StepError::Interrupted { .. })) {
+            let _ = self.sql.rows(index::UNCOUNT_INVOCATION, &[text(&lease.run_id)]).await;
+        }
+        read
+    }
+
+    /// `stage-outputs`: every output key recorded before its first byte.
+    async fn stage<K: CheckpointStore>(&self, lease: &Lease, outputs: &Outputs, run: &mut Run<'_, K, C>) -> Result<(), StepError> {
+        let keys = outputs.keys();
+        run.step(&Step::StageOutputs.name(), &self.config.steps, || async {
+            let statements = stage_outputs(&keys, &lease.dataset, &lease.run_id, self.clock.now_ms());
+            // A run whose every fragment was set aside writes no output.
+            if !statements.is_empty() {
+                self.sql.batch(&statements).await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// `merge-{a}-{b}`: the outputs written, step by step; answers them and the segments their
+    /// merges left out.
+    async fn merge<K: CheckpointStore>(
+        &self,
+        outputs: &Outputs,
+        scan: &Scan,
+        read: &[FragmentInput],
+        run: &mut Run<'_, K, C>,
+    ) -> Result<(Vec<OutputRecord>, Vec<Quarantined>), StepError> {
+        let (mut written, mut quarantined) = (Vec::with_capacity(outputs.outputs.len()), Vec::new());
+        for step in &outputs.steps {
+            let merged: Vec<Merged> = run
+                .step(&Step::Merge { outputs: step.clone() }.name(), &self.config.steps, || async {
+                    let mut merged = Vec::with_capacity(step.len());
+                    for output in &outputs.outputs[step.clone()] {
+                        merged.push(write::write(output, scan, read, self.sql, self.blobs, &self.config.engine).await?);
+                    }
+                    Ok(merged)
+                })
+                .await?;
+            for m in merged {
+                written.push(m.output);
+                quarantined.extend(m.quarantined);
+            }
+        }
+        Ok((written, quarantined))
+    }
+
+    /// `update-metadata`: the fenced commit.
+    async fn commit<K: CheckpointStore>(
+        &self,
+        lease: &Lease,
+        outputs: &[OutputRecord],
+        consumed: &[String],
+        retired: &[String],
+        quarantined: &[Quarantined],
+        run: &mut Run<'_, K, C>,
+    ) -> Result<CommitOutcome, StepError> {
+        run.step(&Step::UpdateMetadata.name(), &self.config.steps, || async {
+            let batch = commit_batch(lease, outputs, consumed, retired, quarantined, &iso(self.clock.now_ms()));
+            Ok(batch.outcome(&self.sql.batch(&batch.statements).await?))
+        })
+        .await
+    }
+
+    /// Counts this invocation of the run before it reads; answers the invocations so far.
+    async fn count_invocation(&self, lease: &Lease) -> Result<u64, StepError> {
+        let failed = |message: String| StepError::Failed { step: Step::ReadFragments.name(), attempts: 1, message };
+        let params = [text(&lease.run_id), text(lease.dataset.as_str()), text(&iso(self.clock.now_ms()))];
+        let rows = self.sql.rows(index::COUNT_INVOCATION, &params).await.map_err(failed)?;
+        rows.first()
+            .and_then(|r| r.get("invocations"))
+            .and_then(Value::as_u64)
+            .ok_or_else(|| failed("the invocation was not counted".into()))
+    }
+
+    /// Marks the fragments isolated and gives the lease back, fenced by the lease: a run that
+    /// lost it changes nothing.
+    async fn isolate(&self, lease: &Lease, keys: &[String]) -> Result<(), StepError> {
+        let mut statements = crate::commit::keyed(
+            "UPDATE battle_files SET isolated = 1 WHERE dataset_id = ?1 AND compacted_at IS NULL AND key IN ({keys}) \
+             AND EXISTS (SELECT 1 FROM datasets WHERE id = ?1 AND lease_run_id = ?2 AND lease_epoch = ?3)",
+            &[text(lease.dataset.as_str()), text(&lease.run_id), SqlValue::Int(lease.epoch)],
+            keys,
+        );
+        statements.push(Statement {
+            sql: "UPDATE datasets SET lease_run_id = NULL, lease_expires_at = NULL, updated_at = ?4 \
+                  WHERE id = ?1 AND lease_run_id = ?2 AND lease_epoch = ?3"
+                .into(),
+            params: vec![text(lease.dataset.as_str()), text(&lease.run_id), SqlValue::Int(lease.epoch), text(&iso(self.clock.now_ms()))],
+        });
+        self.sql.batch(&statements).await.map(|_| ()).map_err(|message| StepError::Failed {
+            step: Step::ReadFragments.name(),
             attempts: 1,
             message,
-        })?;
+        })
     }
-    // Uploads that arrived during the run, or more than one run takes: ask for another run.
-    // (If the index cannot say, what the listing showed decides.)
-    let continue_after = sql
-        .rows(index::PENDING_SUMMARY, &[text(dataset.as_str())])
-        .await
-        .map(|rows| rows.first().and_then(|r| r.get("fragments")).and_then(Value::as_u64).unwrap_or(0) > 0)
-        .unwrap_or(continue_after);
-    let mut step_ms = std::collections::BTreeMap::new();
-    for r in run.records().iter().filter(|r| r.ran) {
-        let name = Step::kind(&r.name);
-        *step_ms.entry(name.to_owned()).or_insert(0) += r.duration_ms;
-    }
-    Ok(Outcome::Committed(Summary {
-        step_ms,
-        fragments: fragments.len() as u64,
-        input_bytes: scan.bytes(),
-        rows: outputs.iter().map(|o| o.rows).sum(),
-        output_bytes: outputs.iter().map(|o| o.bytes).sum(),
-        outputs,
-        quarantined,
-        consolidated: retired.len() as u64,
-        consolidated_rows: scan.segments.iter().filter(|s| scan.fragment(s).compacted.is_some()).map(|s| s.rows as u64).sum(),
-        continue_after,
-    }))
 }
-
-/// The outputs of each merge step, given each output's input bytes: consecutive, packed
-/// next-fit up to `budget` bytes, at least one per step.
-fn merge_steps(input_bytes: impl IntoIterator<Item = u64>, budget: u64) -> Vec<Range<usize>> {
-    let mut steps: Vec<Range<usize>> = Vec::new();
-    let mut bytes = 0;
-    for (n, size) in input_bytes.into_iter().enumerate() {
-        match steps.last_mut() {
-            Some(step) if bytes + size <= budget => {
-                step.end = n + 1;
-                bytes += size;
-            }
-            _ => {
-                steps.push(n..n + 1);
-                bytes = size;
-            }
-        }
-    }
-    steps
-}
-
-/// Small files listed per run at most (the oldest): what one run can consolidate is far less.
-const SMALL_FILES_LISTED: i64 = 2000;
 
 /// What a run reads: a pending fragment, or a small compacted file to merge again.
 enum Source<'a> {
@@ -579,62 +582,6 @@ impl Source<'_> {
     }
 }
 
-/// How many of the listed fragments one run takes: within the fragment, byte and output caps,
-/// and at least one. Isolated fragments come last in the listing and are taken alone.
-fn run_share(listed: &[FragmentRow], config: &RunConfig) -> usize {
-    if listed.first().is_some_and(|f| f.isolated) {
-        return 1;
-    }
-    let mut bytes = 0u64;
-    let mut outputs = std::collections::BTreeSet::new();
-    let within = listed
-        .iter()
-        .take(config.max_fragments as usize)
-        .take_while(|f| {
-            bytes += f.size;
-            outputs.extend(f.offsets.iter().map(|o| (&f.period, &o.table_name)));
-            !f.isolated && bytes <= config.max_run_bytes && outputs.len() <= config.max_outputs
-        })
-        .count();
-    within.max(listed.len().min(1))
-}
-
-/// The (period, table) outputs of these fragments' segments.
-fn output_groups<'a>(fragments: impl Iterator<Item = &'a FragmentRow>) -> std::collections::BTreeSet<(PeriodTag, TableName)> {
-    fragments.flat_map(|f| f.offsets.iter().map(|o| (f.period.clone(), o.table_name.clone()))).collect()
-}
-
-/// A whole fragment set aside unread, and why.
-fn whole_fragment(f: &FragmentRow, error: String) -> Quarantined {
-    Quarantined { fragment_key: f.key.clone(), table: "*".into(), error }
-}
-
-/// Counts this invocation of the run before it reads; answers the invocations so far.
-async fn count_invocation<S: Sql>(sql: &S, run_id: &str, dataset: &DatasetId, now_ms: u64) -> Result<u64, StepError> {
-    let failed = |message: String| StepError::Failed { step: Step::ReadFragments.name(), attempts: 1, message };
-    let rows = sql.rows(index::COUNT_INVOCATION, &[text(run_id), text(dataset.as_str()), text(&iso(now_ms))]).await.map_err(failed)?;
-    rows.first().and_then(|r| r.get("invocations")).and_then(Value::as_u64).ok_or_else(|| failed("the invocation was not counted".into()))
-}
-
-/// Marks the run's fragments isolated and gives its lease back, fenced by the lease: a run that
-/// lost it changes nothing.
-async fn isolate<S: Sql>(sql: &S, lease: &Lease, fragments: &[FragmentRow], now_ms: u64) -> Result<(), StepError> {
-    let keys: Vec<String> = fragments.iter().map(|f| f.key.clone()).collect();
-    let mut statements = crate::commit::keyed(
-        "UPDATE battle_files SET isolated = 1 WHERE dataset_id = ?1 AND compacted_at IS NULL AND key IN ({keys}) \
-         AND EXISTS (SELECT 1 FROM datasets WHERE id = ?1 AND lease_run_id = ?2 AND lease_epoch = ?3)",
-        &[text(lease.dataset.as_str()), text(&lease.run_id), SqlValue::Int(lease.epoch)],
-        &keys,
-    );
-    statements.push(Statement {
-        sql: "UPDATE datasets SET lease_run_id = NULL, lease_expires_at = NULL, updated_at = ?4 \
-              WHERE id = ?1 AND lease_run_id = ?2 AND lease_epoch = ?3"
-            .into(),
-        params: vec![text(lease.dataset.as_str()), text(&lease.run_id), SqlValue::Int(lease.epoch), text(&iso(now_ms))],
-    });
-    sql.batch(&statements).await.map(|_| ()).map_err(|message| StepError::Failed { step: Step::ReadFragments.name(), attempts: 1, message })
-}
-
 /// The key, period and table columns every listed row has.
 fn key_period_table(r: &Map<String, Value>) -> Result<(String, PeriodTag, TableName), String> {
     let s = |name| field(r, name).map(|v| v.as_str().unwrap_or_default().to_owned());
@@ -647,10 +594,6 @@ fn small_file_row(r: &Map<String, Value>) -> Result<SmallFile, String> {
     let (key, period, table) = key_period_table(r)?;
     let number = |name| field(r, name).map(|v| v.as_u64().unwrap_or(0));
     Ok(SmallFile { key, period, table, size: number("size")?, source_segments: number("source_segments")? })
-}
-
-fn read_error(key: &str, e: String) -> String {
-    format!("reading {key}: {e}")
 }
 
 fn fragment_row(r: &Map<String, Value>) -> Result<FragmentRow, String> {
@@ -686,131 +629,12 @@ fn stage_outputs(keys: &[String], dataset: &DatasetId, run_id: &str, now_ms: u64
         .collect()
 }
 
-/// Where one output goes: its staged key.
-struct Target<'a, S, B> {
-    key: &'a str,
-    sql: &'a S,
-    blobs: &'a B,
-}
-
-/// Parts on their way to one object: a multipart upload begun at the first full part (its id
-/// recorded with the staged key, so that clean-up can abort it), or a single PUT when the whole
-/// output is one part.
-struct PartUpload<'t, 'a, S, B> {
-    target: &'t Target<'a, S, B>,
-    multipart: Option<(String, Vec<(u16, String)>)>,
-}
-
-impl<'t, 'a, S: Sql, B: Blobs> PartUpload<'t, 'a, S, B> {
-    fn new(target: &'t Target<'a, S, B>) -> Self {
-        Self { target, multipart: None }
-    }
-
-    async fn send(&mut self, part: Bytes) -> Result<(), String> {
-        let Target { key, sql, blobs, .. } = *self.target;
-        let (id, parts) = match &mut self.multipart {
-            Some(m) => m,
-            None => {
-                let id = blobs.create_multipart(key).await?;
-                sql.rows(index::STAGED_UPLOAD, &[SqlValue::Text(key.to_owned()), SqlValue::Text(id.clone())]).await?;
-                self.multipart.insert((id, Vec::new()))
-            }
-        };
-        let number = u16::try_from(parts.len() + 1).map_err(|_| "more than 65535 parts".to_string())?;
-        let etag = blobs.upload_part(key, id, number, part).await?;
-        parts.push((number, etag));
-        Ok(())
-    }
-
-    async fn finish(&mut self, last: Vec<Bytes>) -> Result<(), String> {
-        let Target { key, blobs, .. } = *self.target;
-        match self.multipart.take() {
-            None if last.len() <= 1 => blobs.put(key, last.into_iter().next().unwrap_or_default()).await,
-            taken => {
-                self.multipart = taken;
-                for part in last {
-                    self.send(part).await?;
-                }
-                let (id, parts) = self.multipart.take().expect("begun by send");
-                blobs.complete_multipart(key, &id, parts).await
-            }
-        }
-    }
-
-    async fn abort(&mut self) {
-        if let Some((id, _)) = self.multipart.take() {
-            // Best effort: clean-up aborts what is left, from the staged upload id.
-            let _ = self.target.blobs.abort_multipart(self.target.key, &id).await;
-        }
-    }
-}
-
-/// Merges one output and streams it to its target.
-async fn write_output<S: Sql, B: Blobs>(
-    output: &plan::OutputPlan,
-    scan: &Scan,
-    inputs: &[FragmentInput],
-    target: &Target<'_, S, B>,
-    config: &EngineConfig,
-) -> Result<Merged, String> {
-    let mut upload = PartUpload::new(target);
-    let written = stream_output(output, scan, inputs, &mut upload, config).await;
-    if written.is_err() {
-        upload.abort().await;
-    }
-    let finished = written?;
-    let quarantined = finished
-        .quarantined
-        .iter()
-        .map(|(d, error)| Quarantined {
-            fragment_key: scan.fragment(d).key.to_string(),
-            table: scan.table(d).to_string(),
-            error: error.clone(),
-        })
-        .collect();
-    Ok(Merged {
-        output: OutputRecord {
-            key: target.key.to_owned(),
-            period: output.period.clone(),
-            table: output.table.clone(),
-            schema_fingerprint: output.fingerprint.to_string(),
-            rows: finished.rows,
-            bytes: finished.bytes,
-            source_segments: finished.source_segments,
-        },
-        quarantined,
-    })
-}
-
-async fn stream_output<S: Sql, B: Blobs>(
-    output: &plan::OutputPlan,
-    scan: &Scan,
-    inputs: &[FragmentInput],
-    upload: &mut PartUpload<'_, '_, S, B>,
-    config: &EngineConfig,
-) -> Result<merge::Finished, String> {
-    let mut merger = merge::Merger::new(output, config).map_err(|e| e.to_string())?;
-    for &i in &output.inputs {
-        let d = &scan.segments[i];
-        let bytes = inputs[d.fragment as usize].bytes.slice(d.range());
-        merger.push_input(scan, d, bytes).map_err(|e| e.to_string())?;
-        loop {
-            for part in merger.take_parts() {
-                upload.send(part).await?;
-            }
-            if !merger.pump().map_err(|e| e.to_string())? {
-                break;
-            }
-        }
-    }
-    let mut finished = merger.finish().map_err(|e| e.to_string())?;
-    upload.finish(std::mem::take(&mut finished.parts)).await?;
-    Ok(finished)
-}
-
 pub mod consolidate;
+pub mod plan;
 pub mod step;
+mod write;
 
+pub use self::plan::FragmentRow;
 pub use self::step::Step;
 #[cfg(test)]
 mod tests;

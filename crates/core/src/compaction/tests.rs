@@ -478,15 +478,6 @@ fn a_crash_after_any_step_resumes_to_the_exact_rows() {
     }
 }
 
-#[test]
-fn merge_steps_pack_consecutive_outputs_within_the_budget() {
-    assert_eq!(merge_steps([3, 4, 2, 9, 1, 1], 8), vec![0..2, 2..3, 3..4, 4..6], "an output over the budget is a step alone");
-    assert_eq!(merge_steps([3, 4, 2], 0), vec![0..1, 1..2, 2..3]);
-    assert_eq!(merge_steps([3, 4, 2], u64::MAX), vec![0..3]);
-    assert!(merge_steps([], 8).is_empty());
-}
-
-/// The merge steps a run over `w`'s fragments took, by name.
 fn merge_step_names(w: &World, run_id: &str) -> Vec<String> {
     w.db.with(|c| {
         let mut s =
@@ -571,38 +562,6 @@ fn settings_come_from_the_variables_and_bad_ones_are_errors() {
     assert_eq!((set.max_outputs, set.consolidation.fan_in), (16, 0));
     assert_eq!(RunConfig::from_vars(vars(&[("COMPACTION_MAX_RUN_BYTES", "32MB")])).unwrap_err().name, "COMPACTION_MAX_RUN_BYTES");
     assert_eq!(RunConfig::from_vars(vars(&[("COMPACTION_MAX_FRAGMENTS", "0")])).unwrap_err().name, "COMPACTION_MAX_FRAGMENTS");
-}
-
-fn row(key: &str, size: u64, tables: &[&str], isolated: bool) -> FragmentRow {
-    FragmentRow {
-        key: key.into(),
-        table: TableName::parse("port_table").unwrap(),
-        period: PeriodTag::parse("2025-11-05").unwrap(),
-        size,
-        offsets: tables
-            .iter()
-            .map(|t| TableOffset {
-                table_name: TableName::parse(t).unwrap(),
-                start_byte: 0,
-                byte_length: 20,
-                format: "parquet".into(),
-                num_rows: None,
-            })
-            .collect(),
-        isolated,
-    }
-}
-
-#[test]
-fn a_run_takes_fragments_within_its_output_cap_and_isolated_ones_alone() {
-    let config = RunConfig { max_outputs: 3, ..RunConfig::default() };
-    let listed = [row("a", 10, &["battle", "cells"], false), row("b", 10, &["battle"], false), row("c", 10, &["ships", "slots"], false)];
-    assert_eq!(run_share(&listed, &config), 2, "a third and fourth table would pass three outputs");
-    let wide = [row("a", 10, &["t1", "t2", "t3", "t4"], false)];
-    assert_eq!(run_share(&wide, &config), 1, "at least one fragment, whatever its tables");
-    let mixed = [row("a", 10, &["battle"], false), row("b", 10, &["battle"], true), row("c", 10, &["battle"], true)];
-    assert_eq!(run_share(&mixed, &config), 1, "the healthy ones, not the isolated after them");
-    assert_eq!(run_share(&mixed[1..], &config), 1, "an isolated fragment alone");
 }
 
 #[test]
