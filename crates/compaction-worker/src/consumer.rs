@@ -203,16 +203,8 @@ fn quarantine_note(summary: &compaction::Summary) -> Value {
 
 /// The dataset's summary in Supabase, from the index after a commit; a failure is logged.
 async fn update_catalog(ctx: &Ctx, db: &D1, message: &CompactionMessage) {
-    #[derive(serde::Deserialize)]
-    struct Totals {
-        fragments: u64,
-        bytes: u64,
-        pending: u64,
-        compacted_files: u64,
-        compacted_bytes: u64,
-    }
     let dataset = &message.dataset_id;
-    let Ok(Some(t)) = db.0.first::<Totals>(index::DATASET_TOTALS, &[dataset.as_str().into()]).await else { return };
+    let Ok(Some(t)) = db.0.first::<index::DatasetTotals>(index::DATASET_TOTALS, &[dataset.as_str().into()]).await else { return };
     let changes = json!({
         "compaction_needed": t.pending > 0,
         "compaction_in_progress": false,

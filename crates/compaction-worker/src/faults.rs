@@ -7,14 +7,10 @@
 //!   before reading it, as one that a poisonous fragment kills would. Never used up.
 
 use fusou_core::ids::DatasetId;
+use fusou_core::index;
 use fusou_edge::d1::Db;
 
 use crate::context::Ctx;
-
-#[derive(serde::Deserialize)]
-struct Fault {
-    step: String,
-}
 
 /// The faults armed for a run of one dataset.
 #[derive(Debug, Default)]
@@ -30,15 +26,13 @@ pub async fn armed(ctx: &Ctx, db: &Db, dataset: &DatasetId) -> Armed {
     if !ctx.platform.test_hooks {
         return Armed::default();
     }
-    let sql = "SELECT step FROM fault_injections WHERE dataset_id = ?1 ORDER BY step";
     // No table: no fault.
-    let faults: Vec<Fault> = db.all(sql, &[dataset.as_str().into()]).await.unwrap_or_default();
+    let faults: Vec<index::Fault> = db.all(index::FAULTS_ARMED, &[dataset.as_str().into()]).await.unwrap_or_default();
     let (poison, crashes): (Vec<_>, Vec<_>) = faults.into_iter().map(|f| f.step).partition(|s| s.starts_with(POISON));
     Armed { crash_after: crashes.into_iter().next(), poison: poison.into_iter().next().map(|p| p[POISON.len()..].to_owned()) }
 }
 
 /// Uses up the crash that fired.
 pub async fn fired(db: &Db, dataset: &DatasetId, step: &str) {
-    let sql = "DELETE FROM fault_injections WHERE dataset_id = ?1 AND step = ?2";
-    let _ = db.run(sql, &[dataset.as_str().into(), step.into()]).await;
+    let _ = db.run(index::FAULT_FIRED, &[dataset.as_str().into(), step.into()]).await;
 }

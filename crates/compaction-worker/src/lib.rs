@@ -18,6 +18,7 @@ mod faults;
 mod ports;
 
 use fusou_core::auth::bearer_token;
+use fusou_core::index;
 use fusou_core::message::CompactionMessage;
 use fusou_edge::log;
 use serde_json::{Value, json};
@@ -106,16 +107,12 @@ async fn clean_up_now(mut req: Request, ctx: &Ctx) -> Result<Response> {
 }
 
 async fn health(ctx: &Ctx) -> Result<Response> {
-    #[derive(serde::Deserialize)]
-    struct Count {
-        n: u32,
-    }
     let migrations = match ctx.db() {
-        Ok(db) => db.first::<Count>("SELECT count(*) AS n FROM d1_migrations", &[]).await.map_err(|e| e.to_string()),
+        Ok(db) => db.all::<index::Migration>(index::MIGRATIONS, &[]).await.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     let (status, body) = match migrations {
-        Ok(Some(c)) if c.n > 0 => (200, json!({ "service": "fusou-compaction", "ok": true, "d1Migrations": c.n })),
+        Ok(m) if !m.is_empty() => (200, json!({ "service": "fusou-compaction", "ok": true, "d1Migrations": m.len() })),
         Ok(_) => (503, json!({ "service": "fusou-compaction", "ok": false, "error": "no D1 migrations applied" })),
         Err(e) => (503, json!({ "service": "fusou-compaction", "ok": false, "error": e })),
     };

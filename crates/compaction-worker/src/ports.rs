@@ -5,24 +5,28 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use fusou_core::commit::{SqlValue, Statement};
 use fusou_core::compaction::{Blobs, Catalog, Sql};
 use fusou_core::ids::DatasetId;
 use fusou_core::index;
+use fusou_core::index::{SqlValue, Statement};
 use fusou_core::supabase::{self as rest, DatasetRow};
 use fusou_core::workflow::{Checkpoint, CheckpointStore, Clock};
 use fusou_edge::d1::{self, Db};
 use fusou_edge::remote::{Remote, Service};
 use fusou_edge::supabase::Supabase;
-use serde_json::{Map, Value};
+use serde::de::DeserializeOwned;
 use worker::{Bucket, Delay, UploadedPart};
 
 /// The battle-data index on D1.
 pub struct D1(pub Db);
 
 impl Sql for D1 {
-    async fn rows(&self, sql: &str, values: &[SqlValue]) -> Result<Vec<Map<String, Value>>, String> {
+    async fn query<T: DeserializeOwned>(&self, sql: &str, values: &[SqlValue]) -> Result<Vec<T>, String> {
         self.0.all(sql, values).await.map_err(|e| e.to_string())
+    }
+
+    async fn run(&self, sql: &str, values: &[SqlValue]) -> Result<u64, String> {
+        self.0.run(sql, values).await.map_err(|e| e.to_string())
     }
 
     async fn batch(&self, statements: &[Statement]) -> Result<Vec<u64>, String> {
@@ -35,20 +39,11 @@ impl Sql for D1 {
 
 impl CheckpointStore for D1 {
     async fn outputs(&self, run: &str) -> Result<Vec<(String, String)>, String> {
-        #[derive(serde::Deserialize)]
-        struct Row {
-            step: String,
-            output: String,
-        }
-        let rows: Vec<Row> = self.0.all(index::STEP_OUTPUTS, &[run.into()]).await.map_err(|e| e.to_string())?;
+        let rows: Vec<index::StepOutput> = self.0.all(index::STEP_OUTPUTS, &[run.into()]).await.map_err(|e| e.to_string())?;
         Ok(rows.into_iter().map(|r| (r.step, r.output)).collect())
     }
 
     async fn save(&self, run: &str, checkpoint: &Checkpoint<'_>) -> Result<String, String> {
-        #[derive(serde::Deserialize)]
-        struct Row {
-            output: String,
-        }
         let Checkpoint { step, output, attempts, duration_ms, completed_at_ms } = *checkpoint;
         let params = [
             run.into(),
@@ -58,7 +53,7 @@ impl CheckpointStore for D1 {
             SqlValue::from(duration_ms),
             index::iso(completed_at_ms).into(),
         ];
-        let row: Option<Row> = self.0.first(index::SAVE_STEP, &params).await.map_err(|e| e.to_string())?;
+        let row: Option<index::SavedOutput> = self.0.first(index::SAVE_STEP, &params).await.map_err(|e| e.to_string())?;
         row.map(|r| r.output).ok_or_else(|| "the step's checkpoint was not stored".to_string())
     }
 }

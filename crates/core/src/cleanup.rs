@@ -30,11 +30,9 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
 
-use crate::commit::{SqlValue, Statement, keyed, text};
 use crate::compaction::{Blobs, Sql};
-use crate::index::iso;
+use crate::index::{self, KeyRow, RunRow, SqlValue, StagedOutput, Statement, iso, keyed, text};
 
 /// How old things must be before the clean-up removes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,86 +87,25 @@ pub struct CleanupReport {
     pub more_due: bool,
 }
 
-const RELEASE_EXPIRED_LEASES: &str = "UPDATE datasets SET lease_run_id = NULL, lease_expires_at = NULL, updated_at = ?2 \
-     WHERE lease_expires_at IS NOT NULL AND lease_expires_at <= ?1";
-
-/// Staged keys older than `?1`, at most `?2`, each with `committed` = 1 when a commit recorded
-/// it after all (two invocations of one run at once can stage a key again after its commit).
-const STAGED_BEFORE: &str = "SELECT s.key, s.dataset_id, s.run_id, s.upload_id, \
-     EXISTS (SELECT 1 FROM compacted_files c WHERE c.key = s.key) AS committed FROM staged_outputs s \
-     WHERE s.staged_at <= ?1 ORDER BY s.staged_at, s.key LIMIT ?2";
-
-/// Reaps run `?2` of dataset `?1` unless it holds the dataset's lease; `?3` now.
-const REAP_RUN: &str = "INSERT OR IGNORE INTO reaped_runs (run_id, dataset_id, reaped_at) SELECT ?2, ?1, ?3 \
-     WHERE NOT EXISTS (SELECT 1 FROM datasets WHERE id = ?1 AND lease_run_id = ?2)";
-
-const IS_REAPED: &str = "SELECT 1 AS reaped FROM reaped_runs WHERE run_id = ?1";
-
-const DUE_FOR_PURGE: &str = "SELECT key FROM battle_files \
-     WHERE compacted_at IS NOT NULL AND compacted_at <= ?1 AND purged_at IS NULL \
-     AND NOT EXISTS (SELECT 1 FROM quarantined_segments q WHERE q.fragment_key = battle_files.key) \
-     ORDER BY compacted_at, key LIMIT ?2";
-
-/// Compacted files retired at or before `?1`, at most `?2`, oldest first.
-const RETIRED_BEFORE: &str = "SELECT key FROM compacted_files WHERE retired_at IS NOT NULL AND retired_at <= ?1 \
-     ORDER BY retired_at, key LIMIT ?2";
-
-/// Runs with a checkpoint older than `?1`, at most `?2`.
-const RUNS_WITH_OLD_STEPS: &str = "SELECT DISTINCT run_id FROM workflow_steps WHERE completed_at <= ?1 LIMIT ?2";
-
-/// Reaps run `?1` if none of its steps is newer than `?2` and it holds no lease; `?3` now. Its
-/// dataset is the one of its outputs ('' for a run that wrote none).
-const REAP_FINISHED_RUN: &str = "INSERT OR IGNORE INTO reaped_runs (run_id, dataset_id, reaped_at) \
-     SELECT ?1, coalesce((SELECT dataset_id FROM compacted_files WHERE run_id = ?1 LIMIT 1), ''), ?3 \
-     WHERE NOT EXISTS (SELECT 1 FROM workflow_steps WHERE run_id = ?1 AND completed_at > ?2) \
-     AND NOT EXISTS (SELECT 1 FROM datasets WHERE lease_run_id = ?1)";
-
-const FORGET_REAPED_RUN: &str = "DELETE FROM workflow_steps WHERE run_id = ?1 AND EXISTS (SELECT 1 FROM reaped_runs WHERE run_id = ?1)";
-
-const FORGET_REAPED_RUN_COUNT: &str =
-    "DELETE FROM compaction_runs WHERE run_id = ?1 AND EXISTS (SELECT 1 FROM reaped_runs WHERE run_id = ?1)";
-
-/// Tombstones of refused uploads discarded at or before `?1`.
-const FORGET_DISCARDED_UPLOADS: &str = "DELETE FROM discarded_uploads WHERE discarded_at <= ?1";
-
-fn column(row: &Map<String, Value>, name: &str) -> Option<String> {
-    row.get(name).and_then(Value::as_str).map(str::to_owned)
-}
-
 /// One clean-up pass at `now_ms`.
 pub async fn clean_up<S: Sql, B: Blobs>(sql: &S, blobs: &B, now_ms: u64, config: &CleanupConfig) -> Result<CleanupReport, String> {
     let mut report = CleanupReport::default();
     let now = iso(now_ms);
-    let released =
-        sql.batch(&[Statement { sql: RELEASE_EXPIRED_LEASES.into(), params: vec![SqlValue::Int(now_ms as i64), text(&now)] }]).await?;
-    report.leases_released = released.iter().sum();
+    report.leases_released = sql.run(index::RELEASE_EXPIRED_LEASES, &[SqlValue::Null, text(&now), SqlValue::from(now_ms)]).await?;
     reap_orphans(sql, blobs, now_ms, config, &mut report).await?;
     let cutoff = iso(now_ms.saturating_sub(config.retention_ms));
     let now = iso(now_ms);
     // A purged fragment's row stays (its hash still refuses a repeated upload); a retired file's goes.
-    let fragments = Purge {
-        due: DUE_FOR_PURGE,
-        forget: |now, keys| keyed("UPDATE battle_files SET purged_at = ?1 WHERE key IN ({keys})", &[text(now)], keys),
-    };
+    let fragments = Purge { due: index::DUE_FOR_PURGE, forget: |now, keys| keyed(index::MARK_PURGED, &[text(now)], keys) };
     let (purged, more_fragments) = fragments.run(sql, blobs, &cutoff, &now, config).await?;
-    let retired = Purge {
-        due: RETIRED_BEFORE,
-        forget: |_, keys| keyed("DELETE FROM compacted_files WHERE retired_at IS NOT NULL AND key IN ({keys})", &[], keys),
-    };
+    let retired = Purge { due: index::RETIRED_BEFORE, forget: |_, keys| keyed(index::FORGET_RETIRED, &[], keys) };
     let (deleted, more_retired) = retired.run(sql, blobs, &cutoff, &now, config).await?;
     report.fragments_purged = purged;
     report.retired_files_deleted = deleted;
     report.more_due = more_fragments || more_retired;
     forget_finished_runs(sql, now_ms, config, &mut report).await?;
-    let forgotten = sql.batch(&[Statement { sql: FORGET_DISCARDED_UPLOADS.into(), params: vec![text(&cutoff)] }]).await?;
-    report.discarded_uploads_forgotten = forgotten.iter().sum();
+    report.discarded_uploads_forgotten = sql.run(index::FORGET_DISCARDED_UPLOADS, &[text(&cutoff)]).await?;
     Ok(report)
-}
-
-/// An output key a run staged, and its multipart upload if one was begun.
-struct Staged {
-    key: String,
-    upload: Option<String>,
 }
 
 async fn reap_orphans<S: Sql, B: Blobs>(
@@ -179,31 +116,28 @@ async fn reap_orphans<S: Sql, B: Blobs>(
     report: &mut CleanupReport,
 ) -> Result<(), String> {
     let cutoff = now_ms.saturating_sub(config.orphan_grace_ms) as i64;
-    let staged = sql.rows(STAGED_BEFORE, &[SqlValue::Int(cutoff), SqlValue::Int(config.page as i64)]).await?;
+    let staged: Vec<StagedOutput> = sql.query(index::STAGED_BEFORE, &[SqlValue::Int(cutoff), SqlValue::from(config.page as u64)]).await?;
     // (dataset, run) → its staged keys; committed keys are only forgotten.
-    let mut runs: BTreeMap<(String, String), Vec<Staged>> = BTreeMap::new();
+    let mut runs: BTreeMap<(String, String), Vec<StagedOutput>> = BTreeMap::new();
     let mut committed = Vec::new();
-    for row in &staged {
-        let (Some(key), Some(dataset), Some(run)) = (column(row, "key"), column(row, "dataset_id"), column(row, "run_id")) else {
-            continue;
-        };
-        if row.get("committed").and_then(Value::as_i64) == Some(1) {
-            committed.push(key);
+    for s in staged {
+        if s.committed {
+            committed.push(s.key);
         } else {
-            runs.entry((dataset, run)).or_default().push(Staged { key, upload: column(row, "upload_id") });
+            runs.entry((s.dataset_id.clone(), s.run_id.clone())).or_default().push(s);
         }
     }
     if !committed.is_empty() {
-        sql.batch(&keyed("DELETE FROM staged_outputs WHERE key IN ({keys})", &[], &committed)).await?;
+        sql.batch(&keyed(index::UNSTAGE, &[], &committed)).await?;
     }
     for ((dataset, run), staged) in runs {
-        sql.rows(REAP_RUN, &[text(&dataset), text(&run), text(&iso(now_ms))]).await?;
-        if sql.rows(IS_REAPED, &[text(&run)]).await?.is_empty() {
+        sql.run(index::REAP_RUN, &[text(&dataset), text(&run), text(&iso(now_ms))]).await?;
+        if sql.query::<serde::de::IgnoredAny>(index::IS_REAPED, &[text(&run)]).await?.is_empty() {
             continue; // it holds its lease: alive, or about to resume
         }
         report.runs_reaped += 1;
-        for Staged { key, upload } in &staged {
-            if let Some(upload) = upload {
+        for StagedOutput { key, upload_id, .. } in &staged {
+            if let Some(upload) = upload_id {
                 // An upload already completed or aborted answers an error: nothing to abort.
                 if blobs.abort_multipart(key, upload).await.is_ok() {
                     report.uploads_aborted += 1;
@@ -213,9 +147,9 @@ async fn reap_orphans<S: Sql, B: Blobs>(
         let keys: Vec<String> = staged.into_iter().map(|s| s.key).collect();
         blobs.delete(&keys).await?;
         report.orphans_deleted += keys.len() as u64;
-        let mut forget = keyed("DELETE FROM staged_outputs WHERE key IN ({keys})", &[], &keys);
-        forget.push(Statement { sql: "DELETE FROM workflow_steps WHERE run_id = ?1".into(), params: vec![text(&run)] });
-        forget.push(Statement { sql: "DELETE FROM compaction_runs WHERE run_id = ?1".into(), params: vec![text(&run)] });
+        let mut forget = keyed(index::UNSTAGE, &[], &keys);
+        forget.push(Statement::new(index::FORGET_RUN_STEPS, vec![text(&run)]));
+        forget.push(Statement::new(index::FORGET_RUN_COUNT, vec![text(&run)]));
         sql.batch(&forget).await?;
     }
     Ok(())
@@ -240,8 +174,8 @@ impl Purge {
     ) -> Result<(u64, bool), String> {
         let mut done = 0;
         for _ in 0..config.max_pages {
-            let due = sql.rows(self.due, &[text(cutoff), SqlValue::Int(config.page as i64)]).await?;
-            let keys: Vec<String> = due.iter().filter_map(|r| column(r, "key")).collect();
+            let due: Vec<KeyRow> = sql.query(self.due, &[text(cutoff), SqlValue::from(config.page as u64)]).await?;
+            let keys: Vec<String> = due.into_iter().map(|r| r.key).collect();
             // Objects first: if forgetting fails, the next pass deletes them again (a no-op).
             if !keys.is_empty() {
                 blobs.delete(&keys).await?;
@@ -259,8 +193,8 @@ impl Purge {
 async fn forget_finished_runs<S: Sql>(sql: &S, now_ms: u64, config: &CleanupConfig, report: &mut CleanupReport) -> Result<(), String> {
     let cutoff = text(&iso(now_ms.saturating_sub(config.retention_ms)));
     let now = text(&iso(now_ms));
-    let rows = sql.rows(RUNS_WITH_OLD_STEPS, &[cutoff.clone(), SqlValue::Int(config.page as i64)]).await?;
-    let runs: Vec<String> = rows.iter().filter_map(|r| column(r, "run_id")).collect();
+    let rows: Vec<RunRow> = sql.query(index::RUNS_WITH_OLD_STEPS, &[cutoff.clone(), SqlValue::from(config.page as u64)]).await?;
+    let runs: Vec<String> = rows.into_iter().map(|r| r.run_id).collect();
     // Reap and forget in one batch per run group: a run still going (a step newer than the
     // cutoff, or its lease) is neither reaped nor forgotten.
     for group in runs.chunks(50) {
@@ -268,9 +202,9 @@ async fn forget_finished_runs<S: Sql>(sql: &S, now_ms: u64, config: &CleanupConf
             .iter()
             .flat_map(|run| {
                 [
-                    Statement { sql: REAP_FINISHED_RUN.into(), params: vec![text(run), cutoff.clone(), now.clone()] },
-                    Statement { sql: FORGET_REAPED_RUN.into(), params: vec![text(run)] },
-                    Statement { sql: FORGET_REAPED_RUN_COUNT.into(), params: vec![text(run)] },
+                    Statement::new(index::REAP_FINISHED_RUN, vec![text(run), cutoff.clone(), now.clone()]),
+                    Statement::new(index::FORGET_REAPED_RUN, vec![text(run)]),
+                    Statement::new(index::FORGET_REAPED_RUN_COUNT, vec![text(run)]),
                 ]
             })
             .collect();

@@ -36,25 +36,29 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 use self::consolidate::{ConsolidationConfig, SmallFile};
 use self::plan::{Inputs, Listing, Outputs, ReadPlan, SMALL_FILES_LISTED};
 use self::write::Merged;
-use crate::commit::{CommitOutcome, Lease, OutputRecord, SqlValue, Statement, commit_batch, text};
+use crate::commit::{CommitOutcome, Lease, OutputRecord, commit_batch};
 use crate::config::{ConfigError, number};
 use crate::engine::EngineConfig;
 use crate::engine::segment::{FragmentInput, Quarantined, Scan};
-use crate::ids::{DatasetId, PeriodTag, TableName};
-use crate::index::{self, iso};
+use crate::ids::DatasetId;
+use crate::index::{self, SqlValue, Statement, iso, keyed, text};
 use crate::message::CompactionMessage;
 use crate::workflow::{Backoff, CheckpointStore, Clock, RetryPolicy, Run, StepConfig, StepError};
 
-/// SQL on the battle-data index (D1 in the Worker, SQLite in tests).
+/// SQL on the battle-data index (D1 in the Worker, SQLite in tests), with the statements and
+/// row types of [`crate::index`].
 #[allow(async_fn_in_trait)]
 pub trait Sql {
-    async fn rows(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Map<String, Value>>, String>;
+    /// Every row a statement answers, decoded as `T`.
+    async fn query<T: DeserializeOwned>(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<T>, String>;
+    /// Runs one statement; answers the rows it changed.
+    async fn run(&self, sql: &str, params: &[SqlValue]) -> Result<u64, String>;
     /// Runs statements atomically; answers each one's changed rows.
     async fn batch(&self, statements: &[Statement]) -> Result<Vec<u64>, String>;
 }
@@ -250,10 +254,6 @@ pub struct Summary {
 #[error("{0}")]
 pub struct RunError(pub StepError);
 
-fn field<'a>(row: &'a Map<String, Value>, name: &str) -> Result<&'a Value, String> {
-    row.get(name).ok_or_else(|| format!("column {name} missing"))
-}
-
 /// Runs the compaction workflow of `message` as run `run_id`.
 #[allow(clippy::too_many_arguments)] // the workflow's ports, each a separate platform binding
 pub async fn compact<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock>(
@@ -276,7 +276,7 @@ pub async fn compact<S: Sql, B: Blobs, K: CheckpointStore, Ca: Catalog, C: Clock
     if outcome.as_ref().is_err_and(|e| !matches!(e, StepError::Interrupted { .. })) {
         // Best effort: an expired lease frees itself anyway. (An interrupted invocation
         // stands for one that died, which releases nothing.)
-        let _ = sql.rows(index::RELEASE_LEASE, &[text(dataset.as_str()), text(run_id)]).await;
+        let _ = sql.run(index::RELEASE_LEASE, &[text(dataset.as_str()), text(run_id)]).await;
     }
     outcome.map_err(RunError)
 }
@@ -330,7 +330,7 @@ impl<S: Sql, B: Blobs, Ca: Catalog, C: Clock> Ports<'_, S, B, Ca, C> {
         if run.records().last().is_some_and(|r| !r.ran) {
             // Committed by an earlier invocation: this one only re-took the lease. Give it back.
             self.sql
-                .rows(index::RELEASE_LEASE, &[text(lease.dataset.as_str()), text(&lease.run_id)])
+                .run(index::RELEASE_LEASE, &[text(lease.dataset.as_str()), text(&lease.run_id)])
                 .await
                 .map_err(|message| StepError::Failed { step: Step::UpdateMetadata.name(), attempts: 1, message })?;
         }
@@ -338,9 +338,9 @@ impl<S: Sql, B: Blobs, Ca: Catalog, C: Clock> Ports<'_, S, B, Ca, C> {
         // (If the index cannot say, what the listing showed decides.)
         let continue_after = self
             .sql
-            .rows(index::PENDING_SUMMARY, &[text(lease.dataset.as_str())])
+            .query::<index::PendingSummary>(index::PENDING_SUMMARY, &[text(lease.dataset.as_str())])
             .await
-            .map(|rows| rows.first().and_then(|r| r.get("fragments")).and_then(Value::as_u64).unwrap_or(0) > 0)
+            .map(|rows| rows.first().is_some_and(|r| r.fragments > 0))
             .unwrap_or(inputs.continue_after);
         let mut step_ms = std::collections::BTreeMap::new();
         for r in run.records().iter().filter(|r| r.ran) {
@@ -375,13 +375,10 @@ impl<S: Sql, B: Blobs, Ca: Catalog, C: Clock> Ports<'_, S, B, Ca, C> {
                     SqlValue::Int(now + config.lease_ms as i64),
                     text(&iso(clock.now_ms())),
                 ];
-                let rows = sql.rows(index::ACQUIRE_LEASE, &params).await?;
-                let Some(row) = rows.first() else { return Ok(None) };
-                let epoch = field(row, "lease_epoch")?.as_i64().unwrap_or(0);
-                let owner = field(row, "owner_id")?.as_str().unwrap_or_default();
+                let Some(taken) = sql.query::<index::LeaseTaken>(index::ACQUIRE_LEASE, &params).await?.pop() else { return Ok(None) };
                 // A retry takes the run's own lease again; a failed run releases it (`compact`).
-                catalog.ensure_dataset(dataset, owner).await.map_err(|e| format!("the catalog: {e}"))?;
-                Ok(Some(epoch))
+                catalog.ensure_dataset(dataset, &taken.owner_id).await.map_err(|e| format!("the catalog: {e}"))?;
+                Ok(Some(taken.lease_epoch))
             })
             .await?;
         Ok(epoch.map(|epoch| Lease { dataset: dataset.clone(), run_id, epoch }))
@@ -403,7 +400,7 @@ impl<S: Sql, B: Blobs, Ca: Catalog, C: Clock> Ports<'_, S, B, Ca, C> {
                     SqlValue::Int(config.max_fragments as i64 + 1),
                     SqlValue::Int(config.max_run_bytes.min(i64::MAX as u64) as i64),
                 ];
-                sql.rows(index::PENDING_FRAGMENTS, &params).await?.iter().map(fragment_row).collect()
+                sql.query(index::PENDING_FRAGMENTS, &params).await
             })
             .await?;
         if config.consolidation.fan_in < 2 {
@@ -417,7 +414,7 @@ impl<S: Sql, B: Blobs, Ca: Catalog, C: Clock> Ports<'_, S, B, Ca, C> {
                     period.clone(),
                     SqlValue::from(SMALL_FILES_LISTED),
                 ];
-                sql.rows(index::SMALL_OUTPUTS, &params).await?.iter().map(small_file_row).collect()
+                sql.query(index::SMALL_OUTPUTS, &params).await
             })
             .await?;
         Ok(Listing { fragments, small_files })
@@ -453,7 +450,7 @@ impl<S: Sql, B: Blobs, Ca: Catalog, C: Clock> Ports<'_, S, B, Ca, C> {
             })
             .await;
         if read.as_ref().is_err_and(|e| !matches!(e, StepError::Interrupted { .. })) {
-            let _ = self.sql.rows(index::UNCOUNT_INVOCATION, &[text(&lease.run_id)]).await;
+            let _ = self.sql.run(index::UNCOUNT_INVOCATION, &[text(&lease.run_id)]).await;
         }
         read
     }
@@ -462,7 +459,7 @@ impl<S: Sql, B: Blobs, Ca: Catalog, C: Clock> Ports<'_, S, B, Ca, C> {
     async fn stage<K: CheckpointStore>(&self, lease: &Lease, outputs: &Outputs, run: &mut Run<'_, K, C>) -> Result<(), StepError> {
         let keys = outputs.keys();
         run.step(&Step::StageOutputs.name(), &self.config.steps, || async {
-            let statements = stage_outputs(&keys, &lease.dataset, &lease.run_id, self.clock.now_ms());
+            let statements = index::stage_outputs(&keys, &lease.dataset, &lease.run_id, self.clock.now_ms());
             // A run whose every fragment was set aside writes no output.
             if !statements.is_empty() {
                 self.sql.batch(&statements).await?;
@@ -521,28 +518,16 @@ impl<S: Sql, B: Blobs, Ca: Catalog, C: Clock> Ports<'_, S, B, Ca, C> {
     async fn count_invocation(&self, lease: &Lease) -> Result<u64, StepError> {
         let failed = |message: String| StepError::Failed { step: Step::ReadFragments.name(), attempts: 1, message };
         let params = [text(&lease.run_id), text(lease.dataset.as_str()), text(&iso(self.clock.now_ms()))];
-        let rows = self.sql.rows(index::COUNT_INVOCATION, &params).await.map_err(failed)?;
-        rows.first()
-            .and_then(|r| r.get("invocations"))
-            .and_then(Value::as_u64)
-            .ok_or_else(|| failed("the invocation was not counted".into()))
+        let rows: Vec<index::Invocations> = self.sql.query(index::COUNT_INVOCATION, &params).await.map_err(failed)?;
+        rows.first().map(|r| r.invocations).ok_or_else(|| failed("the invocation was not counted".into()))
     }
 
     /// Marks the fragments isolated and gives the lease back, fenced by the lease: a run that
     /// lost it changes nothing.
     async fn isolate(&self, lease: &Lease, keys: &[String]) -> Result<(), StepError> {
-        let mut statements = crate::commit::keyed(
-            "UPDATE battle_files SET isolated = 1 WHERE dataset_id = ?1 AND compacted_at IS NULL AND key IN ({keys}) \
-             AND EXISTS (SELECT 1 FROM datasets WHERE id = ?1 AND lease_run_id = ?2 AND lease_epoch = ?3)",
-            &[text(lease.dataset.as_str()), text(&lease.run_id), SqlValue::Int(lease.epoch)],
-            keys,
-        );
-        statements.push(Statement {
-            sql: "UPDATE datasets SET lease_run_id = NULL, lease_expires_at = NULL, updated_at = ?4 \
-                  WHERE id = ?1 AND lease_run_id = ?2 AND lease_epoch = ?3"
-                .into(),
-            params: vec![text(lease.dataset.as_str()), text(&lease.run_id), SqlValue::Int(lease.epoch), text(&iso(self.clock.now_ms()))],
-        });
+        let fence = [text(lease.dataset.as_str()), text(&lease.run_id), SqlValue::Int(lease.epoch)];
+        let mut statements = keyed(index::ISOLATE_FRAGMENTS, &fence, keys);
+        statements.push(Statement::new(index::RETURN_LEASE, [&fence[..], &[text(&iso(self.clock.now_ms()))]].concat()));
         self.sql.batch(&statements).await.map(|_| ()).map_err(|message| StepError::Failed {
             step: Step::ReadFragments.name(),
             attempts: 1,
@@ -580,53 +565,6 @@ impl Source<'_> {
             }
         }
     }
-}
-
-/// The key, period and table columns every listed row has.
-fn key_period_table(r: &Map<String, Value>) -> Result<(String, PeriodTag, TableName), String> {
-    let s = |name| field(r, name).map(|v| v.as_str().unwrap_or_default().to_owned());
-    let period = PeriodTag::parse(&s("period_tag")?).map_err(|e| e.to_string())?;
-    let table = TableName::parse(&s("table_name")?).map_err(|e| e.to_string())?;
-    Ok((s("key")?, period, table))
-}
-
-fn small_file_row(r: &Map<String, Value>) -> Result<SmallFile, String> {
-    let (key, period, table) = key_period_table(r)?;
-    let number = |name| field(r, name).map(|v| v.as_u64().unwrap_or(0));
-    Ok(SmallFile { key, period, table, size: number("size")?, source_segments: number("source_segments")? })
-}
-
-fn fragment_row(r: &Map<String, Value>) -> Result<FragmentRow, String> {
-    let (key, period, table) = key_period_table(r)?;
-    let offsets = field(r, "table_offsets")?.as_str().unwrap_or_default();
-    Ok(FragmentRow {
-        key,
-        table,
-        period,
-        size: field(r, "size")?.as_u64().unwrap_or(0),
-        offsets: serde_json::from_str(offsets).map_err(|e| e.to_string())?,
-        isolated: field(r, "isolated")?.as_i64().unwrap_or(0) == 1,
-    })
-}
-
-/// Records every output key of a run before any is written (a few statements, one batch). The
-/// commit clears them; those left behind are orphans for [`crate::cleanup`].
-fn stage_outputs(keys: &[String], dataset: &DatasetId, run_id: &str, now_ms: u64) -> Vec<Statement> {
-    // Four parameters a row, within D1's 100 per statement.
-    keys.chunks(24)
-        .map(|chunk| {
-            let rows: Vec<String> = (0..chunk.len()).map(|i| format!("(?{}, ?1, ?2, ?3)", i + 4)).collect();
-            let mut params = vec![SqlValue::Text(dataset.to_string()), SqlValue::Text(run_id.to_owned()), SqlValue::Int(now_ms as i64)];
-            params.extend(chunk.iter().map(|k| SqlValue::Text(k.clone())));
-            Statement {
-                sql: format!(
-                    "INSERT INTO staged_outputs (key, dataset_id, run_id, staged_at) VALUES {} ON CONFLICT (key) DO NOTHING",
-                    rows.join(", ")
-                ),
-                params,
-            }
-        })
-        .collect()
 }
 
 pub mod consolidate;

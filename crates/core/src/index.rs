@@ -1,157 +1,619 @@
-//! The SQL the Workers run on D1 (the battle-data index, `migrations/`). Kept here, as named
-//! statements with their parameters documented, so that each has one definition and can be
-//! tested natively on SQLite. Times are ISO-8601 UTC text; lease expiry is Unix milliseconds.
+//! The battle-data index on D1 (`migrations/`): every statement the Workers run on it, named,
+//! with its parameters and the row type it answers, in one place. A test prepares each one on
+//! SQLite with the D1 migrations applied; the commit, clean-up and compaction tests run them.
+//!
+//! Parameters are bound as `?1, ?2, …` ([`SqlValue`], the one parameter type). Statements over
+//! a list of keys carry `{keys}` where [`keyed`] puts the placeholders, in chunks that D1 binds.
+//! Times are ISO-8601 UTC text with milliseconds ([`iso`], one format, so that they compare as
+//! text); lease expiry and staging times are Unix milliseconds, compared as numbers.
 
-/// `?1` dataset id → `owner_id`.
-pub const DATASET_OWNER: &str = "SELECT owner_id FROM datasets WHERE id = ?1";
+use serde::{Deserialize, Deserializer, Serialize};
 
-/// `?1` dataset id → the whole dataset row.
-pub const DATASET_STATE: &str = "SELECT id, owner_id, compaction_needed, lease_run_id, lease_expires_at, \
-     lease_epoch, created_at, updated_at, last_compacted_at FROM datasets WHERE id = ?1";
+use crate::ids::DatasetId;
 
-/// `?1` dataset id, `?2` content hash → the key of a fragment with those bytes, if any.
-pub const FRAGMENT_BY_HASH: &str = "SELECT key FROM battle_files WHERE dataset_id = ?1 AND content_hash = ?2";
+/// A bound value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlValue {
+    Text(String),
+    Int(i64),
+    Null,
+}
 
-/// Creates the dataset for `?2` (owner) or marks it as needing compaction; does nothing to a
-/// dataset of another owner. `?1` id, `?3` now.
-pub const CLAIM_DATASET: &str = "INSERT INTO datasets (id, owner_id, compaction_needed, created_at, updated_at) \
-     VALUES (?1, ?2, 1, ?3, ?3) \
-     ON CONFLICT (id) DO UPDATE SET compaction_needed = 1, updated_at = ?3 WHERE datasets.owner_id = ?2";
+impl From<&str> for SqlValue {
+    fn from(s: &str) -> Self {
+        SqlValue::Text(s.to_owned())
+    }
+}
 
-/// Records a fragment, only if `?8` (uploader) owns dataset `?2` and key `?1` was not
-/// discarded (see [`DISCARD_UPLOAD`]): zero changes means one of them does not hold. `?3`
-/// table, `?4` period, `?5` hash, `?6` size, `?7` offsets JSON, `?9` now. Fails on UNIQUE
-/// (dataset_id, content_hash) when the bytes are already there, or UNIQUE (key) when another
-/// request with the same upload URL recorded them first.
-pub const INSERT_FRAGMENT: &str = "INSERT INTO battle_files \
-     (key, dataset_id, table_name, period_tag, content_hash, size, table_offsets, uploaded_by, uploaded_at) \
-     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 \
-     WHERE EXISTS (SELECT 1 FROM datasets WHERE id = ?2 AND owner_id = ?8) \
-     AND NOT EXISTS (SELECT 1 FROM discarded_uploads WHERE key = ?1)";
+impl From<String> for SqlValue {
+    fn from(s: String) -> Self {
+        SqlValue::Text(s)
+    }
+}
 
-/// After the index refused the fragment of key `?1`: tombstones the key unless a fragment row
-/// holds it (`?2` now). Run with [`KEY_RECORDED`] in one batch: the object may be deleted
-/// exactly when no row holds the key, and then none ever will.
-pub const DISCARD_UPLOAD: &str = "INSERT INTO discarded_uploads (key, discarded_at) SELECT ?1, ?2 \
-     WHERE NOT EXISTS (SELECT 1 FROM battle_files WHERE key = ?1) ON CONFLICT (key) DO NOTHING";
+impl From<Option<&str>> for SqlValue {
+    fn from(s: Option<&str>) -> Self {
+        s.map_or(SqlValue::Null, SqlValue::from)
+    }
+}
 
-/// `?1` key → `recorded` (1 when a fragment row holds it, else 0).
-pub const KEY_RECORDED: &str = "SELECT EXISTS (SELECT 1 FROM battle_files WHERE key = ?1) AS recorded";
+impl From<i64> for SqlValue {
+    fn from(n: i64) -> Self {
+        SqlValue::Int(n)
+    }
+}
 
-/// `?1` dataset id → pending fragments: `fragments`, `bytes`, `oldest` (upload time).
-pub const PENDING_SUMMARY: &str = "SELECT count(*) AS fragments, coalesce(sum(size), 0) AS bytes, \
-     min(uploaded_at) AS oldest FROM battle_files WHERE dataset_id = ?1 AND compacted_at IS NULL";
+/// Sizes and counts: D1 numbers are exact far beyond any of them.
+impl From<u64> for SqlValue {
+    fn from(n: u64) -> Self {
+        SqlValue::Int(i64::try_from(n).unwrap_or(i64::MAX))
+    }
+}
 
-/// `?1` dataset id → compacted outputs: `files`, `bytes`, `rows`. Here and below, only live
-/// outputs: a file merged into a larger one is retired, its rows counted in the larger one.
-pub const COMPACTED_SUMMARY: &str = "SELECT count(*) AS files, coalesce(sum(size), 0) AS bytes, \
-     coalesce(sum(row_count), 0) AS rows FROM compacted_files WHERE dataset_id = ?1 AND retired_at IS NULL";
+/// One statement of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    pub sql: String,
+    pub params: Vec<SqlValue>,
+}
 
-/// `?1` dataset id → its summary for the catalog: `fragments` and `bytes` uploaded, `pending`
-/// fragments, `compacted_files` and `compacted_bytes`.
-pub const DATASET_TOTALS: &str = "SELECT \
-     (SELECT count(*) FROM battle_files WHERE dataset_id = ?1) AS fragments, \
-     (SELECT coalesce(sum(size), 0) FROM battle_files WHERE dataset_id = ?1) AS bytes, \
-     (SELECT count(*) FROM battle_files WHERE dataset_id = ?1 AND compacted_at IS NULL) AS pending, \
-     (SELECT count(*) FROM compacted_files WHERE dataset_id = ?1 AND retired_at IS NULL) AS compacted_files, \
-     (SELECT coalesce(sum(size), 0) FROM compacted_files WHERE dataset_id = ?1 AND retired_at IS NULL) AS compacted_bytes";
+impl Statement {
+    pub fn new(sql: &str, params: Vec<SqlValue>) -> Self {
+        Self { sql: sql.to_owned(), params }
+    }
+}
 
-/// `?1` dataset id, `?2` period or NULL, `?3` table or NULL, `?4` limit, `?5` key to start after
-/// ('' for the first page) → outputs in key order.
-pub const LIST_OUTPUTS: &str = "SELECT key, period_tag, table_name, row_count, size, source_segments, created_at \
-     FROM compacted_files WHERE dataset_id = ?1 AND retired_at IS NULL AND (?2 IS NULL OR period_tag = ?2) \
-     AND (?3 IS NULL OR table_name = ?3) AND key > ?5 ORDER BY key LIMIT ?4";
+/// A text parameter.
+pub(crate) fn text(s: &str) -> SqlValue {
+    SqlValue::Text(s.to_owned())
+}
 
-/// `?1` dataset id, `?2` key → the output, if it belongs to the dataset, and when it was retired
-/// (merged into a larger one), if it was.
-pub const OUTPUT_BY_KEY: &str = "SELECT key, size, retired_at FROM compacted_files WHERE dataset_id = ?1 AND key = ?2";
+/// D1 binds at most 100 parameters per statement; keys are bound in chunks below it.
+pub const KEYS_PER_STATEMENT: usize = 90;
 
-/// Releases the lease of dataset `?1` if it expired by `?3` (Unix ms); `?2` now.
-pub const RELEASE_EXPIRED_LEASE: &str = "UPDATE datasets SET lease_run_id = NULL, lease_expires_at = NULL, \
-     updated_at = ?2 WHERE id = ?1 AND lease_expires_at IS NOT NULL AND lease_expires_at <= ?3";
+/// Statements over `keys` in chunks D1 binds: `sql` with `{keys}` for the placeholders, after
+/// the `leading` parameters.
+pub fn keyed(sql: &str, leading: &[SqlValue], keys: &[String]) -> Vec<Statement> {
+    keys.chunks(KEYS_PER_STATEMENT)
+        .map(|chunk| {
+            let first = leading.len() + 1;
+            let placeholders: Vec<String> = (first..first + chunk.len()).map(|i| format!("?{i}")).collect();
+            let mut params = leading.to_vec();
+            params.extend(chunk.iter().map(|k| text(k)));
+            Statement { sql: sql.replace("{keys}", &placeholders.join(", ")), params }
+        })
+        .collect()
+}
 
-/// Marks dataset `?1` as needing compaction if it has pending fragments; `?2` now.
-pub const MARK_IF_PENDING: &str = "UPDATE datasets SET compaction_needed = 1, updated_at = ?2 \
-     WHERE id = ?1 AND EXISTS (SELECT 1 FROM battle_files WHERE dataset_id = ?1 AND compacted_at IS NULL)";
-
-/// Datasets that need compaction and hold no live lease at `?1` (Unix ms), after id `?2`
-/// ('' for the first page), `?3` at most, in id order.
-pub const DATASETS_DUE: &str = "SELECT id FROM datasets WHERE compaction_needed = 1 \
-     AND (lease_expires_at IS NULL OR lease_expires_at <= ?1) AND id > ?2 ORDER BY id LIMIT ?3";
+/// ISO-8601 UTC text of a Unix-ms instant, as the index stores every time written as text.
+pub fn iso(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
 
 /// D1's error text for a UNIQUE violation: the same bytes are already stored.
 pub fn is_unique_violation(message: &str) -> bool {
     message.contains("UNIQUE constraint failed")
 }
 
-/// `?1` run id → `step`, `output` of each of its completed steps.
-pub const STEP_OUTPUTS: &str = "SELECT step, output FROM workflow_steps WHERE run_id = ?1";
+/// Named statements, declared once, and listed under `$group` for the test that prepares each.
+macro_rules! statements {
+    ($group:ident; $( $(#[$doc:meta])* $name:ident = $sql:expr; )*) => {
+        $( $(#[$doc])* pub const $name: &str = $sql; )*
+        #[cfg(test)]
+        const $group: &[(&str, &str)] = &[$((stringify!($name), $name)),*];
+    };
+}
 
-/// Records a completed step; the first write wins, and the stored `output` is answered (the
-/// no-op update makes an existing row answer). `?1` run id, `?2` step, `?3` output (JSON),
-/// `?4` attempts, `?5` duration in ms, `?6` now.
-pub const SAVE_STEP: &str = "INSERT INTO workflow_steps (run_id, step, output, attempts, duration_ms, completed_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (run_id, step) DO UPDATE SET run_id = excluded.run_id \
-     RETURNING output";
+/// The lease check every statement of a run's commit carries: the lease is still this run's,
+/// at this epoch (`?1` dataset, `?2` run, `?3` epoch).
+macro_rules! fence {
+    () => {
+        "EXISTS (SELECT 1 FROM datasets WHERE id = ?1 AND lease_run_id = ?2 AND lease_epoch = ?3)"
+    };
+}
 
-/// Takes the compaction lease of dataset `?1` for run `?2` until `?4` (Unix ms), if the dataset
-/// needs compaction, no other run holds a live lease at `?3`, and run `?2` was not reaped by
-/// clean-up (its outputs deleted: it may never commit); `?5` now (text). A new holder bumps
-/// the fencing epoch; the same run taking its own lease again keeps it. Answers the epoch and
-/// the owner (no row: not taken).
-pub const ACQUIRE_LEASE: &str = "UPDATE datasets SET \
-     lease_epoch = CASE WHEN lease_run_id = ?2 THEN lease_epoch ELSE lease_epoch + 1 END, \
-     lease_run_id = ?2, lease_expires_at = ?4, updated_at = ?5 \
-     WHERE id = ?1 AND compaction_needed = 1 \
-     AND (lease_run_id IS NULL OR lease_run_id = ?2 OR lease_expires_at <= ?3) \
-     AND NOT EXISTS (SELECT 1 FROM reaped_runs WHERE run_id = ?2) \
-     RETURNING lease_epoch, owner_id";
+/// The fence, and the commit's check passed: it marks the lease with an expiry of -1, which no
+/// lease has otherwise; the release at the end of the same batch clears it.
+macro_rules! checked {
+    () => {
+        "EXISTS (SELECT 1 FROM datasets WHERE id = ?1 AND lease_run_id = ?2 AND lease_epoch = ?3 AND lease_expires_at = -1)"
+    };
+}
 
-/// Records multipart upload `?2` of staged output `?1`, so that clean-up can abort it.
-pub const STAGED_UPLOAD: &str = "UPDATE staged_outputs SET upload_id = ?2 WHERE key = ?1";
+// ---------------------------------------------------------------------------------------------
+// Uploads and datasets (the upload Worker).
 
-/// Releases run `?2`'s lease of dataset `?1` (after a failure); the flags stay as they are.
-pub const RELEASE_LEASE: &str = "UPDATE datasets SET lease_run_id = NULL, lease_expires_at = NULL WHERE id = ?1 AND lease_run_id = ?2";
+statements! {
+    UPLOADS;
 
-/// The pending fragments of dataset `?1`, optionally of table `?2` and period `?3` (NULL: any),
-/// those not isolated first, each part in key (upload time) order, at most `?4`, and none after
-/// the first that takes their bytes past `?5`: a run's share and one more, not every fragment a
-/// count cap would list.
-pub const PENDING_FRAGMENTS: &str = "SELECT key, table_name, period_tag, size, table_offsets, isolated FROM ( \
-     SELECT key, table_name, period_tag, size, table_offsets, isolated, \
-     SUM(size) OVER (ORDER BY isolated, key ROWS UNBOUNDED PRECEDING) - size AS bytes_before FROM battle_files \
-     WHERE dataset_id = ?1 AND compacted_at IS NULL AND (?2 IS NULL OR table_name = ?2) \
-     AND (?3 IS NULL OR period_tag = ?3) ORDER BY isolated, key LIMIT ?4) \
-     WHERE bytes_before <= ?5 ORDER BY isolated, key";
+    /// `?1` dataset id → [`Owner`].
+    DATASET_OWNER = "SELECT owner_id FROM datasets WHERE id = ?1";
 
-/// Counts an invocation of run `?1` of dataset `?2` that is about to read its fragments; `?3`
-/// now. Answers `invocations`, this one included.
-pub const COUNT_INVOCATION: &str = "INSERT INTO compaction_runs (run_id, dataset_id, invocations, updated_at) \
-     VALUES (?1, ?2, 1, ?3) ON CONFLICT (run_id) DO UPDATE SET invocations = invocations + 1, updated_at = ?3 \
-     RETURNING invocations";
+    /// `?1` dataset id → [`DatasetState`].
+    DATASET_STATE = "SELECT compaction_needed, lease_run_id, lease_expires_at, created_at, updated_at, last_compacted_at \
+         FROM datasets WHERE id = ?1";
 
-/// Takes back the count of an invocation of run `?1` that failed cleanly on I/O.
-pub const UNCOUNT_INVOCATION: &str = "UPDATE compaction_runs SET invocations = invocations - 1 WHERE run_id = ?1 AND invocations > 0";
+    /// `?1` dataset id, `?2` content hash → the [`StoredKey`] of a fragment with those bytes.
+    FRAGMENT_BY_HASH = "SELECT key FROM battle_files WHERE dataset_id = ?1 AND content_hash = ?2";
 
-/// `?1` dataset id → its quarantined segments, newest first, at most `?2`: `fragment_key`,
-/// `table_name` (`*` for a whole fragment), `error`, `created_at`.
-pub const QUARANTINED: &str = "SELECT fragment_key, table_name, error, created_at FROM quarantined_segments \
-     WHERE dataset_id = ?1 ORDER BY created_at DESC, fragment_key, table_name LIMIT ?2";
+    /// Creates the dataset for `?2` (owner) or marks it as needing compaction; does nothing to a
+    /// dataset of another owner. `?1` id, `?3` now.
+    CLAIM_DATASET = "INSERT INTO datasets (id, owner_id, compaction_needed, created_at, updated_at) \
+         VALUES (?1, ?2, 1, ?3, ?3) \
+         ON CONFLICT (id) DO UPDATE SET compaction_needed = 1, updated_at = ?3 WHERE datasets.owner_id = ?2";
 
-/// `?1` dataset id → `segments` quarantined (whole fragments count once).
-pub const QUARANTINED_COUNT: &str = "SELECT count(*) AS segments FROM quarantined_segments WHERE dataset_id = ?1";
+    /// Records a fragment, only if `?8` (uploader) owns dataset `?2` and key `?1` was not
+    /// discarded (see [`DISCARD_UPLOAD`]): zero changes means one of them does not hold. `?3`
+    /// table, `?4` period, `?5` hash, `?6` size, `?7` offsets JSON, `?9` now. Fails on UNIQUE
+    /// (dataset_id, content_hash) when the bytes are already there, or UNIQUE (key) when another
+    /// request with the same upload URL recorded them first.
+    INSERT_FRAGMENT = "INSERT INTO battle_files \
+         (key, dataset_id, table_name, period_tag, content_hash, size, table_offsets, uploaded_by, uploaded_at) \
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 \
+         WHERE EXISTS (SELECT 1 FROM datasets WHERE id = ?2 AND owner_id = ?8) \
+         AND NOT EXISTS (SELECT 1 FROM discarded_uploads WHERE key = ?1)";
 
-/// The live compacted files of dataset `?1` smaller than `?2` bytes, optionally of period `?3`
-/// (NULL: any), oldest first, at most `?4`: what consolidation chooses from. (A message's
-/// `table` names the fragments' table, not the tables inside them: it does not narrow this.)
-pub const SMALL_OUTPUTS: &str = "SELECT key, period_tag, table_name, size, source_segments FROM compacted_files \
-     WHERE dataset_id = ?1 AND retired_at IS NULL AND size < ?2 AND (?3 IS NULL OR period_tag = ?3) \
-     ORDER BY created_at, key LIMIT ?4";
+    /// After the index refused the fragment of key `?1`: tombstones the key unless a fragment row
+    /// holds it (`?2` now). Run with [`KEY_RECORDED`] in one batch: the object may be deleted
+    /// exactly when no row holds the key, and then none ever will.
+    DISCARD_UPLOAD = "INSERT INTO discarded_uploads (key, discarded_at) SELECT ?1, ?2 \
+         WHERE NOT EXISTS (SELECT 1 FROM battle_files WHERE key = ?1) ON CONFLICT (key) DO NOTHING";
 
-/// ISO-8601 UTC text of a Unix-ms instant, as the index stores times (one format, so that
-/// times compare as text).
-pub fn iso(ms: u64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms as i64).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    /// `?1` key → [`Recorded`].
+    KEY_RECORDED = "SELECT EXISTS (SELECT 1 FROM battle_files WHERE key = ?1) AS recorded";
+
+    /// `?1` dataset id → [`PendingSummary`].
+    PENDING_SUMMARY = "SELECT count(*) AS fragments, coalesce(sum(size), 0) AS bytes, \
+         min(uploaded_at) AS oldest FROM battle_files WHERE dataset_id = ?1 AND compacted_at IS NULL";
+
+    /// `?1` dataset id → [`CompactedSummary`]. Here and below, only live outputs: a file merged
+    /// into a larger one is retired, its rows counted in the larger one.
+    COMPACTED_SUMMARY = "SELECT count(*) AS files, coalesce(sum(size), 0) AS bytes, \
+         coalesce(sum(row_count), 0) AS rows FROM compacted_files WHERE dataset_id = ?1 AND retired_at IS NULL";
+
+    /// `?1` dataset id → [`DatasetTotals`], its summary for the catalog.
+    DATASET_TOTALS = "SELECT \
+         (SELECT count(*) FROM battle_files WHERE dataset_id = ?1) AS fragments, \
+         (SELECT coalesce(sum(size), 0) FROM battle_files WHERE dataset_id = ?1) AS bytes, \
+         (SELECT count(*) FROM battle_files WHERE dataset_id = ?1 AND compacted_at IS NULL) AS pending, \
+         (SELECT count(*) FROM compacted_files WHERE dataset_id = ?1 AND retired_at IS NULL) AS compacted_files, \
+         (SELECT coalesce(sum(size), 0) FROM compacted_files WHERE dataset_id = ?1 AND retired_at IS NULL) AS compacted_bytes";
+
+    /// `?1` dataset id, `?2` period or NULL, `?3` table or NULL, `?4` limit, `?5` key to start
+    /// after ('' for the first page) → [`OutputRow`]s in key order.
+    LIST_OUTPUTS = "SELECT key, period_tag, table_name, row_count, size, source_segments, created_at \
+         FROM compacted_files WHERE dataset_id = ?1 AND retired_at IS NULL AND (?2 IS NULL OR period_tag = ?2) \
+         AND (?3 IS NULL OR table_name = ?3) AND key > ?5 ORDER BY key LIMIT ?4";
+
+    /// `?1` dataset id, `?2` key → the [`FoundOutput`], if it belongs to the dataset.
+    OUTPUT_BY_KEY = "SELECT key, retired_at FROM compacted_files WHERE dataset_id = ?1 AND key = ?2";
+
+    /// `?1` dataset id → its [`QuarantinedSegment`]s, newest first, at most `?2`.
+    QUARANTINED = "SELECT fragment_key, table_name, error, created_at FROM quarantined_segments \
+         WHERE dataset_id = ?1 ORDER BY created_at DESC, fragment_key, table_name LIMIT ?2";
+
+    /// `?1` dataset id → [`QuarantinedCount`] (a whole fragment counts once).
+    QUARANTINED_COUNT = "SELECT count(*) AS segments FROM quarantined_segments WHERE dataset_id = ?1";
+
+    /// Releases expired leases: of dataset `?1` (NULL: every dataset) that expired by `?3` (Unix
+    /// ms); `?2` now. A run that died holding one blocks nobody for longer.
+    RELEASE_EXPIRED_LEASES = "UPDATE datasets SET lease_run_id = NULL, lease_expires_at = NULL, updated_at = ?2 \
+         WHERE (?1 IS NULL OR id = ?1) AND lease_expires_at IS NOT NULL AND lease_expires_at <= ?3";
+
+    /// Marks dataset `?1` as needing compaction if it has pending fragments; `?2` now.
+    MARK_IF_PENDING = "UPDATE datasets SET compaction_needed = 1, updated_at = ?2 \
+         WHERE id = ?1 AND EXISTS (SELECT 1 FROM battle_files WHERE dataset_id = ?1 AND compacted_at IS NULL)";
+
+    /// [`DueDataset`]s: needing compaction and holding no live lease at `?1` (Unix ms), after id
+    /// `?2` ('' for the first page), `?3` at most, in id order.
+    DATASETS_DUE = "SELECT id FROM datasets WHERE compaction_needed = 1 \
+         AND (lease_expires_at IS NULL OR lease_expires_at <= ?1) AND id > ?2 ORDER BY id LIMIT ?3";
+
+    /// The [`Migration`]s applied, in order.
+    MIGRATIONS = "SELECT name FROM d1_migrations ORDER BY id";
+}
+
+/// The owner of a dataset.
+#[derive(Debug, Deserialize)]
+pub struct Owner {
+    pub owner_id: String,
+}
+
+/// A dataset's compaction state.
+#[derive(Debug, Deserialize)]
+pub struct DatasetState {
+    pub compaction_needed: u8,
+    pub lease_run_id: Option<String>,
+    pub lease_expires_at: Option<f64>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub last_compacted_at: Option<String>,
+}
+
+/// The key a fragment is stored under.
+#[derive(Debug, Deserialize)]
+pub struct StoredKey {
+    pub key: String,
+}
+
+/// Whether a fragment row holds a key (1) or not (0).
+#[derive(Debug, Deserialize)]
+pub struct Recorded {
+    pub recorded: u8,
+}
+
+/// A dataset's pending fragments.
+#[derive(Debug, Deserialize)]
+pub struct PendingSummary {
+    pub fragments: u64,
+    pub bytes: u64,
+    /// The oldest upload time.
+    pub oldest: Option<String>,
+}
+
+/// A dataset's live compacted files.
+#[derive(Debug, Deserialize)]
+pub struct CompactedSummary {
+    pub files: u64,
+    pub bytes: u64,
+    pub rows: u64,
+}
+
+/// A dataset's figures for the catalog: fragments and bytes uploaded, fragments pending, live
+/// compacted files and their bytes.
+#[derive(Debug, Deserialize)]
+pub struct DatasetTotals {
+    pub fragments: u64,
+    pub bytes: u64,
+    pub pending: u64,
+    pub compacted_files: u64,
+    pub compacted_bytes: u64,
+}
+
+/// A live compacted file, as listed to its owner.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct OutputRow {
+    pub key: String,
+    pub period_tag: String,
+    pub table_name: String,
+    pub row_count: u64,
+    pub size: u64,
+    pub source_segments: u64,
+    pub created_at: String,
+}
+
+/// A compacted file looked up by key, and when it was retired (merged into a larger one).
+#[derive(Debug, Deserialize)]
+pub struct FoundOutput {
+    pub key: String,
+    pub retired_at: Option<String>,
+}
+
+/// A segment (or a whole fragment, table `*`) that could not be compacted, and why.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct QuarantinedSegment {
+    pub fragment_key: String,
+    pub table_name: String,
+    pub error: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct QuarantinedCount {
+    pub segments: u64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DueDataset {
+    pub id: DatasetId,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Migration {
+    pub name: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compaction runs (the compaction Worker): lease, listings, checkpoints, staging.
+
+statements! {
+    RUNS;
+
+    /// Takes the compaction lease of dataset `?1` for run `?2` until `?4` (Unix ms), if the
+    /// dataset needs compaction, no other run holds a live lease at `?3`, and run `?2` was not
+    /// reaped by clean-up (its outputs deleted: it may never commit); `?5` now. A new holder
+    /// bumps the fencing epoch; the same run taking its own lease again keeps it. Answers a
+    /// [`LeaseTaken`] (no row: not taken).
+    ACQUIRE_LEASE = "UPDATE datasets SET \
+         lease_epoch = CASE WHEN lease_run_id = ?2 THEN lease_epoch ELSE lease_epoch + 1 END, \
+         lease_run_id = ?2, lease_expires_at = ?4, updated_at = ?5 \
+         WHERE id = ?1 AND compaction_needed = 1 \
+         AND (lease_run_id IS NULL OR lease_run_id = ?2 OR lease_expires_at <= ?3) \
+         AND NOT EXISTS (SELECT 1 FROM reaped_runs WHERE run_id = ?2) \
+         RETURNING lease_epoch, owner_id";
+
+    /// Releases run `?2`'s lease of dataset `?1` (after a failure); the flags stay as they are.
+    RELEASE_LEASE = "UPDATE datasets SET lease_run_id = NULL, lease_expires_at = NULL WHERE id = ?1 AND lease_run_id = ?2";
+
+    /// The pending fragments of dataset `?1`, optionally of table `?2` and period `?3` (NULL:
+    /// any), those not isolated first, each part in key (upload time) order, at most `?4`, and
+    /// none after the first that takes their bytes past `?5`: a run's share and one more
+    /// ([`crate::compaction::FragmentRow`]s; which of them a run takes is decided by
+    /// [`crate::compaction::plan::inputs`]).
+    PENDING_FRAGMENTS = "SELECT key, table_name, period_tag, size, table_offsets, isolated FROM ( \
+         SELECT key, table_name, period_tag, size, table_offsets, isolated, \
+         SUM(size) OVER (ORDER BY isolated, key ROWS UNBOUNDED PRECEDING) - size AS bytes_before FROM battle_files \
+         WHERE dataset_id = ?1 AND compacted_at IS NULL AND (?2 IS NULL OR table_name = ?2) \
+         AND (?3 IS NULL OR period_tag = ?3) ORDER BY isolated, key LIMIT ?4) \
+         WHERE bytes_before <= ?5 ORDER BY isolated, key";
+
+    /// The live compacted files of dataset `?1` smaller than `?2` bytes, optionally of period `?3`
+    /// (NULL: any), oldest first, at most `?4`: what consolidation chooses from
+    /// ([`crate::compaction::consolidate::SmallFile`]s). A message's `table` names the
+    /// fragments' table, not the tables inside them: it does not narrow this.
+    SMALL_OUTPUTS = "SELECT key, period_tag, table_name, size, source_segments FROM compacted_files \
+         WHERE dataset_id = ?1 AND retired_at IS NULL AND size < ?2 AND (?3 IS NULL OR period_tag = ?3) \
+         ORDER BY created_at, key LIMIT ?4";
+
+    /// Counts an invocation of run `?1` of dataset `?2` that is about to read its fragments; `?3`
+    /// now. Answers [`Invocations`], this one included.
+    COUNT_INVOCATION = "INSERT INTO compaction_runs (run_id, dataset_id, invocations, updated_at) \
+         VALUES (?1, ?2, 1, ?3) ON CONFLICT (run_id) DO UPDATE SET invocations = invocations + 1, updated_at = ?3 \
+         RETURNING invocations";
+
+    /// Takes back the count of an invocation of run `?1` that failed cleanly on I/O.
+    UNCOUNT_INVOCATION = "UPDATE compaction_runs SET invocations = invocations - 1 WHERE run_id = ?1 AND invocations > 0";
+
+    /// Isolates the pending fragments `{keys}` of dataset `?1` (each is taken alone by a later
+    /// run), fenced by run `?2`'s lease at epoch `?3`.
+    ISOLATE_FRAGMENTS = concat!(
+        "UPDATE battle_files SET isolated = 1 WHERE dataset_id = ?1 AND compacted_at IS NULL AND key IN ({keys}) AND ",
+        fence!()
+    );
+
+    /// Gives back run `?2`'s lease of dataset `?1` at epoch `?3` without committing; `?4` now.
+    RETURN_LEASE = "UPDATE datasets SET lease_run_id = NULL, lease_expires_at = NULL, updated_at = ?4 \
+         WHERE id = ?1 AND lease_run_id = ?2 AND lease_epoch = ?3";
+
+    /// Stages output keys before any is written: `?1` dataset, `?2` run, `?3` now (Unix ms),
+    /// then the keys, one row each (`{rows}`: `(?4, ?1, ?2, ?3), …`; see [`stage_outputs`]).
+    STAGE_OUTPUTS = "INSERT INTO staged_outputs (key, dataset_id, run_id, staged_at) VALUES {rows} ON CONFLICT (key) DO NOTHING";
+
+    /// Records multipart upload `?2` of staged output `?1`, so that clean-up can abort it.
+    STAGED_UPLOAD = "UPDATE staged_outputs SET upload_id = ?2 WHERE key = ?1";
+
+    /// `?1` run id → the [`StepOutput`] of each of its completed steps.
+    STEP_OUTPUTS = "SELECT step, output FROM workflow_steps WHERE run_id = ?1";
+
+    /// Records a completed step; the first write wins, and the stored [`SavedOutput`] is answered
+    /// (the no-op update makes an existing row answer). `?1` run id, `?2` step, `?3` output
+    /// (JSON), `?4` attempts, `?5` duration in ms, `?6` now.
+    SAVE_STEP = "INSERT INTO workflow_steps (run_id, step, output, attempts, duration_ms, completed_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (run_id, step) DO UPDATE SET run_id = excluded.run_id \
+         RETURNING output";
+
+    /// The test stack's injected faults of dataset `?1` ([`Fault`]s; the table exists only
+    /// where the tests made it).
+    FAULTS_ARMED = "SELECT step FROM fault_injections WHERE dataset_id = ?1 ORDER BY step";
+
+    /// Uses up fault `?2` of dataset `?1`.
+    FAULT_FIRED = "DELETE FROM fault_injections WHERE dataset_id = ?1 AND step = ?2";
+}
+
+/// Records every output key of a run before any is written (a few statements, one batch). The
+/// commit clears them; those left behind are orphans for [`crate::cleanup`].
+pub fn stage_outputs(keys: &[String], dataset: &DatasetId, run_id: &str, now_ms: u64) -> Vec<Statement> {
+    // Four parameters a row (three shared), within D1's 100 per statement.
+    keys.chunks(24)
+        .map(|chunk| {
+            let rows: Vec<String> = (0..chunk.len()).map(|i| format!("(?{}, ?1, ?2, ?3)", i + 4)).collect();
+            let mut params = vec![text(dataset.as_str()), text(run_id), SqlValue::from(now_ms)];
+            params.extend(chunk.iter().map(|k| text(k)));
+            Statement { sql: STAGE_OUTPUTS.replace("{rows}", &rows.join(", ")), params }
+        })
+        .collect()
+}
+
+/// The lease a run took, and the dataset's owner.
+#[derive(Debug, Deserialize)]
+pub struct LeaseTaken {
+    pub lease_epoch: i64,
+    pub owner_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Invocations {
+    pub invocations: u64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StepOutput {
+    pub step: String,
+    pub output: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SavedOutput {
+    pub output: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Fault {
+    pub step: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// A run's commit: one fenced batch ([`crate::commit::commit_batch`]). `?1` dataset, `?2` run,
+// `?3` epoch, `?4` now; each statement's own parameters follow.
+
+statements! {
+    COMMIT;
+
+    /// Marks the consumed fragments `{keys}` compacted by the run.
+    COMMIT_MARK_FRAGMENTS = concat!(
+        "UPDATE battle_files SET compacted_at = ?4, compacted_run_id = ?2 \
+         WHERE dataset_id = ?1 AND compacted_at IS NULL AND key IN ({keys}) AND ",
+        fence!()
+    );
+
+    /// Retires the merged compacted files `{keys}`.
+    COMMIT_RETIRE_FILES = concat!(
+        "UPDATE compacted_files SET retired_at = ?4, retired_run_id = ?2 \
+         WHERE dataset_id = ?1 AND retired_at IS NULL AND key IN ({keys}) AND ",
+        fence!()
+    );
+
+    /// The check: changes one row exactly when the run marked `?5` fragments and retired `?6`
+    /// files, every one it took (another run had taken none of them).
+    COMMIT_CHECK = "UPDATE datasets SET lease_expires_at = -1, last_compacted_at = ?4 \
+         WHERE id = ?1 AND lease_run_id = ?2 AND lease_epoch = ?3 \
+         AND (SELECT count(*) FROM battle_files WHERE compacted_at = ?4 AND compacted_run_id = ?2 AND dataset_id = ?1) = ?5 \
+         AND (SELECT count(*) FROM compacted_files WHERE retired_at = ?4 AND retired_run_id = ?2 AND dataset_id = ?1) = ?6";
+
+    /// The check failed: the marks are undone.
+    COMMIT_UNMARK_FRAGMENTS = concat!(
+        "UPDATE battle_files SET compacted_at = NULL, compacted_run_id = NULL \
+         WHERE compacted_at = ?4 AND compacted_run_id = ?2 AND dataset_id = ?1 AND ",
+        fence!(),
+        " AND NOT ",
+        checked!()
+    );
+
+    /// The check failed: the retirements are undone.
+    COMMIT_UNRETIRE_FILES = concat!(
+        "UPDATE compacted_files SET retired_at = NULL, retired_run_id = NULL \
+         WHERE retired_at = ?4 AND retired_run_id = ?2 AND dataset_id = ?1 AND ",
+        fence!(),
+        " AND NOT ",
+        checked!()
+    );
+
+    /// Records output `?5` of period `?6`, table `?7`, schema `?8`: `?9` rows, `?10` bytes, `?11`
+    /// fragment segments.
+    COMMIT_OUTPUT = concat!(
+        "INSERT INTO compacted_files (key, dataset_id, period_tag, table_name, run_id, schema_fingerprint, \
+         row_count, size, source_segments, created_at) \
+         SELECT ?5, ?1, ?6, ?7, ?2, ?8, ?9, ?10, ?11, ?4 WHERE ",
+        checked!()
+    );
+
+    /// Records that table `?6` of fragment `?5` could not be compacted, and why (`?7`).
+    COMMIT_QUARANTINE = concat!(
+        "INSERT OR IGNORE INTO quarantined_segments (fragment_key, table_name, dataset_id, run_id, error, created_at) \
+         SELECT ?5, ?6, ?1, ?2, ?7, ?4 WHERE ",
+        checked!()
+    );
+
+    /// The committed keys `{keys}` are no longer staged (`?1` dataset, `?2` run, `?3` epoch).
+    COMMIT_UNSTAGE = concat!("DELETE FROM staged_outputs WHERE run_id = ?2 AND dataset_id = ?1 AND key IN ({keys}) AND ", checked!());
+
+    /// Last: the dataset's flag follows what is still pending, and the lease is released.
+    COMMIT_RELEASE = "UPDATE datasets SET \
+         compaction_needed = CASE WHEN EXISTS (SELECT 1 FROM battle_files WHERE dataset_id = ?1 AND compacted_at IS NULL) THEN 1 ELSE 0 END, \
+         lease_run_id = NULL, lease_expires_at = NULL, updated_at = ?4 \
+         WHERE id = ?1 AND lease_run_id = ?2 AND lease_epoch = ?3";
+}
+
+// ---------------------------------------------------------------------------------------------
+// The clean-up (the compaction Worker's cron, [`crate::cleanup`]).
+
+statements! {
+    CLEANUP;
+
+    /// [`StagedOutput`]s staged at or before `?1` (Unix ms), at most `?2`, each with
+    /// `committed` = 1 when a commit recorded it after all (two invocations of one run at once
+    /// can stage a key again after its commit).
+    STAGED_BEFORE = "SELECT s.key, s.dataset_id, s.run_id, s.upload_id, \
+         EXISTS (SELECT 1 FROM compacted_files c WHERE c.key = s.key) AS committed FROM staged_outputs s \
+         WHERE s.staged_at <= ?1 ORDER BY s.staged_at, s.key LIMIT ?2";
+
+    /// Forgets the staged keys `{keys}`.
+    UNSTAGE = "DELETE FROM staged_outputs WHERE key IN ({keys})";
+
+    /// Reaps run `?2` of dataset `?1` unless it holds the dataset's lease; `?3` now.
+    REAP_RUN = "INSERT OR IGNORE INTO reaped_runs (run_id, dataset_id, reaped_at) SELECT ?2, ?1, ?3 \
+         WHERE NOT EXISTS (SELECT 1 FROM datasets WHERE id = ?1 AND lease_run_id = ?2)";
+
+    /// `?1` run id → a row when it was reaped.
+    IS_REAPED = "SELECT 1 AS reaped FROM reaped_runs WHERE run_id = ?1";
+
+    /// Forgets run `?1`'s checkpoints.
+    FORGET_RUN_STEPS = "DELETE FROM workflow_steps WHERE run_id = ?1";
+
+    /// Forgets run `?1`'s invocation count.
+    FORGET_RUN_COUNT = "DELETE FROM compaction_runs WHERE run_id = ?1";
+
+    /// [`KeyRow`]s of fragments compacted at or before `?1`, not yet purged and with no
+    /// quarantined segment, at most `?2`, oldest first.
+    DUE_FOR_PURGE = "SELECT key FROM battle_files \
+         WHERE compacted_at IS NOT NULL AND compacted_at <= ?1 AND purged_at IS NULL \
+         AND NOT EXISTS (SELECT 1 FROM quarantined_segments q WHERE q.fragment_key = battle_files.key) \
+         ORDER BY compacted_at, key LIMIT ?2";
+
+    /// The fragments `{keys}` had their objects deleted at `?1` (their rows stay).
+    MARK_PURGED = "UPDATE battle_files SET purged_at = ?1 WHERE key IN ({keys})";
+
+    /// [`KeyRow`]s of compacted files retired at or before `?1`, at most `?2`, oldest first.
+    RETIRED_BEFORE = "SELECT key FROM compacted_files WHERE retired_at IS NOT NULL AND retired_at <= ?1 \
+         ORDER BY retired_at, key LIMIT ?2";
+
+    /// Forgets the retired files `{keys}`.
+    FORGET_RETIRED = "DELETE FROM compacted_files WHERE retired_at IS NOT NULL AND key IN ({keys})";
+
+    /// [`RunRow`]s of runs with a checkpoint at or before `?1`, at most `?2`.
+    RUNS_WITH_OLD_STEPS = "SELECT DISTINCT run_id FROM workflow_steps WHERE completed_at <= ?1 LIMIT ?2";
+
+    /// Reaps run `?1` if none of its steps is newer than `?2` and it holds no lease; `?3` now. Its
+    /// dataset is the one of its outputs ('' for a run that wrote none).
+    REAP_FINISHED_RUN = "INSERT OR IGNORE INTO reaped_runs (run_id, dataset_id, reaped_at) \
+         SELECT ?1, coalesce((SELECT dataset_id FROM compacted_files WHERE run_id = ?1 LIMIT 1), ''), ?3 \
+         WHERE NOT EXISTS (SELECT 1 FROM workflow_steps WHERE run_id = ?1 AND completed_at > ?2) \
+         AND NOT EXISTS (SELECT 1 FROM datasets WHERE lease_run_id = ?1)";
+
+    /// Forgets reaped run `?1`'s checkpoints.
+    FORGET_REAPED_RUN = "DELETE FROM workflow_steps WHERE run_id = ?1 AND EXISTS (SELECT 1 FROM reaped_runs WHERE run_id = ?1)";
+
+    /// Forgets reaped run `?1`'s invocation count.
+    FORGET_REAPED_RUN_COUNT = "DELETE FROM compaction_runs WHERE run_id = ?1 AND EXISTS (SELECT 1 FROM reaped_runs WHERE run_id = ?1)";
+
+    /// Forgets tombstones of refused uploads discarded at or before `?1`.
+    FORGET_DISCARDED_UPLOADS = "DELETE FROM discarded_uploads WHERE discarded_at <= ?1";
+}
+
+/// A staged output key, its run, its multipart upload if one was begun, and whether a commit
+/// recorded it after all.
+#[derive(Debug, Deserialize)]
+pub struct StagedOutput {
+    pub key: String,
+    pub dataset_id: String,
+    pub run_id: String,
+    pub upload_id: Option<String>,
+    #[serde(deserialize_with = "flag")]
+    pub committed: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct KeyRow {
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RunRow {
+    pub run_id: String,
+}
+
+/// A boolean column: SQLite and D1 answer 0 or 1.
+pub(crate) fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Flag {
+        Bool(bool),
+        Number(f64),
+    }
+    Ok(match Flag::deserialize(d)? {
+        Flag::Bool(b) => b,
+        Flag::Number(n) => n != 0.0,
+    })
 }
 
 #[cfg(test)]
@@ -160,6 +622,32 @@ mod tests {
 
     use super::*;
     use crate::testing::migrated_sqlite;
+
+    #[test]
+    fn every_statement_prepares_on_the_d1_schema_within_d1s_limits() {
+        let conn = migrated_sqlite();
+        // What wrangler makes when it applies the migrations, and the tests on a test stack.
+        conn.execute_batch(
+            "CREATE TABLE d1_migrations (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE, applied_at TIMESTAMP);
+             CREATE TABLE fault_injections (dataset_id TEXT NOT NULL, step TEXT NOT NULL);",
+        )
+        .unwrap();
+        let all = [UPLOADS, RUNS, COMMIT, CLEANUP].concat();
+        assert!(all.len() >= 50, "{} statements", all.len());
+        for (name, sql) in all {
+            let keys: Vec<String> = (0..KEYS_PER_STATEMENT).map(|i| format!("k{i}")).collect();
+            let sql = if sql.contains("{keys}") {
+                keyed(sql, &[text("a"), text("b"), SqlValue::Int(1), text("d")], &keys).remove(0).sql
+            } else if sql.contains("{rows}") {
+                stage_outputs(&keys[..24], &DatasetId::parse("ds").unwrap(), "run", 0).remove(0).sql
+            } else {
+                sql.to_string()
+            };
+            let statement = conn.prepare(&sql).unwrap_or_else(|e| panic!("{name}: {e}\n{sql}"));
+            assert!(statement.parameter_count() <= 100, "{name} binds {} parameters", statement.parameter_count());
+            assert!(sql.len() <= 100 * 1024, "{name} is longer than D1 takes");
+        }
+    }
 
     fn insert(conn: &Connection, key: &str, hash: &str) -> rusqlite::Result<usize> {
         conn.execute(INSERT_FRAGMENT, params![key, "ds", "port_table", "2025-11-05", hash, 10, "[]", "owner", "t0"])
@@ -194,5 +682,13 @@ mod tests {
         // The same bytes under another key (a second handshake): its own object goes.
         assert!(insert(&conn, "k3", "h1").is_err_and(|e| is_unique_violation(&e.to_string())));
         assert!(may_delete(&conn, "k3"));
+    }
+
+    #[test]
+    fn every_time_is_written_in_one_format_that_orders_as_text() {
+        let (a, b) = (iso(1_800_000_000_000), iso(1_800_000_000_001));
+        assert_eq!(a, "2027-01-15T08:00:00.000Z");
+        assert!(a < b);
+        assert_eq!(iso(1_800_000_000_000 + 86_400_000 * 400).len(), a.len(), "fixed width");
     }
 }

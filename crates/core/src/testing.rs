@@ -13,8 +13,8 @@ use rusqlite::types::{Null, ValueRef};
 use rusqlite::{Connection, ToSql, params, params_from_iter};
 use serde_json::{Map, Value};
 
-use crate::commit::{SqlValue, Statement};
 use crate::index;
+use crate::index::{SqlValue, Statement};
 use crate::workflow::Clock;
 
 /// A realtime compaction request for `dataset`, the whole dataset.
@@ -90,8 +90,9 @@ impl crate::workflow::CheckpointStore for Sqlite {
 
 #[cfg(feature = "engine")]
 impl crate::compaction::Sql for Sqlite {
-    async fn rows(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Map<String, Value>>, String> {
-        self.with(|c| {
+    /// Each row as D1 answers it (a JSON object of its columns), then decoded as `T`.
+    async fn query<T: serde::de::DeserializeOwned>(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<T>, String> {
+        let rows: Vec<Map<String, Value>> = self.with(|c| {
             let mut stmt = c.prepare(sql).map_err(|e| e.to_string())?;
             let names: Vec<String> = stmt.column_names().iter().map(|n| n.to_string()).collect();
             let rows = stmt
@@ -111,7 +112,12 @@ impl crate::compaction::Sql for Sqlite {
                 })
                 .map_err(|e| e.to_string())?;
             rows.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())
-        })
+        })?;
+        rows.into_iter().map(|row| serde_json::from_value(Value::Object(row)).map_err(|e| format!("{sql}: {e}"))).collect()
+    }
+
+    async fn run(&self, sql: &str, params: &[SqlValue]) -> Result<u64, String> {
+        self.with(|c| c.execute(sql, params_from_iter(params.iter().map(bind))).map(|n| n as u64).map_err(|e| e.to_string()))
     }
 
     async fn batch(&self, statements: &[Statement]) -> Result<Vec<u64>, String> {

@@ -1,7 +1,7 @@
 //! D1 behind [`Remote`]: every query can time out (and be delayed on a test stack), and
 //! statements bind the core's [`SqlValue`], the one parameter type of every statement.
 
-use fusou_core::commit::SqlValue;
+use fusou_core::index::SqlValue;
 use serde::de::DeserializeOwned;
 use worker::wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement, D1Result};

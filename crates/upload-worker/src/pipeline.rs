@@ -2,10 +2,10 @@
 //! orphan either way and no object deleted that a row holds), and request a compaction (a
 //! `processing_metrics` row, then a queue message carrying its id).
 
-use fusou_core::commit::SqlValue;
 use fusou_core::fragment::TableOffset;
 use fusou_core::ids::{DatasetId, PeriodTag, TableName};
 use fusou_core::index;
+use fusou_core::index::SqlValue;
 use fusou_core::message::{CompactionMessage, Priority};
 use fusou_core::supabase::{self as rest, DatasetRow, NewMetric};
 use fusou_core::upload::ContentHash;
@@ -13,7 +13,6 @@ use fusou_edge::d1::{self, Db};
 use fusou_edge::log;
 use fusou_edge::remote::{Remote, Service};
 use fusou_edge::supabase::Supabase;
-use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 use worker::{MessageBuilder, Queue};
@@ -21,18 +20,8 @@ use worker::{MessageBuilder, Queue};
 use crate::context::Ctx;
 use crate::http::ApiError;
 
-#[derive(Deserialize)]
-struct Owner {
-    owner_id: String,
-}
-
-#[derive(Deserialize)]
-struct Key {
-    key: String,
-}
-
 async fn owner(ctx: &Ctx, dataset: &DatasetId) -> Result<Option<String>, ApiError> {
-    let row: Option<Owner> = ctx.db()?.first(index::DATASET_OWNER, &[dataset.as_str().into()]).await?;
+    let row: Option<index::Owner> = ctx.db()?.first(index::DATASET_OWNER, &[dataset.as_str().into()]).await?;
     Ok(row.map(|o| o.owner_id))
 }
 
@@ -60,7 +49,7 @@ pub async fn check_readable(ctx: &Ctx, dataset: &DatasetId, user: Uuid) -> Resul
 
 /// 409 when the dataset already holds these exact bytes.
 pub async fn check_not_stored(ctx: &Ctx, dataset: &DatasetId, hash: &ContentHash) -> Result<(), ApiError> {
-    let row: Option<Key> = ctx.db()?.first(index::FRAGMENT_BY_HASH, &[dataset.as_str().into(), hash.as_str().into()]).await?;
+    let row: Option<index::StoredKey> = ctx.db()?.first(index::FRAGMENT_BY_HASH, &[dataset.as_str().into(), hash.as_str().into()]).await?;
     match row {
         Some(k) => Err(ApiError::conflict(format!("this content is already stored as {}", k.key))),
         None => Ok(()),
@@ -85,7 +74,7 @@ pub struct NewFragment {
 /// refused must not delete what the other recorded. Answers the upload time.
 pub async fn store_fragment(ctx: &Ctx, f: NewFragment) -> Result<String, ApiError> {
     let size = f.body.len() as u64;
-    let uploaded_at = fusou_edge::now_utc().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let uploaded_at = index::iso(fusou_edge::now_ms());
     let owner = f.owner.to_string();
     let offsets_json = serde_json::to_string(&f.offsets).map_err(|e| ApiError::new(500, e.to_string()))?;
     let metadata = [
@@ -142,18 +131,14 @@ pub async fn store_fragment(ctx: &Ctx, f: NewFragment) -> Result<String, ApiErro
 /// cannot say, the object is kept (an unreferenced object costs bytes; a deleted one that a row
 /// holds would lose the upload).
 async fn discard(ctx: &Ctx, db: &Db, bucket: &worker::Bucket, key: &str) {
-    #[derive(Deserialize)]
-    struct Recorded {
-        recorded: u8,
-    }
-    let now = fusou_edge::now_utc().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let now = index::iso(fusou_edge::now_ms());
     let decision = async {
         let statements = vec![
             db.statement(index::DISCARD_UPLOAD, &[key.into(), now.as_str().into()])?,
             db.statement(index::KEY_RECORDED, &[key.into()])?,
         ];
         let results = db.batch(statements).await?;
-        let recorded: Vec<Recorded> = results.get(1).map(|r| r.results()).transpose().map_err(ApiError::from)?.unwrap_or_default();
+        let recorded: Vec<index::Recorded> = results.get(1).map(|r| r.results()).transpose().map_err(ApiError::from)?.unwrap_or_default();
         Ok::<_, ApiError>(recorded.first().is_some_and(|r| r.recorded == 1))
     };
     match decision.await {

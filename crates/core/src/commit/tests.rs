@@ -200,7 +200,7 @@ fn a_consolidating_commit_retires_the_merged_files_with_its_output() {
     assert_eq!(count(&conn, "SELECT count(*) FROM compacted_files WHERE retired_run_id = 'b' AND retired_at = 't2'"), 2);
     let summary: (i64, i64) = conn.query_row(index::COMPACTED_SUMMARY, params![DS], |r| Ok((r.get(0)?, r.get(2)?))).unwrap();
     assert_eq!(summary, (1, 10), "the summary sees live files only");
-    let retired_at: Option<String> = conn.query_row(index::OUTPUT_BY_KEY, params![DS, "out/a1"], |r| r.get(2)).unwrap();
+    let retired_at: Option<String> = conn.query_row(index::OUTPUT_BY_KEY, params![DS, "out/a1"], |r| r.get("retired_at")).unwrap();
     assert_eq!(retired_at.as_deref(), Some("t2"), "the download route answers a retired file with 410");
 }
 

@@ -44,7 +44,9 @@ impl Default for ConsolidationConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SmallFile {
     pub key: String,
+    #[serde(alias = "period_tag")]
     pub period: PeriodTag,
+    #[serde(alias = "table_name")]
     pub table: TableName,
     pub size: u64,
     /// Fragment segments whose rows the file holds.

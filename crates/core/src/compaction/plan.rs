@@ -33,16 +33,21 @@ use crate::ids::{DatasetId, PeriodTag, TableName};
 /// Small files listed per run at most (the oldest): what one run can consolidate is far less.
 pub const SMALL_FILES_LISTED: u64 = 2000;
 
-/// A pending fragment as `list-fragments` found it.
+/// A pending fragment as `list-fragments` found it: decoded from its index row
+/// ([`crate::index::PENDING_FRAGMENTS`]: `table_name`, `period_tag`, `table_offsets` as JSON
+/// text, `isolated` as 0 or 1) or from its checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FragmentRow {
     pub key: String,
+    #[serde(alias = "table_name")]
     pub table: TableName,
+    #[serde(alias = "period_tag")]
     pub period: PeriodTag,
     pub size: u64,
+    #[serde(alias = "table_offsets", deserialize_with = "crate::fragment::deserialize_offsets")]
     pub offsets: Vec<TableOffset>,
     /// Taken alone by a run (see [`RunConfig::invocations_before_isolation`]).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::index::flag")]
     pub isolated: bool,
 }
 

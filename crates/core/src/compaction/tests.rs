@@ -9,6 +9,7 @@ use rusqlite::params;
 
 use super::*;
 use crate::engine::EngineConfig;
+use crate::ids::{PeriodTag, TableName};
 use crate::synth::{self, FragmentSpec};
 use crate::testing::{FakeCatalog, FakeClock, Memory, Sqlite};
 use crate::workflow::{Backoff, RetryPolicy};
@@ -204,8 +205,11 @@ fn a_run_that_lost_its_lease_commits_nothing() {
     /// Lets another run take the lease just before the commit.
     struct Thief<'a>(&'a Sqlite);
     impl Sql for Thief<'_> {
-        async fn rows(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Map<String, Value>>, String> {
-            self.0.rows(sql, params).await
+        async fn query<T: serde::de::DeserializeOwned>(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<T>, String> {
+            self.0.query(sql, params).await
+        }
+        async fn run(&self, sql: &str, params: &[SqlValue]) -> Result<u64, String> {
+            self.0.run(sql, params).await
         }
         async fn batch(&self, statements: &[Statement]) -> Result<Vec<u64>, String> {
             self.0.with(|c| c.execute("UPDATE datasets SET lease_run_id = 'thief', lease_epoch = lease_epoch + 1", []).unwrap());

@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use super::plan::PlannedOutput;
 use super::{Blobs, Sql};
-use crate::commit::{OutputRecord, SqlValue};
+use crate::commit::OutputRecord;
 use crate::engine::segment::{FragmentInput, Quarantined, Scan};
 use crate::engine::{EngineConfig, merge, plan};
-use crate::index;
+use crate::index::{self, SqlValue};
 
 /// What merging one output leaves behind: the output, and the segments it had to leave out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,7 +45,7 @@ impl<'t, 'a, S: Sql, B: Blobs> PartUpload<'t, 'a, S, B> {
             Some(m) => m,
             None => {
                 let id = blobs.create_multipart(key).await?;
-                sql.rows(index::STAGED_UPLOAD, &[SqlValue::Text(key.to_owned()), SqlValue::Text(id.clone())]).await?;
+                sql.run(index::STAGED_UPLOAD, &[SqlValue::from(key), SqlValue::from(id.as_str())]).await?;
                 self.multipart.insert((id, Vec::new()))
             }
         };

@@ -1,12 +1,11 @@
 //! Read routes for a dataset's owner: its state, its compacted outputs, and a download. A
 //! dataset of another user answers 404, as one that does not exist.
 
-use fusou_core::commit::SqlValue;
 use fusou_core::ids::{DatasetId, PeriodTag, TableName};
 use fusou_core::index;
+use fusou_core::index::SqlValue;
 use fusou_core::supabase as rest;
 use fusou_edge::remote::Service;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use worker::{Request, Response};
 
@@ -17,55 +16,6 @@ use crate::pipeline;
 use crate::router::Call;
 
 const MAX_PAGE: u64 = 1000;
-
-#[derive(Deserialize)]
-struct State {
-    compaction_needed: u8,
-    lease_run_id: Option<String>,
-    lease_expires_at: Option<f64>,
-    created_at: String,
-    updated_at: String,
-    last_compacted_at: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Pending {
-    fragments: u64,
-    bytes: u64,
-    oldest: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Compacted {
-    files: u64,
-    bytes: u64,
-    rows: u64,
-}
-
-#[derive(Deserialize, Serialize)]
-struct Output {
-    key: String,
-    period_tag: String,
-    table_name: String,
-    row_count: u64,
-    size: u64,
-    source_segments: u64,
-    created_at: String,
-}
-
-#[derive(Deserialize, Serialize)]
-struct QuarantinedSegment {
-    fragment_key: String,
-    /// `*`: the whole fragment.
-    table_name: String,
-    error: String,
-    created_at: String,
-}
-
-#[derive(Deserialize)]
-struct Count {
-    segments: u64,
-}
 
 /// The dataset named in the path, if it exists and the caller owns it (404 otherwise).
 async fn owned_dataset(req: &Request, ctx: &Ctx, call: &Call) -> Result<DatasetId, ApiError> {
@@ -83,13 +33,14 @@ pub async fn show(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiE
     let dataset = owned_dataset(&req, ctx, call).await?;
     let db = ctx.db()?;
     let id = [SqlValue::from(dataset.as_str())];
-    let state: State = db.first(index::DATASET_STATE, &id).await?.ok_or_else(|| ApiError::not_found("no dataset"))?;
-    let pending: Pending = db.first(index::PENDING_SUMMARY, &id).await?.ok_or_else(|| ApiError::new(500, "no summary"))?;
-    let compacted: Compacted = db.first(index::COMPACTED_SUMMARY, &id).await?.ok_or_else(|| ApiError::new(500, "no summary"))?;
-    let outputs: Vec<Output> =
+    let state: index::DatasetState = db.first(index::DATASET_STATE, &id).await?.ok_or_else(|| ApiError::not_found("no dataset"))?;
+    let pending: index::PendingSummary = db.first(index::PENDING_SUMMARY, &id).await?.ok_or_else(|| ApiError::new(500, "no summary"))?;
+    let compacted: index::CompactedSummary =
+        db.first(index::COMPACTED_SUMMARY, &id).await?.ok_or_else(|| ApiError::new(500, "no summary"))?;
+    let outputs: Vec<index::OutputRow> =
         db.all(index::LIST_OUTPUTS, &[dataset.as_str().into(), SqlValue::Null, SqlValue::Null, SqlValue::from(20u64), "".into()]).await?;
-    let quarantined: Vec<QuarantinedSegment> = db.all(index::QUARANTINED, &[dataset.as_str().into(), SqlValue::from(20u64)]).await?;
-    let quarantined_count = db.first::<Count>(index::QUARANTINED_COUNT, &id).await?.map_or(0, |c| c.segments);
+    let quarantined: Vec<index::QuarantinedSegment> = db.all(index::QUARANTINED, &[dataset.as_str().into(), SqlValue::from(20u64)]).await?;
+    let quarantined_count = db.first::<index::QuarantinedCount>(index::QUARANTINED_COUNT, &id).await?.map_or(0, |c| c.segments);
     let now = fusou_edge::now_utc();
     let oldest_age = pending
         .oldest
@@ -137,7 +88,7 @@ pub async fn outputs(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, A
             .ok_or_else(|| ApiError::bad_request(format!("limit must be a whole number from 1 to {MAX_PAGE}")))?,
     };
     let after = query(&req, "after")?.unwrap_or_default();
-    let rows: Vec<Output> = ctx
+    let rows: Vec<index::OutputRow> = ctx
         .db()?
         .all(
             index::LIST_OUTPUTS,
@@ -157,12 +108,7 @@ pub async fn outputs(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, A
 pub async fn download(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
     let dataset = owned_dataset(&req, ctx, call).await?;
     let key = query(&req, "key")?.ok_or_else(|| ApiError::bad_request("key is required"))?;
-    #[derive(Deserialize)]
-    struct Found {
-        key: String,
-        retired_at: Option<String>,
-    }
-    let found: Option<Found> = ctx.db()?.first(index::OUTPUT_BY_KEY, &[dataset.as_str().into(), key.as_str().into()]).await?;
+    let found: Option<index::FoundOutput> = ctx.db()?.first(index::OUTPUT_BY_KEY, &[dataset.as_str().into(), key.as_str().into()]).await?;
     let found = found.ok_or_else(|| ApiError::not_found("no such output in this dataset"))?;
     if let Some(at) = found.retired_at {
         return Err(ApiError::new(410, format!("output {key} was merged into a larger one at {at}: list the outputs again")));

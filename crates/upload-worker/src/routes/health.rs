@@ -1,20 +1,15 @@
 //! `GET /health`: whether this Worker can reach everything it depends on, and whether the
 //! compaction Worker answers behind its service binding. 200 when all hold, 503 otherwise.
 
+use fusou_core::index;
 use fusou_edge::bindings;
 use fusou_edge::remote::Service;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use worker::{Request, Response, Result};
 
 use crate::context::Ctx;
 use crate::http::{self, ApiError};
 use crate::router::Call;
-
-#[derive(Deserialize)]
-struct Migration {
-    name: String,
-}
 
 pub async fn handle(_req: Request, ctx: &Ctx, _call: &Call) -> std::result::Result<Response, ApiError> {
     let checks = json!({
@@ -44,7 +39,7 @@ fn outcome(result: Result<Value>) -> Value {
 
 /// The D1 migrations applied, in order: proves the database is bound and migrated.
 async fn d1_migrations(ctx: &Ctx) -> Result<Value> {
-    let rows: Vec<Migration> = ctx.db().map_err(|e| e.message)?.all("SELECT name FROM d1_migrations ORDER BY id", &[]).await?;
+    let rows: Vec<index::Migration> = ctx.db().map_err(|e| e.message)?.all(index::MIGRATIONS, &[]).await?;
     if rows.is_empty() {
         return Err("no D1 migrations applied".into());
     }

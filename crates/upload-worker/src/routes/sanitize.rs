@@ -2,9 +2,9 @@
 //! expiry is released, the needs-compaction flag is set again if fragments are pending, and a
 //! `manual` compaction is requested (awaited: the answer says what became of it).
 
-use fusou_core::commit::SqlValue;
 use fusou_core::ids::DatasetId;
 use fusou_core::index;
+use fusou_core::index::SqlValue;
 use fusou_core::message::Priority;
 use serde::Deserialize;
 use serde_json::json;
@@ -25,11 +25,6 @@ struct Body {
     dataset_id: DatasetId,
 }
 
-#[derive(Deserialize)]
-struct Pending {
-    fragments: u64,
-}
-
 pub async fn handle(mut req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
     let user = auth::user(&req, ctx).await?;
     let body: Body = serde_json::from_slice(&http::body_within(&mut req, MAX_BODY_BYTES, "the request").await?)
@@ -37,12 +32,11 @@ pub async fn handle(mut req: Request, ctx: &Ctx, call: &Call) -> Result<Response
     let dataset = body.dataset_id;
     pipeline::check_readable(ctx, &dataset, user.id).await?;
     let db = ctx.db()?;
-    let now = fusou_edge::now_utc();
-    let now_text = now.to_rfc3339();
-    let id = SqlValue::from(dataset.as_str());
-    let released = db.run(index::RELEASE_EXPIRED_LEASE, &[id.clone(), now_text.as_str().into(), now.timestamp_millis().into()]).await?;
-    let marked = db.run(index::MARK_IF_PENDING, &[id.clone(), now_text.as_str().into()]).await?;
-    let pending: Option<Pending> = db.first(index::PENDING_SUMMARY, &[id]).await?;
+    let now_ms = fusou_edge::now_ms();
+    let (id, now) = (SqlValue::from(dataset.as_str()), SqlValue::from(index::iso(now_ms)));
+    let released = db.run(index::RELEASE_EXPIRED_LEASES, &[id.clone(), now.clone(), SqlValue::from(now_ms)]).await?;
+    let marked = db.run(index::MARK_IF_PENDING, &[id.clone(), now]).await?;
+    let pending: Option<index::PendingSummary> = db.first(index::PENDING_SUMMARY, &[id]).await?;
     let request = pipeline::Request::new(ctx, call.route, &dataset, Some(user.id), Priority::Manual, None, None).send().await;
     Ok(http::json(
         200,

@@ -2,14 +2,13 @@
 //! `scheduled` compaction for every dataset that needs one and holds no live lease, page by
 //! page, with one metrics row each.
 
-use fusou_core::commit::SqlValue;
-use fusou_core::ids::DatasetId;
 use fusou_core::index;
+use fusou_core::index::SqlValue;
 use fusou_core::message::{CompactionMessage, Priority};
 use fusou_core::supabase::{self as rest, NewMetric};
 use fusou_edge::log;
 use fusou_edge::remote::Service;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 use worker::{MessageBuilder, Request, Response};
@@ -21,11 +20,6 @@ use crate::router::Call;
 
 /// Datasets per page: one D1 query, one Supabase insert and one queue batch (at most 100) each.
 const PAGE: u64 = 100;
-
-#[derive(Deserialize)]
-struct Due {
-    id: DatasetId,
-}
 
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -50,7 +44,7 @@ pub async fn enqueue_due(ctx: &Ctx, source: &str) -> Result<TriggerReport, ApiEr
     let mut report = TriggerReport::default();
     let mut after = String::new();
     loop {
-        let due: Vec<Due> =
+        let due: Vec<index::DueDataset> =
             db.all(index::DATASETS_DUE, &[now.timestamp_millis().into(), after.as_str().into(), SqlValue::from(PAGE)]).await?;
         let Some(last) = due.last() else { break };
         after = last.id.to_string();
