@@ -56,7 +56,8 @@ lines = [l[l.find('{"level"'):] for l in open(sys.argv[1]) if '"compaction.commi
 runs = [json.loads(l[:l.rfind('}') + 1]) for l in lines]
 print(f"\nthe largest accepted fragment: MAX_UPLOAD_BYTES = {int(sys.argv[2]) / 2**20:.0f} MiB")
 for r in runs:
-    print(f"  {r['datasetId']}: {r['inputBytes'] / 2**20:.1f} MiB in, {r['rows']} rows, {r['outputs']} files, {r['outputBytes'] / 2**20:.1f} MiB out,"
+    m = r["metrics"]
+    print(f"  {r['datasetId']}: {m['input_bytes'] / 2**20:.1f} MiB in, {m['output_rows']} rows, {m['output_files']} files, {m['output_bytes'] / 2**20:.1f} MiB out,"
           f" {r['durationMs']} ms; Wasm memory after the run {r['wasmMemoryBytes'] / 2**20:.1f} MiB")
 print(f"Wasm memory at most: {max(r['wasmMemoryBytes'] for r in runs) / 2**20:.1f} MiB (a Worker has 128 MB)")
 PY
@@ -89,20 +90,21 @@ import json, re, sys
 runs = [json.loads(l) for l in sys.argv[1].splitlines() if l.strip()]
 natives = [re.search(r"([0-9.]+) s .* ([0-9.]+) MB/s, peak heap ([0-9.]+) MiB", l) for l in sys.argv[2].splitlines()]
 native = sorted(natives, key=lambda m: float(m.group(2)))[1]
-total = lambda k: sum(r[k] for r in runs)
-seconds = total("durationMs") / 1000
-worker_mbps = total("inputBytes") / 1e6 / seconds
+total = lambda k: sum(r["metrics"][k] for r in runs)
+seconds = sum(r["durationMs"] for r in runs) / 1000
+worker_mbps = total("input_bytes") / 1e6 / seconds
 native_mbps = float(native.group(2))
-print(f"\ninput: {total('fragments')} fragments, {total('inputBytes') / 1e6:.1f} MB, {total('rows')} rows -> {total('outputs')} files, {total('outputBytes') / 1e6:.1f} MB, in {len(runs)} runs")
+print(f"\ninput: {total('input_fragments')} fragments, {total('input_bytes') / 1e6:.1f} MB, {total('output_rows')} rows -> {total('output_files')} files, {total('output_bytes') / 1e6:.1f} MB, in {len(runs)} runs")
 print(f"worker (wrangler dev): {seconds:.2f} s of runs, {worker_mbps:.1f} MB/s, Wasm memory at most {max(r['wasmMemoryBytes'] for r in runs) / 2**20:.1f} MiB")
 for r in runs:
-    print(f"  run {r['runId']}: {r['fragments']} fragments, {r['inputBytes'] / 1e6:.1f} MB, {r['durationMs']} ms ({r['busyMs']} ms in the Worker's own code), steps {r['steps']}")
+    m = r["metrics"]
+    print(f"  run {r['runId']}: {m['input_fragments']} fragments, {m['input_bytes'] / 1e6:.1f} MB, {r['durationMs']} ms ({r['busyMs']} ms in the Worker's own code), steps {m['step_durations_ms']}")
 warm = runs[1:]
 if warm:
-    warm_mbps = sum(r["inputBytes"] for r in warm) / 1e6 / (sum(r["durationMs"] for r in warm) / 1000)
+    warm_mbps = sum(r["metrics"]["input_bytes"] for r in warm) / 1e6 / (sum(r["durationMs"] for r in warm) / 1000)
     print(f"  without the first run (the isolate's start and Wasm tier-up): {warm_mbps:.1f} MB/s")
-busy = total("busyMs") / 1000
-busy_mbps = total("inputBytes") / 1e6 / busy
+busy = sum(r["busyMs"] for r in runs) / 1000
+busy_mbps = total("input_bytes") / 1e6 / busy
 print(f"  of which the Worker's own code: {busy:.2f} s, {busy_mbps:.1f} MB/s; the other {seconds - busy:.2f} s it waited on local R2, D1, queues and Supabase")
 print(f"native engine (median of 3: {', '.join(m.group(2) for m in natives)} MB/s): {float(native.group(1)):.2f} s, {native_mbps:.1f} MB/s, peak heap {native.group(3)} MiB")
 wasm = re.search(r"cold ([0-9.]+) MB/s, warm \(median of 3\) ([0-9.]+) MB/s", sys.argv[3])

@@ -96,7 +96,7 @@ fn consolidation() -> TestResult {
     ensure!(body["error"].as_str().is_some_and(|e| e.contains("list the outputs again")), "{body}");
 
     let committed = wait_for_events("compaction.committed", &dataset, 3, 30)?;
-    ensure_eq!(committed.iter().filter_map(|e| e["consolidated"].as_u64()).sum::<u64>(), 64, "{committed:?}");
+    ensure_eq!(committed.iter().filter_map(|e| e["metrics"]["consolidated_files"].as_u64()).sum::<u64>(), 64, "{committed:?}");
     let metrics = pg_json(
         &[],
         &format!(

@@ -19,6 +19,7 @@ pub const TESTS: &[(&str, Test)] = &[
     ("failures::operator_routes_refuse_bad_requests", operator_routes_refuse_bad_requests),
     ("failures::an_invalid_message_is_recorded_failed_and_never_retried", invalid_message),
     ("failures::a_fragment_that_kills_every_run_is_quarantined_and_its_dataset_compacted", poisonous_fragment),
+    ("failures::a_burst_of_requests_is_one_run_that_works_and_the_rest_skipped", burst_of_requests),
 ];
 
 const PERIOD: &str = "2025-11-20";
@@ -263,5 +264,35 @@ fn poisonous_fragment() -> TestResult {
     ensure_eq!((q["fragment_key"].as_str(), q["table_name"].as_str()), (Some(poison.as_str()), Some("*")), "{state}");
     ensure!(q["error"].as_str().is_some_and(|e| e.contains("died or failed")), "{q}");
     d1(&format!("DELETE FROM fault_injections WHERE dataset_id = '{dataset}'"))?;
+    Ok(())
+}
+
+fn burst_of_requests() -> TestResult {
+    let (_, token) = new_user(json!({}))?;
+    let (dataset, fragments) = held_back(&token, 1950, 3)?;
+    let messages: Vec<Value> = (0..5).map(|i| message(&dataset, &format!("2026-11-28T00:01:0{i}Z"))).collect();
+    let ids: Vec<String> = messages.iter().map(|m| format!("'{}'", m["metricId"].as_str().unwrap_or_default())).collect();
+    replay_all(&messages)?;
+    wait_until_compacted(&dataset, &token, 120)?;
+    // Every request's row is finished: one run did the work, the others say they were coalesced.
+    let sql = format!("SELECT status::text, error_message FROM public.processing_metrics WHERE id IN ({}) ORDER BY status", ids.join(","));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let rows = loop {
+        let rows = pg_json(&[], &sql)?;
+        let finished =
+            rows.as_array().is_some_and(|r| r.len() == 5 && r.iter().all(|m| m["status"] != "running" && m["status"] != "queued"));
+        if finished || std::time::Instant::now() > deadline {
+            break rows;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let statuses: Vec<&str> = rows.as_array().into_iter().flatten().filter_map(|m| m["status"].as_str()).collect();
+    ensure_eq!(statuses, vec!["success", "skipped", "skipped", "skipped", "skipped"], "{rows}");
+    ensure!(
+        rows.as_array().into_iter().flatten().skip(1).all(|m| m["error_message"].as_str().is_some_and(|e| e.starts_with("coalesced"))),
+        "{rows}"
+    );
+    let (_, mut got) = compacted_rows(&dataset, &token)?;
+    ensure_same_rows(&mut got, &fragments, &[])?;
     Ok(())
 }

@@ -207,8 +207,8 @@ impl RunConfig {
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Another run holds the dataset's lease, or the dataset needs no compaction.
-    Skipped,
+    /// The run did nothing, for this reason (nothing is lost: see [`SkipReason`]).
+    Skipped(SkipReason),
     Committed(Summary),
     /// The run had lost its lease by the time it committed: its outputs are orphans.
     LostLease {
@@ -229,23 +229,42 @@ pub enum Outcome {
     },
 }
 
-/// What a committed run did.
+/// Why a run did nothing. In a burst of uploads to one dataset, one run does the work and the
+/// others' requests are coalesced into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    /// Another run holds the dataset's live lease: it takes what is pending, or asks for a run
+    /// that will.
+    LeaseHeld { by: String },
+    /// Nothing is pending: an earlier run took this request's fragments.
+    NothingPending,
+    /// This run finished long ago and the clean-up forgot it (reaped): a late redelivery of its
+    /// message may not run it again.
+    Forgotten,
+}
+
+/// What a committed run did. Each figure has the name of its `processing_metrics` column
+/// ([`crate::metrics::MetricsUpdate`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
-    pub fragments: u64,
+    /// Fragments consumed (read, or set aside unread).
+    pub input_fragments: u64,
+    /// Bytes and rows of every readable segment read, consolidated files included.
     pub input_bytes: u64,
-    pub rows: u64,
+    pub input_rows: u64,
     pub outputs: Vec<OutputRecord>,
     pub output_bytes: u64,
+    /// `input_rows` less the rows of segments the merge left out.
+    pub output_rows: u64,
     /// Segments set aside (unreadable), each naming its fragment and table; recorded in D1.
     pub quarantined: Vec<Quarantined>,
     /// Small compacted files merged into this run's outputs (and retired), and their rows
-    /// (counted in `rows` too: `rows - consolidated_rows` are the fragments' rows).
-    pub consolidated: u64,
+    /// (part of `input_rows`: `input_rows - consolidated_rows` are the fragments' rows).
+    pub consolidated_files: u64,
     pub consolidated_rows: u64,
     /// Fragments are still pending after this run: the caller enqueues a continuation.
     pub continue_after: bool,
-    /// Milliseconds spent in each step this invocation ran (merges summed as `merge`).
+    /// Milliseconds spent in each step kind this invocation ran (merges summed as `merge`).
     pub step_ms: std::collections::BTreeMap<String, u64>,
 }
 
@@ -294,7 +313,10 @@ impl<S: Sql, B: Blobs, Ca: Catalog, C: Clock> Ports<'_, S, B, Ca, C> {
     /// The run, step by step: lease → list → plan inputs → read → plan outputs → stage → merge →
     /// commit.
     async fn steps<K: CheckpointStore>(&self, message: &CompactionMessage, run: &mut Run<'_, K, C>) -> Result<Outcome, StepError> {
-        let Some(lease) = self.take_lease(&message.dataset_id, run).await? else { return Ok(Outcome::Skipped) };
+        let lease = match self.take_lease(&message.dataset_id, run).await? {
+            Ok(lease) => lease,
+            Err(reason) => return Ok(Outcome::Skipped(reason)),
+        };
         let listing = self.list(message, run).await?;
         // Before a byte is read, this invocation is counted: one that dies reading (out of
         // memory, out of CPU, a trap) cannot count itself afterwards.
@@ -348,24 +370,29 @@ impl<S: Sql, B: Blobs, Ca: Catalog, C: Clock> Ports<'_, S, B, Ca, C> {
         }
         Ok(Outcome::Committed(Summary {
             step_ms,
-            fragments: inputs.taken.len() as u64,
+            input_fragments: inputs.taken.len() as u64,
             input_bytes: scan.bytes(),
-            rows: written.iter().map(|o| o.rows).sum(),
+            input_rows: scan.rows(),
+            output_rows: written.iter().map(|o| o.rows).sum(),
             output_bytes: written.iter().map(|o| o.bytes).sum(),
             outputs: written,
             quarantined,
-            consolidated: retired.len() as u64,
+            consolidated_files: retired.len() as u64,
             consolidated_rows: scan.segments.iter().filter(|s| scan.fragment(s).compacted.is_some()).map(|s| s.rows as u64).sum(),
             continue_after,
         }))
     }
 
     /// `validate-dataset`: the dataset's lease, if this run may have it, once the catalog knows
-    /// the dataset.
-    async fn take_lease<K: CheckpointStore>(&self, dataset: &DatasetId, run: &mut Run<'_, K, C>) -> Result<Option<Lease>, StepError> {
+    /// the dataset; else why not.
+    async fn take_lease<K: CheckpointStore>(
+        &self,
+        dataset: &DatasetId,
+        run: &mut Run<'_, K, C>,
+    ) -> Result<Result<Lease, SkipReason>, StepError> {
         let run_id = run.id().to_owned();
         let (sql, catalog, clock, config) = (self.sql, self.catalog, self.clock, self.config);
-        let epoch: Option<i64> = run
+        let epoch: Result<i64, SkipReason> = run
             .ephemeral(&Step::ValidateDataset.name(), &config.steps, || async {
                 let now = clock.now_ms() as i64;
                 let params = [
@@ -375,10 +402,18 @@ impl<S: Sql, B: Blobs, Ca: Catalog, C: Clock> Ports<'_, S, B, Ca, C> {
                     SqlValue::Int(now + config.lease_ms as i64),
                     text(&iso(clock.now_ms())),
                 ];
-                let Some(taken) = sql.query::<index::LeaseTaken>(index::ACQUIRE_LEASE, &params).await?.pop() else { return Ok(None) };
+                let Some(taken) = sql.query::<index::LeaseTaken>(index::ACQUIRE_LEASE, &params).await?.pop() else {
+                    let state: Option<index::DatasetState> = sql.query(index::DATASET_STATE, &[text(dataset.as_str())]).await?.pop();
+                    return Ok(Err(match state {
+                        Some(s) if s.compaction_needed == 0 => SkipReason::NothingPending,
+                        Some(index::DatasetState { lease_run_id: Some(by), .. }) if by != run_id => SkipReason::LeaseHeld { by },
+                        Some(_) => SkipReason::Forgotten,
+                        None => SkipReason::NothingPending,
+                    }));
+                };
                 // A retry takes the run's own lease again; a failed run releases it (`compact`).
                 catalog.ensure_dataset(dataset, &taken.owner_id).await.map_err(|e| format!("the catalog: {e}"))?;
-                Ok(Some(taken.lease_epoch))
+                Ok(Ok(taken.lease_epoch))
             })
             .await?;
         Ok(epoch.map(|epoch| Lease { dataset: dataset.clone(), run_id, epoch }))

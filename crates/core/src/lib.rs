@@ -14,6 +14,7 @@
 //! - [`measure`]: figures of the work itself: a counting allocator (peak heap), the Wasm
 //!   memory's size, a future's own execution time (`Busy`).
 //! - [`message`]: [`message::CompactionMessage`], the one queue message every producer sends.
+//! - `metrics` (feature `engine`): a run's `processing_metrics` row as a type, built from its outcome.
 //! - [`auth`]: Supabase access-token verification against a JWK set (or a legacy HS256 secret).
 //! - [`supabase`]: the PostgREST calls the Workers make, as data.
 //! - `compaction` (feature `engine`): the compaction workflow on the step runner, over ports.
@@ -39,6 +40,8 @@ pub mod index;
 pub mod log;
 pub mod measure;
 pub mod message;
+#[cfg(feature = "engine")]
+pub mod metrics;
 #[cfg(feature = "signing")]
 pub mod signing;
 pub mod supabase;

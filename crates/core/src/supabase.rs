@@ -41,6 +41,8 @@ pub enum MetricStatus {
     Queued,
     Running,
     Success,
+    /// The run did nothing: another run held the dataset, or nothing was pending.
+    Skipped,
     Failure,
     DlqFailure,
 }
@@ -101,12 +103,12 @@ pub fn insert_metrics(rows: &[NewMetric]) -> RestCall {
 }
 
 /// Changes some columns of one metrics row.
-pub fn patch_metric(id: Uuid, changes: &serde_json::Value) -> RestCall {
+pub fn patch_metric(id: Uuid, changes: &impl Serialize) -> RestCall {
     RestCall {
         method: "PATCH",
         path_and_query: format!("processing_metrics?id=eq.{id}"),
         prefer: Some("return=minimal"),
-        body: Some(changes.to_string()),
+        body: Some(serde_json::to_string(changes).expect("changes serialize")),
     }
 }
 
@@ -120,13 +122,13 @@ pub fn patch_dataset(id: &DatasetId, changes: &serde_json::Value) -> RestCall {
     }
 }
 
-/// Creates or updates one metrics row (`row` must carry `id`, `dataset_id` and `priority`).
-pub fn upsert_metric(row: &serde_json::Value) -> RestCall {
+/// Creates or updates one metrics row (it must carry `id`, `dataset_id` and `priority`).
+pub fn upsert_metric(row: &impl Serialize) -> RestCall {
     RestCall {
         method: "POST",
         path_and_query: "processing_metrics?on_conflict=id".into(),
         prefer: Some("resolution=merge-duplicates,return=minimal"),
-        body: Some(serde_json::Value::Array(vec![row.clone()]).to_string()),
+        body: Some(serde_json::to_string(&[row]).expect("rows serialize")),
     }
 }
 

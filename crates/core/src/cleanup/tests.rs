@@ -6,7 +6,7 @@ use futures::executor::block_on;
 use rusqlite::params;
 
 use super::*;
-use crate::compaction::{Outcome, RunConfig, compact};
+use crate::compaction::{Outcome, RunConfig, SkipReason, compact};
 use crate::engine::EngineConfig;
 use crate::synth::{self, FragmentSpec};
 use crate::testing::{FakeCatalog, FakeClock, Memory, Sqlite};
@@ -135,10 +135,10 @@ fn a_dead_runs_outputs_are_deleted_and_it_can_never_commit_them() {
     assert_eq!(w.count("SELECT count(*) FROM workflow_steps WHERE run_id = 'dead'"), 0);
 
     // Its message delivered again: the run may not come back to commit keys that are gone.
-    assert_eq!(w.run("dead", &run_config()), Outcome::Skipped);
+    assert_eq!(w.run("dead", &run_config()), Outcome::Skipped(SkipReason::Forgotten));
     // The fragments stayed pending: a new run compacts them, and keeps its outputs.
     let Outcome::Committed(summary) = w.run("next", &run_config()) else { panic!("expected a commit") };
-    assert_eq!(summary.fragments, 4);
+    assert_eq!(summary.input_fragments, 4);
     w.advance(2 * HOUR);
     let report = w.clean(&CleanupConfig { orphan_grace_ms: HOUR, ..CleanupConfig::default() });
     assert_eq!((report.runs_reaped, report.orphans_deleted), (0, 0), "committed outputs are never orphans");
@@ -275,7 +275,7 @@ fn finished_runs_are_forgotten_after_the_retention_and_never_come_back() {
     // write under the keys it committed; reaped, it takes no lease and changes nothing.
     let before = w.blobs.objects.borrow().get(&first.outputs[0].key).cloned();
     w.db.with(|c| c.execute("UPDATE datasets SET lease_run_id = NULL, lease_expires_at = NULL", []).unwrap());
-    assert_eq!(w.run("first", &run_config()), Outcome::Skipped);
+    assert_eq!(w.run("first", &run_config()), Outcome::Skipped(SkipReason::Forgotten));
     assert_eq!(w.blobs.objects.borrow().get(&first.outputs[0].key).cloned(), before);
     assert_eq!(w.count("SELECT count(*) FROM battle_files WHERE compacted_at IS NULL"), 1, "the late upload still waits");
     assert!(matches!(w.run("next", &run_config()), Outcome::Committed(_)));

@@ -134,7 +134,7 @@ fn committed(outcome: Outcome) -> Summary {
 fn a_run_compacts_every_row_exactly_once() {
     let w = World::with_fragments(12);
     let summary = committed(w.run("run-a", &config(0)).unwrap());
-    assert_eq!(summary.fragments, 12);
+    assert_eq!(summary.input_fragments, 12);
     assert_eq!(summary.outputs.len(), 32);
     assert!(summary.quarantined.is_empty());
     w.check_exact(0..12);
@@ -154,12 +154,12 @@ fn a_redelivered_message_changes_nothing() {
     committed(w.run("run-a", &config(0)).unwrap());
     let writes = w.blobs.writes.get();
     // Delivered again with nothing pending: a quick no-op.
-    assert_eq!(w.run("run-a", &config(0)).unwrap(), Outcome::Skipped);
+    assert_eq!(w.run("run-a", &config(0)).unwrap(), Outcome::Skipped(SkipReason::NothingPending));
     // Delivered again after new uploads: every step comes from its checkpoint, nothing is
     // written or counted again, the lease is given back, and the new fragment stays pending.
     w.upload(synth::fragment(&FragmentSpec { seed: 50, rows: 1..=20, include_empty_tables: false }));
     let again = committed(w.run("run-a", &config(0)).unwrap());
-    assert_eq!(again.fragments, 5);
+    assert_eq!(again.input_fragments, 5);
     assert_eq!(w.blobs.writes.get(), writes);
     assert_eq!(w.db.count("SELECT count(*) FROM compacted_files"), 32);
     assert_eq!(w.db.count("SELECT count(*) FROM datasets WHERE lease_run_id IS NULL AND compaction_needed = 1"), 1);
@@ -289,11 +289,11 @@ fn small_files_are_merged_once_a_tier_holds_fan_in_of_them() {
     let mut w = World::with_fragments(0);
     for (seed, run) in [(0, "run-1"), (1, "run-2"), (2, "run-3")] {
         let summary = committed(upload_and_run(&mut w, seed, run, &consolidating(3)).unwrap());
-        assert_eq!(summary.consolidated, 0, "{run}: a tier of fewer than 3 files waits");
+        assert_eq!(summary.consolidated_files, 0, "{run}: a tier of fewer than 3 files waits");
     }
     assert_eq!(live_files(&w), 3 * 32);
     let summary = committed(upload_and_run(&mut w, 3, "run-4", &consolidating(3)).unwrap());
-    assert_eq!(summary.consolidated, 3 * 32);
+    assert_eq!(summary.consolidated_files, 3 * 32);
     assert_eq!(summary.outputs.len(), 32, "one file per table: the old files and the new fragment together");
     assert!(summary.outputs.iter().all(|o| o.source_segments == 4), "{:?}", summary.outputs);
     assert_eq!(live_files(&w), 32);
@@ -345,7 +345,7 @@ fn a_consolidating_run_that_crashes_after_any_step_resumes_to_the_exact_rows() {
         let crashing = RunConfig { crash_after: Some(step.into()), ..consolidating(2) };
         upload_and_run(&mut w, 2, "run-3", &crashing).unwrap_err();
         let summary = committed(w.run("run-3", &consolidating(2)).unwrap());
-        assert_eq!(summary.consolidated, 2 * 32, "{step}");
+        assert_eq!(summary.consolidated_files, 2 * 32, "{step}");
         assert_eq!(live_files(&w), 32, "{step}");
         w.check_exact(0..3);
     }
@@ -361,7 +361,7 @@ fn a_run_leaves_consolidation_that_does_not_fit_its_bytes_to_a_later_run() {
     let fragment = synth::fragment(&FragmentSpec { seed: 2, rows: 1..=20, include_empty_tables: false });
     let tight = RunConfig { max_run_bytes: fragment.bytes.len() as u64, ..consolidating(2) };
     w.upload(fragment);
-    assert_eq!(committed(w.run("run-3", &tight).unwrap()).consolidated, 0);
+    assert_eq!(committed(w.run("run-3", &tight).unwrap()).consolidated_files, 0);
     assert_eq!(live_files(&w), 3 * 32);
     committed(upload_and_run(&mut w, 3, "run-4", &consolidating(2)).unwrap());
     assert_eq!(live_files(&w), 32, "the next run with room merges every tier that filled");
@@ -374,7 +374,7 @@ fn another_runs_live_lease_means_skipped() {
     let epoch: i64 =
         w.db.with(|c| c.query_row(crate::index::ACQUIRE_LEASE, params![DS, "other", 0, 10_000_000, "t"], |r| r.get(0)).unwrap());
     assert_eq!(epoch, 1);
-    assert_eq!(w.run("run-a", &config(0)).unwrap(), Outcome::Skipped);
+    assert_eq!(w.run("run-a", &config(0)).unwrap(), Outcome::Skipped(SkipReason::LeaseHeld { by: "other".into() }));
     assert_eq!(w.blobs.writes.get(), 0);
     assert_eq!(w.pending(), 2);
 }
@@ -385,11 +385,11 @@ fn a_run_takes_at_most_its_cap_and_asks_to_continue() {
     let mut capped = config(0);
     capped.max_fragments = 3;
     let summary = committed(w.run("run-a", &capped).unwrap());
-    assert_eq!((summary.fragments, summary.continue_after), (3, true));
+    assert_eq!((summary.input_fragments, summary.continue_after), (3, true));
     assert_eq!(w.pending(), 2);
     assert_eq!(w.db.count("SELECT compaction_needed FROM datasets"), 1);
     let rest = committed(w.run("run-b", &capped).unwrap());
-    assert_eq!((rest.fragments, rest.continue_after), (2, false));
+    assert_eq!((rest.input_fragments, rest.continue_after), (2, false));
     assert_eq!(w.pending(), 0);
 }
 
@@ -400,7 +400,7 @@ fn a_run_reads_at_most_its_byte_cap_but_always_one_fragment() {
     let mut capped = config(0);
     capped.max_run_bytes = sizes[0] + sizes[1];
     let first = committed(w.run("run-a", &capped).unwrap());
-    assert_eq!((first.fragments, first.continue_after), (2, true));
+    assert_eq!((first.input_fragments, first.continue_after), (2, true));
     let listed: String = w.db.with(|c| {
         c.query_row("SELECT output FROM workflow_steps WHERE run_id = 'run-a' AND step = 'list-fragments'", [], |r| r.get(0)).unwrap()
     });
@@ -408,7 +408,7 @@ fn a_run_reads_at_most_its_byte_cap_but_always_one_fragment() {
     assert_eq!(listed.len(), 3, "the listing stops one fragment past the cap");
     capped.max_run_bytes = 1;
     let second = committed(w.run("run-b", &capped).unwrap());
-    assert_eq!((second.fragments, second.continue_after), (1, true), "one fragment even above the cap");
+    assert_eq!((second.input_fragments, second.continue_after), (1, true), "one fragment even above the cap");
     w.check_exact(0..3);
 }
 
@@ -471,9 +471,11 @@ fn a_crash_after_any_step_resumes_to_the_exact_rows() {
         assert_eq!(w.db.count("SELECT count(*) FROM datasets WHERE lease_run_id = 'run-a'"), held, "{step}");
         let writes = w.blobs.writes.get();
         match w.run("run-a", &config(0)).unwrap() {
-            Outcome::Committed(summary) => assert_eq!(summary.fragments, 4, "{step}"),
+            Outcome::Committed(summary) => assert_eq!(summary.input_fragments, 4, "{step}"),
             // The commit itself had happened: the redelivery finds nothing to do.
-            Outcome::Skipped if step == "update-metadata" => assert_eq!(w.blobs.writes.get(), writes, "nothing written again"),
+            Outcome::Skipped(SkipReason::NothingPending) if step == "update-metadata" => {
+                assert_eq!(w.blobs.writes.get(), writes, "nothing written again")
+            }
             other => panic!("{step}: {other:?}"),
         }
         w.check_exact(0..4);
@@ -519,11 +521,11 @@ fn uploads_during_a_run_ask_for_a_continuation() {
     w.run("run-a", &crashing).unwrap_err();
     w.upload(synth::fragment(&FragmentSpec { seed: 77, rows: 1..=20, include_empty_tables: false }));
     let summary = committed(w.run("run-a", &config(0)).unwrap());
-    assert_eq!(summary.fragments, 3, "the run takes what it listed");
+    assert_eq!(summary.input_fragments, 3, "the run takes what it listed");
     assert!(summary.continue_after, "the new upload must not wait for the schedule");
     assert_eq!(w.db.count("SELECT compaction_needed FROM datasets"), 1);
     let next = committed(w.run("run-b", &config(0)).unwrap());
-    assert_eq!((next.fragments, next.continue_after), (1, false));
+    assert_eq!((next.input_fragments, next.continue_after), (1, false));
     w.check_exact(0..4);
 }
 
@@ -587,7 +589,7 @@ fn a_fragment_that_kills_every_run_reading_it_is_isolated_then_quarantined_and_t
     // Later runs take one fragment each, in order; the poisoned one fails alone, then is set aside.
     for (run, fragment) in [("r2", 0), ("r3", 1)] {
         let summary = committed(w.run(run, &poisoned).unwrap());
-        assert_eq!((summary.fragments, summary.continue_after), (1, true), "fragment {fragment}");
+        assert_eq!((summary.input_fragments, summary.continue_after), (1, true), "fragment {fragment}");
     }
     for _ in 0..2 {
         w.run("r4", &poisoned).unwrap_err();
@@ -598,7 +600,7 @@ fn a_fragment_that_kills_every_run_reading_it_is_isolated_then_quarantined_and_t
     assert_eq!((summary.quarantined[0].fragment_key.as_str(), summary.quarantined[0].table.as_str()), (poison, "*"));
     assert!(summary.quarantined[0].error.contains("died or failed"), "{:?}", summary.quarantined);
     let last = committed(w.run("r5", &poisoned).unwrap());
-    assert_eq!((last.fragments, last.continue_after), (1, false));
+    assert_eq!((last.input_fragments, last.continue_after), (1, false));
     w.check_exact([0, 1, 3]);
     assert_eq!(w.pending(), 0, "nothing left to retry");
     assert_eq!(w.db.count(&format!("SELECT count(*) FROM quarantined_segments WHERE fragment_key = '{poison}' AND table_name = '*'")), 1);
@@ -614,7 +616,7 @@ fn a_run_that_fails_cleanly_on_reads_is_not_counted_against_its_fragments() {
     }
     assert_eq!(w.db.count("SELECT invocations FROM compaction_runs WHERE run_id = 'r1'"), 0);
     w.blobs.fail_reads.set(false);
-    assert_eq!(committed(w.run("r1", &config(0)).unwrap()).fragments, 3, "R2 answers again: read together");
+    assert_eq!(committed(w.run("r1", &config(0)).unwrap()).input_fragments, 3, "R2 answers again: read together");
     w.check_exact(0..3);
 }
 
@@ -625,9 +627,33 @@ fn a_fragment_larger_than_a_run_reads_is_quarantined_unread() {
     let limited = RunConfig { max_fragment_bytes: sizes[1] - 1, ..config(0) };
     assert!(sizes[0] < sizes[1] && sizes[2] < sizes[1], "{sizes:?}");
     let summary = committed(w.run("r1", &limited).unwrap());
-    assert_eq!(summary.fragments, 3);
+    assert_eq!(summary.input_fragments, 3);
     assert_eq!(summary.quarantined.len(), 1);
     assert!(summary.quarantined[0].error.contains("more than a run reads"), "{:?}", summary.quarantined);
     w.check_exact([0, 2]);
     assert_eq!(w.pending(), 0);
+}
+
+#[test]
+fn a_burst_of_requests_is_one_run_that_works_and_the_rest_skipped() {
+    // Five uploads, five messages: the first run takes the lease and is still going when the
+    // others arrive; they skip. One more arrives after its commit: nothing is pending.
+    let w = World::with_fragments(5);
+    let going = RunConfig { crash_after: Some(Step::ListFragments.name()), ..config(0) };
+    w.run("r1", &going).unwrap_err();
+    let mut outcomes: Vec<Outcome> = (2..=5).map(|n| w.run(&format!("r{n}"), &config(0)).unwrap()).collect();
+    outcomes.push(w.run("r1", &config(0)).unwrap());
+    outcomes.push(w.run("r6", &config(0)).unwrap());
+    let statuses: Vec<String> = outcomes
+        .iter()
+        .map(|o| {
+            serde_json::to_value(crate::metrics::MetricsUpdate::finished(&Ok(o.clone()), "2026-12-01T00:00:00Z".parse().unwrap(), 1))
+                .unwrap()
+        })
+        .map(|row| row["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(statuses, ["skipped", "skipped", "skipped", "skipped", "success", "skipped"]);
+    assert!(outcomes[..4].iter().all(|o| *o == Outcome::Skipped(SkipReason::LeaseHeld { by: "r1".into() })));
+    assert_eq!(outcomes[5], Outcome::Skipped(SkipReason::NothingPending));
+    w.check_exact(0..5);
 }
