@@ -9,6 +9,8 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 source "$FUSOU_ROOT/scripts/stack.sh"
 cd "$FUSOU_ROOT"
+# The Workers as they deploy (LTO), not as the test stack builds them.
+export FUSOU_WORKER_PROFILE=release
 uploads="${1:-400}"
 
 cargo build -q --release -p fusou-cli

@@ -18,6 +18,8 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 source "$FUSOU_ROOT/scripts/stack.sh"
 cd "$FUSOU_ROOT"
+# The Workers as they deploy (LTO), not as the test stack builds them.
+export FUSOU_WORKER_PROFILE=release
 count="${1:-500}"
 dir="$FUSOU_LOCAL/bench-worker"
 dataset="bench-worker"

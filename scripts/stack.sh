@@ -72,7 +72,7 @@ _write_dev_vars() {
             grep -E '^(SUPABASE_SERVICE_KEY|UPLOAD_TOKEN_SECRET|OPERATOR_SECRET)=' "$FUSOU_LOCAL/secrets.env"
             # Settings a stack may change (the test and benchmark stacks do), as FUSOU_<NAME>.
             local name value
-            for name in REALTIME_DELAY_SECONDS COMPACTION_FAN_IN COMPACTION_RETRY_DELAY_SECONDS INJECT_LATENCY_MS; do
+            for name in REALTIME_DELAY_SECONDS COMPACTION_FAN_IN COMPACTION_RETRY_DELAY_SECONDS REMOTE_TIMEOUT_MS INJECT_LATENCY_MS; do
                 value="FUSOU_$name"
                 [[ -z "${!value:-}" ]] || echo "$name=${!value}"
             done
@@ -122,8 +122,17 @@ stack_up() {
         --persist-to "$state/wrangler" -c wrangler.toml) >"$state/logs/d1-migrate.log" 2>&1 \
         || { cat "$state/logs/d1-migrate.log" >&2; die "D1 migrations failed"; }
 
+    # The queue consumer waits up to max_batch_timeout (30 s) to fill a batch; a stack may wait
+    # less (FUSOU_QUEUE_BATCH_TIMEOUT), through a copy of the compaction Worker's config beside it.
+    local compaction_config=crates/compaction-worker/wrangler.toml
+    if [[ -n "${FUSOU_QUEUE_BATCH_TIMEOUT:-}" ]]; then
+        compaction_config=crates/compaction-worker/wrangler.local.toml
+        sed "s/^max_batch_timeout = .*/max_batch_timeout = $FUSOU_QUEUE_BATCH_TIMEOUT/" \
+            "$FUSOU_ROOT/crates/compaction-worker/wrangler.toml" >"$FUSOU_ROOT/$compaction_config"
+    fi
+
     log "starting wrangler dev (both Workers) on $FUSOU_URL; the first build takes a few minutes"
-    (cd "$FUSOU_ROOT" && exec setsid wrangler dev -c wrangler.toml -c crates/compaction-worker/wrangler.toml \
+    (cd "$FUSOU_ROOT" && exec setsid wrangler dev -c wrangler.toml -c "$compaction_config" \
         --persist-to "$state/wrangler" --ip 127.0.0.1 --port "$FUSOU_PORT" \
         --inspector-port "$FUSOU_INSPECTOR_PORT" --show-interactive-dev-session=false --test-scheduled) \
         >"$state/logs/wrangler.log" 2>&1 &

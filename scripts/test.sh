@@ -21,10 +21,12 @@ fi
 bash scripts/check-deploy.sh
 cargo build -q --tests -p fusou-e2e
 
-# Tests see queue messages at once instead of after the production burst delay, failed
-# messages again after 1 s instead of 10, consolidation after two runs instead of eight, and may
-# use the test hooks (injected crashes, clean-up ages, unchecked messages).
-export FUSOU_REALTIME_DELAY_SECONDS=0 FUSOU_COMPACTION_RETRY_DELAY_SECONDS=1 FUSOU_COMPACTION_FAN_IN=2 FUSOU_TEST_HOOKS=on
+# Tests see queue messages at once instead of after the production burst delay and batch wait,
+# failed messages again after 1 s instead of 10, a hanging Supabase given up after 2 s instead
+# of 5, consolidation after two runs instead of eight, and may use the test hooks (injected
+# crashes, clean-up ages, unchecked messages).
+export FUSOU_REALTIME_DELAY_SECONDS=0 FUSOU_QUEUE_BATCH_TIMEOUT=1 FUSOU_COMPACTION_RETRY_DELAY_SECONDS=1 \
+    FUSOU_REMOTE_TIMEOUT_MS=2000 FUSOU_COMPACTION_FAN_IN=2 FUSOU_TEST_HOOKS=on
 state="$FUSOU_LOCAL/test"
 rm -rf "$state"
 stack_up "$state"

@@ -31,7 +31,8 @@ fn main() {
         tests_compaction::TESTS,
         tests_failures::TESTS,
     ]);
-    let first = libtest_mimic::run(&args, shared);
+    // The tests mostly wait (on queues, runs, retries): run many at once unless told otherwise.
+    let first = libtest_mimic::run(&Arguments { test_threads: args.test_threads.or(Some(6)), ..args.clone() }, shared);
     // These take Supabase down or delete every compacted fragment: alone, one at a time, after.
     let alone = libtest_mimic::run(&Arguments { test_threads: Some(1), ..args }, trials(&[tests_outage::TESTS]));
     if first.has_failed() || alone.has_failed() {

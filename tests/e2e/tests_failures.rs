@@ -275,7 +275,10 @@ fn burst_of_requests() -> TestResult {
     replay_all(&messages)?;
     wait_until_compacted(&dataset, &token, 120)?;
     // Every request's row is finished: one run did the work, the others say they were coalesced.
-    let sql = format!("SELECT status::text, error_message FROM public.processing_metrics WHERE id IN ({}) ORDER BY status", ids.join(","));
+    let sql = format!(
+        "SELECT status::text, error_message FROM public.processing_metrics WHERE id IN ({}) ORDER BY status::text DESC",
+        ids.join(",")
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let rows = loop {
         let rows = pg_json(&[], &sql)?;
