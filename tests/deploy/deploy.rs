@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
 
+/// The checkout, found when the test runs (cargo sets `CARGO_MANIFEST_DIR` then too): a shared
+/// target directory may hold a binary built from another checkout of the same sources.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    Path::new(&manifest).join("../..")
 }
 
 fn config(path: &str) -> Table {
