@@ -15,7 +15,7 @@
 //!   memory's size, a future's own execution time (`Busy`).
 //! - [`message`]: [`message::CompactionMessage`], the one queue message every producer sends.
 //! - `metrics` (feature `engine`): a run's `processing_metrics` row as a type, built from its outcome.
-//! - [`auth`]: Supabase access-token verification against a JWK set (or a legacy HS256 secret).
+//! - [`auth`]: Supabase access-token verification against a JWK set (or a legacy HS256 secret; feature `jwt`).
 //! - [`supabase`]: the PostgREST calls the Workers make, as data.
 //! - `compaction` (feature `engine`): the compaction workflow on the step runner, over ports.
 //! - [`commit`]: a compaction run's fenced, atomic metadata commit, as a statement batch.

@@ -26,7 +26,7 @@ pub enum SigningError {
 impl Es256Key {
     /// A fresh random key.
     pub fn generate(kid: impl Into<String>) -> Self {
-        Self::from_secret(kid.into(), p256::SecretKey::random(&mut rand_core::OsRng))
+        Self::from_secret(kid.into(), <p256::SecretKey as p256::elliptic_curve::Generate>::generate())
     }
 
     /// A key read from a PKCS#8 PEM document, as written by [`Es256Key::to_pkcs8_pem`].
@@ -68,6 +68,7 @@ impl Es256Key {
 
     /// Signs `claims` with this key, naming it in the header's `kid`.
     pub fn sign<C: Serialize>(&self, claims: &C) -> Result<String, SigningError> {
+        crate::auth::install_crypto();
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());
         Ok(jsonwebtoken::encode(&header, claims, &self.encoding)?)

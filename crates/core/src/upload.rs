@@ -9,6 +9,7 @@
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+#[cfg(feature = "jwt")]
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
@@ -217,6 +218,7 @@ pub struct UploadGrant {
     aud: String,
 }
 
+#[cfg(feature = "jwt")]
 fn check_secret(secret: &str) -> Result<&[u8], UploadError> {
     if secret.len() < MIN_SECRET_LEN {
         return Err(UploadError::Misconfigured("UPLOAD_TOKEN_SECRET is missing or shorter than 32 characters"));
@@ -241,8 +243,13 @@ impl UploadGrant {
             aud: GRANT_AUDIENCE.into(),
         }
     }
+}
 
+/// Upload grants are HS256 tokens signed with `UPLOAD_TOKEN_SECRET`.
+#[cfg(feature = "jwt")]
+impl UploadGrant {
     pub fn sign(&self, secret: &str) -> Result<String, UploadError> {
+        crate::auth::install_crypto();
         let key =
             EncodingKey::from_secret(check_secret(secret)?).map_err(|_| UploadError::Misconfigured("UPLOAD_TOKEN_SECRET is unusable"))?;
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), self, &key)
@@ -251,6 +258,7 @@ impl UploadGrant {
 
     /// Verifies a grant presented at `now` by `user`.
     pub fn verify(token: &str, secret: &str, user: Uuid, now: u64) -> Result<Self, UploadError> {
+        crate::auth::install_crypto();
         let key =
             DecodingKey::from_secret(check_secret(secret)?).map_err(|_| UploadError::Misconfigured("UPLOAD_TOKEN_SECRET is unusable"))?;
         let mut validation = Validation::new(Algorithm::HS256);
@@ -266,7 +274,9 @@ impl UploadGrant {
         }
         Ok(grant)
     }
+}
 
+impl UploadGrant {
     /// Holds the phase-2 body to the declaration: its length, its SHA-256, and every declared
     /// segment a readable Parquet file. Returns the declared offsets, each with the row count
     /// its footer gives: older clients do not send it, and compaction's scan relies on it.

@@ -3,9 +3,8 @@
 
 use std::cell::RefCell;
 
-use fusou_core::auth::{AuthConfig, AuthError, AuthenticatedUser, bearer_token, issuer_for, jwks_url_for, verify_user_token};
+use fusou_core::auth::{AuthConfig, AuthError, AuthenticatedUser, JwkSet, bearer_token, issuer_for, jwks_url_for, verify_user_token};
 use fusou_edge::remote::Service;
-use jsonwebtoken::jwk::JwkSet;
 use subtle::ConstantTimeEq;
 use worker::{Fetch, Request, Url};
 

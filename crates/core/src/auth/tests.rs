@@ -1,5 +1,6 @@
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{EncodingKey, Header};
+use base64::Engine as _;
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde_json::json;
 
 use super::*;
@@ -98,7 +99,6 @@ fn a_key_outside_the_set_is_refused() {
 #[test]
 fn alg_none_is_refused() {
     let (_, config) = setup();
-    use base64::Engine as _;
     let b64 = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
     let token = format!("{}.{}.", b64(json!({"alg": "none", "typ": "JWT"})), b64(claims()));
     check(&token, &config, Err(AuthError::AlgorithmNotAccepted("none".into())));
@@ -107,7 +107,7 @@ fn alg_none_is_refused() {
 #[test]
 fn hs256_only_with_a_legacy_secret() {
     let (_, mut config) = setup();
-    let token = jsonwebtoken::encode(&Header::default(), &claims(), &EncodingKey::from_secret(b"legacy-secret").unwrap()).unwrap();
+    let token = hs256(Header::default(), b"legacy-secret");
     check(&token, &config, Err(AuthError::AlgorithmNotAccepted("HS256".into())));
     config.legacy_hs256_secret = Some("legacy-secret".into());
     check(&token, &config, Ok(()));
@@ -120,15 +120,57 @@ fn an_hs256_token_cannot_pose_as_the_public_key() {
     // The classic confusion attack: HMAC keyed with the public key's bytes.
     let (key, mut config) = setup();
     let public = serde_json::to_string(&key.public_jwk()).unwrap();
-    let token = jsonwebtoken::encode(
-        &Header { kid: Some("k1".into()), ..Header::default() },
-        &claims(),
-        &EncodingKey::from_secret(public.as_bytes()).unwrap(),
-    )
-    .unwrap();
+    let token = hs256(Header { kid: Some("k1".into()), ..Header::default() }, public.as_bytes());
     check(&token, &config, Err(AuthError::AlgorithmNotAccepted("HS256".into())));
     config.legacy_hs256_secret = Some("the-real-secret".into());
     assert!(verify_user_token(&token, &config, NOW).is_err());
+}
+
+/// An HS256 token of the usual claims (signed through the core's provider, as the Workers do).
+fn hs256(header: Header, secret: &[u8]) -> String {
+    install_crypto();
+    jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_secret(secret).unwrap()).unwrap()
+}
+
+/// A Supabase project signing with RSA: a 2048-bit key's JWK and a token it signed (made with
+/// `openssl genrsa` and `openssl dgst -sha256 -sign`, outside this code) for the usual claims.
+fn rs256_fixture() -> (Jwk, String) {
+    let fixture: serde_json::Value = serde_json::from_str(include_str!("rs256_fixture.json")).unwrap();
+    (serde_json::from_value(fixture["jwk"].clone()).unwrap(), fixture["token"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn an_rs256_token_verifies_and_a_changed_one_does_not() {
+    let (jwk, token) = rs256_fixture();
+    let (es256, mut config) = setup();
+    check(&token, &config, Err(AuthError::UnknownKey(Some("rsa-1".into()))));
+    config.jwks.keys.push(jwk);
+    let user = verify_user_token(&token, &config, NOW).unwrap();
+    assert_eq!(user.id.to_string(), USER);
+    // The ES256 key still verifies beside it.
+    check(&es256.sign(&claims()).unwrap(), &config, Ok(()));
+
+    let (message, signature) = token.rsplit_once('.').unwrap();
+    let mut bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(signature).unwrap();
+    bytes[17] ^= 1;
+    let changed = format!("{message}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+    assert!(matches!(verify_user_token(&changed, &config, NOW), Err(AuthError::Invalid(_))));
+}
+
+#[test]
+fn the_provider_knows_three_algorithms() {
+    install_crypto();
+    let (jwk, _) = rs256_fixture();
+    let rsa = DecodingKey::from_jwk(&jwk).unwrap();
+    // RS256 is known; the RSA-PSS and longer-hash variants of the same key are not linked.
+    assert!(!jsonwebtoken::crypto::verify("AAAA", b"message", &rsa, Algorithm::RS256).unwrap());
+    for algorithm in [Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::ES384, Algorithm::EdDSA] {
+        let got = jsonwebtoken::crypto::verify("AAAA", b"message", &rsa, algorithm);
+        assert!(
+            matches!(got.as_ref().map_err(|e| e.kind()), Err(jsonwebtoken::errors::ErrorKind::InvalidAlgorithm)),
+            "{algorithm:?}: {got:?}"
+        );
+    }
 }
 
 #[test]
