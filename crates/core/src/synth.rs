@@ -254,6 +254,26 @@ pub fn table_batch(table: &TableSpec, rows: usize, env_uuid: &str, rng: &mut Rng
     RecordBatch::try_new(table.schema.clone(), columns).expect("columns match the schema")
 }
 
+/// The fragment of `segments` in their order, as the client concatenates them.
+fn concatenate(segments: Vec<Segment>) -> Fragment {
+    let mut bytes = Vec::new();
+    let offsets = segments
+        .iter()
+        .map(|s| {
+            let start = bytes.len() as u64;
+            bytes.extend_from_slice(&s.bytes);
+            TableOffset {
+                table_name: s.table.clone(),
+                start_byte: start,
+                byte_length: s.bytes.len() as u64,
+                format: "parquet".into(),
+                num_rows: Some(s.batch.num_rows() as u64),
+            }
+        })
+        .collect();
+    Fragment { bytes, offsets, segments }
+}
+
 /// Generates one fragment: a segment per client table, concatenated in a shuffled order.
 pub fn fragment(spec: &FragmentSpec) -> Fragment {
     let mut rng = Rng::new(spec.seed);
@@ -275,22 +295,7 @@ pub fn fragment(spec: &FragmentSpec) -> Fragment {
         let j = rng.range(0..=i as u64) as usize;
         segments.swap(i, j);
     }
-    let mut bytes = Vec::new();
-    let offsets = segments
-        .iter()
-        .map(|s| {
-            let start = bytes.len() as u64;
-            bytes.extend_from_slice(&s.bytes);
-            TableOffset {
-                table_name: s.table.clone(),
-                start_byte: start,
-                byte_length: s.bytes.len() as u64,
-                format: "parquet".into(),
-                num_rows: Some(s.batch.num_rows() as u64),
-            }
-        })
-        .collect();
-    Fragment { bytes, offsets, segments }
+    concatenate(segments)
 }
 
 /// A fragment of about `target_bytes` bytes whose first `tables` client tables (in
@@ -316,20 +321,5 @@ pub fn fragment_of_size(seed: u64, tables: usize, target_bytes: u64) -> Fragment
             Segment { table: table.name.clone(), batch, bytes }
         })
         .collect();
-    let mut bytes = Vec::new();
-    let offsets = segments
-        .iter()
-        .map(|s| {
-            let start = bytes.len() as u64;
-            bytes.extend_from_slice(&s.bytes);
-            TableOffset {
-                table_name: s.table.clone(),
-                start_byte: start,
-                byte_length: s.bytes.len() as u64,
-                format: "parquet".into(),
-                num_rows: Some(s.batch.num_rows() as u64),
-            }
-        })
-        .collect();
-    Fragment { bytes, offsets, segments }
+    concatenate(segments)
 }
