@@ -165,22 +165,46 @@ fn wrangler(args: &[&str]) -> Result<std::process::Output, String> {
         .map_err(|e| format!("wrangler: {e}"))
 }
 
-/// Rows of a query on the local D1, read with wrangler's own CLI. The Worker writes the same
-/// SQLite file from another process, so a busy database is retried a few times.
+/// Rows of a statement on the local D1, run on its SQLite file (the one file of wrangler's
+/// persisted D1 state). The file is in WAL mode, so a read never blocks the Worker's writes;
+/// a write waits for the Worker's (busy timeout) and holds the lock for microseconds.
+/// (`wrangler d1 execute` would start a second runtime per statement, take seconds, and lock
+/// the database long enough for the Worker's own queries to fail with SQLITE_BUSY.)
 pub fn d1(sql: &str) -> Result<Vec<Value>, String> {
-    let mut last = String::new();
-    for attempt in 0..5 {
-        if attempt > 0 {
-            std::thread::sleep(std::time::Duration::from_millis(500 * attempt));
-        }
-        let out = wrangler(&["d1", "execute", "fusou-battle-index", "--json", "--command", sql])?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        match serde_json::from_str::<Value>(&text).ok().and_then(|v| v[0]["results"].as_array().cloned()) {
-            Some(rows) => return Ok(rows),
-            None => last = format!("d1: {text} {}", String::from_utf8_lossy(&out.stderr)),
-        }
+    use rusqlite::types::ValueRef;
+    let dir = format!("{}/wrangler/v3/d1/miniflare-D1DatabaseObject", stack().state);
+    let file = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{dir}: {e}"))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "sqlite") && p.file_stem().is_some_and(|s| s != "metadata"))
+        .ok_or_else(|| format!("no D1 database in {dir}"))?;
+    let conn = rusqlite::Connection::open(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    let mut statement = conn.prepare(sql).map_err(|e| format!("{sql}: {e}"))?;
+    if statement.column_count() == 0 {
+        drop(statement);
+        conn.execute_batch(sql).map_err(|e| format!("{sql}: {e}"))?;
+        return Ok(Vec::new());
     }
-    Err(last)
+    let names: Vec<String> = statement.column_names().into_iter().map(str::to_owned).collect();
+    let rows = statement
+        .query_map([], |row| {
+            let mut object = serde_json::Map::new();
+            for (i, name) in names.iter().enumerate() {
+                let value = match row.get_ref(i)? {
+                    ValueRef::Null => Value::Null,
+                    ValueRef::Integer(n) => Value::from(n),
+                    ValueRef::Real(x) => Value::from(x),
+                    ValueRef::Text(t) => Value::from(String::from_utf8_lossy(t).into_owned()),
+                    ValueRef::Blob(b) => Value::from(b.to_vec()),
+                };
+                object.insert(name.clone(), value);
+            }
+            Ok(Value::Object(object))
+        })
+        .map_err(|e| format!("{sql}: {e}"))?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(|e| format!("{sql}: {e}"))
 }
 
 /// The bytes of a local R2 object, or `None` when it does not exist.
