@@ -1,5 +1,7 @@
 //! The FUSOU client's upload, byte for byte: the handshake, then the raw body.
 
+use std::time::{Duration, Instant};
+
 use fusou_core::upload::ContentHash;
 use serde_json::{Value, json};
 
@@ -9,6 +11,30 @@ pub enum Outcome {
     Stored,
     /// 409 in either phase: the dataset already holds these bytes.
     Skipped,
+}
+
+/// Where one upload's time went: each phase as the client waited on it, and the Worker's own
+/// execution time over both (its `Server-Timing: cpu` headers).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    pub handshake: Duration,
+    /// `None` when the handshake already ended the upload (409).
+    pub body: Option<Duration>,
+    pub worker_cpu_ms: Option<f64>,
+}
+
+impl Timings {
+    fn add_cpu(&mut self, response: &reqwest::Response) {
+        if let Some(ms) = server_cpu_ms(response) {
+            self.worker_cpu_ms = Some(self.worker_cpu_ms.unwrap_or(0.0) + ms);
+        }
+    }
+}
+
+/// The `cpu;dur=<ms>` entry of a `Server-Timing` header.
+fn server_cpu_ms(response: &reqwest::Response) -> Option<f64> {
+    let header = response.headers().get("server-timing")?.to_str().ok()?;
+    header.split(',').find_map(|metric| metric.trim().strip_prefix("cpu;dur=")?.parse().ok())
 }
 
 pub struct Uploader {
@@ -30,7 +56,8 @@ impl Uploader {
     }
 
     /// Uploads `bytes`, whose segments `offsets_json` (a JSON array, sent as a string) lists.
-    pub async fn upload(&self, dataset: &str, period: &str, bytes: &[u8], offsets_json: &str) -> Result<Outcome, String> {
+    pub async fn upload(&self, dataset: &str, period: &str, bytes: &[u8], offsets_json: &str) -> Result<(Outcome, Timings), String> {
+        let mut timings = Timings::default();
         let handshake = json!({
             "path": format!("{period}-port.bin"),
             "binary": true,
@@ -41,14 +68,19 @@ impl Uploader {
             "table_offsets": offsets_json,
             "content_hash": ContentHash::of(bytes).as_str(),
         });
+        let started = Instant::now();
         let resp = self.http.post(&self.endpoint).bearer_auth(&self.token).json(&handshake).send().await;
-        let (status, body) = answer(resp.map_err(|e| format!("handshake: {e}"))?).await?;
+        let resp = resp.map_err(|e| format!("handshake: {e}"))?;
+        timings.add_cpu(&resp);
+        let (status, body) = answer(resp).await?;
+        timings.handshake = started.elapsed();
         match status {
             200 => {}
-            409 => return Ok(Outcome::Skipped),
+            409 => return Ok((Outcome::Skipped, timings)),
             _ => return Err(format!("handshake answered {status}: {}", body["error"])),
         }
         let url = body["uploadUrl"].as_str().ok_or("the handshake gave no uploadUrl")?;
+        let started = Instant::now();
         let resp = self
             .http
             .post(url)
@@ -57,10 +89,13 @@ impl Uploader {
             .body(bytes.to_vec())
             .send()
             .await;
-        let (status, body) = answer(resp.map_err(|e| format!("upload: {e}"))?).await?;
+        let resp = resp.map_err(|e| format!("upload: {e}"))?;
+        timings.add_cpu(&resp);
+        let (status, body) = answer(resp).await?;
+        timings.body = Some(started.elapsed());
         match status {
-            200 => Ok(Outcome::Stored),
-            409 => Ok(Outcome::Skipped),
+            200 => Ok((Outcome::Stored, timings)),
+            409 => Ok((Outcome::Skipped, timings)),
             _ => Err(format!("upload answered {status}: {}", body["error"])),
         }
     }

@@ -16,7 +16,9 @@ use worker::MessageBuilder;
 
 use crate::context::Ctx;
 use crate::faults;
-use crate::ports::{D1, R2, SupabaseCatalog, WorkerClock};
+use fusou_edge::WorkerClock;
+
+use crate::ports::{D1, R2, SupabaseCatalog};
 
 /// Creates or updates the message's metrics row; a failure is logged, never fatal.
 async fn record(ctx: &Ctx, message: &CompactionMessage, metric_id: Uuid, update: &MetricsUpdate) {

@@ -1,8 +1,6 @@
 //! The compaction workflow's ports over the platform: D1 for SQL and checkpoints, R2 for
-//! objects, Supabase for the dataset catalog, the Worker's clock and timers. Every call goes
-//! through [`fusou_edge::remote`]: none can hang a run.
-
-use std::time::Duration;
+//! objects, Supabase for the dataset catalog (the clock is [`fusou_edge::WorkerClock`]). Every
+//! call goes through [`fusou_edge::remote`]: none can hang a run.
 
 use bytes::Bytes;
 use fusou_core::compaction::{Blobs, Catalog, Sql};
@@ -10,12 +8,12 @@ use fusou_core::ids::DatasetId;
 use fusou_core::index;
 use fusou_core::index::{SqlValue, Statement};
 use fusou_core::supabase::{self as rest, DatasetRow};
-use fusou_core::workflow::{Checkpoint, CheckpointStore, Clock};
+use fusou_core::workflow::{Checkpoint, CheckpointStore};
 use fusou_edge::d1::{self, Db};
 use fusou_edge::remote::{Remote, Service};
 use fusou_edge::supabase::Supabase;
 use serde::de::DeserializeOwned;
-use worker::{Bucket, Delay, UploadedPart};
+use worker::{Bucket, UploadedPart};
 
 /// The battle-data index on D1.
 pub struct D1(pub Db);
@@ -122,18 +120,5 @@ impl Catalog for SupabaseCatalog<'_> {
         let owner_id = owner.parse().map_err(|e| format!("owner {owner} is not a UUID: {e}"))?;
         let row = DatasetRow { id: dataset.clone(), owner_id, compaction_needed: true };
         self.0.execute(&rest::upsert_dataset(&row)).await.map(|_| ()).map_err(|e| e.to_string())
-    }
-}
-
-/// The Worker's clock and timers.
-pub struct WorkerClock;
-
-impl Clock for WorkerClock {
-    fn now_ms(&self) -> u64 {
-        fusou_edge::now_ms()
-    }
-
-    async fn sleep(&self, ms: u64) {
-        Delay::from(Duration::from_millis(ms)).await;
     }
 }

@@ -34,6 +34,8 @@ pub struct AuthenticatedUser {
     pub email: Option<String>,
     /// A Supabase anonymous sign-in (`is_anonymous`): whether it may upload is a setting.
     pub anonymous: bool,
+    /// The token's `exp` (seconds since the Unix epoch).
+    pub expires_at: u64,
 }
 
 /// Why a token was refused. Every variant is an authentication failure (HTTP 401).
@@ -74,6 +76,48 @@ pub fn bearer_token(authorization: Option<&str>) -> Result<&str, AuthError> {
         return Err(AuthError::Missing);
     }
     Ok(token)
+}
+
+/// Tokens that verified, until they expire: a client's two upload phases (and its next uploads)
+/// present one token, and its signature is verified once per isolate, not once per request.
+/// Bounded: when full, expired entries go, and if none has expired, all of them (a cache of
+/// at most `capacity` tokens is refilled by verifying, never wrong).
+///
+/// A token stays accepted until its `exp` even if its key leaves the JWK set meanwhile, as it
+/// would for any verifier of stateless tokens; Supabase tokens live an hour by default.
+#[derive(Debug)]
+pub struct TokenCache {
+    capacity: usize,
+    verified: std::collections::HashMap<String, AuthenticatedUser>,
+}
+
+impl TokenCache {
+    pub fn new(capacity: usize) -> Self {
+        Self { capacity, verified: std::collections::HashMap::new() }
+    }
+
+    /// The user of a token that verified before and has not expired at `now`.
+    pub fn get(&self, token: &str, now: u64) -> Option<&AuthenticatedUser> {
+        self.verified.get(token).filter(|user| user.expires_at > now)
+    }
+
+    pub fn insert(&mut self, token: &str, user: AuthenticatedUser, now: u64) {
+        if self.verified.len() >= self.capacity {
+            self.verified.retain(|_, user| user.expires_at > now);
+            if self.verified.len() >= self.capacity {
+                self.verified.clear();
+            }
+        }
+        self.verified.insert(token.to_owned(), user);
+    }
+
+    pub fn len(&self) -> usize {
+        self.verified.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.verified.is_empty()
+    }
 }
 
 #[cfg(test)]

@@ -133,8 +133,10 @@ statements! {
     DATASET_STATE = "SELECT compaction_needed, lease_run_id, lease_expires_at, created_at, updated_at, last_compacted_at \
          FROM datasets WHERE id = ?1";
 
-    /// `?1` dataset id, `?2` content hash → the [`StoredKey`] of a fragment with those bytes.
-    FRAGMENT_BY_HASH = "SELECT key FROM battle_files WHERE dataset_id = ?1 AND content_hash = ?2";
+    /// `?1` dataset id, `?2` content hash → one [`UploadCheck`]: the dataset's owner and a
+    /// fragment with those bytes, in one query (the handshake's only one).
+    UPLOAD_CHECK = "SELECT (SELECT owner_id FROM datasets WHERE id = ?1) AS owner_id, \
+         (SELECT key FROM battle_files WHERE dataset_id = ?1 AND content_hash = ?2 LIMIT 1) AS stored_key";
 
     /// Creates the dataset for `?2` (owner) or marks it as needing compaction; does nothing to a
     /// dataset of another owner. `?1` id, `?3` now.
@@ -230,10 +232,13 @@ pub struct DatasetState {
     pub last_compacted_at: Option<String>,
 }
 
-/// The key a fragment is stored under.
-#[derive(Debug, Deserialize)]
-pub struct StoredKey {
-    pub key: String,
+/// What the index says of an upload before it is accepted.
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+pub struct UploadCheck {
+    /// The dataset's owner; `None` for a new dataset (the upload claims it).
+    pub owner_id: Option<String>,
+    /// The key of a fragment of the dataset with the same bytes, if one is stored.
+    pub stored_key: Option<String>,
 }
 
 /// Whether a fragment row holds a key (1) or not (0).
@@ -682,6 +687,21 @@ mod tests {
         // The same bytes under another key (a second handshake): its own object goes.
         assert!(insert(&conn, "k3", "h1").is_err_and(|e| is_unique_violation(&e.to_string())));
         assert!(may_delete(&conn, "k3"));
+    }
+
+    #[test]
+    fn one_query_tells_the_owner_and_the_same_bytes() {
+        let conn = migrated_sqlite();
+        let check = |dataset: &str, hash: &str| {
+            conn.query_row(UPLOAD_CHECK, params![dataset, hash], |r| Ok(UploadCheck { owner_id: r.get(0)?, stored_key: r.get(1)? }))
+                .unwrap()
+        };
+        assert_eq!(check("ds", "h1"), UploadCheck { owner_id: None, stored_key: None }, "a new dataset answers one row");
+        conn.execute(CLAIM_DATASET, params!["ds", "owner", "t0"]).unwrap();
+        assert_eq!(check("ds", "h1"), UploadCheck { owner_id: Some("owner".into()), stored_key: None });
+        insert(&conn, "k1", "h1").unwrap();
+        assert_eq!(check("ds", "h1"), UploadCheck { owner_id: Some("owner".into()), stored_key: Some("k1".into()) });
+        assert_eq!(check("other", "h1").stored_key, None, "bytes count per dataset");
     }
 
     #[test]

@@ -20,6 +20,19 @@ pub fn now_ms() -> u64 {
     worker::Date::now().as_millis()
 }
 
+/// The Worker's clock and timers, for the core's step runner and [`fusou_core::measure::Busy`].
+pub struct WorkerClock;
+
+impl fusou_core::workflow::Clock for WorkerClock {
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+
+    async fn sleep(&self, ms: u64) {
+        worker::Delay::from(std::time::Duration::from_millis(ms)).await;
+    }
+}
+
 /// The current time, from the Worker's clock.
 pub fn now_utc() -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(now_ms() as i64).expect("the clock is in range")

@@ -1,15 +1,22 @@
-//! The compaction engine alone, for `scripts/bench-worker.sh` (see `bench-engine-wasm.mjs`):
-//! fragments are loaded into Wasm memory once, then [`Fragments::compact`] runs the engine's
-//! two passes (scan, then plan and merge every output) as `fusou compact` does natively, with
-//! the parts counted instead of written. Its figure, beside the Worker's and the native
-//! engine's, splits the Worker's gap into what Wasm costs and what the platform's I/O costs.
+//! The pipeline's hot code alone in Wasm, run by V8 without the Workers platform around it.
+//!
+//! - For `scripts/bench-worker.sh` (see `bench-engine-wasm.mjs`): fragments are loaded into Wasm
+//!   memory once, then [`Fragments::compact`] runs the engine's two passes (scan, then plan and
+//!   merge every output) as `fusou compact` does natively, with the parts counted instead of
+//!   written. Its figure, beside the Worker's and the native engine's, splits the Worker's gap
+//!   into what Wasm costs and what the platform's I/O costs.
+//! - For `scripts/bench-upload.sh` (see `bench-upload-crypto.mjs`): the upload's crypto as the
+//!   upload Worker runs it in Wasm ([`content_hash`], [`verify_token`]), to be set beside the
+//!   platform's WebCrypto doing the same.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
+use fusou_core::auth::{AuthConfig, JwkSet, verify_user_token};
 use fusou_core::engine::segment::{FragmentInput, Scan, SegmentDesc};
 use fusou_core::engine::{EngineConfig, merge, plan};
 use fusou_core::ids::{DatasetId, PeriodTag};
+use fusou_core::upload::ContentHash;
 use wasm_bindgen::prelude::*;
 
 // The compaction Worker's allocator, so that the engine allocates here as it does there.
@@ -74,4 +81,23 @@ impl Fragments {
     pub fn memory_bytes() -> f64 {
         fusou_core::measure::wasm_memory_bytes() as f64
     }
+}
+
+/// The body's SHA-256 as the upload Worker computes it (lowercase hex).
+#[wasm_bindgen]
+pub fn content_hash(bytes: &[u8]) -> String {
+    ContentHash::of(bytes).as_str().to_owned()
+}
+
+/// Verifies a user token `times` times as the upload Worker does (the JWK set parsed once, the
+/// token's header, key, signature and claims each time); answers the user id.
+#[wasm_bindgen]
+pub fn verify_token(token: &str, jwks_json: &str, issuer: &str, now: f64, times: u32) -> Result<String, String> {
+    let jwks: JwkSet = serde_json::from_str(jwks_json).map_err(|e| format!("JWK set: {e}"))?;
+    let config = AuthConfig { issuer: issuer.to_owned(), jwks, legacy_hs256_secret: None };
+    let mut user = String::new();
+    for _ in 0..times {
+        user = verify_user_token(token, &config, now as u64).map_err(|e| e.to_string())?.id.to_string();
+    }
+    Ok(user)
 }

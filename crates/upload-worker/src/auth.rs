@@ -1,9 +1,13 @@
 //! Who is calling: a Supabase user, verified against the project's JWK set (cached per isolate,
-//! refetched when a token names a key the cache does not hold), or the operator.
+//! refetched when a token names a key the cache does not hold), or the operator. A token that
+//! verified is kept per isolate until it expires, so that an upload's second phase, and the
+//! client's next uploads, do not verify its signature again.
 
 use std::cell::RefCell;
 
-use fusou_core::auth::{AuthConfig, AuthError, AuthenticatedUser, JwkSet, bearer_token, issuer_for, jwks_url_for, verify_user_token};
+use fusou_core::auth::{
+    AuthConfig, AuthError, AuthenticatedUser, JwkSet, TokenCache, bearer_token, issuer_for, jwks_url_for, verify_user_token,
+};
 use fusou_edge::remote::Service;
 use subtle::ConstantTimeEq;
 use worker::{Fetch, Request, Url};
@@ -22,8 +26,12 @@ struct Cached {
     fetched_ms: u64,
 }
 
+/// How many verified tokens an isolate keeps (a few hundred bytes each).
+const VERIFIED_TOKENS: usize = 1024;
+
 thread_local! {
     static JWKS: RefCell<Option<Cached>> = const { RefCell::new(None) };
+    static VERIFIED: RefCell<TokenCache> = RefCell::new(TokenCache::new(VERIFIED_TOKENS));
 }
 
 async fn fetch_jwks(ctx: &Ctx, url: &str) -> Result<JwkSet, ApiError> {
@@ -63,11 +71,16 @@ pub async fn user(req: &Request, ctx: &Ctx) -> Result<AuthenticatedUser, ApiErro
     let header = req.headers().get("authorization")?;
     let token = bearer_token(header.as_deref())?;
     let now = fusou_edge::now_ms() / 1000;
-    let config = |jwks| AuthConfig { issuer: issuer_for(&ctx.supabase.url), jwks, legacy_hs256_secret: ctx.legacy_jwt_secret.clone() };
-    match verify_user_token(token, &config(jwks(ctx, false).await?), now) {
-        Err(AuthError::UnknownKey(_)) => Ok(verify_user_token(token, &config(jwks(ctx, true).await?), now)?),
-        other => Ok(other?),
+    if let Some(user) = VERIFIED.with(|v| v.borrow().get(token, now).cloned()) {
+        return Ok(user);
     }
+    let config = |jwks| AuthConfig { issuer: issuer_for(&ctx.supabase.url), jwks, legacy_hs256_secret: ctx.legacy_jwt_secret.clone() };
+    let user = match verify_user_token(token, &config(jwks(ctx, false).await?), now) {
+        Err(AuthError::UnknownKey(_)) => verify_user_token(token, &config(jwks(ctx, true).await?), now)?,
+        other => other?,
+    };
+    VERIFIED.with(|v| v.borrow_mut().insert(token, user.clone(), now));
+    Ok(user)
 }
 
 /// Passes only a request whose bearer is the operator secret (compared in constant time).

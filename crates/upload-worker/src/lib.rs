@@ -5,7 +5,10 @@
 //! endpoint setting uses `/api/battle-data/upload`). The Worker's settings and bindings are read
 //! once per request ([`context::Ctx`]); each handler gets them with the matched route and
 //! answers `Result<Response, ApiError>`, which `http::respond` turns into the answer and its log
-//! line. Decisions live in `fusou-core`, I/O helpers in `fusou-edge`.
+//! line, with the request's own execution time in a `Server-Timing: cpu;dur=<ms>` header (see
+//! `fusou_core::measure::Busy`: under `wrangler dev` it is the Worker's CPU time; deployed, the
+//! clock stands still while code runs and it reads about 0). Decisions live in `fusou-core`,
+//! I/O helpers in `fusou-edge`.
 
 mod auth;
 mod context;
@@ -14,6 +17,8 @@ mod pipeline;
 mod router;
 mod routes;
 
+use fusou_core::measure::Busy;
+use fusou_edge::WorkerClock;
 use worker::{Context, Env, Request, Response, Result, ScheduleContext, ScheduledEvent, event};
 
 use crate::context::Ctx;
@@ -60,11 +65,17 @@ async fn fetch(req: Request, env: Env, context: Context) -> Result<Response> {
         Matched::NotFound => http::error(404, "no such route")?,
         Matched::WrongMethod => http::error(405, "method not allowed for this route")?,
         Matched::Route(call) => {
-            let outcome = match Ctx::load(env, Some(context)) {
-                Ok(ctx) => dispatch(req, &ctx, &method, &call).await,
-                Err(e) => Err(e),
+            let handle = async {
+                match Ctx::load(env, Some(context)) {
+                    Ok(ctx) => dispatch(req, &ctx, &method, &call).await,
+                    Err(e) => Err(e),
+                }
             };
-            http::respond(call.route, outcome)?
+            // The request's own execution time, without its waits on R2, D1 and the rest.
+            let (outcome, busy_ms) = Busy::new(handle, &WorkerClock).await;
+            let mut response = http::respond(call.route, outcome)?;
+            response.headers_mut().set("server-timing", &format!("cpu;dur={busy_ms}"))?;
+            response
         }
     };
     http::with_cors(response)

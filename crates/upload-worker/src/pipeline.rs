@@ -1,6 +1,6 @@
-//! What several routes do: check a dataset's owner, store a fragment (R2, then D1, with no
-//! orphan either way and no object deleted that a row holds), and request a compaction (a
-//! `processing_metrics` row, then a queue message carrying its id).
+//! What several routes do: check an upload or a reader against the index, store a fragment
+//! (R2, then D1, with no orphan either way and no object deleted that a row holds), and request
+//! a compaction (a `processing_metrics` row, then a queue message carrying its id).
 
 use fusou_core::fragment::TableOffset;
 use fusou_core::ids::{DatasetId, PeriodTag, TableName};
@@ -25,18 +25,6 @@ async fn owner(ctx: &Ctx, dataset: &DatasetId) -> Result<Option<String>, ApiErro
     Ok(row.map(|o| o.owner_id))
 }
 
-/// Before a write: the dataset's owner, if the dataset exists; 403 when it belongs to someone
-/// other than `user`. (A write route cannot hide whether a dataset exists: a new id is
-/// accepted and claimed, a taken one refused. 403 is what the FUSOU client reads as "not
-/// allowed", and it does not retry it.)
-pub async fn check_owner(ctx: &Ctx, dataset: &DatasetId, user: Uuid) -> Result<Option<Uuid>, ApiError> {
-    match owner(ctx, dataset).await? {
-        None => Ok(None),
-        Some(o) if o == user.to_string() => Ok(Some(user)),
-        Some(_) => Err(ApiError::forbidden(format!("dataset {dataset} belongs to another user"))),
-    }
-}
-
 /// Before a read or a repair: the dataset exists and `user` owns it. Otherwise 404, the same
 /// answer whether it is missing or another user's, so that reads tell no stranger which
 /// dataset ids exist.
@@ -47,11 +35,18 @@ pub async fn check_readable(ctx: &Ctx, dataset: &DatasetId, user: Uuid) -> Resul
     }
 }
 
-/// 409 when the dataset already holds these exact bytes.
-pub async fn check_not_stored(ctx: &Ctx, dataset: &DatasetId, hash: &ContentHash) -> Result<(), ApiError> {
-    let row: Option<index::StoredKey> = ctx.db()?.first(index::FRAGMENT_BY_HASH, &[dataset.as_str().into(), hash.as_str().into()]).await?;
-    match row {
-        Some(k) => Err(ApiError::conflict(format!("this content is already stored as {}", k.key))),
+/// Before an upload is accepted, in one D1 query: 403 when the dataset belongs to someone
+/// other than `user`, 409 when it already holds these exact bytes. (A write route cannot hide
+/// whether a dataset exists: a new id is accepted and claimed, a taken one refused. 403 is what
+/// the FUSOU client reads as "not allowed", and it does not retry it.)
+pub async fn check_upload(ctx: &Ctx, dataset: &DatasetId, hash: &ContentHash, user: Uuid) -> Result<(), ApiError> {
+    let row: Option<index::UploadCheck> = ctx.db()?.first(index::UPLOAD_CHECK, &[dataset.as_str().into(), hash.as_str().into()]).await?;
+    let check = row.unwrap_or(index::UploadCheck { owner_id: None, stored_key: None });
+    if check.owner_id.is_some_and(|o| o != user.to_string()) {
+        return Err(ApiError::forbidden(format!("dataset {dataset} belongs to another user")));
+    }
+    match check.stored_key {
+        Some(key) => Err(ApiError::conflict(format!("this content is already stored as {key}"))),
         None => Ok(()),
     }
 }

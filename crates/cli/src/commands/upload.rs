@@ -101,6 +101,9 @@ struct Tally {
     skipped: usize,
     errors: Vec<String>,
     latencies: Vec<Duration>,
+    handshakes: Vec<Duration>,
+    bodies: Vec<Duration>,
+    worker_cpu: Vec<Duration>,
 }
 
 /// Runs `jobs` from `clients` concurrent clients; `dataset(client)` names each client's dataset.
@@ -125,8 +128,15 @@ async fn run(
                     let Some(job) = jobs.get(i) else { break };
                     let t = Instant::now();
                     match uploader.upload(&dataset, &period, &job.bytes, &job.offsets).await {
-                        Ok(Outcome::Stored) => tally.stored += 1,
-                        Ok(Outcome::Skipped) => tally.skipped += 1,
+                        Ok((outcome, timings)) => {
+                            match outcome {
+                                Outcome::Stored => tally.stored += 1,
+                                Outcome::Skipped => tally.skipped += 1,
+                            }
+                            tally.handshakes.push(timings.handshake);
+                            tally.bodies.extend(timings.body);
+                            tally.worker_cpu.extend(timings.worker_cpu_ms.map(|ms| Duration::from_secs_f64(ms / 1000.0)));
+                        }
                         Err(e) => tally.errors.push(e),
                     }
                     tally.latencies.push(t.elapsed());
@@ -143,6 +153,9 @@ async fn run(
         total.skipped += t.skipped;
         total.errors.extend(t.errors);
         total.latencies.extend(t.latencies);
+        total.handshakes.extend(t.handshakes);
+        total.bodies.extend(t.bodies);
+        total.worker_cpu.extend(t.worker_cpu);
     }
     progress.finish_and_clear();
     (total, started.elapsed())
@@ -175,6 +188,16 @@ fn report(clients: usize, mut tally: Tally, elapsed: Duration, bytes: u64) -> Re
         percentile(&tally.latencies, 0.50),
         percentile(&tally.latencies, 0.95),
         percentile(&tally.latencies, 0.99),
+    );
+    tally.handshakes.sort();
+    tally.bodies.sort();
+    tally.worker_cpu.sort();
+    println!(
+        "             handshake p50 {:>7.1} ms  body p50 {:>7.1} ms  Worker CPU per upload (Server-Timing, both phases) p50 {:>5.1} ms  p99 {:>5.1} ms",
+        percentile(&tally.handshakes, 0.50),
+        percentile(&tally.bodies, 0.50),
+        percentile(&tally.worker_cpu, 0.50),
+        percentile(&tally.worker_cpu, 0.99),
     );
     if let Some(first) = tally.errors.first() {
         return Err(format!("{} uploads failed; the first: {first}", tally.errors.len()));

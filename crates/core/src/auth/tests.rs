@@ -174,6 +174,30 @@ fn the_provider_knows_three_algorithms() {
 }
 
 #[test]
+fn verified_tokens_are_kept_until_they_expire_and_the_cache_stays_bounded() {
+    let (key, config) = setup();
+    let token = key.sign(&claims()).unwrap();
+    let user = verify_user_token(&token, &config, NOW).unwrap();
+    assert_eq!(user.expires_at, NOW + 3600);
+    let mut cache = TokenCache::new(2);
+    assert!(cache.get(&token, NOW).is_none());
+    cache.insert(&token, user.clone(), NOW);
+    assert_eq!(cache.get(&token, NOW), Some(&user));
+    assert_eq!(cache.get(&token, NOW + 3600), None, "not at its expiry");
+    assert_eq!(cache.get("another token", NOW), None);
+
+    // Full: the expired go first; when none has expired, everything goes.
+    let soon = AuthenticatedUser { expires_at: NOW + 10, ..user.clone() };
+    cache.insert("second", soon, NOW);
+    cache.insert("third", user.clone(), NOW + 20);
+    assert_eq!((cache.len(), cache.get("second", NOW + 20)), (2, None));
+    assert!(cache.get(&token, NOW + 20).is_some() && cache.get("third", NOW + 20).is_some());
+    cache.insert("fourth", user.clone(), NOW + 20);
+    assert_eq!(cache.len(), 1);
+    assert!(cache.get("fourth", NOW + 20).is_some());
+}
+
+#[test]
 fn bearer_headers() {
     assert_eq!(bearer_token(Some("Bearer abc")), Ok("abc"));
     assert_eq!(bearer_token(Some("bearer  abc ")), Ok("abc"));

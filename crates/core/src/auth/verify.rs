@@ -72,7 +72,7 @@ pub fn verify_user_token(token: &str, config: &AuthConfig, now: u64) -> Result<A
         return Err(AuthError::Expired);
     }
     let id = Uuid::parse_str(&claims.sub).map_err(|_| AuthError::BadSubject)?;
-    Ok(AuthenticatedUser { id, email: claims.email, anonymous: claims.is_anonymous })
+    Ok(AuthenticatedUser { id, email: claims.email, anonymous: claims.is_anonymous, expires_at: claims.exp })
 }
 
 /// The key that signed a token: by `kid` when the token names one, otherwise the only key of

@@ -178,8 +178,8 @@ fn the_body_must_be_what_was_declared() {
 #[test]
 fn anonymous_sign_ins_upload_only_where_allowed() {
     use crate::auth::AuthenticatedUser;
-    let signed_in = AuthenticatedUser { id: user(), email: Some("a@example.com".into()), anonymous: false };
-    let anonymous = AuthenticatedUser { id: user(), email: None, anonymous: true };
+    let signed_in = AuthenticatedUser { id: user(), email: Some("a@example.com".into()), anonymous: false, expires_at: u64::MAX };
+    let anonymous = AuthenticatedUser { id: user(), email: None, anonymous: true, expires_at: u64::MAX };
     let default = UploadLimits::default();
     assert_eq!(check_uploader(&signed_in, &default), Ok(()));
     assert_eq!(check_uploader(&anonymous, &default), Err(UploadError::Anonymous));

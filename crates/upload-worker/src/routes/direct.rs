@@ -64,9 +64,8 @@ pub async fn handle(mut req: Request, ctx: &Ctx, call: &Call) -> Result<Response
     let num_rows = inspect_segment(&offset, bytes.clone()).map_err(|e| ApiError::new(415, e.to_string()))?.num_rows;
     let offset = TableOffset { num_rows: Some(num_rows), ..offset };
 
-    pipeline::check_owner(ctx, &dataset, user.id).await?;
     let hash = ContentHash::of(&bytes);
-    pipeline::check_not_stored(ctx, &dataset, &hash).await?;
+    pipeline::check_upload(ctx, &dataset, &hash, user.id).await?;
     let key = fragment_key(&dataset, &table, fusou_edge::now_utc(), Uuid::new_v4());
     let size = bytes.len();
     let uploaded_at = pipeline::store_fragment(
