@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Upload benchmark (prints figures; not a test). First the upload's crypto (the body's SHA-256,
 # ES256 and RS256 token verification) in Wasm, as the upload Worker runs it, beside WebCrypto.
-# Then handshake plus upload, exactly as the FUSOU
-# client makes them, against a fresh local stack, for this checkout and, in the same run, for a
+# Then handshake plus upload, exactly as the FUSOU client makes them, against a fresh local
+# stack, for this checkout and, in the same run, for a
 # baseline version of the service (FUSOU_BENCH_BASELINE, a git ref; `none` skips it):
 # - uploads/s, latency and CPU per upload with 1, 8 and 32 concurrent clients: the Worker's own
 #   CPU (its `Server-Timing: cpu` header, both phases; versions without it print "-") and the
