@@ -165,11 +165,11 @@ fn wrangler(args: &[&str]) -> Result<std::process::Output, String> {
         .map_err(|e| format!("wrangler: {e}"))
 }
 
-/// Rows of a statement on the local D1, run on its SQLite file (the one file of wrangler's
-/// persisted D1 state). The file is in WAL mode, so a read never blocks the Worker's writes;
-/// a write waits for the Worker's (busy timeout) and holds the lock for microseconds.
-/// (`wrangler d1 execute` would start a second runtime per statement, take seconds, and lock
-/// the database long enough for the Worker's own queries to fail with SQLITE_BUSY.)
+/// Rows of a statement on the local D1. A read runs on its SQLite file (the one file of
+/// wrangler's persisted D1 state), which is in WAL mode: a reader never blocks the Worker. A
+/// write goes through the Worker's own D1 binding (`POST /compact/sql`, test stacks only): a
+/// write from another process would make the Worker's writes at that moment fail with
+/// SQLITE_BUSY, as `wrangler d1 execute` did (which also took seconds a statement).
 pub fn d1(sql: &str) -> Result<Vec<Value>, String> {
     use rusqlite::types::ValueRef;
     let dir = format!("{}/wrangler/v3/d1/miniflare-D1DatabaseObject", stack().state);
@@ -183,9 +183,11 @@ pub fn d1(sql: &str) -> Result<Vec<Value>, String> {
     conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| e.to_string())?;
     let mut statement = conn.prepare(sql).map_err(|e| format!("{sql}: {e}"))?;
     if statement.column_count() == 0 {
-        drop(statement);
-        conn.execute_batch(sql).map_err(|e| format!("{sql}: {e}"))?;
-        return Ok(Vec::new());
+        let (status, body) = send(operator(reqwest::Method::POST, "/compact/sql").json(&serde_json::json!({ "sql": sql })))?;
+        return match (status, body["results"].as_array()) {
+            (200, Some(rows)) => Ok(rows.clone()),
+            _ => Err(format!("{sql}: {status} {body}")),
+        };
     }
     let names: Vec<String> = statement.column_names().into_iter().map(str::to_owned).collect();
     let rows = statement
@@ -333,18 +335,8 @@ pub fn rows(batch: &RecordBatch) -> Vec<String> {
 /// holds it.
 pub fn wait_until_compacted(dataset: &str, token: &str, seconds: u64) -> TestResult {
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    let mut busy = 0;
     loop {
         let (status, state) = send(stack().http.get(format!("{}/api/battle-data/datasets/{dataset}", stack().url)).bearer_auth(token))?;
-        // The local D1 is one SQLite file that this harness also opens (`d1()`, through
-        // wrangler, from parallel tests); a query that meets that process's lock fails inside
-        // miniflare. Such an answer is polled again, a few times in a row at most.
-        if status == 500 && state["error"].as_str().is_some_and(|e| e.contains("D1")) && busy < 3 {
-            busy += 1;
-            std::thread::sleep(Duration::from_secs(1));
-            continue;
-        }
-        busy = 0;
         ensure_eq!(status, 200, "{state}");
         if state["pending"]["fragments"] == 0 && state["compaction"]["inProgress"] == false {
             ensure_eq!(state["compaction"]["needed"], false, "{state}");
@@ -355,18 +347,8 @@ pub fn wait_until_compacted(dataset: &str, token: &str, seconds: u64) -> TestRes
     }
 }
 
-/// Sends `req`, sending it again (three times at most, a second apart) while it answers 500
-/// because the local D1 was locked by this harness's own `d1()` (see [`wait_until_compacted`]).
-pub fn send_past_d1_lock(req: RequestBuilder) -> Result<Response, String> {
-    for _ in 0..3 {
-        let resp = req.try_clone().ok_or("a request with a streamed body")?.send().map_err(|e| e.to_string())?;
-        if resp.status() != 500 {
-            return Ok(resp);
-        }
-        let body = resp.text().map_err(|e| e.to_string())?;
-        ensure!(body.contains("D1"), "500: {body}");
-        std::thread::sleep(Duration::from_secs(1));
-    }
+/// Sends `req` and answers the response as it is.
+pub fn fetch(req: RequestBuilder) -> Result<Response, String> {
     req.send().map_err(|e| e.to_string())
 }
 
@@ -377,8 +359,7 @@ pub type RowsByTable = BTreeMap<String, Vec<String>>;
 /// against its D1 row count: the listing, and every row by table.
 pub fn compacted_rows(dataset: &str, token: &str) -> Result<(Vec<Value>, RowsByTable), String> {
     let s = stack();
-    let resp =
-        send_past_d1_lock(s.http.get(format!("{}/api/battle-data/datasets/{dataset}/outputs?limit=1000", s.url)).bearer_auth(token))?;
+    let resp = fetch(s.http.get(format!("{}/api/battle-data/datasets/{dataset}/outputs?limit=1000", s.url)).bearer_auth(token))?;
     let status = resp.status().as_u16();
     let listing: Value = resp.json().map_err(|e| e.to_string())?;
     ensure_eq!(status, 200, "{listing}");
@@ -386,7 +367,7 @@ pub fn compacted_rows(dataset: &str, token: &str) -> Result<(Vec<Value>, RowsByT
     let mut got = RowsByTable::new();
     for o in &outputs {
         let key = o["key"].as_str().ok_or("key")?;
-        let resp = send_past_d1_lock(
+        let resp = fetch(
             s.http.get(format!("{}/api/battle-data/datasets/{dataset}/outputs/download", s.url)).query(&[("key", key)]).bearer_auth(token),
         )?;
         ensure_eq!(resp.status().as_u16(), 200, "download {key}");

@@ -84,7 +84,7 @@ fn consolidation() -> TestResult {
     ensure_eq!(first_outputs.len(), 64);
     ensure!(r2_get(&first_outputs[0])?.is_some(), "a retired file stays downloadable from R2 until the clean-up");
     let s = stack();
-    let resp = send_past_d1_lock(
+    let resp = fetch(
         s.http
             .get(format!("{}/api/battle-data/datasets/{dataset}/outputs/download", s.url))
             .query(&[("key", &first_outputs[0])])

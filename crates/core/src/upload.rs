@@ -110,8 +110,15 @@ impl ContentHash {
         }
     }
 
+    /// The SHA-256 of `bytes`, computed here (natively, or in Wasm).
     pub fn of(bytes: &[u8]) -> Self {
         Self(hex::encode(Sha256::digest(bytes)))
+    }
+
+    /// A SHA-256 digest computed elsewhere (the Worker asks the platform's WebCrypto, several
+    /// times faster than the same digest in Wasm: `scripts/bench-upload.sh`).
+    pub fn from_digest(digest: &[u8]) -> Result<Self, UploadError> {
+        if digest.len() == 32 { Ok(Self(hex::encode(digest))) } else { Err(UploadError::Misconfigured("a SHA-256 digest is 32 bytes")) }
     }
 
     pub fn as_str(&self) -> &str {
@@ -280,11 +287,13 @@ impl UploadGrant {
     /// Holds the phase-2 body to the declaration: its length, its SHA-256, and every declared
     /// segment a readable Parquet file. Returns the declared offsets, each with the row count
     /// its footer gives: older clients do not send it, and compaction's scan relies on it.
-    pub fn check_body(&self, body: &Bytes) -> Result<Vec<TableOffset>, UploadError> {
+    /// `digest` is the body's SHA-256 as the caller computed it ([`ContentHash::of`], or the
+    /// platform's); it is compared with the declared one.
+    pub fn check_body(&self, body: &Bytes, digest: &ContentHash) -> Result<Vec<TableOffset>, UploadError> {
         if body.len() as u64 != self.size {
             return Err(UploadError::BadRequest(format!("body is {} bytes but {} were declared", body.len(), self.size)));
         }
-        if ContentHash::of(body) != self.hash {
+        if *digest != self.hash {
             return Err(UploadError::BadRequest("body does not match the declared content_hash".into()));
         }
         let segments = fragment::inspect_fragment(&self.offsets, body)?;

@@ -12,6 +12,7 @@
 
 mod auth;
 mod context;
+mod crypto;
 mod http;
 mod pipeline;
 mod router;
@@ -47,6 +48,7 @@ routes! {
     POST "/trigger-scheduled" => routes::trigger::handle,
     POST "/compact/replay" => routes::operator::replay,
     POST "/compact/cleanup" => routes::operator::cleanup,
+    POST "/compact/sql" => routes::operator::sql,
     GET "/battle-data/datasets/:id" => routes::datasets::show,
     GET "/battle-data/datasets/:id/outputs" => routes::datasets::outputs,
     GET "/battle-data/datasets/:id/outputs/download" => routes::datasets::download,

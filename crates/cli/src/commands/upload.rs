@@ -192,12 +192,16 @@ fn report(clients: usize, mut tally: Tally, elapsed: Duration, bytes: u64) -> Re
     tally.handshakes.sort();
     tally.bodies.sort();
     tally.worker_cpu.sort();
+    // A service that sends no `Server-Timing: cpu` (an older version) has no figure to print.
+    let cpu = if tally.worker_cpu.is_empty() {
+        "-".to_owned()
+    } else {
+        format!("p50 {:.1} ms  p99 {:.1} ms", percentile(&tally.worker_cpu, 0.50), percentile(&tally.worker_cpu, 0.99))
+    };
     println!(
-        "             handshake p50 {:>7.1} ms  body p50 {:>7.1} ms  Worker CPU per upload (Server-Timing, both phases) p50 {:>5.1} ms  p99 {:>5.1} ms",
+        "             handshake p50 {:>7.1} ms  body p50 {:>7.1} ms  Worker CPU per upload (Server-Timing, both phases): {cpu}",
         percentile(&tally.handshakes, 0.50),
         percentile(&tally.bodies, 0.50),
-        percentile(&tally.worker_cpu, 0.50),
-        percentile(&tally.worker_cpu, 0.99),
     );
     if let Some(first) = tally.errors.first() {
         return Err(format!("{} uploads failed; the first: {first}", tally.errors.len()));

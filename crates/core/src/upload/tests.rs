@@ -151,19 +151,19 @@ fn the_body_must_be_what_was_declared() {
     // An older client declares no row counts: the checked offsets carry the footers' own.
     let mut older = grant.clone();
     older.offsets.iter_mut().for_each(|o| o.num_rows = None);
-    let checked = older.check_body(&body).unwrap();
+    let checked = checked_body(&older, body.clone()).unwrap();
     let rows: Vec<Option<u64>> = checked.iter().map(|o| o.num_rows).collect();
     assert_eq!(rows, f.segments.iter().map(|s| Some(s.batch.num_rows() as u64)).collect::<Vec<_>>());
     assert_eq!(checked, f.offsets, "otherwise the declared offsets");
 
     let short = body.slice(..body.len() - 1);
-    assert!(grant.check_body(&short).unwrap_err().to_string().contains("declared"));
+    assert!(checked_body(&grant, short.clone()).unwrap_err().to_string().contains("declared"));
     let mut longer = f.bytes.clone();
     longer.push(0);
-    assert_eq!(grant.check_body(&Bytes::from(longer)).unwrap_err().status(), 400);
+    assert_eq!(checked_body(&grant, Bytes::from(longer)).unwrap_err().status(), 400);
     let mut flipped = f.bytes.clone();
     flipped[10] ^= 1;
-    assert!(grant.check_body(&Bytes::from(flipped)).unwrap_err().to_string().contains("content_hash"));
+    assert!(checked_body(&grant, Bytes::from(flipped)).unwrap_err().to_string().contains("content_hash"));
 
     // The declared hash of bytes whose segment is broken: the table is named.
     let mut broken = f.bytes.clone();
@@ -171,7 +171,7 @@ fn the_body_must_be_what_was_declared() {
     broken[o.start_byte as usize] = b'X';
     let mut g = grant.clone();
     g.hash = ContentHash::of(&broken);
-    let err = g.check_body(&Bytes::from(broken)).unwrap_err();
+    let err = checked_body(&g, Bytes::from(broken)).unwrap_err();
     assert!(err.to_string().contains(o.table_name.as_str()), "{err}");
 }
 
@@ -186,4 +186,17 @@ fn anonymous_sign_ins_upload_only_where_allowed() {
     assert_eq!(UploadError::Anonymous.status(), 403);
     let allowing = UploadLimits { allow_anonymous: true, ..default };
     assert_eq!(check_uploader(&anonymous, &allowing), Ok(()));
+}
+
+/// The body as the Worker checks it: with its digest computed beside it.
+fn checked_body(grant: &UploadGrant, body: Bytes) -> Result<Vec<TableOffset>, UploadError> {
+    grant.check_body(&body, &ContentHash::of(&body))
+}
+
+#[test]
+fn a_digest_computed_elsewhere_is_the_same_hash() {
+    let body = b"fusou";
+    let digest: Vec<u8> = ContentHash::of(body).to_bytes();
+    assert_eq!(ContentHash::from_digest(&digest).unwrap(), ContentHash::of(body));
+    assert!(ContentHash::from_digest(&digest[..31]).is_err());
 }

@@ -7,13 +7,14 @@ use bytes::Bytes;
 use fusou_core::fragment::{TableOffset, inspect_segment};
 use fusou_core::ids::{DatasetId, PeriodTag, TableName};
 use fusou_core::message::Priority;
-use fusou_core::upload::{ContentHash, check_uploader, fragment_key};
+use fusou_core::upload::{check_uploader, fragment_key};
 use serde_json::json;
 use uuid::Uuid;
 use worker::{FormEntry, Request, RequestInit, Response};
 
 use crate::auth;
 use crate::context::Ctx;
+use crate::crypto;
 use crate::http::{self, ApiError};
 use crate::pipeline::{self, NewFragment};
 use crate::router::Call;
@@ -64,7 +65,7 @@ pub async fn handle(mut req: Request, ctx: &Ctx, call: &Call) -> Result<Response
     let num_rows = inspect_segment(&offset, bytes.clone()).map_err(|e| ApiError::new(415, e.to_string()))?.num_rows;
     let offset = TableOffset { num_rows: Some(num_rows), ..offset };
 
-    let hash = ContentHash::of(&bytes);
+    let hash = crypto::sha256(&bytes).await?;
     pipeline::check_upload(ctx, &dataset, &hash, user.id).await?;
     let key = fragment_key(&dataset, &table, fusou_edge::now_utc(), Uuid::new_v4());
     let size = bytes.len();

@@ -9,7 +9,10 @@
 //! Test stacks only (`TEST_HOOKS=on`, which the production configuration refuses): `POST
 //! /compact/replay?unchecked` sends any JSON body as it is, even one that is no
 //! `CompactionMessage`, so that the end-to-end tests reach the consumer's handling of invalid
-//! messages. Anywhere else the parameter is refused.
+//! messages; anywhere else the parameter is refused. `POST /compact/sql` runs one statement on
+//! D1 through the Worker's binding, so that the tests' own writes (injected faults, held leases)
+//! queue behind the Worker's instead of locking its database from another process; anywhere
+//! else it is 404.
 
 use fusou_core::message::{CompactionMessage, MAX_MESSAGE_BYTES};
 use fusou_edge::bindings;
@@ -94,4 +97,19 @@ pub async fn cleanup(mut req: Request, ctx: &Ctx, _call: &Call) -> Result<Respon
     } else {
         Err(ApiError::new(status, body["error"].as_str().unwrap_or("clean-up failed").to_owned()))
     }
+}
+
+/// A statement on D1 through the binding (test stacks only), answering its rows.
+pub async fn sql(mut req: Request, ctx: &Ctx, _call: &Call) -> Result<Response, ApiError> {
+    if !ctx.platform.test_hooks {
+        return Err(ApiError::not_found("no such route (test stacks only: TEST_HOOKS=on)"));
+    }
+    auth::operator(&req, ctx)?;
+    let body = http::body_within(&mut req, 64 * 1024, "the statement").await?;
+    let sql = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["sql"].as_str().map(str::to_owned))
+        .ok_or_else(|| ApiError::bad_request("expected {\"sql\": \"…\"}"))?;
+    let results: Vec<Value> = ctx.db()?.all(&sql, &[]).await?;
+    Ok(http::json(200, &json!({ "results": results }))?)
 }

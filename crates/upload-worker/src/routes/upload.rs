@@ -13,6 +13,7 @@ use worker::{Request, Response};
 
 use crate::auth;
 use crate::context::Ctx;
+use crate::crypto;
 use crate::http::{self, ApiError};
 use crate::pipeline::{self, NewFragment};
 use crate::router::Call;
@@ -55,7 +56,7 @@ async fn body(req: &mut Request, ctx: &Ctx, call: &Call, user: Uuid, token: &str
         return Err(ApiError::bad_request(format!("body is {len} bytes but {} were declared", grant.size)));
     }
     let body = Bytes::from(http::body_within(req, grant.size, "the body").await?);
-    let offsets = grant.check_body(&body)?;
+    let offsets = grant.check_body(&body, &crypto::sha256(&body).await?)?;
     // No checks before the put: the one D1 batch that records the fragment refuses another
     // user's dataset (403) and bytes the dataset already holds (409), and then the object goes.
 
