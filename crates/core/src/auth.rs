@@ -19,8 +19,16 @@ mod verify;
 
 #[cfg(feature = "jwt")]
 pub(crate) use crypto::install as install_crypto;
+/// The JWT types a verifier outside the core needs (the Worker's WebCrypto).
 #[cfg(feature = "jwt")]
-pub use verify::{AuthConfig, JwkSet, UserClaims, verify_user_token};
+pub use jsonwebtoken::{
+    Algorithm,
+    jwk::{AlgorithmParameters, Jwk},
+};
+#[cfg(feature = "jwt-verify")]
+pub use verify::verify_user_token;
+#[cfg(feature = "jwt")]
+pub use verify::{AuthConfig, JwkSet, ReadToken, SigningKey, UserClaims, accept_claims, read_token};
 
 use uuid::Uuid;
 

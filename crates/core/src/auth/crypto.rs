@@ -3,15 +3,18 @@
 //! `jsonwebtoken`'s own RustCrypto provider links every algorithm it knows (RSA-PSS, P-384,
 //! Ed25519 and the SHA-384/512 variants) into the Worker, because it chooses at run time. This
 //! provider knows the three algorithms a Supabase project signs with and nothing else: HS256
-//! (legacy secrets, and the upload grants this service signs itself), ES256 and RS256.
+//! (legacy secrets, and the upload grants this service signs itself), and with feature
+//! `jwt-verify` ES256 and RS256 (the upload Worker verifies those with WebCrypto instead).
 //! Everything else is refused as an invalid algorithm before any key is read.
 
 use hmac::{Hmac, KeyInit, Mac};
+#[cfg(feature = "jwt-verify")]
+use jsonwebtoken::DecodingKeyKind;
 use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils};
 use jsonwebtoken::errors::{Error, ErrorKind};
 use jsonwebtoken::jwk::ThumbprintHash;
 use jsonwebtoken::signature::{self, Signer, Verifier};
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind, EncodingKey};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey};
 use sha2::{Digest, Sha256};
 
 static PROVIDER: CryptoProvider = CryptoProvider {
@@ -52,11 +55,13 @@ fn verifier(algorithm: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerif
             refused(key.family(), AlgorithmFamily::Hmac)?;
             Ok(Box::new(Hs256(Hmac::new_from_slice(key.try_get_as_bytes()?).map_err(|_| ErrorKind::InvalidKeyFormat)?)))
         }
+        #[cfg(feature = "jwt-verify")]
         Algorithm::ES256 => {
             refused(key.family(), AlgorithmFamily::Ec)?;
             let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(key.try_get_as_bytes()?).map_err(|_| ErrorKind::InvalidEcdsaKey)?;
             Ok(Box::new(Es256Verifier(key)))
         }
+        #[cfg(feature = "jwt-verify")]
         Algorithm::RS256 => {
             refused(key.family(), AlgorithmFamily::Rsa)?;
             let DecodingKeyKind::RsaModulusExponent { n, e } = key.kind() else {
@@ -105,8 +110,10 @@ impl JwtVerifier for Hs256 {
     }
 }
 
+#[cfg(feature = "jwt-verify")]
 struct Es256Verifier(p256::ecdsa::VerifyingKey);
 
+#[cfg(feature = "jwt-verify")]
 impl Verifier<Vec<u8>> for Es256Verifier {
     fn verify(&self, message: &[u8], signature: &Vec<u8>) -> Result<(), signature::Error> {
         // JWS carries r || s (64 bytes), not DER.
@@ -115,20 +122,24 @@ impl Verifier<Vec<u8>> for Es256Verifier {
     }
 }
 
+#[cfg(feature = "jwt-verify")]
 impl JwtVerifier for Es256Verifier {
     fn algorithm(&self) -> Algorithm {
         Algorithm::ES256
     }
 }
 
+#[cfg(feature = "jwt-verify")]
 struct Rs256Verifier(rsa::PublicKey);
 
+#[cfg(feature = "jwt-verify")]
 impl Verifier<Vec<u8>> for Rs256Verifier {
     fn verify(&self, message: &[u8], signature: &Vec<u8>) -> Result<(), signature::Error> {
         self.0.verify(rsa::Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(message), signature).map_err(signature::Error::from_source)
     }
 }
 
+#[cfg(feature = "jwt-verify")]
 impl JwtVerifier for Rs256Verifier {
     fn algorithm(&self) -> Algorithm {
         Algorithm::RS256
