@@ -1,5 +1,5 @@
 //! The platform's WebCrypto, where it does the upload's work faster than the same code in Wasm
-//! (`scripts/bench-upload.sh`, "the upload's crypto": SHA-256 is 3 to 5 times faster there,
+//! (`scripts/bench-upload.sh`, "the upload's crypto": SHA-256 is 1.5 to 5 times faster there,
 //! copying the body out of Wasm memory included, and ES256 and RS256 verification about 4 times),
 //! and spares the bundle the P-256 and RSA code.
 
