@@ -76,45 +76,25 @@ pub async fn user(req: &Request, ctx: &Ctx) -> Result<AuthenticatedUser, ApiErro
         return Ok(user);
     }
     let config = |jwks| AuthConfig { issuer: issuer_for(&ctx.supabase.url), jwks, legacy_hs256_secret: ctx.legacy_jwt_secret.clone() };
-    let user = match verify(token, &config(jwks(ctx, false).await?), now).await {
-        Err(e) if e.unknown_key => verify(token, &config(jwks(ctx, true).await?), now).await?,
+    let user = match verify(token, &config(jwks(ctx, false).await?), now).await? {
+        Err(AuthError::UnknownKey(_)) => verify(token, &config(jwks(ctx, true).await?), now).await??,
         other => other?,
     };
     VERIFIED.with(|v| v.borrow_mut().insert(token, user.clone(), now));
     Ok(user)
 }
 
-/// Why a token was refused, and whether a fresher key set might know its key.
-struct Refused {
-    error: ApiError,
-    unknown_key: bool,
-}
-
-impl From<Refused> for ApiError {
-    fn from(r: Refused) -> Self {
-        r.error
-    }
-}
-
-impl From<AuthError> for Refused {
-    fn from(e: AuthError) -> Self {
-        Self { unknown_key: matches!(e, AuthError::UnknownKey(_)), error: e.into() }
-    }
-}
-
-impl From<ApiError> for Refused {
-    fn from(error: ApiError) -> Self {
-        Self { error, unknown_key: false }
-    }
-}
-
-/// A user token verified as the core's `verify_user_token` does, its signature by WebCrypto.
-async fn verify(token: &str, config: &AuthConfig, now: u64) -> Result<AuthenticatedUser, Refused> {
-    let read = read_token(token, config)?;
+/// A user token checked as the core's `verify_user_token` does, its signature by WebCrypto:
+/// the token's refusal inside, the platform's failure outside.
+async fn verify(token: &str, config: &AuthConfig, now: u64) -> Result<Result<AuthenticatedUser, AuthError>, ApiError> {
+    let read = match read_token(token, config) {
+        Ok(read) => read,
+        Err(refused) => return Ok(Err(refused)),
+    };
     if !crypto::verify_signature(&read).await? {
-        return Err(AuthError::Invalid("InvalidSignature".into()).into());
+        return Ok(Err(AuthError::Invalid("InvalidSignature".into())));
     }
-    Ok(accept_claims(&read, config, now)?)
+    Ok(accept_claims(&read, config, now))
 }
 
 /// Passes only a request whose bearer is the operator secret (compared in constant time).

@@ -28,40 +28,37 @@ pub async fn sha256(bytes: &[u8]) -> Result<ContentHash, ApiError> {
 /// by its algorithm and key material, so that a rotated key is a new entry.
 pub async fn verify_signature(token: &ReadToken<'_, '_>) -> Result<bool, ApiError> {
     let failed = |e: JsValue| ApiError::new(500, format!("WebCrypto verify failed: {e:?}"));
-    let (import, verify, cache_key) = match (token.algorithm, token.key) {
+    // The key material as WebCrypto imports it: a JWK's public members, or the raw secret.
+    let (import, verify, format, material) = match (token.algorithm, token.key) {
         (Algorithm::ES256, SigningKey::Jwk(jwk)) => (
             object(&[("name", "ECDSA".into()), ("namedCurve", "P-256".into())]),
             object(&[("name", "ECDSA".into()), ("hash", "SHA-256".into())]),
-            format!("ES256 {}", public_jwk(jwk)?),
+            "jwk",
+            public_jwk(jwk)?,
         ),
         (Algorithm::RS256, SigningKey::Jwk(jwk)) => (
             object(&[("name", "RSASSA-PKCS1-v1_5".into()), ("hash", "SHA-256".into())]),
             object(&[("name", "RSASSA-PKCS1-v1_5".into())]),
-            format!("RS256 {}", public_jwk(jwk)?),
+            "jwk",
+            public_jwk(jwk)?,
         ),
-        (Algorithm::HS256, SigningKey::Secret(secret)) => (
-            object(&[("name", "HMAC".into()), ("hash", "SHA-256".into())]),
-            object(&[("name", "HMAC".into())]),
-            format!("HS256 {}", ContentHash::of(secret.as_bytes()).as_str()),
-        ),
+        (Algorithm::HS256, SigningKey::Secret(secret)) => {
+            (object(&[("name", "HMAC".into()), ("hash", "SHA-256".into())]), object(&[("name", "HMAC".into())]), "raw", secret.to_owned())
+        }
         (algorithm, _) => return Err(ApiError::new(401, format!("token algorithm {algorithm:?} is not accepted"))),
     };
     let subtle = subtle().map_err(failed)?;
+    let cache_key = format!("{:?} {material}", token.algorithm);
     let cached = KEYS.with(|keys| keys.borrow().get(&cache_key).cloned());
     let key = match cached {
         Some(key) => key,
         None => {
             let usages = js_sys::Array::of1(&"verify".into());
-            let promise = match token.key {
-                SigningKey::Jwk(jwk) => {
-                    let data = js_sys::JSON::parse(&public_jwk(jwk)?).map_err(failed)?;
-                    subtle.import_key_with_object("jwk", data.unchecked_ref(), &import, false, &usages)
-                }
-                SigningKey::Secret(secret) => {
-                    subtle.import_key_with_object("raw", &Uint8Array::from(secret.as_bytes()), &import, false, &usages)
-                }
-            }
-            .map_err(failed)?;
+            let data: Object = match format {
+                "jwk" => js_sys::JSON::parse(&material).map_err(failed)?.unchecked_into(),
+                _ => Uint8Array::from(material.as_bytes()).into(),
+            };
+            let promise = subtle.import_key_with_object(format, &data, &import, false, &usages).map_err(failed)?;
             let key: CryptoKey = JsFuture::from(promise).await.map_err(failed)?.unchecked_into();
             KEYS.with(|keys| {
                 let mut keys = keys.borrow_mut();
