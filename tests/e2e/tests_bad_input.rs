@@ -152,6 +152,15 @@ const CASES: &[Case] = &[
         parts[2] = parts[2].chars().rev().collect();
         handshake_as(fx, &parts.join("."))
     }),
+    ("handshake whose signature decodes but does not verify", 401, |fx| {
+        // One bit of a well-formed signature changed: only the signature check itself refuses it.
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (message, signature) = fx.alice_token.rsplit_once('.').ok_or("a JWT")?;
+        let mut bytes = b64.decode(signature).map_err(|e| e.to_string())?;
+        bytes[10] ^= 1;
+        handshake_as(fx, &format!("{message}.{}", b64.encode(bytes)))
+    }),
     ("handshake with a bearer that is not a JWT", 401, |fx| handshake_as(fx, "not-a-jwt")),
     // Phase 1: what is declared.
     ("dataset_id climbing out of its prefix", 400, |fx| handshake_with(fx, "dataset_id", json!("../escape"))),
