@@ -35,5 +35,5 @@ impl Overrides {
 pub async fn run(ctx: &Ctx, overrides: &Overrides) -> Result<CleanupReport, String> {
     let db = D1(ctx.db().map_err(|e| e.to_string())?);
     let bucket = R2 { bucket: ctx.bucket().map_err(|e| e.to_string())?, remote: ctx.remote };
-    cleanup::clean_up(&db, &bucket, fusou_edge::now_ms(), &overrides.apply(&ctx.cleanup)).await
+    cleanup::clean_up(&db, &bucket, &fusou_edge::WorkerClock, &overrides.apply(&ctx.cleanup)).await
 }

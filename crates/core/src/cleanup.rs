@@ -2,6 +2,10 @@
 //! same ports as the compaction workflow. Each pass is bounded, idempotent and safe beside live
 //! runs; what one pass leaves, the next one finishes.
 //!
+//! 0. The open tables ([`crate::lake::maintain`]): each brought to agree with the index (what a
+//!    run that died after its commit left pending), snapshots past their retention expired,
+//!    objects no kept snapshot needs deleted. A retired compacted file is deleted below only
+//!    once no snapshot its table keeps lists it.
 //! 1. Expired leases are released (a run that died holding one blocks nobody for longer).
 //! 2. Orphan outputs: keys a run staged (D1's `staged_outputs`) but never committed, older
 //!    than [`CleanupConfig::orphan_grace_ms`]. Their run is first *reaped*, in one D1 statement
@@ -33,6 +37,7 @@ use serde::Serialize;
 
 use crate::compaction::{Blobs, Sql};
 use crate::index::{self, KeyRow, RunRow, SqlValue, StagedOutput, Statement, iso, keyed, text};
+use crate::workflow::Clock;
 
 /// How old things must be before the clean-up removes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,11 +51,13 @@ pub struct CleanupConfig {
     pub page: usize,
     /// Pages of fragments purged per pass, bounding one invocation's subrequests.
     pub max_pages: usize,
+    /// The open tables' location and snapshot retention.
+    pub lake: crate::lake::commit::LakeConfig,
 }
 
 impl Default for CleanupConfig {
     fn default() -> Self {
-        Self { retention_ms: 7 * 24 * 3_600_000, orphan_grace_ms: 3_600_000, page: 1000, max_pages: 10 }
+        Self { retention_ms: 7 * 24 * 3_600_000, orphan_grace_ms: 3_600_000, page: 1000, max_pages: 10, lake: Default::default() }
     }
 }
 
@@ -62,6 +69,7 @@ impl CleanupConfig {
         Ok(Self {
             retention_ms: number("FRAGMENT_RETENTION_DAYS", d.retention_ms / 86_400_000)?.saturating_mul(86_400_000),
             orphan_grace_ms: number("ORPHAN_GRACE_MINUTES", d.orphan_grace_ms / 60_000)?.saturating_mul(60_000),
+            lake: crate::lake::commit::LakeConfig::from_vars(&get)?,
             ..d
         })
     }
@@ -82,14 +90,19 @@ pub struct CleanupReport {
     pub runs_forgotten: u64,
     /// Tombstones of refused uploads forgotten.
     pub discarded_uploads_forgotten: u64,
+    /// The open tables: commits of what runs left pending, snapshots expired, objects deleted.
+    pub lake: crate::lake::Maintenance,
     /// More compacted fragments or retired files are due than one pass deletes: the next pass
     /// goes on.
     pub more_due: bool,
 }
 
-/// One clean-up pass at `now_ms`.
-pub async fn clean_up<S: Sql, B: Blobs>(sql: &S, blobs: &B, now_ms: u64, config: &CleanupConfig) -> Result<CleanupReport, String> {
+/// One clean-up pass, at the clock's time.
+pub async fn clean_up<S: Sql, B: Blobs, C: Clock>(sql: &S, blobs: &B, clock: &C, config: &CleanupConfig) -> Result<CleanupReport, String> {
+    let now_ms = clock.now_ms();
     let mut report = CleanupReport::default();
+    // First the tables, so that the retired files they no longer list may go below.
+    report.lake = crate::lake::maintain(sql, blobs, clock, &config.lake).await?;
     let now = iso(now_ms);
     report.leases_released = sql.run(index::RELEASE_EXPIRED_LEASES, &[SqlValue::Null, text(&now), SqlValue::from(now_ms)]).await?;
     reap_orphans(sql, blobs, now_ms, config, &mut report).await?;

@@ -25,6 +25,9 @@ pub struct OutputRecord {
     pub rows: u64,
     pub bytes: u64,
     pub source_segments: u64,
+    /// Its columns for its table ([`crate::lake`]'s JSON); empty in checkpoints written before.
+    #[serde(default)]
+    pub columns: String,
 }
 
 /// The lease a run holds.
@@ -107,6 +110,7 @@ pub fn commit_batch(
             SqlValue::from(o.rows),
             SqlValue::from(o.bytes),
             SqlValue::from(o.source_segments),
+            if o.columns.is_empty() { SqlValue::Null } else { text(&o.columns) },
         ];
         statements.push(Statement::new(index::COMMIT_OUTPUT, with(own)));
     }

@@ -48,6 +48,8 @@ use crate::engine::EngineConfig;
 use crate::engine::segment::{FragmentInput, Quarantined, Scan};
 use crate::ids::DatasetId;
 use crate::index::{self, SqlValue, Statement, iso, keyed, text};
+use crate::lake::TableCommit;
+use crate::lake::commit::LakeConfig;
 use crate::message::CompactionMessage;
 use crate::workflow::{Backoff, CheckpointStore, Clock, RetryPolicy, Run, StepConfig, StepError};
 
@@ -107,6 +109,8 @@ pub struct RunConfig {
     pub merge_step_bytes: u64,
     /// Which small compacted files a run merges again (see [`consolidate`]).
     pub consolidation: ConsolidationConfig,
+    /// The open tables a run's commit publishes to ([`crate::lake`]).
+    pub lake: LakeConfig,
     /// Outputs one run plans at most: the distinct (period, table) its fragments and the files
     /// it consolidates write. With the fragment and byte caps it bounds a run's subrequests
     /// ([`RunConfig::subrequests_at_most`]). At least one fragment is always taken; a fragment
@@ -142,6 +146,7 @@ impl Default for RunConfig {
             max_fragment_bytes: crate::upload::MAX_BODY_BYTES_CEILING,
             merge_step_bytes: 8 << 20,
             consolidation: ConsolidationConfig::default(),
+            lake: LakeConfig::default(),
             max_outputs: 128,
             invocations_before_isolation: 2,
             crash_after: None,
@@ -174,6 +179,7 @@ impl RunConfig {
                 fan_in: number(&get, "COMPACTION_FAN_IN", d.consolidation.fan_in as u64)? as usize,
                 small_file_bytes: number(&get, "COMPACTION_SMALL_FILE_BYTES", d.consolidation.small_file_bytes)?,
             },
+            lake: LakeConfig::from_vars(&get)?,
             ..d
         })
     }
@@ -266,6 +272,8 @@ pub struct Summary {
     pub continue_after: bool,
     /// Milliseconds spent in each step kind this invocation ran (merges summed as `merge`).
     pub step_ms: std::collections::BTreeMap<String, u64>,
+    /// The table commits that published the outputs (and the retirements) to the open tables.
+    pub tables: Vec<TableCommit>,
 }
 
 /// A run's failure: the step that failed and why.
@@ -315,7 +323,19 @@ impl<S: Sql, B: Blobs, Ca: Catalog, C: Clock> Ports<'_, S, B, Ca, C> {
     async fn steps<K: CheckpointStore>(&self, message: &CompactionMessage, run: &mut Run<'_, K, C>) -> Result<Outcome, StepError> {
         let lease = match self.take_lease(&message.dataset_id, run).await? {
             Ok(lease) => lease,
-            Err(reason) => return Ok(Outcome::Skipped(reason)),
+            Err(reason) => {
+                if run.has_completed(&Step::UpdateMetadata.name()).await? && !run.completed(&Step::CommitTables.name()) {
+                    // Committed in D1, then died before its tables: bring every table behind
+                    // the index up to date (the run no longer knows which were its own).
+                    let behind: Vec<index::LakeTableName> = self
+                        .sql
+                        .query(index::LAKE_TABLES_BEHIND, &[SqlValue::Int(64)])
+                        .await
+                        .map_err(|message| StepError::Failed { step: Step::CommitTables.name(), attempts: 1, message })?;
+                    self.commit_tables(&[], &behind.into_iter().map(|t| t.name).collect::<Vec<_>>(), run).await?;
+                }
+                return Ok(Outcome::Skipped(reason));
+            }
         };
         let listing = self.list(message, run).await?;
         // Before a byte is read, this invocation is counted: one that dies reading (out of
@@ -349,7 +369,8 @@ impl<S: Sql, B: Blobs, Ca: Catalog, C: Clock> Ports<'_, S, B, Ca, C> {
             CommitOutcome::LostLease => return Ok(Outcome::LostLease { orphans: orphans() }),
             CommitOutcome::Superseded => return Ok(Outcome::Superseded { orphans: orphans() }),
         }
-        if run.records().last().is_some_and(|r| !r.ran) {
+        let tables = self.commit_tables(&written, &inputs.retired_tables(&scan), run).await?;
+        if run.records().iter().any(|r| r.name == Step::UpdateMetadata.name() && !r.ran) {
             // Committed by an earlier invocation: this one only re-took the lease. Give it back.
             self.sql
                 .run(index::RELEASE_LEASE, &[text(lease.dataset.as_str()), text(&lease.run_id)])
@@ -380,6 +401,7 @@ impl<S: Sql, B: Blobs, Ca: Catalog, C: Clock> Ports<'_, S, B, Ca, C> {
             consolidated_files: retired.len() as u64,
             consolidated_rows: scan.segments.iter().filter(|s| scan.fragment(s).compacted.is_some()).map(|s| s.rows as u64).sum(),
             continue_after,
+            tables,
         }))
     }
 
@@ -545,6 +567,30 @@ impl<S: Sql, B: Blobs, Ca: Catalog, C: Clock> Ports<'_, S, B, Ca, C> {
         run.step(&Step::UpdateMetadata.name(), &self.config.steps, || async {
             let batch = commit_batch(lease, outputs, consumed, retired, quarantined, &iso(self.clock.now_ms()));
             Ok(batch.outcome(&self.sql.batch(&batch.statements).await?))
+        })
+        .await
+    }
+
+    /// `commit-tables`: every table the run wrote to (or retired files of) brought to agree with
+    /// the index, concurrently. What it cannot commit stays pending for the next commit to the
+    /// table or the clean-up; failing here fails the run, whose redelivery resumes after its
+    /// checkpointed D1 commit.
+    async fn commit_tables<K: CheckpointStore>(
+        &self,
+        written: &[OutputRecord],
+        retired_tables: &[String],
+        run: &mut Run<'_, K, C>,
+    ) -> Result<Vec<TableCommit>, StepError> {
+        let mut tables: Vec<String> = written.iter().map(|o| o.table.to_string()).chain(retired_tables.iter().cloned()).collect();
+        tables.sort();
+        tables.dedup();
+        run.step(&Step::CommitTables.name(), &self.config.steps, || async {
+            futures_util::stream::iter(
+                tables.iter().map(|t| crate::lake::commit_table(self.sql, self.blobs, self.clock, t, &self.config.lake)),
+            )
+            .buffer_unordered(4)
+            .try_collect()
+            .await
         })
         .await
     }

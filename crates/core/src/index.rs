@@ -494,11 +494,11 @@ statements! {
     );
 
     /// Records output `?5` of period `?6`, table `?7`, schema `?8`: `?9` rows, `?10` bytes, `?11`
-    /// fragment segments.
+    /// fragment segments, `?12` its columns (JSON, for its table).
     COMMIT_OUTPUT = concat!(
         "INSERT INTO compacted_files (key, dataset_id, period_tag, table_name, run_id, schema_fingerprint, \
-         row_count, size, source_segments, created_at) \
-         SELECT ?5, ?1, ?6, ?7, ?2, ?8, ?9, ?10, ?11, ?4 WHERE ",
+         row_count, size, source_segments, created_at, columns) \
+         SELECT ?5, ?1, ?6, ?7, ?2, ?8, ?9, ?10, ?11, ?4, ?12 WHERE ",
         checked!()
     );
 
@@ -558,8 +558,12 @@ statements! {
     /// The fragments `{keys}` had their objects deleted at `?1` (their rows stay).
     MARK_PURGED = "UPDATE battle_files SET purged_at = ?1 WHERE key IN ({keys})";
 
-    /// [`KeyRow`]s of compacted files retired at or before `?1`, at most `?2`, oldest first.
+    /// [`KeyRow`]s of compacted files retired at or before `?1`, at most `?2`, oldest first;
+    /// of those its table listed, only once no snapshot the table keeps lists them (removed at a
+    /// sequence number no higher than the table's oldest kept one).
     RETIRED_BEFORE = "SELECT key FROM compacted_files WHERE retired_at IS NOT NULL AND retired_at <= ?1 \
+         AND (lake_snapshot IS NULL OR lake_removed_seq <= \
+              (SELECT oldest_sequence FROM lake_tables WHERE name = compacted_files.table_name)) \
          ORDER BY retired_at, key LIMIT ?2";
 
     /// Forgets the retired files `{keys}`.
@@ -583,6 +587,108 @@ statements! {
 
     /// Forgets tombstones of refused uploads discarded at or before `?1`.
     FORGET_DISCARDED_UPLOADS = "DELETE FROM discarded_uploads WHERE discarded_at <= ?1";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Open tables (`crate::lake`): each table's pointer, what it must take, what it no longer needs.
+
+statements! {
+    LAKE;
+
+    /// `?1` table → its [`LakeTable`] pointer, if it has one.
+    LAKE_TABLE = "SELECT name, metadata_key, version, oldest_sequence, updated_at FROM lake_tables WHERE name = ?1";
+
+    /// Every table's [`LakeTable`] pointer, by name.
+    LAKE_TABLES = "SELECT name, metadata_key, version, oldest_sequence, updated_at FROM lake_tables ORDER BY name";
+
+    /// Tables (`name` as [`LakeTableName`]) whose files the index holds and the table does not
+    /// (to add or to remove), at most `?1`.
+    LAKE_TABLES_BEHIND = "SELECT DISTINCT table_name AS name FROM compacted_files \
+         WHERE (lake_snapshot IS NULL AND lake_refused IS NULL AND retired_at IS NULL) \
+            OR (lake_snapshot IS NOT NULL AND lake_removed_seq IS NULL AND retired_at IS NOT NULL) \
+         ORDER BY name LIMIT ?1";
+
+    /// `?1` table → [`LakePending`] rows, in one read (so that a consolidation's new file and the
+    /// files it retired are seen together): live files not in the table (`add` = 1), oldest
+    /// first, at most `?2`; retired files the table still lists (`add` = 0), at most `?3`.
+    LAKE_PENDING = "SELECT * FROM (SELECT 1 AS \"add\", key, dataset_id, period_tag, row_count, size, columns \
+             FROM compacted_files WHERE table_name = ?1 AND lake_snapshot IS NULL AND lake_refused IS NULL \
+             AND retired_at IS NULL ORDER BY created_at, key LIMIT ?2) \
+         UNION ALL SELECT * FROM (SELECT 0, key, dataset_id, period_tag, row_count, size, NULL \
+             FROM compacted_files WHERE table_name = ?1 AND lake_snapshot IS NOT NULL AND lake_removed_seq IS NULL \
+             AND retired_at IS NOT NULL ORDER BY key LIMIT ?3)";
+
+    /// A table's first pointer: `?1` table, `?2` metadata key, `?3` version, `?4` oldest kept
+    /// sequence number, `?5` now; only if no file it adds (`{keys}`) was retired meanwhile, and
+    /// only if no other commit created the table first (zero changes: the commit lost the race).
+    LAKE_CREATE = "INSERT INTO lake_tables (name, metadata_key, version, oldest_sequence, updated_at) \
+         SELECT ?1, ?2, ?3, ?4, ?5 \
+         WHERE NOT EXISTS (SELECT 1 FROM compacted_files WHERE key IN ({keys}) AND retired_at IS NOT NULL) \
+         ON CONFLICT (name) DO NOTHING";
+
+    /// The compare-and-swap: the pointer moves from `?6` to `?2` (`?3` version, `?4` oldest kept
+    /// sequence number, `?5` now) only if it still names `?6` and no file the commit adds
+    /// (`{keys}`) was retired meanwhile.
+    LAKE_SWAP = "UPDATE lake_tables SET metadata_key = ?2, version = ?3, oldest_sequence = ?4, updated_at = ?5 \
+         WHERE name = ?1 AND metadata_key = ?6 \
+         AND NOT EXISTS (SELECT 1 FROM compacted_files WHERE key IN ({keys}) AND retired_at IS NOT NULL)";
+
+    /// The files `{keys}` of table `?1` are in snapshot `?3`, if the pointer names `?2` (the
+    /// swap in the same batch succeeded).
+    LAKE_MARK_ADDED = "UPDATE compacted_files SET lake_snapshot = ?3 \
+         WHERE table_name = ?1 AND lake_snapshot IS NULL AND key IN ({keys}) \
+         AND (SELECT metadata_key FROM lake_tables WHERE name = ?1) = ?2";
+
+    /// The files `{keys}` of table `?1` left it at sequence number `?3`, if the pointer names `?2`.
+    LAKE_MARK_REMOVED = "UPDATE compacted_files SET lake_removed_seq = ?3 \
+         WHERE table_name = ?1 AND lake_removed_seq IS NULL AND key IN ({keys}) \
+         AND (SELECT metadata_key FROM lake_tables WHERE name = ?1) = ?2";
+
+    /// File `?3` of table `?1` is refused by the table (`?4` why), decided on the metadata the
+    /// pointer names, `?2` (NULL: no table yet).
+    LAKE_MARK_REFUSED = "UPDATE compacted_files SET lake_refused = ?4 \
+         WHERE table_name = ?1 AND key = ?3 AND lake_snapshot IS NULL \
+         AND (SELECT metadata_key FROM lake_tables WHERE name = ?1) IS ?2";
+
+    /// Object `?3` of table `?1` is free once the table keeps no snapshot below sequence number
+    /// `?4` (`?5` now), if the pointer names `?2`.
+    LAKE_GARBAGE = "INSERT OR IGNORE INTO lake_garbage (key, table_name, free_at_sequence, created_at) \
+         SELECT ?3, ?1, ?4, ?5 WHERE (SELECT metadata_key FROM lake_tables WHERE name = ?1) = ?2";
+
+    /// `?1` table → [`KeyRow`]s of its objects no kept snapshot needs, at most `?2`.
+    LAKE_GARBAGE_DUE = "SELECT key FROM lake_garbage WHERE table_name = ?1 \
+         AND free_at_sequence <= (SELECT oldest_sequence FROM lake_tables WHERE name = ?1) ORDER BY key LIMIT ?2";
+
+    /// Forgets deleted objects `{keys}`.
+    LAKE_FORGET_GARBAGE = "DELETE FROM lake_garbage WHERE key IN ({keys})";
+}
+
+/// A table's pointer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LakeTable {
+    pub name: String,
+    pub metadata_key: String,
+    pub version: i64,
+    pub oldest_sequence: i64,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LakeTableName {
+    pub name: String,
+}
+
+/// A file a table must take (`add`) or let go of.
+#[derive(Debug, Deserialize)]
+pub struct LakePending {
+    #[serde(deserialize_with = "flag")]
+    pub add: bool,
+    pub key: String,
+    pub dataset_id: String,
+    pub period_tag: String,
+    pub row_count: i64,
+    pub size: i64,
+    pub columns: Option<String>,
 }
 
 /// A staged output key, its run, its multipart upload if one was begun, and whether a commit
@@ -637,7 +743,7 @@ mod tests {
              CREATE TABLE fault_injections (dataset_id TEXT NOT NULL, step TEXT NOT NULL);",
         )
         .unwrap();
-        let all = [UPLOADS, RUNS, COMMIT, CLEANUP].concat();
+        let all = [UPLOADS, RUNS, COMMIT, CLEANUP, LAKE].concat();
         assert!(all.len() >= 50, "{} statements", all.len());
         for (name, sql) in all {
             let keys: Vec<String> = (0..KEYS_PER_STATEMENT).map(|i| format!("k{i}")).collect();

@@ -20,6 +20,8 @@
 //! - `compaction` (feature `engine`): the compaction workflow on the step runner, over ports.
 //! - [`commit`]: a compaction run's fenced, atomic metadata commit, as a statement batch.
 //! - `cleanup` (feature `engine`): the cron's clean-up: expired leases, orphan outputs, retention.
+//! - [`lake`]: the open tables (Apache Iceberg) over the compacted files: the table commit
+//!   (feature `engine`) and the REST catalog's answers.
 //! - [`config`]: deployment settings from Worker variables.
 //! - [`upload`]: the two-phase upload: the handshake, storage keys, the signed upload grant.
 //! - `synth` (feature `synth`): deterministic fragments shaped like the client's tables.
@@ -37,6 +39,7 @@ pub mod engine;
 pub mod fragment;
 pub mod ids;
 pub mod index;
+pub mod lake;
 pub mod log;
 pub mod measure;
 pub mod message;

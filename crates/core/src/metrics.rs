@@ -219,6 +219,7 @@ mod tests {
             rows,
             bytes,
             source_segments: 1,
+            columns: String::new(),
         };
         Summary {
             input_fragments: 3,
@@ -232,6 +233,7 @@ mod tests {
             consolidated_rows: 5,
             continue_after: false,
             step_ms: BTreeMap::from([("merge".into(), 40), ("read-fragments".into(), 10)]),
+            tables: Vec::new(),
         }
     }
 

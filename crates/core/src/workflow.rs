@@ -165,6 +165,15 @@ impl<'a, S: CheckpointStore, C: Clock> Run<'a, S, C> {
         self.completed.as_ref().is_some_and(|c| c.contains_key(name))
     }
 
+    /// Whether step `name` is checkpointed as done, reading the checkpoints if no step has yet.
+    pub async fn has_completed(&mut self, name: &str) -> Result<bool, StepError> {
+        if self.completed.is_none() {
+            let stored = self.store.outputs(&self.id).await.map_err(|message| StepError::Store { step: name.to_owned(), message })?;
+            self.completed = Some(stored.into_iter().collect());
+        }
+        Ok(self.completed(name))
+    }
+
     /// The steps this invocation went through, in order.
     pub fn records(&self) -> &[StepRecord] {
         &self.records

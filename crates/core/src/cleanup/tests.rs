@@ -65,7 +65,7 @@ impl World {
     }
 
     fn clean(&self, config: &CleanupConfig) -> CleanupReport {
-        block_on(clean_up(&self.db, &self.blobs, self.clock.now.get(), config)).unwrap()
+        block_on(clean_up(&self.db, &self.blobs, &self.clock, config)).unwrap()
     }
 
     fn advance(&self, ms: u64) {

@@ -49,6 +49,7 @@ fn output(key: &str) -> OutputRecord {
         rows: 10,
         bytes: 1000,
         source_segments: 2,
+        columns: r#"[{"name":"uuid","type":"string"}]"#.into(),
     }
 }
 

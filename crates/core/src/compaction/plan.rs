@@ -97,6 +97,12 @@ impl ReadPlan {
     pub fn retired(&self, scan: &Scan) -> Vec<String> {
         self.consolidate.iter().map(|f| f.key.clone()).filter(|k| !scan.quarantined.iter().any(|q| &q.fragment_key == k)).collect()
     }
+
+    /// The tables of the files it retires.
+    pub fn retired_tables(&self, scan: &Scan) -> Vec<String> {
+        let retired = self.retired(scan);
+        self.consolidate.iter().filter(|f| retired.contains(&f.key)).map(|f| f.table.to_string()).collect()
+    }
 }
 
 /// The inputs a run takes from `listing`. `invocations` counts this run's invocations that

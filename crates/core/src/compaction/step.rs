@@ -24,6 +24,9 @@ pub enum Step {
     Merge { outputs: Range<usize> },
     /// The fenced metadata commit (checkpointed).
     UpdateMetadata,
+    /// The open tables the run wrote to brought to agree with the index (checkpointed; each
+    /// table commit resumes from D1, so a repeat finds nothing left to do).
+    CommitTables,
 }
 
 impl Step {
@@ -37,6 +40,7 @@ impl Step {
             Step::StageOutputs => "stage-outputs".into(),
             Step::Merge { outputs } => format!("merge-{}-{}", outputs.start, outputs.end - 1),
             Step::UpdateMetadata => "update-metadata".into(),
+            Step::CommitTables => "commit-tables".into(),
         }
     }
 
@@ -67,6 +71,7 @@ mod tests {
             Step::Merge { outputs: 0..1 },
             Step::Merge { outputs: 3..32 },
             Step::UpdateMetadata,
+            Step::CommitTables,
         ];
         let names: Vec<String> = steps.iter().map(Step::name).collect();
         assert_eq!(
@@ -79,7 +84,8 @@ mod tests {
                 "stage-outputs",
                 "merge-0-0",
                 "merge-3-31",
-                "update-metadata"
+                "update-metadata",
+                "commit-tables"
             ]
         );
         assert_eq!(Step::kind("merge-3-31"), "merge");

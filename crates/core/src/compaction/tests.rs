@@ -175,7 +175,9 @@ fn a_crash_at_any_write_resumes_to_the_exact_rows() {
     // Fail the n-th object write (every output is one or more writes), then run again.
     let probe = World::with_fragments(6);
     committed(probe.run("probe", &config(0)).unwrap());
-    let total_writes = probe.blobs.writes.get();
+    // The outputs' writes; the tables' commit writes after them (below).
+    let lake_writes = probe.blobs.objects.borrow().keys().filter(|k| k.starts_with("lake/")).count() as u32;
+    let total_writes = probe.blobs.writes.get() - lake_writes;
     for fail_at in [1, 2, total_writes / 2, total_writes] {
         let w = World::with_fragments(6);
         w.blobs.fail_write.set(Some(fail_at));
@@ -189,6 +191,17 @@ fn a_crash_at_any_write_resumes_to_the_exact_rows() {
         assert_eq!(w.db.count("SELECT count(*) FROM compacted_files"), 32, "fail at {fail_at}");
         assert!(w.blobs.uploads.borrow().is_empty(), "aborted uploads are gone");
     }
+    // A write of the tables' commit fails: the run is committed in D1, its tables are not; the
+    // redelivery finds nothing pending and commits the tables.
+    let w = World::with_fragments(6);
+    w.blobs.fail_write.set(Some(total_writes + 1));
+    assert_eq!(w.run("run-a", &config(0)).unwrap_err().0.step(), "commit-tables");
+    assert_eq!(w.pending(), 0, "the D1 commit stands");
+    assert!(w.db.count("SELECT count(*) FROM compacted_files WHERE lake_snapshot IS NULL") > 0);
+    w.blobs.fail_write.set(None);
+    assert_eq!(w.run("run-a", &config(0)).unwrap(), Outcome::Skipped(SkipReason::NothingPending));
+    assert_eq!(w.db.count("SELECT count(*) FROM compacted_files WHERE lake_snapshot IS NULL"), 0, "every output in its table");
+    w.check_exact(0..6);
 }
 
 #[test]
@@ -460,6 +473,7 @@ fn a_crash_after_any_step_resumes_to_the_exact_rows() {
         "merge-17-17",
         "merge-31-31",
         "update-metadata",
+        "commit-tables",
     ] {
         let w = World::with_fragments(4);
         let crashing = RunConfig { crash_after: Some(step.into()), ..config(0) };
@@ -467,13 +481,19 @@ fn a_crash_after_any_step_resumes_to_the_exact_rows() {
         assert_eq!(err.0, StepError::Interrupted { step: step.into() });
         // As after a real crash, the lease is still the run's (unless the commit released it):
         // the redelivery resumes under it.
-        let held = if step == "update-metadata" { 0 } else { 1 };
+        let committed_before = matches!(step, "update-metadata" | "commit-tables");
+        let held = if committed_before { 0 } else { 1 };
         assert_eq!(w.db.count("SELECT count(*) FROM datasets WHERE lease_run_id = 'run-a'"), held, "{step}");
         let writes = w.blobs.writes.get();
         match w.run("run-a", &config(0)).unwrap() {
             Outcome::Committed(summary) => assert_eq!(summary.input_fragments, 4, "{step}"),
             // The commit itself had happened: the redelivery finds nothing to do.
             Outcome::Skipped(SkipReason::NothingPending) if step == "update-metadata" => {
+                // Only the tables' commit, which the crash cut off, is written now.
+                assert!(w.blobs.objects.borrow().keys().filter(|k| !k.starts_with("lake/")).count() > 0);
+                assert!(w.blobs.writes.get() > writes, "the tables committed")
+            }
+            Outcome::Skipped(SkipReason::NothingPending) if step == "commit-tables" => {
                 assert_eq!(w.blobs.writes.get(), writes, "nothing written again")
             }
             other => panic!("{step}: {other:?}"),
@@ -481,6 +501,9 @@ fn a_crash_after_any_step_resumes_to_the_exact_rows() {
         w.check_exact(0..4);
         assert_eq!(w.db.count("SELECT count(*) FROM compacted_files"), 32, "{step}");
         assert_eq!(w.db.count("SELECT count(*) FROM datasets WHERE lease_run_id IS NULL AND compaction_needed = 0"), 1, "{step}");
+        // Every output is in its table, once.
+        assert_eq!(w.db.count("SELECT count(*) FROM compacted_files WHERE lake_snapshot IS NULL"), 0, "{step}");
+        assert_eq!(w.db.count("SELECT count(*) FROM lake_tables"), 32, "{step}");
     }
 }
 

@@ -112,6 +112,7 @@ pub async fn write<S: Sql, B: Blobs>(
             rows: finished.rows,
             bytes: finished.bytes,
             source_segments: finished.source_segments,
+            columns: crate::lake::schema::columns_json(&crate::lake::schema::columns(&output.schema)),
         },
         quarantined,
     })

@@ -1,0 +1,229 @@
+//! Table metadata (format v2), the JSON file a table's pointer names, as the spec's Appendix C
+//! serialises it; and the two ways it changes here: a new snapshot, and snapshots expired.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::schema::{
+    self, DATASET_COLUMN, DATASET_FIELD, DATASET_PARTITION_FIELD, PERIOD_COLUMN, PERIOD_FIELD, PERIOD_PARTITION_FIELD, Schema,
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct TableMetadata {
+    pub format_version: u8,
+    pub table_uuid: String,
+    pub location: String,
+    pub last_sequence_number: i64,
+    pub last_updated_ms: i64,
+    pub last_column_id: i32,
+    pub schemas: Vec<Schema>,
+    pub current_schema_id: i32,
+    pub partition_specs: Vec<PartitionSpec>,
+    pub default_spec_id: i32,
+    pub last_partition_id: i32,
+    pub properties: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_snapshot_id: Option<i64>,
+    pub refs: BTreeMap<String, SnapshotRef>,
+    pub snapshots: Vec<Snapshot>,
+    pub snapshot_log: Vec<LogEntry>,
+    pub metadata_log: Vec<MetadataLogEntry>,
+    pub sort_orders: Vec<SortOrder>,
+    pub default_sort_order_id: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PartitionSpec {
+    pub spec_id: i32,
+    pub fields: Vec<PartitionField>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PartitionField {
+    pub name: String,
+    pub transform: String,
+    pub source_id: i32,
+    pub field_id: i32,
+}
+
+impl PartitionSpec {
+    /// Identity on the period, then on the dataset: readers prune by period ("all rows of
+    /// period P"), and by dataset (one admiral's records, or consolidation's rewrites, which
+    /// touch one dataset). Each compacted file holds one period of one dataset, so the
+    /// partition tuple is exact, and costs nothing in the data files.
+    pub fn by_period_and_dataset() -> Self {
+        let field =
+            |name: &str, source_id, field_id| PartitionField { name: name.into(), transform: "identity".into(), source_id, field_id };
+        PartitionSpec {
+            spec_id: 0,
+            fields: vec![
+                field(PERIOD_COLUMN, PERIOD_FIELD, PERIOD_PARTITION_FIELD),
+                field(DATASET_COLUMN, DATASET_FIELD, DATASET_PARTITION_FIELD),
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SnapshotRef {
+    pub snapshot_id: i64,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Snapshot {
+    pub snapshot_id: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_snapshot_id: Option<i64>,
+    pub sequence_number: i64,
+    pub timestamp_ms: i64,
+    pub manifest_list: String,
+    pub summary: BTreeMap<String, String>,
+    pub schema_id: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct LogEntry {
+    pub timestamp_ms: i64,
+    pub snapshot_id: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct MetadataLogEntry {
+    pub timestamp_ms: i64,
+    pub metadata_file: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SortOrder {
+    pub order_id: i32,
+    pub fields: Vec<serde_json::Value>,
+}
+
+/// How many snapshots a table keeps, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Snapshots this old expire (in the clean-up), the current one never.
+    pub max_age_ms: i64,
+    /// At most this many snapshots are kept, even within the age (a burst of commits must not
+    /// make every commit rewrite a growing metadata file).
+    pub max_snapshots: usize,
+    /// Previous metadata files listed in `metadata-log`.
+    pub max_metadata_log: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { max_age_ms: 7 * 24 * 3_600_000, max_snapshots: 100, max_metadata_log: 20 }
+    }
+}
+
+/// What expiring snapshots let go of: their manifest lists, and the metadata files that fell
+/// off the log; all free to delete once the new metadata is the table's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub snapshots: Vec<Snapshot>,
+    pub metadata_files: Vec<String>,
+}
+
+impl TableMetadata {
+    /// A new table at `location`, without snapshots.
+    pub fn new(table_uuid: String, location: String, now_ms: i64) -> Self {
+        let schema = Schema::initial();
+        TableMetadata {
+            format_version: 2,
+            table_uuid,
+            location,
+            last_sequence_number: 0,
+            last_updated_ms: now_ms,
+            last_column_id: schema.last_column_id(),
+            current_schema_id: schema.schema_id,
+            properties: schema::properties(&schema),
+            schemas: vec![schema],
+            partition_specs: vec![PartitionSpec::by_period_and_dataset()],
+            default_spec_id: 0,
+            last_partition_id: DATASET_PARTITION_FIELD,
+            current_snapshot_id: None,
+            refs: BTreeMap::new(),
+            snapshots: Vec::new(),
+            snapshot_log: Vec::new(),
+            metadata_log: Vec::new(),
+            sort_orders: vec![SortOrder { order_id: 0, fields: Vec::new() }],
+            default_sort_order_id: 0,
+        }
+    }
+
+    pub fn current_schema(&self) -> &Schema {
+        self.schemas.iter().find(|s| s.schema_id == self.current_schema_id).expect("the current schema is listed")
+    }
+
+    pub fn current_snapshot(&self) -> Option<&Snapshot> {
+        let id = self.current_snapshot_id?;
+        self.snapshots.iter().find(|s| s.snapshot_id == id)
+    }
+
+    /// Makes `schema` the current one (a new version from [`schema::admit`]).
+    pub fn add_schema(&mut self, schema: Schema) {
+        self.last_column_id = self.last_column_id.max(schema.last_column_id());
+        self.current_schema_id = schema.schema_id;
+        self.properties = schema::properties(&schema);
+        self.schemas.push(schema);
+    }
+
+    /// Makes `snapshot` the current one, on the `main` branch.
+    pub fn add_snapshot(&mut self, snapshot: Snapshot) {
+        self.last_sequence_number = snapshot.sequence_number;
+        self.last_updated_ms = snapshot.timestamp_ms;
+        self.current_snapshot_id = Some(snapshot.snapshot_id);
+        self.refs.insert("main".into(), SnapshotRef { snapshot_id: snapshot.snapshot_id, kind: "branch".into() });
+        self.snapshot_log.push(LogEntry { timestamp_ms: snapshot.timestamp_ms, snapshot_id: snapshot.snapshot_id });
+        self.snapshots.push(snapshot);
+    }
+
+    /// Records `previous` (this metadata's predecessor) in the metadata log.
+    pub fn log_previous(&mut self, previous: &str, previous_updated_ms: i64) {
+        self.metadata_log.push(MetadataLogEntry { timestamp_ms: previous_updated_ms, metadata_file: previous.to_owned() });
+    }
+
+    /// Expires snapshots older than the retention's age (as of `now_ms`) or beyond its count,
+    /// never the current one, and trims the metadata log.
+    pub fn expire(&mut self, retention: &Retention, now_ms: i64) -> Expired {
+        let current = self.current_snapshot_id;
+        let keep_from = self.snapshots.len().saturating_sub(retention.max_snapshots.max(1));
+        let cutoff = now_ms - retention.max_age_ms;
+        let (mut kept, mut expired) = (Vec::new(), Vec::new());
+        for (i, s) in std::mem::take(&mut self.snapshots).into_iter().enumerate() {
+            if Some(s.snapshot_id) == current || (i >= keep_from && s.timestamp_ms > cutoff) {
+                kept.push(s);
+            } else {
+                expired.push(s);
+            }
+        }
+        self.snapshots = kept;
+        let live: std::collections::HashSet<i64> = self.snapshots.iter().map(|s| s.snapshot_id).collect();
+        self.snapshot_log.retain(|e| live.contains(&e.snapshot_id));
+        let drop = self.metadata_log.len().saturating_sub(retention.max_metadata_log);
+        let metadata_files = self.metadata_log.drain(..drop).map(|e| e.metadata_file).collect();
+        Expired { snapshots: expired, metadata_files }
+    }
+
+    /// The lowest sequence number of a kept snapshot: a file deleted from the table at
+    /// sequence number `n` is referenced by no kept snapshot once this is at least `n`.
+    pub fn oldest_sequence_number(&self) -> i64 {
+        self.snapshots.iter().map(|s| s.sequence_number).min().unwrap_or(self.last_sequence_number)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("metadata serializes")
+    }
+}

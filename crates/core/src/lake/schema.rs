@@ -1,0 +1,208 @@
+//! A table's Iceberg schema: field ids assigned once and kept, new columns added as new fields
+//! of a new schema version, and the name mapping that lets readers find columns in files written
+//! without field ids (the engine's outputs, like the client's fragments, carry none).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The partition source columns: not in the data files, their values are in each file's
+/// partition tuple (an Iceberg reader projects an identity partition's value for a column a file
+/// lacks).
+pub const PERIOD_COLUMN: &str = "period_tag";
+pub const DATASET_COLUMN: &str = "dataset_id";
+/// Their field ids, and the partition fields' ids (Iceberg starts those at 1000).
+pub const PERIOD_FIELD: i32 = 1;
+pub const DATASET_FIELD: i32 = 2;
+pub const PERIOD_PARTITION_FIELD: i32 = 1000;
+pub const DATASET_PARTITION_FIELD: i32 = 1001;
+
+/// A column of a compacted file, as the compaction recorded it: its name and its Iceberg
+/// primitive type, or `unsupported(<arrow type>)` when Iceberg has none for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// One field of a table schema (every field is optional: the client writes every column nullable).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Field {
+    pub id: i32,
+    pub name: String,
+    pub required: bool,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// A schema of the table metadata (`"type": "struct"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Schema {
+    pub schema_id: i32,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub fields: Vec<Field>,
+}
+
+impl Schema {
+    /// A new table's first schema: the two partition columns.
+    pub fn initial() -> Self {
+        let field = |id, name: &str| Field { id, name: name.into(), required: false, kind: "string".into() };
+        Schema {
+            schema_id: 0,
+            kind: "struct".into(),
+            fields: vec![field(PERIOD_FIELD, PERIOD_COLUMN), field(DATASET_FIELD, DATASET_COLUMN)],
+        }
+    }
+
+    pub fn field(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    pub fn last_column_id(&self) -> i32 {
+        self.fields.iter().map(|f| f.id).max().unwrap_or(0)
+    }
+
+    /// Iceberg's name mapping of this schema (table property `schema.name-mapping.default`):
+    /// every field by its name, ids never reused, so it maps every file ever written.
+    pub fn name_mapping(&self) -> String {
+        let fields: Vec<serde_json::Value> =
+            self.fields.iter().map(|f| serde_json::json!({ "field-id": f.id, "names": [f.name] })).collect();
+        serde_json::Value::Array(fields).to_string()
+    }
+}
+
+/// The schema that admits a file of `columns`: `schema` itself, or a new version of it with the
+/// file's new columns appended as new fields (ids after `last_column_id`) and a field widened
+/// where Iceberg allows (int to long, float to double). A column whose type the table cannot
+/// take is a clash, refused with the reason: the file is left out of the table, never read
+/// under a wrong type.
+pub fn admit(schema: &Schema, last_column_id: i32, columns: &[Column]) -> Result<Option<Schema>, String> {
+    let mut next = schema.clone();
+    let mut last = last_column_id;
+    for column in columns {
+        if column.name == PERIOD_COLUMN || column.name == DATASET_COLUMN {
+            return Err(format!("column {} is the table's partition column", column.name));
+        }
+        if column.kind.starts_with("unsupported") {
+            return Err(format!("column {} has a type Iceberg does not have: {}", column.name, column.kind));
+        }
+        match next.fields.iter_mut().find(|f| f.name == column.name) {
+            None => {
+                last += 1;
+                next.fields.push(Field { id: last, name: column.name.clone(), required: false, kind: column.kind.clone() });
+            }
+            Some(field) if field.kind == column.kind || reads_as(&column.kind, &field.kind) => {}
+            Some(field) if reads_as(&field.kind, &column.kind) => field.kind = column.kind.clone(),
+            Some(field) => {
+                return Err(format!("column {} is {} in the table and {} in this file", column.name, field.kind, column.kind));
+            }
+        }
+    }
+    if next.fields == schema.fields {
+        return Ok(None);
+    }
+    next.schema_id = schema.schema_id + 1;
+    Ok(Some(next))
+}
+
+/// Whether a column written as `file` reads as the table's `table` type (Iceberg's promotions).
+fn reads_as(file: &str, table: &str) -> bool {
+    matches!((file, table), ("int", "long") | ("float", "double"))
+}
+
+/// The Iceberg type of an Arrow column, as the compaction's outputs hold them.
+pub fn iceberg_type(data_type: &arrow_schema::DataType) -> String {
+    use arrow_schema::{DataType as D, TimeUnit};
+    match data_type {
+        D::Boolean => "boolean".into(),
+        D::Int8 | D::Int16 | D::Int32 | D::UInt8 | D::UInt16 => "int".into(),
+        D::Int64 | D::UInt32 => "long".into(),
+        D::Float16 | D::Float32 => "float".into(),
+        D::Float64 => "double".into(),
+        D::Utf8 | D::LargeUtf8 | D::Utf8View => "string".into(),
+        D::Binary | D::LargeBinary | D::BinaryView => "binary".into(),
+        D::Date32 => "date".into(),
+        D::Timestamp(TimeUnit::Microsecond, None) => "timestamp".into(),
+        D::Timestamp(TimeUnit::Microsecond, Some(_)) => "timestamptz".into(),
+        other => format!("unsupported({other})"),
+    }
+}
+
+/// The columns of an output's Arrow schema.
+pub fn columns(schema: &arrow_schema::Schema) -> Vec<Column> {
+    schema.fields().iter().map(|f| Column { name: f.name().clone(), kind: iceberg_type(f.data_type()) }).collect()
+}
+
+/// The columns as the index stores them (JSON text).
+pub fn columns_json(columns: &[Column]) -> String {
+    serde_json::to_string(columns).expect("columns serialize")
+}
+
+/// Table properties every table carries.
+pub fn properties(schema: &Schema) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("schema.name-mapping.default".to_owned(), schema.name_mapping()),
+        ("write.format.default".to_owned(), "parquet".to_owned()),
+        ("write.parquet.compression-codec".to_owned(), "zstd".to_owned()),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cols(c: &[(&str, &str)]) -> Vec<Column> {
+        c.iter().map(|(n, k)| Column { name: (*n).into(), kind: (*k).into() }).collect()
+    }
+
+    #[test]
+    fn new_columns_become_new_fields_of_a_new_schema_and_ids_are_kept() {
+        let first = admit(&Schema::initial(), 2, &cols(&[("uuid", "string"), ("index", "int")])).unwrap().unwrap();
+        assert_eq!(first.schema_id, 1);
+        assert_eq!(
+            first.fields.iter().map(|f| (f.id, f.name.as_str())).collect::<Vec<_>>(),
+            [(1, "period_tag"), (2, "dataset_id"), (3, "uuid"), (4, "index")]
+        );
+        // The same columns in another order, or fewer of them: the schema stands.
+        assert_eq!(admit(&first, 4, &cols(&[("index", "int"), ("uuid", "string")])).unwrap(), None);
+        assert_eq!(admit(&first, 4, &cols(&[("uuid", "string")])).unwrap(), None);
+        // A new column: a new version, the old ids unchanged, the new one after the last ever
+        // assigned (here 9: ids of dropped columns are never reused).
+        let second = admit(&first, 9, &cols(&[("uuid", "string"), ("timestamp", "long")])).unwrap().unwrap();
+        assert_eq!(second.schema_id, 2);
+        assert_eq!(second.field("uuid").unwrap().id, 3);
+        assert_eq!(second.field("timestamp").unwrap().id, 10);
+        assert!(second.name_mapping().contains(r#"{"field-id":10,"names":["timestamp"]}"#));
+    }
+
+    #[test]
+    fn types_widen_where_iceberg_promotes_and_clashes_are_refused() {
+        let table = admit(&Schema::initial(), 2, &cols(&[("n", "int"), ("x", "float"), ("s", "string")])).unwrap().unwrap();
+        // Narrower files read as the table's type.
+        let wide = admit(&table, 5, &cols(&[("n", "long")])).unwrap().unwrap();
+        assert_eq!(wide.field("n").unwrap().kind, "long");
+        assert_eq!(admit(&wide, 5, &cols(&[("n", "int")])).unwrap(), None);
+        let err = admit(&table, 5, &cols(&[("s", "int")])).unwrap_err();
+        assert_eq!(err, "column s is string in the table and int in this file");
+        assert!(admit(&table, 5, &cols(&[("period_tag", "string")])).is_err());
+        assert!(admit(&table, 5, &cols(&[("d", "unsupported(Decimal128(10, 2))")])).is_err());
+    }
+
+    #[test]
+    fn arrow_types_map_to_iceberg_primitives() {
+        use arrow_schema::{DataType, Field as F, Schema as S};
+        let s = S::new(vec![
+            F::new("a", DataType::Utf8, true),
+            F::new("b", DataType::Int32, true),
+            F::new("c", DataType::Int64, true),
+            F::new("d", DataType::Float64, true),
+            F::new("e", DataType::Boolean, true),
+            F::new("f", DataType::Decimal128(10, 2), true),
+        ]);
+        let kinds: Vec<String> = columns(&s).into_iter().map(|c| c.kind).collect();
+        assert_eq!(kinds, ["string", "int", "long", "double", "boolean", "unsupported(Decimal128(10, 2))"]);
+    }
+}
