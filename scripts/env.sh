@@ -3,6 +3,10 @@
 FUSOU_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export FUSOU_ROOT
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/fusou/target}"
+# The Iceberg readers (PyIceberg, DuckDB) the lake's tests and `query the lake` use, pinned.
+export FUSOU_LAKE_VENV="${FUSOU_LAKE_VENV:-$HOME/.cache/fusou/lake-venv}"
+export FUSOU_LAKE_PYTHON="$FUSOU_LAKE_VENV/bin/python"
+FUSOU_LAKE_READERS="pyiceberg==0.12.0 duckdb==1.5.5 duckdb-extension-iceberg==1.5.5 duckdb-extension-avro==1.5.5 pyarrow==26.0.1"
 export PATH="$HOME/.cargo/bin:$FUSOU_ROOT/node_modules/.bin:$PATH"
 # Local wrangler makes no outside connection.
 export WRANGLER_SEND_METRICS=false WRANGLER_SEND_ERROR_REPORTS=false

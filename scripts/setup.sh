@@ -47,6 +47,14 @@ if [[ ! -x node_modules/.bin/wrangler || package-lock.json -nt node_modules/.pac
     npm ci --no-audit --no-fund --loglevel=error
 fi
 
+if ! "$FUSOU_LAKE_PYTHON" -c 'import pyiceberg, duckdb, duckdb_extension_iceberg, duckdb_extension_avro' 2>/dev/null; then
+    log "installing the Iceberg readers into $FUSOU_LAKE_VENV"
+    command -v python3 >/dev/null || die "python3 is needed for the Iceberg readers"
+    python3 -m venv "$FUSOU_LAKE_VENV"
+    # shellcheck disable=SC2086
+    "$FUSOU_LAKE_PYTHON" -m pip install -q $FUSOU_LAKE_READERS
+fi
+
 # Local secrets, generated once with random values; nothing falls back to a built-in secret.
 mkdir -p "$FUSOU_LOCAL"
 secrets="$FUSOU_LOCAL/secrets.env"

@@ -76,6 +76,9 @@ _write_dev_vars() {
                 value="FUSOU_$name"
                 [[ -z "${!value:-}" ]] || echo "$name=${!value}"
             done
+            # The open tables' readers find the bucket's keys in a local mirror of it
+            # (`fusou lake sync`, the end-to-end tests): local R2 has no S3 API.
+            echo "LAKE_LOCATION=file://$state/lake"
             # Test stacks only: crashes injected into compaction runs, unchecked queue messages,
             # clean-up ages per request, latency added to remote calls.
             [[ "${FUSOU_TEST_HOOKS:-}" != on ]] || echo "TEST_HOOKS=on"

@@ -9,6 +9,7 @@ mod support;
 mod tests_bad_input;
 mod tests_compaction;
 mod tests_failures;
+mod tests_lake;
 mod tests_outage;
 mod tests_stack;
 mod tests_supabase;
@@ -30,6 +31,7 @@ fn main() {
         tests_bad_input::TESTS,
         tests_compaction::TESTS,
         tests_failures::TESTS,
+        tests_lake::TESTS,
     ]);
     // The tests mostly wait (on queues, runs, retries): run many at once unless told otherwise.
     let first = libtest_mimic::run(&Arguments { test_threads: args.test_threads.or(Some(6)), ..args.clone() }, shared);

@@ -80,6 +80,12 @@ enum Command {
         #[arg(long, default_value = "outputs")]
         out: PathBuf,
     },
+    /// Mirror the open tables' files where their metadata says they are (a local stack's
+    /// `LAKE_LOCATION`, a `file://` directory), so that Iceberg readers read them (operator).
+    LakeSync {
+        #[arg(long, env = "FUSOU_OPERATOR_SECRET")]
+        operator_secret: String,
+    },
     /// Request compaction of every dataset that needs it (operator).
     Trigger {
         #[arg(long, env = "FUSOU_OPERATOR_SECRET")]
@@ -104,6 +110,7 @@ async fn main() {
         Command::Token { supabase_url, service_key, email } => commands::token(&supabase_url, service_key, &email).await,
         Command::Status { dataset, token } => commands::status(&cli.url, &dataset, &token).await,
         Command::Fetch { dataset, token, out } => commands::fetch(&cli.url, &dataset, &token, &out).await,
+        Command::LakeSync { operator_secret } => commands::lake::sync(&cli.url, &operator_secret).await,
         Command::Trigger { operator_secret } => commands::trigger(&cli.url, &operator_secret).await,
     };
     if let Err(e) = result {

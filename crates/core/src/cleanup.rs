@@ -100,9 +100,9 @@ pub struct CleanupReport {
 /// One clean-up pass, at the clock's time.
 pub async fn clean_up<S: Sql, B: Blobs, C: Clock>(sql: &S, blobs: &B, clock: &C, config: &CleanupConfig) -> Result<CleanupReport, String> {
     let now_ms = clock.now_ms();
-    let mut report = CleanupReport::default();
     // First the tables, so that the retired files they no longer list may go below.
-    report.lake = crate::lake::maintain(sql, blobs, clock, &config.lake).await?;
+    let lake = crate::lake::maintain(sql, blobs, clock, &config.lake).await?;
+    let mut report = CleanupReport { lake, ..CleanupReport::default() };
     let now = iso(now_ms);
     report.leases_released = sql.run(index::RELEASE_EXPIRED_LEASES, &[SqlValue::Null, text(&now), SqlValue::from(now_ms)]).await?;
     reap_orphans(sql, blobs, now_ms, config, &mut report).await?;

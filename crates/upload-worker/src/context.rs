@@ -25,6 +25,8 @@ pub struct Ctx {
     operator_secret: Option<String>,
     /// How long realtime compaction requests wait in the queue, so one run takes a burst.
     pub realtime_delay_secs: u32,
+    /// Where the open tables' readers find the bucket's keys (`LAKE_LOCATION`).
+    pub lake_root: String,
     /// The request's execution context: work deferred past the answer ([`Ctx::defer`]).
     context: Option<Context>,
 }
@@ -41,7 +43,9 @@ impl Ctx {
         let delay = number(&get, "REALTIME_DELAY_SECONDS", 30).map_err(ApiError::misconfigured)?;
         // A queue delays a message by at most 12 hours.
         let realtime_delay_secs = u32::try_from(delay.min(43_200)).unwrap_or(43_200);
+        let lake_root = fusou_core::lake::catalog::lake_root(get).map_err(ApiError::misconfigured)?;
         Ok(Self {
+            lake_root,
             limits,
             supabase: Supabase::new(supabase_url, service_key, remote),
             legacy_jwt_secret: get("SUPABASE_JWT_SECRET"),
@@ -53,6 +57,11 @@ impl Ctx {
             context,
             env,
         })
+    }
+
+    /// The location readers use for bucket key `key`.
+    pub fn lake_location(&self, key: &str) -> String {
+        format!("{}/{key}", self.lake_root)
     }
 
     /// The secret that signs upload grants (core refuses a short one).

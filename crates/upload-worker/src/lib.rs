@@ -52,6 +52,12 @@ routes! {
     GET "/battle-data/datasets/:id" => routes::datasets::show,
     GET "/battle-data/datasets/:id/outputs" => routes::datasets::outputs,
     GET "/battle-data/datasets/:id/outputs/download" => routes::datasets::download,
+    GET "/iceberg/v1/config" => routes::lake::config,
+    GET "/iceberg/v1/namespaces" => routes::lake::namespaces,
+    GET "/iceberg/v1/namespaces/:namespace" => routes::lake::show_namespace,
+    GET "/iceberg/v1/namespaces/:namespace/tables" => routes::lake::tables,
+    GET "/iceberg/v1/namespaces/:namespace/tables/:table" => routes::lake::load_table,
+    GET "/lake/object" => routes::lake::get_object,
     GET "/health" => routes::health::handle,
     GET "/openapi.json" => routes::openapi::handle,
 }

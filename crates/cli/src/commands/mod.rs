@@ -1,6 +1,7 @@
 //! One function per command.
 
 pub mod compact;
+pub mod lake;
 pub mod upload;
 pub mod verify;
 

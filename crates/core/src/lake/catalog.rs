@@ -7,6 +7,19 @@ use serde_json::{Value, json};
 /// The one namespace: every battle table is `fusou.<table>`.
 pub const NAMESPACE: &str = "fusou";
 
+/// Where readers find the bucket's keys (`LAKE_LOCATION`, without a trailing `/`): `s3://<bucket>`
+/// in production (R2's S3 API), a directory mirroring the bucket on a local machine (`file://…`).
+pub fn lake_root(get: impl Fn(&str) -> Option<String>) -> Result<String, crate::config::ConfigError> {
+    match get("LAKE_LOCATION") {
+        None => Ok(DEFAULT_ROOT.to_owned()),
+        Some(v) if v.contains("://") && !v.ends_with("://") => Ok(v.trim_end_matches('/').to_owned()),
+        Some(v) => Err(crate::config::ConfigError { name: "LAKE_LOCATION", value: v, expected: "a URI such as s3://<bucket>" }),
+    }
+}
+
+/// The production bucket, through R2's S3 API.
+pub const DEFAULT_ROOT: &str = "s3://fusou-battle-data";
+
 /// `GET /v1/config`: no defaults or overrides (clients keep their own settings).
 pub fn config() -> Value {
     json!({ "defaults": {}, "overrides": {} })

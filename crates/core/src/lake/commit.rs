@@ -65,7 +65,7 @@ pub struct LakeConfig {
 impl Default for LakeConfig {
     fn default() -> Self {
         LakeConfig {
-            root: "s3://fusou-battle-data".into(),
+            root: super::catalog::DEFAULT_ROOT.into(),
             retention: Retention::default(),
             adds_per_commit: 80,
             removes_per_commit: 900,
@@ -81,13 +81,7 @@ impl LakeConfig {
     /// `LAKE_SNAPSHOT_DAYS` (how long snapshots are kept for time travel).
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, crate::config::ConfigError> {
         let d = Self::default();
-        let root = match get("LAKE_LOCATION") {
-            None => d.root.clone(),
-            Some(v) if v.contains("://") && !v.ends_with("://") => v.trim_end_matches('/').to_owned(),
-            Some(v) => {
-                return Err(crate::config::ConfigError { name: "LAKE_LOCATION", value: v, expected: "a URI such as s3://<bucket>" });
-            }
-        };
+        let root = super::catalog::lake_root(&get)?;
         let days = crate::config::number(&get, "LAKE_SNAPSHOT_DAYS", (d.retention.max_age_ms / 86_400_000) as u64)?;
         let retention = Retention { max_age_ms: (days as i64).saturating_mul(86_400_000), ..d.retention };
         Ok(LakeConfig { root, retention, ..d })
@@ -117,18 +111,20 @@ pub struct Current {
     pub version: i64,
 }
 
-/// The ids of one commit attempt (random in production, fixed in tests).
+/// One commit attempt: its ids (random: a retried attempt never reuses an object name) and
+/// its time.
 #[derive(Debug, Clone, Copy)]
-pub struct Ids {
+pub struct Attempt {
     pub snapshot_id: i64,
     pub uuid: uuid::Uuid,
+    pub now_ms: i64,
 }
 
-impl Ids {
-    pub fn random() -> Self {
+impl Attempt {
+    pub fn new(now_ms: i64) -> Self {
         let uuid = uuid::Uuid::new_v4();
         // A positive 63-bit id, as Iceberg writers draw them.
-        Ids { snapshot_id: (uuid.as_u128() >> 65) as i64, uuid }
+        Attempt { snapshot_id: (uuid.as_u128() >> 65) as i64, uuid, now_ms }
     }
 }
 
@@ -177,9 +173,9 @@ pub fn prepare(
     manifests: &HashMap<String, Vec<Entry>>,
     pending: &Pending,
     config: &LakeConfig,
-    ids: Ids,
-    now_ms: i64,
+    ids: Attempt,
 ) -> Result<Prepared, String> {
+    let now_ms = ids.now_ms;
     let prefix = table_prefix(table);
     let mut metadata = match current {
         Some(c) => c.metadata.clone(),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use apache_avro::types::Value;
-use apache_avro::{Reader, Schema as AvroSchema, Writer};
+use apache_avro::{Codec, DeflateSettings, Reader, Schema as AvroSchema, Writer};
 
 use super::metadata::PartitionSpec;
 use super::schema::Schema;
@@ -116,7 +116,10 @@ fn optional(value: Option<Value>) -> Value {
 }
 
 fn container(schema: &AvroSchema, records: Vec<Value>, metadata: &[(&str, String)]) -> Result<Vec<u8>, String> {
-    let mut writer = Writer::new(schema, Vec::new()).map_err(|e| e.to_string())?;
+    // Deflate, as Iceberg writers compress manifests by default; and readers expect the codec
+    // named in the header (PyIceberg takes a header without one for gzip, which it cannot read).
+    let codec = Codec::Deflate(DeflateSettings::default());
+    let mut writer = Writer::with_codec(schema, Vec::new(), codec).map_err(|e| e.to_string())?;
     for (key, value) in metadata {
         writer.add_user_metadata((*key).to_owned(), value).map_err(|e| e.to_string())?;
     }

@@ -44,7 +44,7 @@ mod engine_side {
     use futures_util::{StreamExt, TryStreamExt};
     use serde::{Deserialize, Serialize};
 
-    use super::commit::{self, Current, Ids, LakeConfig, Pending, PendingAdd, PendingRemove, Prepared};
+    use super::commit::{self, Attempt, Current, LakeConfig, Pending, PendingAdd, PendingRemove, Prepared};
     use super::manifest::{self, Entry, ManifestFile};
     use super::metadata::TableMetadata;
     use crate::compaction::{Blobs, Sql};
@@ -96,7 +96,7 @@ mod engine_side {
             };
             let manifests = read_manifests(blobs, config, &commit::manifests_to_read(&listed, &pending, config)).await?;
             let now = clock.now_ms() as i64;
-            let prepared = commit::prepare(table, current.as_ref(), &listed, &manifests, &pending, config, Ids::random(), now)?;
+            let prepared = commit::prepare(table, current.as_ref(), &listed, &manifests, &pending, config, Attempt::new(now))?;
             put_all(blobs, &prepared.objects).await?;
             let statements = swap(table, current.as_ref(), &prepared, &iso(now as u64));
             let changes = match sql.batch(&statements).await {
@@ -212,7 +212,7 @@ mod engine_side {
     /// garbage, each fenced by the pointer naming the new metadata.
     fn swap(table: &str, current: Option<&Current>, prepared: &Prepared, now: &str) -> Vec<Statement> {
         let mut statements = Vec::new();
-        if prepared.snapshot.is_some() {
+        if let Some(snapshot) = &prepared.snapshot {
             // An empty list would bind no statement; '' is no key.
             let adding = if prepared.added.is_empty() { vec![String::new()] } else { prepared.added.clone() };
             let oldest = SqlValue::from(prepared.metadata.oldest_sequence_number());
@@ -222,7 +222,6 @@ mod engine_side {
                 Some(c) => keyed(index::LAKE_SWAP, &[&own[..], &[text(&c.key)]].concat(), &adding),
             });
             let fence = |third: SqlValue| [text(table), text(&prepared.metadata_key), third];
-            let snapshot = prepared.snapshot.as_ref().expect("checked");
             statements.extend(keyed(index::LAKE_MARK_ADDED, &fence(SqlValue::Int(snapshot.snapshot_id)), &prepared.added));
             statements.extend(keyed(index::LAKE_MARK_REMOVED, &fence(SqlValue::Int(snapshot.sequence_number)), &prepared.removed));
             for (key, free_at) in &prepared.garbage {
@@ -302,7 +301,7 @@ mod engine_side {
         if expired.snapshots.is_empty() {
             return Ok(0);
         }
-        let ids = Ids::random();
+        let ids = Attempt::new(now);
         metadata.log_previous(&config.location(&current.key), current.metadata.last_updated_ms);
         metadata.last_updated_ms = now.max(metadata.last_updated_ms);
         let version = current.version + 1;
@@ -330,3 +329,42 @@ mod engine_side {
 
 #[cfg(all(test, feature = "engine"))]
 mod tests;
+
+/// What a reader needs of the tables, for a mirror of the bucket (a local reader's stand-in for
+/// R2's S3 API): every object the kept snapshots of a table reference.
+#[cfg(feature = "engine")]
+pub mod mirror {
+    use super::commit::LakeConfig;
+    use super::manifest::{self, Status};
+    use super::metadata::TableMetadata;
+
+    /// The bucket keys of every object `metadata`'s snapshots reference (manifest lists,
+    /// manifests, live data files), each once, fetching the metadata it walks through `get`
+    /// (which answers an object's bytes by key; a mirror keeps them).
+    pub async fn referenced(
+        metadata: &TableMetadata,
+        root: &str,
+        mut get: impl AsyncFnMut(&str) -> Result<Vec<u8>, String>,
+    ) -> Result<Vec<String>, String> {
+        let lake = LakeConfig { root: root.to_owned(), ..LakeConfig::default() };
+        let key = |location: &str| lake.key(location).map(str::to_owned).ok_or_else(|| format!("{location} is outside {root}"));
+        let mut keys = std::collections::BTreeSet::new();
+        for snapshot in &metadata.snapshots {
+            let list = key(&snapshot.manifest_list)?;
+            let listed = manifest::read_manifest_list(&get(&list).await?)?;
+            keys.insert(list);
+            for m in listed {
+                let path = key(&m.path)?;
+                if !keys.insert(path.clone()) {
+                    continue;
+                }
+                for e in manifest::read_manifest(&get(&path).await?, &m)? {
+                    if e.status != Status::Deleted {
+                        keys.insert(key(&e.file.path)?);
+                    }
+                }
+            }
+        }
+        Ok(keys.into_iter().collect())
+    }
+}

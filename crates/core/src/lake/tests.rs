@@ -115,6 +115,8 @@ fn manifests_and_lists_round_trip_with_the_specs_schemas_and_header_keys() {
         assert!(header.contains_key(key), "manifest header has {key}");
     }
     assert_eq!(header["content"], "data");
+    let named = |codec: &[u8]| bytes.windows(codec.len()).any(|w| w == codec);
+    assert!(named(b"avro.codec") && named(b"deflate"), "readers need the codec named in the header");
     let avro_schema: serde_json::Value = serde_json::from_str(&header["avro.schema"]).unwrap();
     let data_file = &avro_schema["fields"][4];
     assert_eq!((data_file["name"].as_str(), data_file["field-id"].as_i64()), (Some("data_file"), Some(2)));

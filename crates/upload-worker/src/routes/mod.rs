@@ -3,6 +3,7 @@
 pub mod datasets;
 pub mod direct;
 pub mod health;
+pub mod lake;
 pub mod openapi;
 pub mod operator;
 pub mod sanitize;

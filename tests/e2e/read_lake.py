@@ -1,0 +1,62 @@
+"""Reads open tables with the public Iceberg readers, for the end-to-end tests.
+
+PyIceberg finds each table through the stack's Iceberg REST catalog; DuckDB (its `iceberg`
+extension) scans the metadata file the catalog names. Each reader's rows of the given datasets
+are written as Parquet (strings as plain `string`), so that the test compares them by value with
+the rows it uploaded.
+
+usage: read_lake.py CATALOG_URI TOKEN OUT_DIR TABLE[@SNAPSHOT_ID] ... -- DATASET ...
+"""
+
+import glob
+import json
+import os
+import sys
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyiceberg.catalog import load_catalog
+from pyiceberg.expressions import In
+
+
+def plain(table: pa.Table) -> pa.Table:
+    fields = [pa.field(f.name, pa.string()) if pa.types.is_large_string(f.type) or pa.types.is_string_view(f.type) else f for f in table.schema]
+    return table.cast(pa.schema(fields))
+
+
+def duck() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(config={"allow_unsigned_extensions": True})
+    site = os.path.dirname(os.path.dirname(duckdb.__file__))
+    for name in ("avro", "iceberg"):
+        (path,) = glob.glob(f"{site}/duckdb_extension_{name}/extensions/v*/{name}.duckdb_extension")
+        con.execute(f"LOAD '{path}'")
+    return con
+
+
+def main() -> None:
+    uri, token, out = sys.argv[1:4]
+    split = sys.argv.index("--")
+    tables, datasets = sys.argv[4:split], sys.argv[split + 1:]
+    catalog = load_catalog("fusou", type="rest", uri=uri, token=token)
+    con = duck()
+    report = {"namespaces": [list(n) for n in catalog.list_namespaces()],
+              "tables": sorted(name for _, name in catalog.list_tables("fusou"))}
+    wanted = ", ".join(f"'{d}'" for d in datasets)
+    for spec in tables:
+        name, _, snapshot = spec.partition("@")
+        table = catalog.load_table(f"fusou.{name}")
+        snapshot_id = int(snapshot) if snapshot else table.metadata.current_snapshot_id
+        scanned = table.scan(row_filter=In("dataset_id", datasets), snapshot_id=snapshot_id).to_arrow()
+        pq.write_table(plain(scanned), f"{out}/pyiceberg-{spec}.parquet")
+        location = table.metadata_location
+        query = f"SELECT * FROM iceberg_scan('{location}', snapshot_from_id => {snapshot_id}) WHERE dataset_id IN ({wanted})"
+        pq.write_table(plain(con.execute(query).fetch_arrow_table()), f"{out}/duckdb-{spec}.parquet")
+        report[spec] = {"snapshot": snapshot_id, "current": table.metadata.current_snapshot_id,
+                        "snapshots": len(table.metadata.snapshots), "pyiceberg": scanned.num_rows,
+                        "partition": [f.name for f in table.spec().fields]}
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+//! The open tables end to end: fragments of three datasets, compacted, are read back from the
+//! Iceberg tables `fusou.<table>` by PyIceberg (through the REST catalog) and DuckDB (its
+//! `iceberg` extension), by value; time travel to an earlier snapshot gives the earlier rows.
+//! Local R2 has no S3 API: the tables' metadata and data files are mirrored (through the
+//! operator's object route) into the directory the stack's `LAKE_LOCATION` names.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use bytes::Bytes;
+use fusou_core::lake::metadata::TableMetadata;
+use fusou_core::lake::mirror;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde_json::{Value, json};
+
+use crate::support::*;
+use crate::{ensure, ensure_eq};
+
+pub const TESTS: &[(&str, Test)] = &[("lake::pyiceberg_and_duckdb_read_exactly_the_uploaded_rows_and_time_travel", read_back)];
+
+const TABLES: [&str; 2] = ["battle", "cells"];
+
+fn read_back() -> TestResult {
+    let (_, token) = new_user(json!({}))?;
+    let datasets: Vec<String> = (0..3).map(|_| unique_dataset()).collect();
+    let mut uploaded: Vec<Vec<fusou_core::synth::Fragment>> = Vec::new();
+    for (i, dataset) in datasets.iter().enumerate() {
+        let f = small_fragment(900 + i as u64);
+        upload(&token, dataset, "2025-11-20", &f)?;
+        uploaded.push(vec![f]);
+    }
+    for dataset in &datasets {
+        wait_until_compacted(dataset, &token, 150)?;
+    }
+    let first: Vec<(String, i64)> =
+        TABLES.iter().map(|t| Ok::<_, String>((t.to_string(), current_snapshot(t)?))).collect::<Result<_, _>>()?;
+
+    // More rows for the first dataset: a later snapshot.
+    let more = small_fragment(950);
+    upload(&token, &datasets[0], "2025-11-20", &more)?;
+    wait_until_compacted(&datasets[0], &token, 150)?;
+    let before: Vec<_> = uploaded.iter().flatten().cloned().collect();
+    uploaded[0].push(more);
+    let after: Vec<_> = uploaded.iter().flatten().cloned().collect();
+
+    mirror(&TABLES)?;
+    let out = format!("{}/lake-read", stack().state);
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    let mut args: Vec<String> = vec![format!("{}/iceberg", stack().url), stack().operator_secret.clone(), out.clone()];
+    args.extend(TABLES.iter().map(|t| t.to_string()));
+    args.extend(first.iter().map(|(t, s)| format!("{t}@{s}")));
+    args.push("--".into());
+    args.extend(datasets.iter().cloned());
+    let python = std::env::var("FUSOU_LAKE_PYTHON").map_err(|_| "FUSOU_LAKE_PYTHON is not set (scripts/test.sh sets it)")?;
+    let script = format!("{}/tests/e2e/read_lake.py", stack().root);
+    let ran = std::process::Command::new(python).arg(script).args(&args).output().map_err(|e| e.to_string())?;
+    ensure!(
+        ran.status.success(),
+        "read_lake.py ({}): {}{}",
+        ran.status,
+        String::from_utf8_lossy(&ran.stderr),
+        String::from_utf8_lossy(&ran.stdout)
+    );
+    let report: Value = serde_json::from_slice(&ran.stdout).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&ran.stdout)))?;
+    ensure_eq!(report["namespaces"], json!([["fusou"]]));
+    for t in TABLES {
+        ensure!(report["tables"].as_array().is_some_and(|a| a.contains(&json!(t))), "listed: {report}");
+        ensure_eq!(report[t]["partition"], json!(["period_tag", "dataset_id"]), "{report}");
+    }
+
+    let mut read = 0;
+    for reader in ["pyiceberg", "duckdb"] {
+        for t in TABLES {
+            read += same_rows(&format!("{out}/{reader}-{t}.parquet"), t, &after).map_err(|e| format!("{reader} {t}: {e}"))?;
+        }
+        for (t, s) in &first {
+            same_rows(&format!("{out}/{reader}-{t}@{s}.parquet"), t, &before).map_err(|e| format!("{reader} {t} at {s}: {e}"))?;
+        }
+    }
+    let uploaded_rows: usize = TABLES.iter().map(|t| table_rows(&after, t).len()).sum::<usize>() * 2;
+    ensure_eq!(read, uploaded_rows, "rows read by both readers against rows uploaded");
+    println!("lake: PyIceberg and DuckDB each read {} rows of {TABLES:?} across 3 datasets ({} uploaded)", read / 2, uploaded_rows / 2);
+    Ok(())
+}
+
+/// The current snapshot of `fusou.<table>`, through the catalog.
+fn current_snapshot(table: &str) -> Result<i64, String> {
+    let (status, loaded) = send(operator(reqwest::Method::GET, &format!("/iceberg/v1/namespaces/fusou/tables/{table}")))?;
+    ensure_eq!(status, 200, "{loaded}");
+    loaded["metadata"]["current-snapshot-id"].as_i64().ok_or_else(|| format!("no snapshot: {loaded}"))
+}
+
+/// Mirrors what the tables' snapshots reference into the stack's lake directory, as
+/// `fusou lake-sync` does: metadata files, manifest lists, manifests, data files.
+fn mirror(tables: &[&str]) -> TestResult {
+    let root = format!("file://{}/lake", stack().state);
+    for table in tables {
+        let (status, loaded) = send(operator(reqwest::Method::GET, &format!("/iceberg/v1/namespaces/fusou/tables/{table}")))?;
+        ensure_eq!(status, 200, "{loaded}");
+        let location = loaded["metadata-location"].as_str().ok_or("metadata-location")?;
+        let path = location.strip_prefix("file://").ok_or_else(|| format!("{location} is not a local file"))?;
+        write(path, loaded["metadata"].to_string().as_bytes())?;
+        let metadata: TableMetadata = serde_json::from_value(loaded["metadata"].clone()).map_err(|e| e.to_string())?;
+        let fetch = async |key: &str| copy(&root, key);
+        for key in futures::executor::block_on(mirror::referenced(&metadata, &root, fetch))? {
+            copy(&root, &key)?;
+        }
+    }
+    Ok(())
+}
+
+fn write(path: &str, bytes: &[u8]) -> TestResult {
+    std::fs::create_dir_all(Path::new(path).parent().ok_or("a parent")?).map_err(|e| e.to_string())?;
+    std::fs::write(path, bytes).map_err(|e| format!("{path}: {e}"))
+}
+
+/// The object of bucket key `key`, copied into the mirror once (objects never change).
+fn copy(root: &str, key: &str) -> Result<Vec<u8>, String> {
+    let path = format!("{}/{key}", root.strip_prefix("file://").unwrap_or(root));
+    if let Ok(bytes) = std::fs::read(&path) {
+        return Ok(bytes);
+    }
+    let resp = fetch(operator(reqwest::Method::GET, "/lake/object").query(&[("key", key)]))?;
+    ensure_eq!(resp.status().as_u16(), 200, "{key}");
+    let bytes = resp.bytes().map_err(|e| e.to_string())?.to_vec();
+    write(&path, &bytes)?;
+    Ok(bytes)
+}
+
+fn table_rows(fragments: &[fusou_core::synth::Fragment], table: &str) -> Vec<String> {
+    let mut rows: Vec<String> =
+        fragments.iter().flat_map(|f| f.segments.iter().filter(|s| s.table.as_str() == table)).flat_map(|s| rows(&s.batch)).collect();
+    rows.sort();
+    rows
+}
+
+/// Checks that the Parquet file a reader wrote holds exactly the rows of `table` in
+/// `fragments`, by value over the fragments' columns; answers how many.
+fn same_rows(path: &str, table: &str, fragments: &[fusou_core::synth::Fragment]) -> Result<usize, String> {
+    let expected = table_rows(fragments, table);
+    let columns: BTreeSet<String> = fragments
+        .iter()
+        .flat_map(|f| f.segments.iter().filter(|s| s.table.as_str() == table))
+        .flat_map(|s| s.batch.schema().fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>())
+        .collect();
+    let file = Bytes::from(std::fs::read(path).map_err(|e| format!("{path}: {e}"))?);
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?.build().map_err(|e| e.to_string())?;
+    let mut actual = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| e.to_string())?;
+        let keep: Vec<usize> = (0..batch.num_columns()).filter(|&i| columns.contains(batch.schema().field(i).name())).collect();
+        actual.extend(rows(&batch.project(&keep).map_err(|e| e.to_string())?));
+    }
+    actual.sort();
+    ensure_eq!(actual.len(), expected.len(), "rows");
+    ensure!(actual == expected, "rows differ by value: first read {:?}, first uploaded {:?}", actual.first(), expected.first());
+    Ok(actual.len())
+}
