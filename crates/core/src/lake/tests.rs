@@ -18,7 +18,8 @@ use super::schema::Schema;
 use super::*;
 use crate::compaction::{Blobs, Sql};
 use crate::index::{LakeTable, SqlValue, Statement};
-use crate::testing::{FakeClock, Memory, Sqlite};
+use crate::testing::{FakeCatalog, FakeClock, Memory, Sqlite};
+use crate::workflow::{Checkpoint, CheckpointStore, Clock};
 
 const TABLE: &str = "battle";
 const COLUMNS: &str = r#"[{"name":"uuid","type":"string"},{"name":"index","type":"int"}]"#;
@@ -263,7 +264,7 @@ fn eight_writers_commit_to_one_table_and_no_file_is_lost_or_listed_twice() {
         let key = format!("c/{i}");
         w.record(&key, &format!("d{i}"), 10 + i, COLUMNS);
         expected.push(key);
-        commit_table(&shared, &shared, &w.clock, TABLE, &config)
+        commit_table(&shared, &shared, &shared, TABLE, &config)
     });
     let done: Vec<TableCommit> = block_on(futures::future::join_all(writers)).into_iter().map(Result::unwrap).collect();
     expected.sort();
@@ -274,6 +275,69 @@ fn eight_writers_commit_to_one_table_and_no_file_is_lost_or_listed_twice() {
     assert!(done.iter().any(|d| d.attempts > 1), "the writers did race: {done:?}");
     let rows: i64 = w.metadata().current_snapshot().unwrap().summary["total-records"].parse().unwrap();
     assert_eq!(rows, (0..8).map(|i| 10 + i).sum::<i64>());
+}
+
+#[test]
+fn eight_compaction_runs_at_once_put_every_output_in_its_table_once_with_every_row() {
+    use crate::compaction::{Outcome, RunConfig, compact};
+    use crate::synth::{self, FragmentSpec};
+    let w = World::new();
+    let shared = Interleaved::new(&w.db, &w.blobs);
+    let catalog = FakeCatalog::default();
+    let mut uploaded_rows = 0;
+    let datasets: Vec<String> = (0..8).map(|i| format!("ds-{i}")).collect();
+    for (i, dataset) in datasets.iter().enumerate() {
+        let f = synth::fragment(&FragmentSpec { seed: i as u64, rows: 1..=10, include_empty_tables: false });
+        uploaded_rows += f.total_rows() as i64;
+        let key = format!("battle_data/{dataset}/port_table/0.parquet");
+        w.db.with(|c| {
+            c.execute(crate::index::CLAIM_DATASET, params![dataset, "owner", "t0"]).unwrap();
+            let offsets = f.table_offsets_string();
+            c.execute(
+                crate::index::INSERT_FRAGMENT,
+                params![key, dataset, "port_table", "2025-11-05", key, f.bytes.len() as i64, offsets, "owner", "t0"],
+            )
+            .unwrap();
+        });
+        w.blobs.objects.borrow_mut().insert(key, Bytes::from(f.bytes));
+    }
+    let config = RunConfig { lake: config(), ..RunConfig::default() };
+    let messages: Vec<_> = datasets.iter().map(|d| crate::testing::realtime_message(d)).collect();
+    let runs = messages.iter().enumerate().map(|(i, m)| {
+        let (shared, catalog, config) = (&shared, &catalog, &config);
+        async move { compact(m, &format!("run-{i}"), shared, shared, shared, catalog, shared, config).await }
+    });
+    let outcomes = block_on(futures::future::join_all(runs));
+    let mut commits = 0;
+    for outcome in outcomes {
+        match outcome.unwrap() {
+            Outcome::Committed(summary) => commits += summary.tables.iter().filter(|t| t.snapshot_id.is_some()).count(),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Every compacted file is in its table exactly once, and the tables' records are every
+    // uploaded row.
+    let mut tables_rows = 0;
+    let mut snapshots = 0;
+    let outputs = w.db.count("SELECT count(*) FROM compacted_files");
+    let mut listed = 0;
+    for table in crate::synth::client_tables() {
+        let Some(pointer) =
+            block_on(w.db.query::<LakeTable>(crate::index::LAKE_TABLE, &[SqlValue::from(table.name.as_str())])).unwrap().pop()
+        else {
+            continue;
+        };
+        let metadata = block_on(load(&w.blobs, &pointer)).unwrap().metadata;
+        let files = block_on(scan(&w.blobs, &config.lake, &metadata, None)).unwrap();
+        let keys: std::collections::BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(keys.len(), files.len(), "{}: a file listed twice", table.name);
+        listed += files.len() as i64;
+        tables_rows += files.iter().map(|f| f.record_count).sum::<i64>();
+        snapshots += metadata.snapshots.len();
+    }
+    assert_eq!(listed, outputs, "every output listed");
+    assert_eq!(tables_rows, uploaded_rows, "every row, once");
+    assert_eq!(snapshots, commits, "each table commit one snapshot, none lost");
 }
 
 #[test]
@@ -338,12 +402,40 @@ fn a_retired_file_is_deleted_only_when_no_kept_snapshot_lists_it() {
 struct Interleaved<'a> {
     db: &'a Sqlite,
     blobs: &'a Memory,
+    clock: FakeClock,
     queries: Cell<u32>,
 }
 
 impl<'a> Interleaved<'a> {
     fn new(db: &'a Sqlite, blobs: &'a Memory) -> Self {
-        Interleaved { db, blobs, queries: Cell::new(0) }
+        let clock = FakeClock::default();
+        clock.now.set(1_800_000_000_000);
+        Interleaved { db, blobs, clock, queries: Cell::new(0) }
+    }
+}
+
+/// Time as the fake clock keeps it, where a sleep lets the other tasks run meanwhile (a
+/// millisecond a turn), as a backoff does.
+impl Clock for Interleaved<'_> {
+    fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+    async fn sleep(&self, ms: u64) {
+        for _ in 0..ms {
+            YieldOnce(false).await;
+        }
+        self.clock.sleep(ms).await;
+    }
+}
+
+impl CheckpointStore for Interleaved<'_> {
+    async fn outputs(&self, run: &str) -> Result<Vec<(String, String)>, String> {
+        YieldOnce(false).await;
+        self.db.outputs(run).await
+    }
+    async fn save(&self, run: &str, checkpoint: &Checkpoint<'_>) -> Result<String, String> {
+        YieldOnce(false).await;
+        self.db.save(run, checkpoint).await
     }
 }
 
@@ -402,4 +494,84 @@ impl Blobs for Interleaved<'_> {
         YieldOnce(false).await;
         self.blobs.delete(keys).await
     }
+}
+
+/// `scripts/bench-lake.sh`: 10,000 commits to one table, then the metadata's size and the time
+/// to plan a full scan, against a baseline that never merges manifests; and commits per second
+/// to one table from 8 concurrent writers. Prints figures; asserts nothing about time.
+#[test]
+#[ignore = "a benchmark: scripts/bench-lake.sh"]
+fn bench_ten_thousand_commits_and_eight_writers() {
+    use std::time::Instant;
+    let commits: usize = std::env::var("FUSOU_LAKE_COMMITS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let run = |name: &str, config: LakeConfig| {
+        let w = World::new();
+        let started = Instant::now();
+        for i in 0..commits {
+            w.record(&format!("battle_compacted/2025-11-05/d{}/battle/run-{i}.parquet", i % 50), &format!("d{}", i % 50), 10, COLUMNS);
+            block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config)).unwrap();
+            w.clock.now.set(w.clock.now.get() + 1_000);
+        }
+        let commit_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let metadata = w.metadata();
+        let metadata_bytes = w.blobs.objects.borrow()[&w.pointer().metadata_key].len();
+        let list_key = config.key(&metadata.current_snapshot().unwrap().manifest_list).unwrap().to_owned();
+        let list = manifest::read_manifest_list(&w.blobs.objects.borrow()[&list_key]).unwrap();
+        let list_bytes = w.blobs.objects.borrow()[&list_key].len();
+        let manifest_bytes: usize = list.iter().map(|m| w.blobs.objects.borrow()[config.key(&m.path).unwrap()].len()).sum();
+        let started = Instant::now();
+        let files = block_on(scan(&w.blobs, &config, &metadata, None)).unwrap();
+        let plan_ms = started.elapsed().as_secs_f64() * 1000.0;
+        assert_eq!(files.len(), commits, "every file is listed once");
+        let objects = |w: &World| w.blobs.objects.borrow().keys().filter(|k| k.starts_with("lake/")).count();
+        let before = objects(&w);
+        w.clock.now.set(w.clock.now.get() + 8 * 86_400_000);
+        block_on(maintain(&w.db, &w.blobs, &w.clock, &config)).unwrap();
+        println!(
+            "{name}: {commits} commits in {:.0} ms ({:.2} ms/commit, {:.0} commits/s); current: {} snapshots, metadata file {} B, \
+             manifest list {} B ({} manifests), manifests {} B; full scan planned in {plan_ms:.1} ms ({} files); \
+             table objects {before} → {} after the clean-up",
+            commit_ms,
+            commit_ms / commits as f64,
+            commits as f64 / commit_ms * 1000.0,
+            metadata.snapshots.len(),
+            metadata_bytes,
+            list_bytes,
+            list.len(),
+            manifest_bytes,
+            files.len(),
+            objects(&w),
+        );
+        plan_ms
+    };
+    let merged = run("merged manifests (16 at most)", config());
+    let baseline = run("baseline: manifests never merged", LakeConfig { manifests_before_merge: usize::MAX, ..config() });
+    println!("scan planning: {:.1}x faster with merged manifests than the baseline", baseline / merged);
+
+    // 8 writers, each recording and committing 50 files to the one table.
+    let w = World::new();
+    let shared = Interleaved::new(&w.db, &w.blobs);
+    let config = config();
+    let started = Instant::now();
+    let writers = (0..8).map(|writer| {
+        let (w, shared, config) = (&w, &shared, &config);
+        async move {
+            let mut attempts = 0;
+            for i in 0..50 {
+                w.record(&format!("c/{writer}-{i}"), &format!("d{writer}"), 10, COLUMNS);
+                attempts += commit_table(shared, shared, shared, TABLE, config).await.unwrap().attempts;
+            }
+            attempts
+        }
+    });
+    let attempts: u32 = block_on(futures::future::join_all(writers)).into_iter().sum();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let snapshots = w.db.count("SELECT count(DISTINCT lake_snapshot) FROM compacted_files");
+    assert_eq!(w.live(None).len(), 400);
+    println!(
+        "8 concurrent writers, 400 files: {snapshots} snapshots in {ms:.0} ms ({:.0} commits/s to one table, CPU only: \
+         storage here answers at once), {attempts} attempts ({:.2} per commit call)",
+        snapshots as f64 / ms * 1000.0,
+        attempts as f64 / 400.0
+    );
 }
