@@ -90,6 +90,9 @@ pub trait Catalog {
 /// subject to the six-connection limit of `fetch`).
 const CONCURRENT_READS: usize = 16;
 
+/// Tables a run commits to at once: each commit is a handful of round trips in sequence.
+const TABLES_AT_ONCE: usize = 8;
+
 /// How a run is bounded and retried.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -193,7 +196,7 @@ const FIXED_SUBREQUESTS: u64 = 30;
 impl RunConfig {
     /// The most subrequests one invocation of a run makes, step retries aside: a GET per input,
     /// a PUT per output (multipart: create, parts, complete and the upload id staged in D1), a
-    /// checkpoint per merge step, and the fixed calls. Queue consumers get 10,000 per invocation
+    /// checkpoint per merge step, the fixed calls, and the table commits' budget. Queue consumers get 10,000 per invocation
     /// (1,000 on older pages), shared by a batch's messages.
     pub fn subrequests_at_most(&self) -> u64 {
         let outputs = self.max_outputs as u64;
@@ -206,7 +209,7 @@ impl RunConfig {
             0 => outputs,
             budget => (2 * self.max_run_bytes.div_ceil(budget) + 1).min(outputs),
         };
-        FIXED_SUBREQUESTS + self.max_fragments as u64 + outputs + 4 * parts + merge_steps
+        FIXED_SUBREQUESTS + self.max_fragments as u64 + outputs + 4 * parts + merge_steps + self.lake.subrequests_per_run
     }
 }
 
@@ -332,7 +335,7 @@ impl<S: Sql, B: Blobs, Ca: Catalog, C: Clock> Ports<'_, S, B, Ca, C> {
                         .query(index::LAKE_TABLES_BEHIND, &[SqlValue::Int(64)])
                         .await
                         .map_err(|message| StepError::Failed { step: Step::CommitTables.name(), attempts: 1, message })?;
-                    self.commit_tables(&[], &behind.into_iter().map(|t| t.name).collect::<Vec<_>>(), run).await?;
+                    self.commit_tables(&[], &behind.into_iter().map(|t| t.name).collect::<Vec<_>>(), true, run).await?;
                 }
                 return Ok(Outcome::Skipped(reason));
             }
@@ -369,7 +372,7 @@ impl<S: Sql, B: Blobs, Ca: Catalog, C: Clock> Ports<'_, S, B, Ca, C> {
             CommitOutcome::LostLease => return Ok(Outcome::LostLease { orphans: orphans() }),
             CommitOutcome::Superseded => return Ok(Outcome::Superseded { orphans: orphans() }),
         }
-        let tables = self.commit_tables(&written, &inputs.retired_tables(&scan), run).await?;
+        let tables = self.commit_tables(&written, &inputs.retired_tables(&scan), false, run).await?;
         if run.records().iter().any(|r| r.name == Step::UpdateMetadata.name() && !r.ran) {
             // Committed by an earlier invocation: this one only re-took the lease. Give it back.
             self.sql
@@ -579,18 +582,21 @@ impl<S: Sql, B: Blobs, Ca: Catalog, C: Clock> Ports<'_, S, B, Ca, C> {
         &self,
         written: &[OutputRecord],
         retired_tables: &[String],
+        catch_up: bool,
         run: &mut Run<'_, K, C>,
     ) -> Result<Vec<TableCommit>, StepError> {
         let mut tables: Vec<String> = written.iter().map(|o| o.table.to_string()).chain(retired_tables.iter().cloned()).collect();
         tables.sort();
         tables.dedup();
-        run.step(&Step::CommitTables.name(), &self.config.steps, || async {
-            futures_util::stream::iter(
-                tables.iter().map(|t| crate::lake::commit_table(self.sql, self.blobs, self.clock, t, &self.config.lake)),
-            )
-            .buffer_unordered(4)
-            .try_collect()
-            .await
+        let run_id = run.id().to_owned();
+        // One budget for the step's attempts in this invocation: a retry or a redelivery is a
+        // new invocation, with its own.
+        let budget = std::cell::Cell::new(self.config.lake.subrequests_per_run);
+        let share = crate::lake::Share::new(if catch_up { None } else { Some(&run_id) }, &budget);
+        let (share, tables) = (&share, &tables);
+        run.step(&Step::CommitTables.name(), &self.config.steps, || async move {
+            let commits = tables.iter().map(|t| crate::lake::commit_table(self.sql, self.blobs, self.clock, t, &self.config.lake, share));
+            futures_util::stream::iter(commits).buffer_unordered(TABLES_AT_ONCE).try_collect().await
         })
         .await
     }

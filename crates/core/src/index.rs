@@ -610,13 +610,14 @@ statements! {
 
     /// `?1` table → [`LakePending`] rows, in one read (so that a consolidation's new file and the
     /// files it retired are seen together): live files not in the table (`add` = 1), oldest
-    /// first, at most `?2`; retired files the table still lists (`add` = 0), at most `?3`.
+    /// first, at most `?2`; retired files the table still lists (`add` = 0), at most `?3`; of
+    /// run `?4` only (recorded or retired by it), or of every run when `?4` is NULL.
     LAKE_PENDING = "SELECT * FROM (SELECT 1 AS \"add\", key, dataset_id, period_tag, row_count, size, columns \
              FROM compacted_files WHERE table_name = ?1 AND lake_snapshot IS NULL AND lake_refused IS NULL \
-             AND retired_at IS NULL ORDER BY created_at, key LIMIT ?2) \
+             AND retired_at IS NULL AND (?4 IS NULL OR run_id = ?4) ORDER BY created_at, key LIMIT ?2) \
          UNION ALL SELECT * FROM (SELECT 0, key, dataset_id, period_tag, row_count, size, NULL \
              FROM compacted_files WHERE table_name = ?1 AND lake_snapshot IS NOT NULL AND lake_removed_seq IS NULL \
-             AND retired_at IS NOT NULL ORDER BY key LIMIT ?3)";
+             AND retired_at IS NOT NULL AND (?4 IS NULL OR retired_run_id = ?4) ORDER BY key LIMIT ?3)";
 
     /// A table's first pointer: `?1` table, `?2` metadata key, `?3` version, `?4` oldest kept
     /// sequence number, `?5` now; only if no file it adds (`{keys}`) was retired meanwhile, and

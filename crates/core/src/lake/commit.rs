@@ -34,6 +34,8 @@ pub struct PendingRemove {
 pub struct Pending {
     pub adds: Vec<PendingAdd>,
     pub removes: Vec<PendingRemove>,
+    /// The run whose files these are (recorded in the snapshot's summary), if one run's.
+    pub run: Option<String>,
 }
 
 impl Pending {
@@ -58,8 +60,12 @@ pub struct LakeConfig {
     pub manifests_before_merge: usize,
     pub manifest_target_bytes: i64,
     /// Compare-and-swap attempts of one table commit before it gives up (what it leaves
-    /// pending, the next commit or the clean-up takes).
+    /// pending, the run's next invocation or the clean-up takes).
     pub attempts: u32,
+    /// Subrequests a run's table commits may make in one invocation, and the clean-up's: a
+    /// Worker invocation has 10,000 (see `RunConfig::subrequests_at_most`).
+    pub subrequests_per_run: u64,
+    pub subrequests_per_cleanup: u64,
 }
 
 impl Default for LakeConfig {
@@ -71,7 +77,9 @@ impl Default for LakeConfig {
             removes_per_commit: 900,
             manifests_before_merge: 16,
             manifest_target_bytes: 8 << 20,
-            attempts: 12,
+            attempts: 8,
+            subrequests_per_run: 600,
+            subrequests_per_cleanup: 3000,
         }
     }
 }
@@ -310,7 +318,7 @@ pub fn prepare(
         (before + delta).to_string()
     };
     let deleted_files = removing.len() as i64;
-    let summary = BTreeMap::from([
+    let mut summary = BTreeMap::from([
         ("operation".to_owned(), operation.to_owned()),
         ("added-data-files".to_owned(), added_entries.len().to_string()),
         ("deleted-data-files".to_owned(), deleted_files.to_string()),
@@ -325,6 +333,9 @@ pub fn prepare(
         ("total-position-deletes".to_owned(), "0".to_owned()),
         ("total-equality-deletes".to_owned(), "0".to_owned()),
     ]);
+    if let Some(run) = &pending.run {
+        summary.insert("fusou.run-id".to_owned(), run.clone());
+    }
     let snapshot = Snapshot {
         snapshot_id,
         parent_snapshot_id: parent,

@@ -38,6 +38,7 @@ pub use engine_side::*;
 
 #[cfg(feature = "engine")]
 mod engine_side {
+    use std::cell::Cell;
     use std::collections::HashMap;
 
     use bytes::Bytes;
@@ -69,20 +70,50 @@ mod engine_side {
         pub more: bool,
     }
 
-    /// Brings table `table` to agree with the index: one snapshot of what is pending (up to the
-    /// configured share), by compare-and-swap, retried against other writers.
+    /// Which pending files a table commit takes, and the subrequests it may still make.
+    pub struct Share<'a> {
+        /// A run's own files (those it recorded or retired): its commit is its own snapshot.
+        /// `None`: everything pending (the catch-up after a crash, the clean-up).
+        pub run: Option<&'a str>,
+        /// Subrequests left to the caller's table commits: an attempt begins only if its worst
+        /// case fits, so that an invocation stays within the platform's limit (what is left
+        /// stays pending for the next invocation).
+        pub budget: &'a Cell<u64>,
+    }
+
+    impl<'a> Share<'a> {
+        pub fn new(run: Option<&'a str>, budget: &'a Cell<u64>) -> Self {
+            Share { run, budget }
+        }
+    }
+
+    /// The most subrequests one commit attempt makes: the pointer and pending queries, the
+    /// metadata file and manifest list, the manifests it reads, its writes (a manifest of new
+    /// files, a rewritten or merged one, the list, the metadata file), the swap, a cleanup.
+    pub fn attempt_subrequests(config: &LakeConfig) -> u64 {
+        2 + 2 + config.manifests_before_merge as u64 + 4 + 1 + 1
+    }
+
+    /// Brings table `table` to agree with the index, for `share`'s files: one snapshot (up to
+    /// the configured number of files), by compare-and-swap, retried against other writers.
     pub async fn commit_table<S: Sql, B: Blobs, C: Clock>(
         sql: &S,
         blobs: &B,
         clock: &C,
         table: &str,
         config: &LakeConfig,
+        share: &Share<'_>,
     ) -> Result<TableCommit, String> {
         let mut outcome = TableCommit { table: table.to_owned(), ..TableCommit::default() };
         while outcome.attempts < config.attempts {
+            if share.budget.get() < attempt_subrequests(config) {
+                return Err(format!("table {table}: the subrequests for table commits are spent; what is left stays pending"));
+            }
             outcome.attempts += 1;
+            let spend = |n: usize| share.budget.set(share.budget.get().saturating_sub(n as u64));
+            spend(2);
             let pointer: Option<LakeTable> = sql.query(index::LAKE_TABLE, &[text(table)]).await?.pop();
-            let pending = pending(sql, table, config).await?;
+            let pending = pending(sql, table, config, share.run).await?;
             if pending.is_empty() {
                 return Ok(outcome);
             }
@@ -94,9 +125,12 @@ mod engine_side {
                 Some(s) => manifest::read_manifest_list(&get(blobs, config, &s.manifest_list).await?)?,
                 None => Vec::new(),
             };
-            let manifests = read_manifests(blobs, config, &commit::manifests_to_read(&listed, &pending, config)).await?;
+            let to_read = commit::manifests_to_read(&listed, &pending, config);
+            spend(pointer.is_some() as usize * 2 + to_read.len());
+            let manifests = read_manifests(blobs, config, &to_read).await?;
             let now = clock.now_ms() as i64;
             let prepared = commit::prepare(table, current.as_ref(), &listed, &manifests, &pending, config, Attempt::new(now))?;
+            spend(prepared.objects.len() + 2);
             put_all(blobs, &prepared.objects).await?;
             let statements = swap(table, current.as_ref(), &prepared, &iso(now as u64));
             let changes = match sql.batch(&statements).await {
@@ -132,10 +166,15 @@ mod engine_side {
         base / 2 + (uuid::Uuid::new_v4().as_u128() as u64) % base
     }
 
-    async fn pending<S: Sql>(sql: &S, table: &str, config: &LakeConfig) -> Result<Pending, String> {
-        let params = [text(table), SqlValue::from(config.adds_per_commit as u64), SqlValue::from(config.removes_per_commit as u64)];
+    async fn pending<S: Sql>(sql: &S, table: &str, config: &LakeConfig, run: Option<&str>) -> Result<Pending, String> {
+        let params = [
+            text(table),
+            SqlValue::from(config.adds_per_commit as u64),
+            SqlValue::from(config.removes_per_commit as u64),
+            SqlValue::from(run),
+        ];
         let rows: Vec<index::LakePending> = sql.query(index::LAKE_PENDING, &params).await?;
-        let mut pending = Pending::default();
+        let mut pending = Pending { run: run.map(str::to_owned), ..Pending::default() };
         for r in rows {
             match r.add {
                 true => pending.adds.push(PendingAdd {
@@ -254,11 +293,13 @@ mod engine_side {
     /// than the retention expired, and objects no kept snapshot needs deleted.
     pub async fn maintain<S: Sql, B: Blobs, C: Clock>(sql: &S, blobs: &B, clock: &C, config: &LakeConfig) -> Result<Maintenance, String> {
         let mut report = Maintenance::default();
+        let budget = Cell::new(config.subrequests_per_cleanup);
+        let share = Share::new(None, &budget);
         let behind: Vec<index::LakeTableName> = sql.query(index::LAKE_TABLES_BEHIND, &[SqlValue::Int(64)]).await?;
         for t in behind {
             // A share per table and pass, so that one invocation stays bounded.
             for _ in 0..4 {
-                let done = commit_table(sql, blobs, clock, &t.name, config).await?;
+                let done = commit_table(sql, blobs, clock, &t.name, config, &share).await?;
                 report.commits += done.snapshot_id.is_some() as u64;
                 if !done.more {
                     break;

@@ -32,11 +32,12 @@ struct World {
     db: Sqlite,
     blobs: Memory,
     clock: FakeClock,
+    budget: Cell<u64>,
 }
 
 impl World {
     fn new() -> Self {
-        let w = World { db: Sqlite::migrated(), blobs: Memory::default(), clock: FakeClock::default() };
+        let w = World { db: Sqlite::migrated(), blobs: Memory::default(), clock: FakeClock::default(), budget: Cell::new(u64::MAX) };
         w.clock.now.set(1_800_000_000_000);
         w
     }
@@ -63,8 +64,13 @@ impl World {
         }
     }
 
+    /// Whatever is pending, without a subrequest budget.
+    fn all(&self) -> Share<'_> {
+        Share::new(None, &self.budget)
+    }
+
     fn commit(&self) -> TableCommit {
-        block_on(commit_table(&self.db, &self.blobs, &self.clock, TABLE, &config())).unwrap()
+        block_on(commit_table(&self.db, &self.blobs, &self.clock, TABLE, &config(), &self.all())).unwrap()
     }
 
     fn pointer(&self) -> LakeTable {
@@ -225,7 +231,7 @@ fn a_commit_that_dies_before_its_swap_leaves_its_files_for_the_next() {
     w.record("c/b", "d1", 10, COLUMNS);
     // The metadata file's PUT fails: as if the isolate died before the swap.
     w.blobs.fail_write.set(Some(w.blobs.writes.get() + 3));
-    assert!(block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config())).is_err());
+    assert!(block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config(), &w.all())).is_err());
     assert_eq!(w.metadata().snapshots.len(), 1, "the table is as it was");
     assert_eq!(w.db.count("SELECT count(*) FROM compacted_files WHERE lake_snapshot IS NULL"), 1);
     w.blobs.fail_write.set(None);
@@ -240,7 +246,9 @@ fn a_file_retired_while_a_commit_adds_it_is_never_listed() {
     // A writer that read `c/a` as pending, then lost its turn while a consolidation retired it.
     let slow = Interleaved::new(&w.db, &w.blobs);
     let config = config();
-    let mut commit = Box::pin(commit_table(&slow, &slow, &w.clock, TABLE, &config));
+    let budget = Cell::new(u64::MAX);
+    let everything = Share::new(None, &budget);
+    let mut commit = Box::pin(commit_table(&slow, &slow, &w.clock, TABLE, &config, &everything));
     let waker = futures::task::noop_waker();
     let mut cx = Context::from_waker(&waker);
     // Step the commit until it has read what is pending (two queries), then retire the file.
@@ -258,13 +266,15 @@ fn eight_writers_commit_to_one_table_and_no_file_is_lost_or_listed_twice() {
     let w = World::new();
     let shared = Interleaved::new(&w.db, &w.blobs);
     let config = config();
+    let budget = Cell::new(u64::MAX);
+    let everything = Share::new(None, &budget);
     let mut expected = Vec::new();
     let writers = (0..8).map(|i| {
         // Each writer's run records its file, then commits the table.
         let key = format!("c/{i}");
         w.record(&key, &format!("d{i}"), 10 + i, COLUMNS);
         expected.push(key);
-        commit_table(&shared, &shared, &shared, TABLE, &config)
+        commit_table(&shared, &shared, &shared, TABLE, &config, &everything)
     });
     let done: Vec<TableCommit> = block_on(futures::future::join_all(writers)).into_iter().map(Result::unwrap).collect();
     expected.sort();
@@ -338,6 +348,22 @@ fn eight_compaction_runs_at_once_put_every_output_in_its_table_once_with_every_r
     assert_eq!(listed, outputs, "every output listed");
     assert_eq!(tables_rows, uploaded_rows, "every row, once");
     assert_eq!(snapshots, commits, "each table commit one snapshot, none lost");
+    let run_tables = w.db.count("SELECT count(*) FROM (SELECT DISTINCT run_id, table_name FROM compacted_files)");
+    assert_eq!(snapshots as i64, run_tables, "each run's outputs are a snapshot of their own in each table");
+}
+
+#[test]
+fn a_table_commit_begins_only_within_its_subrequest_budget() {
+    let w = World::new();
+    w.record("c/a", "d1", 10, COLUMNS);
+    let budget = Cell::new(attempt_subrequests(&config()) - 1);
+    let err = block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config(), &Share::new(None, &budget))).unwrap_err();
+    assert!(err.contains("subrequests"), "{err}");
+    assert_eq!(w.db.count("SELECT count(*) FROM compacted_files WHERE lake_snapshot IS NULL"), 1, "left pending");
+    let budget = Cell::new(attempt_subrequests(&config()));
+    let done = block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config(), &Share::new(None, &budget))).unwrap();
+    assert_eq!(done.added, 1);
+    assert!(budget.get() < attempt_subrequests(&config()), "what it spent is counted");
 }
 
 #[test]
@@ -350,7 +376,7 @@ fn manifests_are_merged_and_old_snapshots_expire_with_what_only_they_need() {
     };
     for i in 0..30 {
         w.record(&format!("c/{i:02}"), "d1", 1, COLUMNS);
-        block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config)).unwrap();
+        block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config, &w.all())).unwrap();
         w.clock.now.set(w.clock.now.get() + 60_000);
     }
     let metadata = w.metadata();
@@ -509,7 +535,7 @@ fn bench_ten_thousand_commits_and_eight_writers() {
         let started = Instant::now();
         for i in 0..commits {
             w.record(&format!("battle_compacted/2025-11-05/d{}/battle/run-{i}.parquet", i % 50), &format!("d{}", i % 50), 10, COLUMNS);
-            block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config)).unwrap();
+            block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config, &w.all())).unwrap();
             w.clock.now.set(w.clock.now.get() + 1_000);
         }
         let commit_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -552,6 +578,8 @@ fn bench_ten_thousand_commits_and_eight_writers() {
     let w = World::new();
     let shared = Interleaved::new(&w.db, &w.blobs);
     let config = config();
+    let budget = Cell::new(u64::MAX);
+    let everything = &Share::new(None, &budget);
     let started = Instant::now();
     let writers = (0..8).map(|writer| {
         let (w, shared, config) = (&w, &shared, &config);
@@ -559,7 +587,7 @@ fn bench_ten_thousand_commits_and_eight_writers() {
             let mut attempts = 0;
             for i in 0..50 {
                 w.record(&format!("c/{writer}-{i}"), &format!("d{writer}"), 10, COLUMNS);
-                attempts += commit_table(shared, shared, shared, TABLE, config).await.unwrap().attempts;
+                attempts += commit_table(shared, shared, shared, TABLE, config, everything).await.unwrap().attempts;
             }
             attempts
         }
