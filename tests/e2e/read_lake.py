@@ -5,7 +5,11 @@ extension) scans the metadata file the catalog names. Each reader's rows of the 
 are written as Parquet (strings as plain `string`), so that the test compares them by value with
 the rows it uploaded.
 
-usage: read_lake.py CATALOG_URI TOKEN OUT_DIR TABLE[@SNAPSHOT_ID] ... -- DATASET ...
+usage: read_lake.py CATALOG_URI TOKEN OUT_DIR PLAN_JSON
+
+The plan names the datasets and the reads: a table, a snapshot id, and the metadata file the
+test mirrored (other writers may commit meanwhile: the catalog may already name a newer one,
+whose files the mirror does not hold).
 """
 
 import glob
@@ -35,26 +39,24 @@ def duck() -> duckdb.DuckDBPyConnection:
 
 
 def main() -> None:
-    uri, token, out = sys.argv[1:4]
-    split = sys.argv.index("--")
-    tables, datasets = sys.argv[4:split], sys.argv[split + 1:]
+    uri, token, out, plan_path = sys.argv[1:5]
+    with open(plan_path) as f:
+        plan = json.load(f)
+    datasets = plan["datasets"]
     catalog = load_catalog("fusou", type="rest", uri=uri, token=token)
     con = duck()
     report = {"namespaces": [list(n) for n in catalog.list_namespaces()],
               "tables": sorted(name for _, name in catalog.list_tables("fusou"))}
     wanted = ", ".join(f"'{d}'" for d in datasets)
-    for spec in tables:
-        name, _, snapshot = spec.partition("@")
-        table = catalog.load_table(f"fusou.{name}")
-        snapshot_id = int(snapshot) if snapshot else table.metadata.current_snapshot_id
+    for read in plan["reads"]:
+        table = catalog.load_table(f"fusou.{read['table']}")
+        snapshot_id = read["snapshot"]
         scanned = table.scan(row_filter=In("dataset_id", datasets), snapshot_id=snapshot_id).to_arrow()
-        pq.write_table(plain(scanned), f"{out}/pyiceberg-{spec}.parquet")
-        location = table.metadata_location
-        query = f"SELECT * FROM iceberg_scan('{location}', snapshot_from_id => {snapshot_id}) WHERE dataset_id IN ({wanted})"
-        pq.write_table(plain(con.execute(query).fetch_arrow_table()), f"{out}/duckdb-{spec}.parquet")
-        report[spec] = {"snapshot": snapshot_id, "current": table.metadata.current_snapshot_id,
-                        "snapshots": len(table.metadata.snapshots), "pyiceberg": scanned.num_rows,
-                        "partition": [f.name for f in table.spec().fields]}
+        pq.write_table(plain(scanned), f"{out}/pyiceberg-{read['name']}.parquet")
+        query = f"SELECT * FROM iceberg_scan('{read['metadata']}', snapshot_from_id => {snapshot_id}) WHERE dataset_id IN ({wanted})"
+        pq.write_table(plain(con.execute(query).fetch_arrow_table()), f"{out}/duckdb-{read['name']}.parquet")
+        report[read["name"]] = {"snapshot": snapshot_id, "pyiceberg": scanned.num_rows,
+                                "partition": [f.name for f in table.spec().fields]}
     print(json.dumps(report))
 
 

@@ -32,6 +32,7 @@ fn read_back() -> TestResult {
     for dataset in &datasets {
         wait_until_compacted(dataset, &token, 150)?;
     }
+    wait_until_in_tables(&datasets)?;
     let first: Vec<(String, i64)> =
         TABLES.iter().map(|t| Ok::<_, String>((t.to_string(), current_snapshot(t)?))).collect::<Result<_, _>>()?;
 
@@ -39,18 +40,25 @@ fn read_back() -> TestResult {
     let more = small_fragment(950);
     upload(&token, &datasets[0], "2025-11-20", &more)?;
     wait_until_compacted(&datasets[0], &token, 150)?;
+    wait_until_in_tables(&datasets)?;
     let before: Vec<_> = uploaded.iter().flatten().cloned().collect();
     uploaded[0].push(more);
     let after: Vec<_> = uploaded.iter().flatten().cloned().collect();
 
-    mirror(&TABLES)?;
+    // What is mirrored is the tables as they are now: the reads name these snapshots and
+    // metadata files (other tests' runs keep committing to the same tables meanwhile).
+    let mirrored = mirror(&TABLES)?;
     let out = format!("{}/lake-read", stack().state);
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-    let mut args: Vec<String> = vec![format!("{}/iceberg", stack().url), stack().operator_secret.clone(), out.clone()];
-    args.extend(TABLES.iter().map(|t| t.to_string()));
-    args.extend(first.iter().map(|(t, s)| format!("{t}@{s}")));
-    args.push("--".into());
-    args.extend(datasets.iter().cloned());
+    let mut reads = Vec::new();
+    for (table, metadata, current) in &mirrored {
+        reads.push(json!({ "name": table, "table": table, "snapshot": current, "metadata": metadata }));
+        let earlier = first.iter().find(|(t, _)| t == table).map(|(_, s)| *s).ok_or("a first snapshot")?;
+        reads.push(json!({ "name": format!("{table}@{earlier}"), "table": table, "snapshot": earlier, "metadata": metadata }));
+    }
+    let plan = format!("{out}/plan.json");
+    write(&plan, json!({ "datasets": datasets, "reads": reads }).to_string().as_bytes())?;
+    let args = [format!("{}/iceberg", stack().url), stack().operator_secret.clone(), out.clone(), plan];
     let python = std::env::var("FUSOU_LAKE_PYTHON").map_err(|_| "FUSOU_LAKE_PYTHON is not set (scripts/test.sh sets it)")?;
     let script = format!("{}/tests/e2e/read_lake.py", stack().root);
     let ran = std::process::Command::new(python).arg(script).args(&args).output().map_err(|e| e.to_string())?;
@@ -83,6 +91,26 @@ fn read_back() -> TestResult {
     Ok(())
 }
 
+/// Waits until every live compacted file of `datasets` is in its table (a run's table commit
+/// follows its D1 commit, which is what the owner's status shows).
+fn wait_until_in_tables(datasets: &[String]) -> TestResult {
+    let ids: Vec<String> = datasets.iter().map(|d| format!("'{d}'")).collect();
+    let sql = format!(
+        "SELECT count(*) AS n FROM compacted_files WHERE dataset_id IN ({}) AND retired_at IS NULL \
+         AND lake_snapshot IS NULL AND lake_refused IS NULL",
+        ids.join(", ")
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let rows = d1(&sql)?;
+        if rows.first().and_then(|r| r["n"].as_i64()) == Some(0) {
+            return Ok(());
+        }
+        ensure!(std::time::Instant::now() < deadline, "files of {datasets:?} still outside their tables after 60 s: {rows:?}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
 /// The current snapshot of `fusou.<table>`, through the catalog.
 fn current_snapshot(table: &str) -> Result<i64, String> {
     let (status, loaded) = send(operator(reqwest::Method::GET, &format!("/iceberg/v1/namespaces/fusou/tables/{table}")))?;
@@ -91,9 +119,11 @@ fn current_snapshot(table: &str) -> Result<i64, String> {
 }
 
 /// Mirrors what the tables' snapshots reference into the stack's lake directory, as
-/// `fusou lake-sync` does: metadata files, manifest lists, manifests, data files.
-fn mirror(tables: &[&str]) -> TestResult {
+/// `fusou lake-sync` does: metadata files, manifest lists, manifests, data files. Answers each
+/// table's mirrored metadata file and its current snapshot.
+fn mirror(tables: &[&str]) -> Result<Vec<(String, String, i64)>, String> {
     let root = format!("file://{}/lake", stack().state);
+    let mut mirrored = Vec::new();
     for table in tables {
         let (status, loaded) = send(operator(reqwest::Method::GET, &format!("/iceberg/v1/namespaces/fusou/tables/{table}")))?;
         ensure_eq!(status, 200, "{loaded}");
@@ -105,8 +135,9 @@ fn mirror(tables: &[&str]) -> TestResult {
         for key in futures::executor::block_on(mirror::referenced(&metadata, &root, fetch))? {
             copy(&root, &key)?;
         }
+        mirrored.push((table.to_string(), location.to_owned(), metadata.current_snapshot_id.ok_or("no current snapshot")?));
     }
-    Ok(())
+    Ok(mirrored)
 }
 
 fn write(path: &str, bytes: &[u8]) -> TestResult {
