@@ -680,7 +680,7 @@ pub struct LakeTableName {
 }
 
 /// A file a table must take (`add`) or let go of.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct LakePending {
     #[serde(deserialize_with = "flag")]
     pub add: bool,

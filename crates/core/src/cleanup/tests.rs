@@ -1,7 +1,6 @@
 //! The clean-up over SQLite (the D1 schema and SQL) and memory (for R2), beside real runs of
 //! the compaction workflow.
 
-use bytes::Bytes;
 use futures::executor::block_on;
 use rusqlite::params;
 
@@ -41,16 +40,7 @@ impl World {
         for _ in 0..n {
             let f = synth::fragment(&FragmentSpec { seed: self.uploaded as u64, rows: 1..=10, include_empty_tables: false });
             let key = format!("battle_data/{DS}/port_table/{:04}.parquet", self.uploaded);
-            self.db.with(|c| {
-                c.execute(crate::index::CLAIM_DATASET, params![DS, "owner", "t0"]).unwrap();
-                let offsets = f.table_offsets_string();
-                c.execute(
-                    crate::index::INSERT_FRAGMENT,
-                    params![key, DS, "port_table", "2025-11-05", key, f.bytes.len() as i64, offsets, "owner", "t0"],
-                )
-                .unwrap();
-            });
-            self.blobs.objects.borrow_mut().insert(key, Bytes::from(f.bytes));
+            crate::testing::store_fragment(&self.db, &self.blobs, DS, &key, &f);
             self.uploaded += 1;
         }
     }

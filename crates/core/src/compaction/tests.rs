@@ -42,15 +42,7 @@ impl World {
 
     fn upload(&mut self, f: synth::Fragment) {
         let key = format!("battle_data/{DS}/port_table/{:04}.parquet", self.fragments.len());
-        self.db.with(|c| {
-            c.execute(crate::index::CLAIM_DATASET, params![DS, "owner", "t0"]).unwrap();
-            c.execute(
-                crate::index::INSERT_FRAGMENT,
-                params![key, DS, "port_table", "2025-11-05", key.clone(), f.bytes.len() as i64, f.table_offsets_string(), "owner", "t0"],
-            )
-            .unwrap();
-        });
-        self.blobs.objects.borrow_mut().insert(key, Bytes::from(f.bytes.clone()));
+        crate::testing::store_fragment(&self.db, &self.blobs, DS, &key, &f);
         self.fragments.push(f);
     }
 

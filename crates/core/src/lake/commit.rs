@@ -8,32 +8,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use super::manifest::{self, DataFile, Entry, ManifestFile, Status};
 use super::metadata::{Expired, Retention, Snapshot, TableMetadata};
 use super::schema::{self, Column};
-
-/// A compacted file the index holds and the table does not, yet.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-pub struct PendingAdd {
-    pub key: String,
-    pub dataset_id: String,
-    pub period_tag: String,
-    pub row_count: i64,
-    pub size: i64,
-    /// Its columns as the compaction recorded them (JSON of [`Column`]s).
-    pub columns: Option<String>,
-}
-
-/// A retired file the table still lists as live.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-pub struct PendingRemove {
-    pub key: String,
-    pub dataset_id: String,
-    pub period_tag: String,
-}
+use crate::index::LakePending;
 
 /// What the index says the table must change.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pending {
-    pub adds: Vec<PendingAdd>,
-    pub removes: Vec<PendingRemove>,
+    /// Live files the table does not list yet (their columns as the compaction recorded them).
+    pub adds: Vec<LakePending>,
+    /// Retired files the table still lists.
+    pub removes: Vec<LakePending>,
     /// The run whose files these are (recorded in the snapshot's summary), if one run's.
     pub run: Option<String>,
 }
@@ -140,7 +123,7 @@ impl Attempt {
 /// (by their partition bounds), and the small ones it merges.
 pub fn manifests_to_read<'a>(listed: &'a [ManifestFile], pending: &Pending, config: &LakeConfig) -> Vec<&'a ManifestFile> {
     let merging = listed.len() + 1 > config.manifests_before_merge;
-    let within = |m: &ManifestFile, r: &PendingRemove| {
+    let within = |m: &ManifestFile, r: &LakePending| {
         let inside = |bounds: Option<&(Option<String>, Option<String>)>, v: &str| match bounds {
             Some((Some(lo), Some(hi))) => lo.as_str() <= v && v <= hi.as_str(),
             _ => true,

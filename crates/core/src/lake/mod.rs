@@ -45,7 +45,7 @@ mod engine_side {
     use futures_util::{StreamExt, TryStreamExt};
     use serde::{Deserialize, Serialize};
 
-    use super::commit::{self, Attempt, Current, LakeConfig, Pending, PendingAdd, PendingRemove, Prepared};
+    use super::commit::{self, Attempt, Current, LakeConfig, Pending, Prepared};
     use super::manifest::{self, Entry, ManifestFile};
     use super::metadata::TableMetadata;
     use crate::compaction::{Blobs, Sql};
@@ -174,21 +174,8 @@ mod engine_side {
             SqlValue::from(run),
         ];
         let rows: Vec<index::LakePending> = sql.query(index::LAKE_PENDING, &params).await?;
-        let mut pending = Pending { run: run.map(str::to_owned), ..Pending::default() };
-        for r in rows {
-            match r.add {
-                true => pending.adds.push(PendingAdd {
-                    key: r.key,
-                    dataset_id: r.dataset_id,
-                    period_tag: r.period_tag,
-                    row_count: r.row_count,
-                    size: r.size,
-                    columns: r.columns,
-                }),
-                false => pending.removes.push(PendingRemove { key: r.key, dataset_id: r.dataset_id, period_tag: r.period_tag }),
-            }
-        }
-        Ok(pending)
+        let (adds, removes) = rows.into_iter().partition(|r| r.add);
+        Ok(Pending { adds, removes, run: run.map(str::to_owned) })
     }
 
     /// The table's metadata as its pointer names it.

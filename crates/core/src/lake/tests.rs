@@ -299,17 +299,7 @@ fn eight_compaction_runs_at_once_put_every_output_in_its_table_once_with_every_r
     for (i, dataset) in datasets.iter().enumerate() {
         let f = synth::fragment(&FragmentSpec { seed: i as u64, rows: 1..=10, include_empty_tables: false });
         uploaded_rows += f.total_rows() as i64;
-        let key = format!("battle_data/{dataset}/port_table/0.parquet");
-        w.db.with(|c| {
-            c.execute(crate::index::CLAIM_DATASET, params![dataset, "owner", "t0"]).unwrap();
-            let offsets = f.table_offsets_string();
-            c.execute(
-                crate::index::INSERT_FRAGMENT,
-                params![key, dataset, "port_table", "2025-11-05", key, f.bytes.len() as i64, offsets, "owner", "t0"],
-            )
-            .unwrap();
-        });
-        w.blobs.objects.borrow_mut().insert(key, Bytes::from(f.bytes));
+        crate::testing::store_fragment(&w.db, &w.blobs, dataset, &format!("battle_data/{dataset}/port_table/0.parquet"), &f);
     }
     let config = RunConfig { lake: config(), ..RunConfig::default() };
     let messages: Vec<_> = datasets.iter().map(|d| crate::testing::realtime_message(d)).collect();
