@@ -22,3 +22,19 @@ fn openapi_documents_exactly_the_routes() {
     let routed: BTreeSet<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), openapi_path(p))).collect();
     assert_eq!(documented, routed);
 }
+
+#[test]
+fn lake_objects_answer_one_byte_range() {
+    use worker::Range;
+
+    use crate::routes::lake::{byte_range, resolved};
+    assert!(matches!(byte_range("bytes=0-99"), Some(Range::OffsetWithLength { offset: 0, length: 100 })));
+    assert!(matches!(byte_range("bytes=100-"), Some(Range::OffsetToEnd { offset: 100 })));
+    assert!(matches!(byte_range("bytes=-8"), Some(Range::Suffix { suffix: 8 })));
+    for refused in ["bytes=9-3", "bytes=-0", "items=0-1", "bytes=a-b", "bytes=0-1,5-9"] {
+        assert!(byte_range(refused).is_none(), "{refused}");
+    }
+    assert_eq!(resolved(&Range::Suffix { suffix: 8 }, 100), (92, 8));
+    assert_eq!(resolved(&Range::OffsetWithLength { offset: 90, length: 100 }, 100), (90, 10));
+    assert_eq!(resolved(&Range::OffsetToEnd { offset: 100 }, 100), (100, 0));
+}

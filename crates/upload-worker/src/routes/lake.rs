@@ -7,7 +7,7 @@ use fusou_core::index::{self, LakeTable};
 use fusou_core::lake::catalog;
 use fusou_edge::remote::Service;
 use serde_json::Value;
-use worker::{Request, Response};
+use worker::{Range, Request, Response};
 
 use crate::auth;
 use crate::context::Ctx;
@@ -76,7 +76,8 @@ pub async fn load_table(req: Request, ctx: &Ctx, call: &Call) -> Result<Response
 }
 
 /// `GET /lake/object?key=…`: an object of the lake (table metadata under `lake/`, data files
-/// under `battle_compacted/`), whole; for readers that cannot reach R2's S3 API.
+/// under `battle_compacted/`), streamed; with `Range: bytes=…` (one range) the part asked for,
+/// 206, as readers of Parquet footers ask. For readers that cannot reach R2's S3 API.
 pub async fn get_object(req: Request, ctx: &Ctx, _call: &Call) -> Result<Response, ApiError> {
     auth::operator(&req, ctx)?;
     let key = req.url()?.query_pairs().find(|(k, _)| k == "key").map(|(_, v)| v.into_owned());
@@ -84,10 +85,60 @@ pub async fn get_object(req: Request, ctx: &Ctx, _call: &Call) -> Result<Respons
     if !(key.starts_with("lake/") || key.starts_with("battle_compacted/")) || key.split('/').any(|s| s == ".." || s.is_empty()) {
         return Err(ApiError::bad_request("key must name an object under lake/ or battle_compacted/"));
     }
-    let bytes = object(ctx, &key).await?.ok_or_else(|| ApiError::not_found(format!("no object {key}")))?;
-    let mut response = Response::from_bytes(bytes)?;
-    response.headers_mut().set("content-type", "application/octet-stream")?;
+    let range = match req.headers().get("range")? {
+        Some(header) => Some(byte_range(&header).ok_or_else(|| ApiError::new(416, format!("unsupported range: {header}")))?),
+        None => None,
+    };
+    let bucket = ctx.bucket()?;
+    let mut get = bucket.get(&key);
+    if let Some(r) = &range {
+        get = get.range(r.clone());
+    }
+    let object = ctx.remote.call(Service::R2, "a lake object's get", get.execute()).await?;
+    let object = object.ok_or_else(|| ApiError::not_found(format!("no object {key}")))?;
+    let body = object.body().ok_or_else(|| ApiError::new(416, "the range is outside the object"))?;
+    let size = object.size();
+    let (status, first, length) = match &range {
+        None => (200, 0, size),
+        Some(r) => {
+            let (first, length) = resolved(r, size);
+            (206, first, length)
+        }
+    };
+    let mut response = Response::from_stream(body.stream()?)?.with_status(status);
+    let headers = response.headers_mut();
+    headers.set("content-type", "application/octet-stream")?;
+    headers.set("accept-ranges", "bytes")?;
+    headers.set("content-length", &length.to_string())?;
+    if status == 206 {
+        headers.set("content-range", &format!("bytes {first}-{}/{size}", (first + length).saturating_sub(1)))?;
+    }
     Ok(response)
+}
+
+/// One range of a `Range: bytes=…` header: `a-b`, `a-` or `-n`.
+pub fn byte_range(header: &str) -> Option<Range> {
+    let spec = header.trim().strip_prefix("bytes=")?;
+    let (start, end) = spec.split_once('-')?;
+    let number = |s: &str| s.trim().parse::<u64>().ok();
+    match (start.trim(), end.trim()) {
+        ("", n) => Some(Range::Suffix { suffix: number(n).filter(|&n| n > 0)? }),
+        (a, "") => Some(Range::OffsetToEnd { offset: number(a)? }),
+        (a, b) => {
+            let (a, b) = (number(a)?, number(b)?);
+            (b >= a).then(|| Range::OffsetWithLength { offset: a, length: b - a + 1 })
+        }
+    }
+}
+
+/// The first byte and the length a range covers in an object of `size` bytes.
+pub fn resolved(range: &Range, size: u64) -> (u64, u64) {
+    match *range {
+        Range::OffsetWithLength { offset, length } => (offset.min(size), length.min(size.saturating_sub(offset))),
+        Range::OffsetToEnd { offset } => (offset.min(size), size.saturating_sub(offset)),
+        Range::Prefix { length } => (0, length.min(size)),
+        Range::Suffix { suffix } => (size.saturating_sub(suffix), suffix.min(size)),
+    }
 }
 
 async fn object(ctx: &Ctx, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
