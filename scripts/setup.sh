@@ -11,6 +11,8 @@ if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev
     need_apt+=(postgresql)
 fi
 command -v node >/dev/null || need_apt+=(nodejs npm)
+# The Iceberg readers (below) live in a virtual environment.
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3 python3-venv)
 if ((${#need_apt[@]})); then
     log "installing Debian packages: ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -49,7 +51,6 @@ fi
 
 if ! "$FUSOU_LAKE_PYTHON" -c 'import pyiceberg, duckdb, duckdb_extension_iceberg, duckdb_extension_avro' 2>/dev/null; then
     log "installing the Iceberg readers into $FUSOU_LAKE_VENV"
-    command -v python3 >/dev/null || die "python3 is needed for the Iceberg readers"
     python3 -m venv "$FUSOU_LAKE_VENV"
     # shellcheck disable=SC2086
     "$FUSOU_LAKE_PYTHON" -m pip install -q $FUSOU_LAKE_READERS

@@ -105,11 +105,28 @@ fn pg_message(e: &tokio_postgres::Error) -> String {
 }
 
 /// A response's status and JSON body (`Null` when the body is empty or not JSON).
+///
+/// A 503 that is not JSON comes from `wrangler dev`'s proxy, not from a Worker (whose errors are
+/// all JSON): under load it drops a request now and then (workers-sdk#6517; it retries only GET
+/// and HEAD itself). Such a request is sent once more, when its body can be.
 pub fn send(req: RequestBuilder) -> Result<(u16, Value), String> {
+    let again = req.try_clone();
+    let (status, text) = status_and_text(req)?;
+    let body = serde_json::from_str(&text).ok();
+    match (status, body, again) {
+        (503, None, Some(again)) => {
+            eprintln!("wrangler dev dropped a request (503 {text:?}); sending it again");
+            let (status, text) = status_and_text(again)?;
+            Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+        }
+        (status, body, _) => Ok((status, body.unwrap_or(Value::Null))),
+    }
+}
+
+fn status_and_text(req: RequestBuilder) -> Result<(u16, String), String> {
     let resp: Response = req.send().map_err(|e| format!("request failed: {e}"))?;
     let status = resp.status().as_u16();
-    let text = resp.text().map_err(|e| e.to_string())?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    Ok((status, resp.text().map_err(|e| e.to_string())?))
 }
 
 /// A request to the Supabase REST API with the service key.

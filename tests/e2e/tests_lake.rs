@@ -77,7 +77,10 @@ fn read_back() -> TestResult {
     }
 
     // The object route answers a byte range, as Parquet readers ask for a footer.
-    let data_key = d1(&format!("SELECT key FROM compacted_files WHERE dataset_id = '{}' LIMIT 1", datasets[1]))?;
+    let data_key = d1(&format!(
+        "SELECT key FROM compacted_files WHERE dataset_id = '{}' AND table_name = 'battle' AND retired_at IS NULL LIMIT 1",
+        datasets[1]
+    ))?;
     let data_key = data_key.first().and_then(|r| r["key"].as_str()).ok_or("a compacted file")?.to_owned();
     let whole = std::fs::read(format!("{}/lake/{data_key}", stack().state)).map_err(|e| e.to_string())?;
     let tail = fetch(operator(reqwest::Method::GET, "/lake/object").query(&[("key", &data_key)]).header("range", "bytes=-8"))?;

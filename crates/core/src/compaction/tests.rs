@@ -567,12 +567,12 @@ fn a_segment_whose_pages_do_not_decode_is_quarantined_at_merge() {
 fn the_defaults_keep_a_run_within_an_invocations_subrequests() {
     let config = RunConfig::default();
     let at_most = config.subrequests_at_most();
-    // A batch of 7 messages (the consumer's `max_batch_size`) shares an invocation's 10,000;
+    // A batch of 4 messages (the consumer's `max_batch_size`) shares an invocation's 10,000;
     // the table commits' budget is a good part of it.
-    assert!(at_most * 7 <= 10_000, "{at_most} subrequests");
+    assert!(at_most * 4 <= 10_000, "{at_most} subrequests");
     assert!(at_most > config.lake.subrequests_per_run);
     let unbounded = RunConfig { max_outputs: 10_000, ..RunConfig::default() };
-    assert!(unbounded.subrequests_at_most() > 10_000 / 7, "the output cap is what bounds them");
+    assert!(unbounded.subrequests_at_most() > 10_000 / 4, "the output cap is what bounds them");
 }
 
 #[test]

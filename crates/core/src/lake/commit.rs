@@ -61,7 +61,7 @@ impl Default for LakeConfig {
             manifests_before_merge: 16,
             manifest_target_bytes: 8 << 20,
             attempts: 8,
-            subrequests_per_run: 600,
+            subrequests_per_run: 1200,
             subrequests_per_cleanup: 3000,
         }
     }
@@ -239,17 +239,19 @@ pub fn prepare(
         .collect();
 
     // Manifests that were read: rewritten without the removed files (marked deleted), merged
-    // when small; the others carried over as they are.
+    // with the new files' entries when small; the others carried over as they are.
     let removing: HashSet<String> = pending.removes.iter().map(|r| config.location(&r.key)).collect();
     let merging = listed.len() + 1 > config.manifests_before_merge;
-    let (mut merged, mut deleted_rows, mut deleted_bytes) = (Vec::new(), 0i64, 0i64);
+    let (mut merged, mut deleted_rows, mut deleted_bytes) = (Vec::<Entry>::new(), 0i64, 0i64);
     for m in listed {
         let Some(entries) = manifests.get(&m.path) else {
             list.push(m.clone());
             continue;
         };
         let touched = entries.iter().any(|e| e.status != Status::Deleted && removing.contains(&e.file.path));
-        let merge = merging && m.length < config.manifest_target_bytes;
+        // A small manifest that is rewritten anyway joins the merged one: a commit writes one
+        // manifest however many small ones its removals touch.
+        let merge = (merging || touched) && m.length < config.manifest_target_bytes;
         if !touched && !merge {
             list.push(m.clone());
             continue;
@@ -276,11 +278,9 @@ pub fn prepare(
             false => {}
         }
     }
-    if merging {
-        merged.extend(added_entries.iter().cloned());
+    merged.extend(added_entries.iter().cloned());
+    if !merged.is_empty() {
         list.insert(0, write(&merged, &mut objects, &schema)?);
-    } else if !added_entries.is_empty() {
-        list.insert(0, write(&added_entries, &mut objects, &schema)?);
     }
 
     let parent = metadata.current_snapshot_id;

@@ -87,11 +87,12 @@ mod engine_side {
         }
     }
 
-    /// The most subrequests one commit attempt makes: the pointer and pending queries, the
-    /// metadata file and manifest list, the manifests it reads, its writes (a manifest of new
-    /// files, a rewritten or merged one, the list, the metadata file), the swap, a cleanup.
-    pub fn attempt_subrequests(config: &LakeConfig) -> u64 {
-        2 + 2 + config.manifests_before_merge as u64 + 4 + 1 + 1
+    /// The subrequests of one commit attempt besides the manifests it reads: the pointer and
+    /// pending queries, the metadata file and manifest list, its writes (the merged manifest
+    /// and at most one large rewritten one, the list, the metadata file), the swap, a clean-up
+    /// of a lost attempt's objects.
+    pub fn attempt_subrequests(_config: &LakeConfig) -> u64 {
+        2 + 2 + 4 + 1 + 1
     }
 
     /// Brings table `table` to agree with the index, for `share`'s files: one snapshot (up to
@@ -126,7 +127,11 @@ mod engine_side {
                 None => Vec::new(),
             };
             let to_read = commit::manifests_to_read(&listed, &pending, config);
-            spend(pointer.is_some() as usize * 2 + to_read.len());
+            spend(pointer.is_some() as usize * 2);
+            if share.budget.get() < to_read.len() as u64 + 6 {
+                return Err(format!("table {table}: the subrequests for table commits are spent; what is left stays pending"));
+            }
+            spend(to_read.len());
             let manifests = read_manifests(blobs, config, &to_read).await?;
             let now = clock.now_ms() as i64;
             let prepared = commit::prepare(table, current.as_ref(), &listed, &manifests, &pending, config, Attempt::new(now))?;
