@@ -164,16 +164,16 @@ pub fn prepare(
     manifests: &HashMap<String, Vec<Entry>>,
     pending: &Pending,
     config: &LakeConfig,
-    ids: Attempt,
+    attempt: Attempt,
 ) -> Result<Prepared, String> {
-    let now_ms = ids.now_ms;
+    let now_ms = attempt.now_ms;
     let prefix = table_prefix(table);
     let mut metadata = match current {
         Some(c) => c.metadata.clone(),
-        None => TableMetadata::new(ids.uuid.to_string(), config.location(&prefix), now_ms),
+        None => TableMetadata::new(attempt.uuid.to_string(), config.location(&prefix), now_ms),
     };
     let sequence_number = metadata.last_sequence_number + 1;
-    let snapshot_id = ids.snapshot_id;
+    let snapshot_id = attempt.snapshot_id;
     let version = current.map_or(1, |c| c.version + 1);
 
     // Every added file's columns are admitted to the schema, or the file is refused.
@@ -210,7 +210,7 @@ pub fn prepare(
     }
 
     let (mut objects, mut garbage, mut list) = (Vec::new(), Vec::new(), Vec::new());
-    let manifest_key = |n: usize| format!("{prefix}/metadata/{}-m{n}.avro", ids.uuid);
+    let manifest_key = |n: usize| format!("{prefix}/metadata/{}-m{n}.avro", attempt.uuid);
     let write = |entries: &[Entry], objects: &mut Vec<(String, Vec<u8>)>, schema: &schema::Schema| -> Result<ManifestFile, String> {
         let key = manifest_key(objects.len());
         let bytes = manifest::write_manifest(entries, schema, &metadata_spec())?;
@@ -284,7 +284,7 @@ pub fn prepare(
     }
 
     let parent = metadata.current_snapshot_id;
-    let list_key = format!("{prefix}/metadata/snap-{snapshot_id}-1-{}.avro", ids.uuid);
+    let list_key = format!("{prefix}/metadata/snap-{snapshot_id}-1-{}.avro", attempt.uuid);
     objects.push((list_key.clone(), manifest::write_manifest_list(&list, snapshot_id, parent, sequence_number)?));
 
     let added_rows: i64 = accepted.iter().map(|a| a.row_count).sum();
@@ -335,7 +335,7 @@ pub fn prepare(
     let expired = metadata.expire(&config.retention, now_ms);
     garbage.extend(expired_garbage(&expired, config));
 
-    let metadata_key = format!("{prefix}/metadata/{version:05}-{}.metadata.json", ids.uuid);
+    let metadata_key = format!("{prefix}/metadata/{version:05}-{}.metadata.json", attempt.uuid);
     objects.push((metadata_key.clone(), metadata.to_json().into_bytes()));
     Ok(Prepared {
         metadata,

@@ -87,13 +87,14 @@ mod engine_side {
         }
     }
 
-    /// The subrequests of one commit attempt besides the manifests it reads: the pointer and
-    /// pending queries, the metadata file and manifest list, its writes (the merged manifest
-    /// and at most one large rewritten one, the list, the metadata file), the swap, a clean-up
-    /// of a lost attempt's objects.
-    pub fn attempt_subrequests(_config: &LakeConfig) -> u64 {
-        2 + 2 + 4 + 1 + 1
-    }
+    /// The subrequests of one commit attempt before the manifests it reads: the pointer and
+    /// pending queries, the metadata file and the manifest list.
+    const ATTEMPT_READS: u64 = 4;
+    /// And after them: its writes (the merged manifest and at most one large rewritten one, the
+    /// list, the metadata file), the swap, a clean-up of a lost attempt's objects.
+    const ATTEMPT_WRITES: u64 = 6;
+    /// The subrequests of one commit attempt besides the manifests it reads.
+    pub const ATTEMPT_SUBREQUESTS: u64 = ATTEMPT_READS + ATTEMPT_WRITES;
 
     /// Brings table `table` to agree with the index, for `share`'s files: one snapshot (up to
     /// the configured number of files), by compare-and-swap, retried against other writers.
@@ -106,12 +107,13 @@ mod engine_side {
         share: &Share<'_>,
     ) -> Result<TableCommit, String> {
         let mut outcome = TableCommit { table: table.to_owned(), ..TableCommit::default() };
+        let spent = || Err(format!("table {table}: the subrequests for table commits are spent; what is left stays pending"));
+        let spend = |n: usize| share.budget.set(share.budget.get().saturating_sub(n as u64));
         while outcome.attempts < config.attempts {
-            if share.budget.get() < attempt_subrequests(config) {
-                return Err(format!("table {table}: the subrequests for table commits are spent; what is left stays pending"));
+            if share.budget.get() < ATTEMPT_SUBREQUESTS {
+                return spent();
             }
             outcome.attempts += 1;
-            let spend = |n: usize| share.budget.set(share.budget.get().saturating_sub(n as u64));
             spend(2);
             let pointer: Option<LakeTable> = sql.query(index::LAKE_TABLE, &[text(table)]).await?.pop();
             let pending = pending(sql, table, config, share.run).await?;
@@ -128,8 +130,8 @@ mod engine_side {
             };
             let to_read = commit::manifests_to_read(&listed, &pending, config);
             spend(pointer.is_some() as usize * 2);
-            if share.budget.get() < to_read.len() as u64 + 6 {
-                return Err(format!("table {table}: the subrequests for table commits are spent; what is left stays pending"));
+            if share.budget.get() < to_read.len() as u64 + ATTEMPT_WRITES {
+                return spent();
             }
             spend(to_read.len());
             let manifests = read_manifests(blobs, config, &to_read).await?;

@@ -12,7 +12,7 @@ use rusqlite::params;
 use serde::de::DeserializeOwned;
 
 use super::commit::LakeConfig;
-use super::manifest::{self, DataFile, Entry, Status};
+use super::manifest::{self, DataFile, Entry, ManifestFile, Status};
 use super::metadata::{Retention, TableMetadata};
 use super::schema::Schema;
 use super::*;
@@ -79,6 +79,12 @@ impl World {
 
     fn metadata(&self) -> TableMetadata {
         block_on(load(&self.blobs, &self.pointer())).unwrap().metadata
+    }
+
+    /// The manifests the current snapshot's list names.
+    fn manifests(&self) -> Vec<ManifestFile> {
+        let list = self.metadata().current_snapshot().expect("a snapshot").manifest_list.clone();
+        manifest::read_manifest_list(&self.blobs.objects.borrow()[config().key(&list).unwrap()]).unwrap()
     }
 
     /// The live files' keys of a snapshot (None: the current one), sorted.
@@ -346,14 +352,24 @@ fn eight_compaction_runs_at_once_put_every_output_in_its_table_once_with_every_r
 fn a_table_commit_begins_only_within_its_subrequest_budget() {
     let w = World::new();
     w.record("c/a", "d1", 10, COLUMNS);
-    let budget = Cell::new(attempt_subrequests(&config()) - 1);
+    let budget = Cell::new(ATTEMPT_SUBREQUESTS - 1);
     let err = block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config(), &Share::new(None, &budget))).unwrap_err();
     assert!(err.contains("subrequests"), "{err}");
     assert_eq!(w.db.count("SELECT count(*) FROM compacted_files WHERE lake_snapshot IS NULL"), 1, "left pending");
-    let budget = Cell::new(attempt_subrequests(&config()));
+    let budget = Cell::new(ATTEMPT_SUBREQUESTS);
     let done = block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config(), &Share::new(None, &budget))).unwrap();
     assert_eq!(done.added, 1);
-    assert!(budget.get() < attempt_subrequests(&config()), "what it spent is counted");
+    assert!(budget.get() < ATTEMPT_SUBREQUESTS, "what it spent is counted");
+
+    // A removal reads the manifests that list the file: an attempt that finds it cannot
+    // afford them writes nothing.
+    w.consolidate(&["c/a"], "c/a2", "d1", 10);
+    let objects = w.blobs.objects.borrow().len();
+    let budget = Cell::new(ATTEMPT_SUBREQUESTS);
+    let err = block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config(), &Share::new(None, &budget))).unwrap_err();
+    assert!(err.contains("subrequests"), "{err}");
+    assert_eq!(w.blobs.objects.borrow().len(), objects, "nothing written");
+    assert_eq!(w.live(None), keys(&["c/a"]));
 }
 
 #[test]
@@ -370,8 +386,7 @@ fn manifests_are_merged_and_old_snapshots_expire_with_what_only_they_need() {
         w.clock.now.set(w.clock.now.get() + 60_000);
     }
     let metadata = w.metadata();
-    let list = &metadata.current_snapshot().unwrap().manifest_list;
-    let listed = manifest::read_manifest_list(&w.blobs.objects.borrow()[config.key(list).unwrap()]).unwrap();
+    let listed = w.manifests();
     assert!(listed.len() <= 4, "{} manifests after 30 commits", listed.len());
     assert_eq!(metadata.snapshots.len(), 5, "at most the configured count");
     assert_eq!(metadata.metadata_log.len(), 3);
@@ -391,6 +406,21 @@ fn manifests_are_merged_and_old_snapshots_expire_with_what_only_they_need() {
     assert_eq!(lists, 1, "only the current snapshot's manifest list is left: {objects:?}");
     assert_eq!(manifests, listed.len(), "only its manifests are left");
     assert_eq!(w.db.count("SELECT count(*) FROM lake_garbage"), 0);
+}
+
+#[test]
+fn a_consolidation_writes_one_manifest_however_many_small_ones_it_touches() {
+    let w = World::new();
+    for key in ["c/a", "c/b", "c/c"] {
+        w.record(key, "d1", 10, COLUMNS);
+        w.commit();
+    }
+    assert_eq!(w.manifests().len(), 3, "one manifest a commit, below the merge threshold");
+    w.consolidate(&["c/a", "c/b", "c/c"], "c/abc", "d1", 30);
+    let done = w.commit();
+    assert_eq!((done.added, done.removed), (1, 3));
+    assert_eq!(w.manifests().len(), 1, "the touched manifests and the new file's entry in one");
+    assert_eq!(w.live(None), keys(&["c/abc"]));
 }
 
 #[test]
