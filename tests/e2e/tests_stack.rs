@@ -2,7 +2,7 @@
 
 use reqwest::Method;
 
-use crate::support::{Test, TestResult, send, stack};
+use crate::support::{Test, TestResult, operator, send, stack};
 use crate::{ensure, ensure_eq};
 
 pub const TESTS: &[(&str, Test)] = &[
@@ -27,7 +27,13 @@ fn migration_files() -> Vec<String> {
 }
 
 fn health_sees_everything() -> TestResult {
+    // Without the operator secret: only that the Worker runs, nothing about what it reaches.
     let (status, body) = send(stack().http.get(format!("{}/health", stack().url)))?;
+    ensure_eq!(status, 200, "{body}");
+    ensure_eq!(body, serde_json::json!({ "ok": true }));
+    let (status, body) = send(stack().http.get(format!("{}/health", stack().url)).bearer_auth("not-the-secret"))?;
+    ensure_eq!(status, 403, "{body}");
+    let (status, body) = send(operator(Method::GET, "/health"))?;
     ensure_eq!(status, 200, "{body}");
     ensure_eq!(body["ok"], true);
     let checks = &body["checks"];
@@ -44,7 +50,7 @@ fn health_sees_everything() -> TestResult {
 
 fn api_prefix() -> TestResult {
     for path in ["/health", "/api/health"] {
-        let (status, body) = send(stack().http.get(format!("{}{path}", stack().url)))?;
+        let (status, body) = send(operator(Method::GET, path))?;
         ensure_eq!(status, 200, "{path}: {body}");
         ensure_eq!(body["service"], "fusou-upload", "{path}");
     }

@@ -104,6 +104,24 @@ pub async fn compact(ctx: &Ctx, message: &CompactionMessage) -> Result<(), Strin
     }
 }
 
+/// Which of `runs` an earlier invocation began reading for and never finished (see
+/// `index::INTERRUPTED_RUNS`). A failure to ask is logged and answers none: the order is a
+/// precaution, never a reason to hold a message.
+pub async fn interrupted_runs(ctx: &Ctx, runs: &[String]) -> std::collections::HashSet<String> {
+    let ids = serde_json::to_string(runs).unwrap_or_default();
+    let found = match ctx.db() {
+        Ok(db) => db.all::<index::RunId>(index::INTERRUPTED_RUNS, &[ids.into()]).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match found {
+        Ok(rows) => rows.into_iter().map(|r| r.run_id).collect(),
+        Err(e) => {
+            log::error("consumer.interrupted_runs_failed", json!({ "error": e }));
+            Default::default()
+        }
+    }
+}
+
 /// The dataset's summary in Supabase, from the index after a commit; a failure is logged.
 async fn update_catalog(ctx: &Ctx, db: &D1, message: &CompactionMessage) {
     let dataset = &message.dataset_id;

@@ -83,40 +83,71 @@ pub fn bearer_token(authorization: Option<&str>) -> Result<&str, AuthError> {
     if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
         return Err(AuthError::Missing);
     }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(AuthError::Invalid(format!("the token is {} bytes, more than {MAX_TOKEN_BYTES}", token.len())));
+    }
     Ok(token)
 }
 
+/// Longest bearer token read: Supabase access tokens are about 1 KB (more with large user
+/// metadata); nothing longer is parsed, verified or cached.
+pub const MAX_TOKEN_BYTES: usize = 8 << 10;
+
 /// Tokens that verified, until they expire: a client's two upload phases (and its next uploads)
 /// present one token, and its signature is verified once per isolate, not once per request.
-/// Bounded: when full, expired entries go, and if none has expired, all of them (a cache of
-/// at most `capacity` tokens is refilled by verifying, never wrong).
+/// Keyed by the token's SHA-256 (a token carries user metadata, and its length is the
+/// sender's choice) and bounded in bytes: when full, expired entries go, and if that is not
+/// enough, all of them (a cache is refilled by verifying, never wrong).
 ///
 /// A token stays accepted until its `exp` even if its key leaves the JWK set meanwhile, as it
 /// would for any verifier of stateless tokens; Supabase tokens live an hour by default.
 #[derive(Debug)]
 pub struct TokenCache {
-    capacity: usize,
-    verified: std::collections::HashMap<String, AuthenticatedUser>,
+    capacity_bytes: usize,
+    used_bytes: usize,
+    verified: std::collections::HashMap<[u8; 32], AuthenticatedUser>,
 }
 
+/// What one cached token costs besides its e-mail address: its digest, the user and the map's
+/// own slot.
+const CACHED_TOKEN_BYTES: usize = 128;
+
 impl TokenCache {
-    pub fn new(capacity: usize) -> Self {
-        Self { capacity, verified: std::collections::HashMap::new() }
+    pub fn new(capacity_bytes: usize) -> Self {
+        Self { capacity_bytes, used_bytes: 0, verified: std::collections::HashMap::new() }
+    }
+
+    fn key(token: &str) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(token.as_bytes()).into()
+    }
+
+    fn cost(user: &AuthenticatedUser) -> usize {
+        CACHED_TOKEN_BYTES + user.email.as_ref().map_or(0, String::len)
     }
 
     /// The user of a token that verified before and has not expired at `now`.
     pub fn get(&self, token: &str, now: u64) -> Option<&AuthenticatedUser> {
-        self.verified.get(token).filter(|user| user.expires_at > now)
+        self.verified.get(&Self::key(token)).filter(|user| user.expires_at > now)
     }
 
     pub fn insert(&mut self, token: &str, user: AuthenticatedUser, now: u64) {
-        if self.verified.len() >= self.capacity {
+        let cost = Self::cost(&user);
+        if cost > self.capacity_bytes {
+            return;
+        }
+        if self.used_bytes + cost > self.capacity_bytes {
             self.verified.retain(|_, user| user.expires_at > now);
-            if self.verified.len() >= self.capacity {
+            self.used_bytes = self.verified.values().map(Self::cost).sum();
+            if self.used_bytes + cost > self.capacity_bytes {
                 self.verified.clear();
+                self.used_bytes = 0;
             }
         }
-        self.verified.insert(token.to_owned(), user);
+        if let Some(old) = self.verified.insert(Self::key(token), user) {
+            self.used_bytes -= Self::cost(&old);
+        }
+        self.used_bytes += cost;
     }
 
     pub fn len(&self) -> usize {
@@ -125,6 +156,11 @@ impl TokenCache {
 
     pub fn is_empty(&self) -> bool {
         self.verified.is_empty()
+    }
+
+    /// Bytes the cache accounts for (at most its capacity).
+    pub fn used_bytes(&self) -> usize {
+        self.used_bytes
     }
 }
 

@@ -6,11 +6,16 @@
 //! `table_offsets` lists them (in any order). The fragment as a whole is not a Parquet file.
 
 use bytes::Bytes;
-use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataOptions, ParquetMetaDataReader};
+use parquet::file::metadata::{ParquetMetaDataOptions, ParquetMetaDataReader, ParquetStatisticsPolicy};
 use parquet::schema::types::SchemaDescPtr;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::ids::TableName;
+
+pub mod guard;
+mod thrift;
+
+pub use guard::Limits;
 
 /// The magic bytes that open and close every Parquet file.
 pub const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
@@ -136,36 +141,42 @@ pub fn validate_offsets(offsets: &[TableOffset], fragment_size: u64) -> Result<(
     Ok(())
 }
 
-/// A segment that is a readable Parquet file.
-#[derive(Debug, Clone)]
+/// A segment that passed the guard: what the upload keeps of it (its footer is dropped at once,
+/// so that a request holds one decoded footer at a time).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentInfo {
     pub table_name: TableName,
     pub num_rows: u64,
-    pub metadata: ParquetMetaData,
+    /// Its columns' names, in order.
+    pub columns: Vec<String>,
 }
 
-/// Checks that `segment` is a standalone Parquet file: the magic at both ends and a footer
-/// that parses. Reads only the footer; data pages are not decoded.
+/// Checks that `segment` is a standalone Parquet file within the guard's default [`Limits`]:
+/// magic at both ends, a footer that walks and parses, pages whose headers check. Reads the
+/// footer (without statistics) and page headers only; no page is decoded.
 pub fn inspect_segment(offset: &TableOffset, segment: Bytes) -> Result<SegmentInfo, FragmentError> {
-    inspect_segment_with(offset, segment, None)
+    inspect_segment_within(offset, &segment, &Limits::default())
 }
 
-/// [`inspect_segment`] with footer-decoding options (to skip statistics, say).
-pub fn inspect_segment_with(
-    offset: &TableOffset,
-    segment: Bytes,
-    options: Option<ParquetMetaDataOptions>,
-) -> Result<SegmentInfo, FragmentError> {
-    let footer = segment_footer(offset, &segment)?;
-    let metadata = ParquetMetaDataReader::decode_metadata_with_options(footer, options.as_ref())
-        .map_err(|e| not_parquet(offset, format!("its footer does not parse: {e}")))?;
-    let num_rows = metadata.file_metadata().num_rows().max(0) as u64;
+/// [`inspect_segment`] within `limits`.
+pub fn inspect_segment_within(offset: &TableOffset, segment: &[u8], limits: &Limits) -> Result<SegmentInfo, FragmentError> {
+    let metadata = guard::check_segment(segment, limits).map_err(|reason| not_parquet(offset, reason))?;
+    let num_rows = metadata.file_metadata().num_rows() as u64;
     if let Some(declared) = offset.num_rows
         && declared != num_rows
     {
         return Err(FragmentError::RowCount { table: offset.table_name.to_string(), declared, actual: num_rows });
     }
-    Ok(SegmentInfo { table_name: offset.table_name.clone(), num_rows, metadata })
+    let columns = metadata.file_metadata().schema_descr().columns().iter().map(|c| c.name().to_owned()).collect();
+    Ok(SegmentInfo { table_name: offset.table_name.clone(), num_rows, columns })
+}
+
+/// Footer decoding that skips what nothing here reads: column, encoding and size statistics.
+pub fn lean_footer() -> ParquetMetaDataOptions {
+    ParquetMetaDataOptions::new()
+        .with_column_stats_policy(ParquetStatisticsPolicy::SkipAll)
+        .with_encoding_stats_policy(ParquetStatisticsPolicy::SkipAll)
+        .with_size_stats_policy(ParquetStatisticsPolicy::SkipAll)
 }
 
 /// The schema an encoded footer holds, decoded alone (the rest of the footer, row groups and
@@ -206,9 +217,11 @@ pub fn segment_footer<'a>(offset: &TableOffset, segment: &'a [u8]) -> Result<&'a
     Ok(&segment[end - len..end])
 }
 
-/// Inspects every declared segment of a whole fragment (offsets already validated).
+/// Inspects every declared segment of a whole fragment (offsets already validated), one at a
+/// time.
 pub fn inspect_fragment(offsets: &[TableOffset], fragment: &Bytes) -> Result<Vec<SegmentInfo>, FragmentError> {
-    offsets.iter().map(|o| inspect_segment(o, fragment.slice(o.start_byte as usize..o.end() as usize))).collect()
+    let limits = Limits::default();
+    offsets.iter().map(|o| inspect_segment_within(o, &fragment[o.start_byte as usize..o.end() as usize], &limits)).collect()
 }
 
 #[cfg(test)]

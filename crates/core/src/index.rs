@@ -366,6 +366,10 @@ statements! {
          VALUES (?1, ?2, 1, ?3) ON CONFLICT (run_id) DO UPDATE SET invocations = invocations + 1, updated_at = ?3 \
          RETURNING invocations";
 
+    /// Of the runs whose ids `?1` lists (a JSON array), those an invocation began reading for and
+    /// never finished: it may have trapped on their bytes. Answers [`RunId`]s.
+    INTERRUPTED_RUNS = "SELECT run_id FROM compaction_runs WHERE invocations > 0 AND run_id IN (SELECT value FROM json_each(?1))";
+
     /// Takes back the count of an invocation of run `?1` that failed cleanly on I/O.
     UNCOUNT_INVOCATION = "UPDATE compaction_runs SET invocations = invocations - 1 WHERE run_id = ?1 AND invocations > 0";
 
@@ -424,6 +428,21 @@ pub fn stage_outputs(keys: &[String], dataset: &DatasetId, run_id: &str, now_ms:
 pub struct LeaseTaken {
     pub lease_epoch: i64,
     pub owner_id: String,
+}
+
+/// A compacted file the shared tables refused (`refused`) or took without some of its columns
+/// (`note`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LakeLeftOut {
+    pub key: String,
+    pub table_name: String,
+    pub refused: Option<String>,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RunId {
+    pub run_id: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -644,6 +663,17 @@ statements! {
     LAKE_MARK_REMOVED = "UPDATE compacted_files SET lake_removed_seq = ?3 \
          WHERE table_name = ?1 AND lake_removed_seq IS NULL AND key IN ({keys}) \
          AND (SELECT metadata_key FROM lake_tables WHERE name = ?1) = ?2";
+
+    /// File `?3` of table `?1` is in the table without some of its columns (`?4` which and
+    /// why), if the pointer names `?2`.
+    LAKE_MARK_NOTED = "UPDATE compacted_files SET lake_note = ?4 \
+         WHERE table_name = ?1 AND key = ?3 AND (SELECT metadata_key FROM lake_tables WHERE name = ?1) = ?2";
+
+    /// Dataset `?1`'s compacted files that the shared tables refused or took without some of
+    /// their columns, newest first, at most `?2`: [`LakeLeftOut`] rows for the status route.
+    LAKE_LEFT_OUT = "SELECT key, table_name, lake_refused AS refused, lake_note AS note FROM compacted_files \
+         WHERE dataset_id = ?1 AND retired_at IS NULL AND (lake_refused IS NOT NULL OR lake_note IS NOT NULL) \
+         ORDER BY created_at DESC, key LIMIT ?2";
 
     /// File `?3` of table `?1` is refused by the table (`?4` why), decided on the metadata the
     /// pointer names, `?2` (NULL: no table yet).

@@ -106,15 +106,27 @@ pub fn respond(route: &str, outcome: std::result::Result<Response, ApiError>) ->
     match outcome {
         Ok(response) => Ok(response),
         Err(e) => {
-            let fields = json!({ "route": route, "status": e.status, "error": e.message });
-            // Refusals are info: the caller's doing, not the service's.
+            // Refusals are info: the caller's doing, not the service's. A failure's cause (a
+            // D1 or R2 error's text, a configuration) goes to the log only, under an incident
+            // id the answer names.
             if e.status >= 500 {
-                fusou_edge::log::error("request.failed", fields);
+                let incident = uuid::Uuid::new_v4().simple().to_string();
+                let answer = public_failure(e.status, &incident);
+                fusou_edge::log::error("request.failed", json!({ "route": route, "status": e.status, "error": e.message, "incident": incident }));
+                error(e.status, &answer)
             } else {
-                fusou_edge::log::info("request.refused", fields);
+                fusou_edge::log::info("request.refused", json!({ "route": route, "status": e.status, "error": e.message }));
+                error(e.status, &e.message)
             }
-            error(e.status, &e.message)
         }
+    }
+}
+
+/// What a failure's answer says: never its cause, which may quote the platform's errors.
+pub fn public_failure(status: u16, incident: &str) -> String {
+    match status {
+        503 => format!("a service this one depends on did not answer in time; try again later (incident {incident})"),
+        _ => format!("internal error (incident {incident}); the service logged its cause"),
     }
 }
 

@@ -31,7 +31,18 @@ fn lake_objects_answer_one_byte_range() {
     assert!(matches!(byte_range("bytes=0-99"), Some(Range::OffsetWithLength { offset: 0, length: 100 })));
     assert!(matches!(byte_range("bytes=100-"), Some(Range::OffsetToEnd { offset: 100 })));
     assert!(matches!(byte_range("bytes=-8"), Some(Range::Suffix { suffix: 8 })));
-    for refused in ["bytes=9-3", "bytes=-0", "items=0-1", "bytes=a-b", "bytes=0-1,5-9"] {
+    // Positions past 2^53 - 1 (JavaScript's exact integers), and sums that would overflow.
+    for refused in [
+        "bytes=9-3",
+        "bytes=-0",
+        "items=0-1",
+        "bytes=a-b",
+        "bytes=0-1,5-9",
+        "bytes=0-18446744073709551615",
+        "bytes=9007199254740992-",
+        "bytes=-9007199254740992",
+        "bytes=0-99999999999999999999",
+    ] {
         assert!(byte_range(refused).is_none(), "{refused}");
     }
     assert_eq!(resolved(&Range::Suffix { suffix: 8 }, 100), (92, 8));

@@ -179,7 +179,9 @@ fn verified_tokens_are_kept_until_they_expire_and_the_cache_stays_bounded() {
     let token = key.sign(&claims()).unwrap();
     let user = verify_user_token(&token, &config, NOW).unwrap();
     assert_eq!(user.expires_at, NOW + 3600);
-    let mut cache = TokenCache::new(2);
+    // Room for two entries of this user.
+    let entry = 128 + user.email.as_ref().map_or(0, String::len);
+    let mut cache = TokenCache::new(2 * entry);
     assert!(cache.get(&token, NOW).is_none());
     cache.insert(&token, user.clone(), NOW);
     assert_eq!(cache.get(&token, NOW), Some(&user));
@@ -195,6 +197,16 @@ fn verified_tokens_are_kept_until_they_expire_and_the_cache_stays_bounded() {
     cache.insert("fourth", user.clone(), NOW + 20);
     assert_eq!(cache.len(), 1);
     assert!(cache.get("fourth", NOW + 20).is_some());
+    assert_eq!(cache.used_bytes(), entry);
+
+    // Bounded in bytes, not in entries: a user with a long address takes its room, and one that
+    // could never fit is not kept at all.
+    let long = AuthenticatedUser { email: Some("x".repeat(entry)), ..user.clone() };
+    cache.insert("fifth", long.clone(), NOW + 20);
+    assert!(cache.get("fifth", NOW + 20).is_some() && cache.get("fourth", NOW + 20).is_none());
+    assert!(cache.used_bytes() <= 2 * entry);
+    cache.insert("huge", AuthenticatedUser { email: Some("x".repeat(4 * entry)), ..user }, NOW + 20);
+    assert!(cache.get("huge", NOW + 20).is_none() && cache.used_bytes() <= 2 * entry);
 }
 
 #[test]
@@ -204,6 +216,11 @@ fn bearer_headers() {
     for bad in [None, Some(""), Some("Basic abc"), Some("Bearer"), Some("Bearer  ")] {
         assert_eq!(bearer_token(bad), Err(AuthError::Missing), "{bad:?}");
     }
+    // Tokens over 8 KiB are refused before anything reads them.
+    let long = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
+    assert!(matches!(bearer_token(Some(&long)), Err(AuthError::Invalid(_))));
+    let fits = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES));
+    assert!(bearer_token(Some(&fits)).is_ok());
 }
 
 #[test]

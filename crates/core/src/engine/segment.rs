@@ -110,7 +110,7 @@ impl Scan {
         }
         for offset in &input.offsets {
             let bytes = input.bytes.slice(offset.start_byte as usize..offset.end() as usize);
-            match self.describe(offset, bytes) {
+            match self.describe(offset, bytes, input.compacted.is_some()) {
                 Ok((schema, rows)) => {
                     let table = self.intern_table(&offset.table_name);
                     self.segments.push(SegmentDesc {
@@ -127,16 +127,20 @@ impl Scan {
         }
     }
 
-    fn describe(&mut self, offset: &TableOffset, bytes: Bytes) -> Result<(u16, u32), String> {
+    fn describe(&mut self, offset: &TableOffset, bytes: Bytes, compacted: bool) -> Result<(u16, u32), String> {
         if offset.byte_length > u32::MAX as u64 {
             return Err(format!("segment {} is larger than 4 GiB", offset.table_name));
         }
         let footer = fragment::segment_footer(offset, &bytes).map_err(|e| e.to_string())?;
-        // A row count the upload verified saves decoding the footer's row groups; the merge
-        // decodes them anyway, and quarantines a segment whose rows differ.
-        let rows = match offset.num_rows {
-            Some(rows) => rows,
-            None => fragment::inspect_segment_with(offset, bytes.clone(), Some(footer_options(None))).map_err(|e| e.to_string())?.num_rows,
+        // An uploaded segment passes the guard again, whatever the upload checked (it may have
+        // been uploaded before a check existed): nothing of it is decoded otherwise. A compacted
+        // file is this engine's own output.
+        let rows = if compacted {
+            let footer = parquet::file::metadata::ParquetMetaDataReader::decode_metadata_with_options(footer, Some(&fragment::lean_footer()))
+                .map_err(|e| format!("compacted file {}: its footer does not parse: {e}", offset.table_name))?;
+            footer.file_metadata().num_rows().max(0) as u64
+        } else {
+            fragment::inspect_segment(offset, bytes.clone()).map_err(|e| e.to_string())?.num_rows
         };
         let rows = u32::try_from(rows).map_err(|_| format!("segment {} has too many rows", offset.table_name))?;
         // A footer that begins with the bytes of its table's last schema has that schema.

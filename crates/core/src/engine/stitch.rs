@@ -18,6 +18,7 @@ use super::segment::footer_options;
 /// Segment `k`'s bytes lie at offsets `k << 32` onwards of the stitched file: segments are
 /// smaller than 4 GiB (see [`super::segment::SegmentDesc::len`]).
 const SEGMENT_SHIFT: u32 = 32;
+const SEGMENT_LIMIT: i64 = 1 << SEGMENT_SHIFT;
 
 /// The segments as one file, for the reader: each offset names a segment and a place in it.
 struct Stitched(Vec<Bytes>);
@@ -50,10 +51,11 @@ impl ChunkReader for Stitched {
 
     fn get_bytes(&self, start: u64, length: usize) -> Result<Bytes> {
         let (segment, local) = self.locate(start)?;
-        if local + length > segment.len() {
-            return Err(ParquetError::EOF(format!("{length} bytes at {local} are past a segment of {} bytes", segment.len())));
+        // Checked: on wasm32 a declared length near 4 GiB would wrap the sum.
+        match local.checked_add(length) {
+            Some(end) if end <= segment.len() => Ok(segment.slice(local..end)),
+            _ => Err(ParquetError::EOF(format!("{length} bytes at {local} are past a segment of {} bytes", segment.len()))),
         }
-        Ok(segment.slice(local..local + length))
     }
 }
 
@@ -67,7 +69,7 @@ pub fn read_together(segments: Vec<Bytes>, schema: &SchemaDescPtr, batch_rows: u
         // footers would make memory grow with the input.
         let footer =
             ParquetMetaDataReader::new().with_metadata_options(Some(footer_options(Some(schema.clone())))).parse_and_finish(bytes)?;
-        let base = (k as i64) << SEGMENT_SHIFT;
+        let base = i64::try_from(k).ok().and_then(|k| k.checked_mul(SEGMENT_LIMIT)).ok_or_else(|| ParquetError::General("too many segments".into()))?;
         for group in footer.row_groups() {
             row_groups.push(shifted(group, base)?);
         }
@@ -80,16 +82,21 @@ pub fn read_together(segments: Vec<Bytes>, schema: &SchemaDescPtr, batch_rows: u
     reader.map(|batch| batch.map_err(ParquetError::from)).collect()
 }
 
-/// `group` with its column chunks moved by `base` bytes.
+/// `group` with its column chunks moved by `base` bytes. Offsets come from the segment's
+/// footer: each must lie inside the segment, or the sum could reach another segment or wrap.
 fn shifted(group: &RowGroupMetaData, base: i64) -> Result<RowGroupMetaData> {
+    let shift = |offset: i64| match offset {
+        0..SEGMENT_LIMIT => Ok(base + offset),
+        _ => Err(ParquetError::General(format!("a column chunk offset {offset} lies outside its segment"))),
+    };
     let columns = group
         .columns()
         .iter()
         .map(|c| {
             c.clone()
                 .into_builder()
-                .set_data_page_offset(base + c.data_page_offset())
-                .set_dictionary_page_offset(c.dictionary_page_offset().map(|o| base + o))
+                .set_data_page_offset(shift(c.data_page_offset())?)
+                .set_dictionary_page_offset(c.dictionary_page_offset().map(shift).transpose()?)
                 .set_index_page_offset(None)
                 .set_offset_index_offset(None)
                 .set_column_index_offset(None)
@@ -97,5 +104,5 @@ fn shifted(group: &RowGroupMetaData, base: i64) -> Result<RowGroupMetaData> {
                 .build()
         })
         .collect::<Result<Vec<_>>>()?;
-    group.clone().into_builder().set_column_metadata(columns).set_file_offset(base + group.file_offset().unwrap_or(0)).build()
+    group.clone().into_builder().set_column_metadata(columns).set_file_offset(base + group.file_offset().unwrap_or(0).clamp(0, SEGMENT_LIMIT - 1)).build()
 }

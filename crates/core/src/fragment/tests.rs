@@ -71,7 +71,7 @@ fn a_generated_fragment_is_32_readable_segments_in_any_order() {
     for (info, seg) in infos.iter().zip(&f.segments) {
         assert_eq!(info.table_name, seg.table);
         assert_eq!(info.num_rows, seg.batch.num_rows() as u64);
-        let names: Vec<&str> = info.metadata.file_metadata().schema_descr().columns().iter().map(|c| c.name()).collect();
+        let names: Vec<&str> = info.columns.iter().map(String::as_str).collect();
         let schema = seg.batch.schema();
         let expected: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(names, expected);

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::manifest::{self, DataFile, Entry, ManifestFile, Status};
 use super::metadata::{Expired, Retention, Snapshot, TableMetadata};
+use super::contract::Contract;
 use super::schema::{self, Column};
 use crate::index::LakePending;
 
@@ -150,9 +151,29 @@ pub struct Prepared {
     pub added: Vec<String>,
     pub removed: Vec<String>,
     pub refused: Vec<(String, String)>,
+    /// Added files some of whose columns the table leaves out, and why.
+    pub noted: Vec<(String, String)>,
     /// Objects no snapshot will need once every kept snapshot's sequence number is at least
     /// the number given (0: at once).
     pub garbage: Vec<(String, i64)>,
+}
+
+impl Prepared {
+    /// A commit that only records refusals: no object, no snapshot, the pointer unchanged.
+    fn nothing(current: Option<&Current>, metadata: &TableMetadata, refused: Vec<(String, String)>) -> Self {
+        Prepared {
+            metadata: metadata.clone(),
+            metadata_key: current.map(|c| c.key.clone()).unwrap_or_default(),
+            version: current.map_or(0, |c| c.version),
+            objects: Vec::new(),
+            snapshot: None,
+            added: Vec::new(),
+            removed: Vec::new(),
+            refused,
+            noted: Vec::new(),
+            garbage: Vec::new(),
+        }
+    }
 }
 
 /// Plans the commit of `pending` on `current` (None: the table's first commit). `manifests` are
@@ -176,16 +197,30 @@ pub fn prepare(
     let snapshot_id = attempt.snapshot_id;
     let version = current.map_or(1, |c| c.version + 1);
 
-    // Every added file's columns are admitted to the schema, or the file is refused.
-    let (mut accepted, mut refused) = (Vec::new(), Vec::new());
+    // The table is the contract's, or none: files of a table outside it are refused, and no
+    // table is made for them.
+    let (mut accepted, mut refused, mut noted) = (Vec::new(), Vec::new(), Vec::new());
+    let Some(contract) = Contract::client().table(table) else {
+        let reason = format!("table {table} is outside the client's contract; its files stay in their datasets");
+        refused.extend(pending.adds.iter().map(|a| (a.key.clone(), reason.clone())));
+        return Ok(Prepared::nothing(current, &metadata, refused));
+    };
+    // The schema holds the contract's columns (a changed contract evolves it here), and every
+    // added file's columns are admitted to it, or the file is refused.
+    if let Some(conformed) = schema::conform(metadata.current_schema(), metadata.last_column_id, contract)? {
+        metadata.add_schema(conformed);
+    }
     for add in &pending.adds {
         let columns: Result<Vec<Column>, String> = match &add.columns {
             Some(json) => serde_json::from_str(json).map_err(|e| format!("its recorded columns do not decode: {e}")),
             None => Err("no columns were recorded for it".into()),
         };
-        match columns.and_then(|c| schema::admit(metadata.current_schema(), metadata.last_column_id, &c)) {
-            Ok(evolved) => {
-                if let Some(s) = evolved {
+        match columns.and_then(|c| schema::admit(metadata.current_schema(), &c, contract)) {
+            Ok(admission) => {
+                if let Some(note) = admission.note() {
+                    noted.push((add.key.clone(), note));
+                }
+                if let Some(s) = admission.schema {
                     metadata.add_schema(s);
                 }
                 accepted.push(add);
@@ -195,18 +230,7 @@ pub fn prepare(
     }
     let removed: Vec<String> = pending.removes.iter().map(|r| r.key.clone()).collect();
     if accepted.is_empty() && removed.is_empty() {
-        let metadata_key = current.map(|c| c.key.clone()).unwrap_or_default();
-        return Ok(Prepared {
-            metadata,
-            metadata_key,
-            version: current.map_or(0, |c| c.version),
-            objects: Vec::new(),
-            snapshot: None,
-            added: Vec::new(),
-            removed,
-            refused,
-            garbage: Vec::new(),
-        });
+        return Ok(Prepared::nothing(current, &metadata, refused));
     }
 
     let (mut objects, mut garbage, mut list) = (Vec::new(), Vec::new(), Vec::new());
@@ -346,6 +370,7 @@ pub fn prepare(
         added: accepted.iter().map(|a| a.key.clone()).collect(),
         removed,
         refused,
+        noted,
         garbage,
     })
 }

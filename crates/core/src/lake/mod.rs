@@ -27,6 +27,8 @@ pub mod catalog;
 #[cfg(feature = "engine")]
 pub mod commit;
 #[cfg(feature = "engine")]
+pub mod contract;
+#[cfg(feature = "engine")]
 pub mod manifest;
 #[cfg(feature = "engine")]
 pub mod metadata;
@@ -257,6 +259,9 @@ mod engine_side {
             let fence = |third: SqlValue| [text(table), text(&prepared.metadata_key), third];
             statements.extend(keyed(index::LAKE_MARK_ADDED, &fence(SqlValue::Int(snapshot.snapshot_id)), &prepared.added));
             statements.extend(keyed(index::LAKE_MARK_REMOVED, &fence(SqlValue::Int(snapshot.sequence_number)), &prepared.removed));
+            for (key, why) in &prepared.noted {
+                statements.push(Statement::new(index::LAKE_MARK_NOTED, [&fence(text(key))[..], &[text(why)]].concat()));
+            }
             for (key, free_at) in &prepared.garbage {
                 let params = [text(table), text(&prepared.metadata_key), text(key), SqlValue::Int(*free_at), text(now)];
                 statements.push(Statement::new(index::LAKE_GARBAGE, params.to_vec()));
@@ -351,6 +356,7 @@ mod engine_side {
             added: Vec::new(),
             removed: Vec::new(),
             refused: Vec::new(),
+            noted: Vec::new(),
             metadata,
         };
         let changes = sql.batch(&swap(&pointer.name, Some(&current), &prepared, &iso(now as u64))).await?;

@@ -74,12 +74,63 @@ impl Schema {
     }
 }
 
-/// The schema that admits a file of `columns`: `schema` itself, or a new version of it with the
-/// file's new columns appended as new fields (ids after `last_column_id`) and a field widened
-/// where Iceberg allows (int to long, float to double). A column whose type the table cannot
-/// take is a clash, refused with the reason: the file is left out of the table, never read
-/// under a wrong type.
-pub fn admit(schema: &Schema, last_column_id: i32, columns: &[Column]) -> Result<Option<Schema>, String> {
+/// What admitting a file to a governed table decided.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Admission {
+    /// A new schema version, when the file widens a field (Iceberg's promotions).
+    pub schema: Option<Schema>,
+    /// The file's columns outside the contract: they stay in the file, unread by the table.
+    pub outside: Vec<String>,
+}
+
+impl Admission {
+    /// Why some of the file's columns are not in the table, if any are not.
+    pub fn note(&self) -> Option<String> {
+        (!self.outside.is_empty()).then(|| format!("columns outside the client's contract, left out of the table: {}", self.outside.join(", ")))
+    }
+}
+
+/// Admits a file of `columns` to a table governed by `contract` (its columns, see
+/// [`super::contract`]) whose schema, `schema`, already holds every contract column
+/// ([`conform`]). A contract column of the table's type, or of one that reads as it, is taken;
+/// one of a wider type the table can be promoted to widens the field (int to long, float to
+/// double), the only way a file changes the schema; any other type is a clash, refused with the
+/// reason (the file is left out of the table, never read under a wrong type). Columns outside
+/// the contract are listed, not added.
+pub fn admit(schema: &Schema, columns: &[Column], contract: &[Column]) -> Result<Admission, String> {
+    let mut next = schema.clone();
+    let mut outside = Vec::new();
+    for column in columns {
+        if !contract.iter().any(|c| c.name == column.name) {
+            outside.push(column.name.clone());
+            continue;
+        }
+        let field = next.fields.iter_mut().find(|f| f.name == column.name).ok_or_else(|| format!("the table lacks contract column {}", column.name))?;
+        if field.kind == column.kind || reads_as(&column.kind, &field.kind) {
+            continue;
+        }
+        if reads_as(&field.kind, &column.kind) {
+            field.kind = column.kind.clone();
+            continue;
+        }
+        return Err(format!("column {} is {} in the table and {} in this file", column.name, field.kind, column.kind));
+    }
+    let schema = (next.fields != schema.fields).then(|| Schema { schema_id: schema.schema_id + 1, ..next });
+    Ok(Admission { schema, outside })
+}
+
+/// The schema of a table governed by `contract`: `schema` with the contract's columns it lacks
+/// appended as new fields (a new version), or `None` when it has them all. Run on every commit,
+/// so that a change of the contract reaches each table with its next commit.
+pub fn conform(schema: &Schema, last_column_id: i32, contract: &[Column]) -> Result<Option<Schema>, String> {
+    evolve(schema, last_column_id, contract)
+}
+
+/// The schema that holds `columns`: `schema` itself, or a new version of it with the new
+/// columns appended as new fields (ids after `last_column_id`) and a field widened where
+/// Iceberg allows (int to long, float to double). A column whose type the table cannot take is
+/// a clash, refused with the reason.
+fn evolve(schema: &Schema, last_column_id: i32, columns: &[Column]) -> Result<Option<Schema>, String> {
     let mut next = schema.clone();
     let mut last = last_column_id;
     for column in columns {
@@ -160,18 +211,18 @@ mod tests {
 
     #[test]
     fn new_columns_become_new_fields_of_a_new_schema_and_ids_are_kept() {
-        let first = admit(&Schema::initial(), 2, &cols(&[("uuid", "string"), ("index", "int")])).unwrap().unwrap();
+        let first = evolve(&Schema::initial(), 2, &cols(&[("uuid", "string"), ("index", "int")])).unwrap().unwrap();
         assert_eq!(first.schema_id, 1);
         assert_eq!(
             first.fields.iter().map(|f| (f.id, f.name.as_str())).collect::<Vec<_>>(),
             [(1, "period_tag"), (2, "dataset_id"), (3, "uuid"), (4, "index")]
         );
         // The same columns in another order, or fewer of them: the schema stands.
-        assert_eq!(admit(&first, 4, &cols(&[("index", "int"), ("uuid", "string")])).unwrap(), None);
-        assert_eq!(admit(&first, 4, &cols(&[("uuid", "string")])).unwrap(), None);
+        assert_eq!(evolve(&first, 4, &cols(&[("index", "int"), ("uuid", "string")])).unwrap(), None);
+        assert_eq!(evolve(&first, 4, &cols(&[("uuid", "string")])).unwrap(), None);
         // A new column: a new version, the old ids unchanged, the new one after the last ever
         // assigned (here 9: ids of dropped columns are never reused).
-        let second = admit(&first, 9, &cols(&[("uuid", "string"), ("timestamp", "long")])).unwrap().unwrap();
+        let second = evolve(&first, 9, &cols(&[("uuid", "string"), ("timestamp", "long")])).unwrap().unwrap();
         assert_eq!(second.schema_id, 2);
         assert_eq!(second.field("uuid").unwrap().id, 3);
         assert_eq!(second.field("timestamp").unwrap().id, 10);
@@ -180,15 +231,37 @@ mod tests {
 
     #[test]
     fn types_widen_where_iceberg_promotes_and_clashes_are_refused() {
-        let table = admit(&Schema::initial(), 2, &cols(&[("n", "int"), ("x", "float"), ("s", "string")])).unwrap().unwrap();
+        let table = evolve(&Schema::initial(), 2, &cols(&[("n", "int"), ("x", "float"), ("s", "string")])).unwrap().unwrap();
         // Narrower files read as the table's type.
-        let wide = admit(&table, 5, &cols(&[("n", "long")])).unwrap().unwrap();
+        let wide = evolve(&table, 5, &cols(&[("n", "long")])).unwrap().unwrap();
         assert_eq!(wide.field("n").unwrap().kind, "long");
-        assert_eq!(admit(&wide, 5, &cols(&[("n", "int")])).unwrap(), None);
-        let err = admit(&table, 5, &cols(&[("s", "int")])).unwrap_err();
+        assert_eq!(evolve(&wide, 5, &cols(&[("n", "int")])).unwrap(), None);
+        let err = evolve(&table, 5, &cols(&[("s", "int")])).unwrap_err();
         assert_eq!(err, "column s is string in the table and int in this file");
-        assert!(admit(&table, 5, &cols(&[("period_tag", "string")])).is_err());
-        assert!(admit(&table, 5, &cols(&[("d", "unsupported(Decimal128(10, 2))")])).is_err());
+        assert!(evolve(&table, 5, &cols(&[("period_tag", "string")])).is_err());
+        assert!(evolve(&table, 5, &cols(&[("d", "unsupported(Decimal128(10, 2))")])).is_err());
+    }
+
+    #[test]
+    fn a_governed_table_takes_only_the_contracts_columns_and_types() {
+        let contract = cols(&[("uuid", "string"), ("n", "int"), ("x", "float")]);
+        let table = conform(&Schema::initial(), 2, &contract).unwrap().unwrap();
+        assert_eq!(conform(&table, 5, &contract).unwrap(), None, "conformed once, then stable");
+        // Columns outside the contract are listed, never added; the schema stands.
+        let a = admit(&table, &cols(&[("uuid", "string"), ("junk", "string"), ("n", "int")]), &contract).unwrap();
+        assert_eq!((a.schema.clone(), a.outside.clone()), (None, vec!["junk".to_owned()]));
+        assert!(a.note().unwrap().contains("junk"));
+        // The first writer of a column does not fix its type: the contract did.
+        assert_eq!(admit(&table, &cols(&[("n", "string")]), &contract).unwrap_err(), "column n is int in the table and string in this file");
+        // Iceberg's promotions still widen a type.
+        let wide = admit(&table, &cols(&[("n", "long")]), &contract).unwrap().schema.unwrap();
+        assert_eq!((wide.schema_id, wide.field("n").unwrap().kind.as_str()), (table.schema_id + 1, "long"));
+        // A new contract column reaches the table by conform, not by a file.
+        let mut newer = contract.clone();
+        newer.push(Column { name: "added".into(), kind: "long".into() });
+        assert!(admit(&table, &cols(&[("added", "long")]), &contract).unwrap().outside == ["added"]);
+        let evolved = conform(&table, 5, &newer).unwrap().unwrap();
+        assert_eq!(evolved.field("added").unwrap().id, 6);
     }
 
     #[test]

@@ -42,15 +42,19 @@ impl World {
         w
     }
 
-    /// A compacted file as a run's commit records it.
+    /// A compacted file of the table as a run's commit records it.
     fn record(&self, key: &str, dataset: &str, rows: i64, columns: &str) {
+        self.record_in(TABLE, key, dataset, rows, columns);
+    }
+
+    fn record_in(&self, table: &str, key: &str, dataset: &str, rows: i64, columns: &str) {
         self.db.with(|c| {
             c.execute("INSERT OR IGNORE INTO datasets (id, owner_id, created_at, updated_at) VALUES (?1, 'o', 't', 't')", params![dataset])
                 .unwrap();
             c.execute(
                 "INSERT INTO compacted_files (key, dataset_id, period_tag, table_name, run_id, schema_fingerprint, row_count, size, \
                  source_segments, created_at, columns) VALUES (?1, ?2, '2025-11-05', ?3, 'run', 'fp', ?4, ?5, 1, ?6, ?7)",
-                params![key, dataset, TABLE, rows, rows * 100, format!("t{key}"), columns],
+                params![key, dataset, table, rows, rows * 100, format!("t{key}"), columns],
             )
             .unwrap();
         });
@@ -177,7 +181,9 @@ fn the_metadata_has_every_field_format_v2_requires() {
     let spec = &json["partition-specs"][0]["fields"];
     assert_eq!((spec[0]["name"].as_str(), spec[0]["transform"].as_str()), (Some("period_tag"), Some("identity")));
     let mapping: serde_json::Value = serde_json::from_str(json["properties"]["schema.name-mapping.default"].as_str().unwrap()).unwrap();
-    assert_eq!(mapping[2], serde_json::json!({ "field-id": 3, "names": ["uuid"] }));
+    // The fields are the contract's columns, in its order, after the two partition columns.
+    assert_eq!(mapping[2], serde_json::json!({ "field-id": 3, "names": ["env_uuid"] }));
+    assert_eq!(mapping.as_array().unwrap().len(), 2 + contract::Contract::client().table(TABLE).unwrap().len());
 }
 
 #[test]
@@ -210,23 +216,63 @@ fn appends_then_a_consolidation_replaces_and_time_travel_sees_the_files_before()
 }
 
 #[test]
-fn new_columns_evolve_the_schema_and_a_type_clash_is_refused_with_its_reason() {
+fn columns_outside_the_contract_are_left_out_and_noted_and_a_type_clash_is_refused() {
     let w = World::new();
     w.record("c/old", "d1", 10, COLUMNS);
     w.commit();
+    let fields = w.metadata().current_schema().fields.clone();
     w.record("c/new", "d1", 10, r#"[{"name":"uuid","type":"string"},{"name":"index","type":"int"},{"name":"cell","type":"long"}]"#);
     w.record("c/clash", "d2", 10, r#"[{"name":"uuid","type":"long"}]"#);
     let done = w.commit();
     assert_eq!((done.added, done.refused), (1, 1));
     let metadata = w.metadata();
-    assert_eq!(metadata.schemas.len(), 3, "initial, first file, the new column");
-    assert_eq!(metadata.current_schema().field("cell").unwrap().id, 5);
-    assert_eq!(metadata.current_snapshot().unwrap().schema_id, metadata.current_schema_id);
+    assert_eq!(metadata.schemas.len(), 2, "the initial schema and the contract's; no file added a field");
+    assert_eq!(metadata.current_schema().fields, fields);
+    assert!(metadata.current_schema().field("cell").is_none());
     assert_eq!(w.live(None), keys(&["c/new", "c/old"]));
-    let why: String =
-        w.db.with(|c| c.query_row("SELECT lake_refused FROM compacted_files WHERE key = 'c/clash'", [], |r| r.get(0)).unwrap());
+    let (why, note): (String, String) = w.db.with(|c| {
+        let refused = c.query_row("SELECT lake_refused FROM compacted_files WHERE key = 'c/clash'", [], |r| r.get(0)).unwrap();
+        (refused, c.query_row("SELECT lake_note FROM compacted_files WHERE key = 'c/new'", [], |r| r.get(0)).unwrap())
+    });
     assert_eq!(why, "column uuid is string in the table and long in this file");
+    assert_eq!(note, "columns outside the client's contract, left out of the table: cell");
     assert_eq!(w.commit().snapshot_id, None, "a refused file is not pending again");
+    // The status route's query shows both.
+    let left: Vec<crate::index::LakeLeftOut> =
+        block_on(w.db.query(crate::index::LAKE_LEFT_OUT, &[SqlValue::from("d1"), SqlValue::from(20u64)])).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].note.as_deref(), Some(note.as_str()));
+}
+
+#[test]
+fn a_table_outside_the_contract_is_never_made() {
+    let w = World::new();
+    w.record_in("junk_table_1", "c/junk", "d1", 10, COLUMNS);
+    let done = block_on(commit_table(&w.db, &w.blobs, &w.clock, "junk_table_1", &config(), &w.all())).unwrap();
+    assert_eq!((done.added, done.refused, done.snapshot_id), (0, 1, None));
+    assert_eq!(w.db.count("SELECT count(*) FROM lake_tables"), 0, "no pointer, so no catalog entry");
+    assert!(w.blobs.objects.borrow().keys().all(|k| !k.starts_with("lake/")), "no object written");
+    let why: String = w.db.with(|c| c.query_row("SELECT lake_refused FROM compacted_files WHERE key = 'c/junk'", [], |r| r.get(0)).unwrap());
+    assert!(why.contains("outside the client's contract"), "{why}");
+}
+
+#[test]
+fn a_thousand_commits_of_new_unknown_columns_leave_the_schema_and_a_small_metadata() {
+    let w = World::new();
+    w.record("c/first", "d1", 10, COLUMNS);
+    w.commit();
+    let schema = w.metadata().current_schema().clone();
+    for i in 0..1000 {
+        let columns = format!(r#"[{{"name":"uuid","type":"string"}},{{"name":"hostile_{i}","type":"string"}}]"#);
+        w.record(&format!("c/h{i:04}"), &format!("hostile{}", i % 7), 1, &columns);
+        assert_eq!(w.commit().added, 1);
+    }
+    let metadata = w.metadata();
+    assert_eq!(metadata.current_schema(), &schema, "the schema is the contract's still");
+    assert_eq!(metadata.schemas.len(), 2);
+    let bytes = w.blobs.objects.borrow()[&w.pointer().metadata_key].len();
+    println!("metadata after 1,000 commits of new unknown columns: {bytes} bytes ({} snapshots kept)", metadata.snapshots.len());
+    assert!(bytes < 1 << 20, "metadata {bytes} bytes");
 }
 
 #[test]

@@ -41,6 +41,7 @@ pub async fn show(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiE
         db.all(index::LIST_OUTPUTS, &[dataset.as_str().into(), SqlValue::Null, SqlValue::Null, SqlValue::from(20u64), "".into()]).await?;
     let quarantined: Vec<index::QuarantinedSegment> = db.all(index::QUARANTINED, &[dataset.as_str().into(), SqlValue::from(20u64)]).await?;
     let quarantined_count = db.first::<index::QuarantinedCount>(index::QUARANTINED_COUNT, &id).await?.map_or(0, |c| c.segments);
+    let left_out: Vec<index::LakeLeftOut> = db.all(index::LAKE_LEFT_OUT, &[dataset.as_str().into(), SqlValue::from(20u64)]).await?;
     let now = fusou_edge::now_utc();
     let oldest_age = pending
         .oldest
@@ -69,6 +70,9 @@ pub async fn show(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiE
             "compacted": { "files": compacted.files, "bytes": compacted.bytes, "rows": compacted.rows, "latest": outputs },
             // Segments (or whole fragments, table `*`) that could not be compacted: kept, with why.
             "quarantined": { "segments": quarantined_count, "latest": quarantined },
+            // Compacted files the shared tables refused, or took without columns outside the
+            // client's contract: the files keep everything, the tables take what the contract names.
+            "sharedTables": { "leftOut": left_out },
             "runs": runs,
         }),
     )?)

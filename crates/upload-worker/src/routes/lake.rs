@@ -116,17 +116,22 @@ pub async fn get_object(req: Request, ctx: &Ctx, _call: &Call) -> Result<Respons
     Ok(response)
 }
 
-/// One range of a `Range: bytes=…` header: `a-b`, `a-` or `-n`.
+/// Largest byte position a range may name: R2's binding takes JavaScript numbers, exact only
+/// up to 2^53 - 1 (no object here comes near it).
+const MAX_RANGE_POSITION: u64 = (1 << 53) - 1;
+
+/// One range of a `Range: bytes=…` header: `a-b`, `a-` or `-n`. `None` (answered 416) for
+/// anything else, a position past [`MAX_RANGE_POSITION`] included; arithmetic is checked.
 pub fn byte_range(header: &str) -> Option<Range> {
     let spec = header.trim().strip_prefix("bytes=")?;
     let (start, end) = spec.split_once('-')?;
-    let number = |s: &str| s.trim().parse::<u64>().ok();
+    let number = |s: &str| s.trim().parse::<u64>().ok().filter(|&n| n <= MAX_RANGE_POSITION);
     match (start.trim(), end.trim()) {
         ("", n) => Some(Range::Suffix { suffix: number(n).filter(|&n| n > 0)? }),
         (a, "") => Some(Range::OffsetToEnd { offset: number(a)? }),
         (a, b) => {
             let (a, b) = (number(a)?, number(b)?);
-            (b >= a).then(|| Range::OffsetWithLength { offset: a, length: b - a + 1 })
+            Some(Range::OffsetWithLength { offset: a, length: b.checked_sub(a)?.checked_add(1)? })
         }
     }
 }
