@@ -5,6 +5,8 @@
 //! column nullable, UUIDs and lists as Utf8, one row group). The same seed gives the same bytes,
 //! so tests, benchmarks, the local demo and load tests all see the same data.
 
+pub mod forge;
+
 use std::ops::RangeInclusive;
 use std::sync::{Arc, OnceLock};
 
@@ -149,14 +151,19 @@ pub struct Fragment {
 }
 
 impl Fragment {
-    /// Overwrites the first page header of `table`'s segment with garbage, keeping its footer
-    /// valid: the upload's checks pass and only decoding its pages fails.
+    /// Overwrites the compressed data of the first page of `table`'s segment with garbage,
+    /// keeping its footer, its page headers and the Snappy block's declared length: the upload's
+    /// checks (which read no page's data) pass and only decoding the page fails.
     pub fn garble_first_page(&mut self, table: &str) {
         let o = self.offsets.iter().find(|o| o.table_name.as_str() == table).expect("a table of the fragment").clone();
         let segment = bytes::Bytes::copy_from_slice(&self.bytes[o.start_byte as usize..o.end() as usize]);
         let footer = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&segment).expect("a valid segment");
-        let first_page = footer.row_group(0).column(0).byte_range().0 as usize;
-        self.bytes[o.start_byte as usize + first_page..][..8].fill(0xff);
+        let (first_page, _) = footer.row_group(0).column(0).byte_range();
+        let (header, body) = crate::fragment::guard::first_page_body(&segment[first_page as usize..]).expect("a page header");
+        // Past the Snappy block's length varint (at most 5 bytes for a page).
+        let data = o.start_byte as usize + first_page as usize + header + 5.min(body);
+        let end = (data + 8).min(o.start_byte as usize + first_page as usize + header + body);
+        self.bytes[data..end].fill(0xff);
     }
 
     /// `table_offsets` as the client sends it: a JSON array encoded into a string.

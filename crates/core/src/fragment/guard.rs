@@ -116,7 +116,8 @@ pub fn check_segment(segment: &[u8], limits: &Limits) -> Result<ParquetMetaData,
             if declared != n {
                 return Err(format!("column {name} holds {declared} values in a row group of {n} rows"));
             }
-            let bytes = check_pages(pages, chunk.compression(), n, limits).map_err(|e| format!("column {name}: {e}"))?;
+            let levels = chunk.column_descr().max_def_level() > 0;
+            let bytes = check_pages(pages, chunk.compression(), n, levels, limits).map_err(|e| format!("column {name}: {e}"))?;
             decoded = decoded.saturating_add(bytes);
             if decoded > limits.max_decoded_bytes {
                 return Err(format!("its pages decode to more than {} bytes", limits.max_decoded_bytes));
@@ -237,8 +238,9 @@ struct PageHeader {
     v2_compressed: bool,
 }
 
-/// Walks the pages of one chunk; answers their uncompressed bytes.
-fn check_pages(mut pages: &[u8], codec: Compression, rows: u64, limits: &Limits) -> Result<u64, String> {
+/// Walks the pages of one chunk (`levels`: its values have definition levels); answers their
+/// uncompressed bytes.
+fn check_pages(mut pages: &[u8], codec: Compression, rows: u64, levels: bool, limits: &Limits) -> Result<u64, String> {
     if !matches!(codec, Compression::UNCOMPRESSED | Compression::SNAPPY) {
         return Err(format!("its codec {codec} is not one the client writes (SNAPPY, or none)"));
     }
@@ -287,17 +289,32 @@ fn check_pages(mut pages: &[u8], codec: Compression, rows: u64, limits: &Limits)
                         return Err(format!("a page declares {n} values in no bytes"));
                     }
                     check_codec(codec, body, 0, uncompressed)?;
+                    if levels && n > 0 {
+                        // The levels lead the page's data, after their 4-byte length.
+                        let data = match codec {
+                            Compression::SNAPPY => std::borrow::Cow::Owned(
+                                snap::raw::Decoder::new().decompress_vec(body).map_err(|e| format!("a page does not decompress: {e}"))?,
+                            ),
+                            _ => std::borrow::Cow::Borrowed(body),
+                        };
+                        let len = data.get(..4).map(|b| u32::from_le_bytes(b.try_into().expect("four bytes")) as usize);
+                        let levels = len.and_then(|len| data.get(4..4usize.checked_add(len)?)).ok_or("a page's levels are longer than the page")?;
+                        check_levels(levels, n)?;
+                    }
                 } else {
                     if header.v2_rows != header.num_values || header.v2_nulls < 0 || header.v2_nulls > header.num_values {
                         return Err("a v2 page's rows, nulls and values disagree".into());
                     }
-                    let levels = usize::try_from(header.v2_levels).ok().filter(|&l| l <= body.len() && l as u64 <= uncompressed);
-                    let levels = levels.ok_or("a v2 page's levels are larger than the page")?;
-                    if header.v2_nulls == header.num_values && (uncompressed - levels as u64) > 0 {
+                    let level_bytes = usize::try_from(header.v2_levels).ok().filter(|&l| l <= body.len() && l as u64 <= uncompressed);
+                    let level_bytes = level_bytes.ok_or("a v2 page's levels are larger than the page")?;
+                    if header.v2_nulls == header.num_values && (uncompressed - level_bytes as u64) > 0 {
                         return Err("a v2 page of nulls only holds value bytes".into());
                     }
+                    if levels && header.num_values > 0 {
+                        check_levels(&body[..level_bytes], n)?;
+                    }
                     let codec = if header.v2_compressed { codec } else { Compression::UNCOMPRESSED };
-                    check_codec(codec, &body[levels..], levels as u64, uncompressed)?;
+                    check_codec(codec, &body[level_bytes..], level_bytes as u64, uncompressed)?;
                 }
             }
             other => return Err(format!("a page of type {other}, not one the client writes")),
@@ -309,6 +326,35 @@ fn check_pages(mut pages: &[u8], codec: Compression, rows: u64, limits: &Limits)
         return Err(format!("its pages hold {values} values in a chunk of {rows}"));
     }
     Ok(decoded)
+}
+
+/// Definition levels of a flat optional column (bit width 1), as the RLE/bit-packed hybrid
+/// encodes them: every run inside `levels`, no empty run, RLE values 0 or 1, and runs that
+/// cover the page's `values` (the parquet crate's level decoder trusts all of these).
+fn check_levels(levels: &[u8], values: u64) -> Result<(), String> {
+    let mut r = Reader::new(levels);
+    let mut covered = 0u64;
+    while covered < values {
+        if r.remaining() == 0 {
+            return Err(format!("a page's levels cover {covered} of its {values} values"));
+        }
+        let header = r.varint().map_err(|_| "a page's level run does not decode")?;
+        let count = header >> 1;
+        if count == 0 {
+            return Err("a page has an empty level run".into());
+        }
+        if header & 1 == 1 {
+            // `count` groups of 8 levels, one byte each at bit width 1.
+            r.skip_bytes(count).map_err(|_| "a page's bit-packed level run runs past its levels")?;
+            covered = covered.saturating_add(count.saturating_mul(8));
+        } else {
+            if r.byte().map_err(|_| "a page's level run has no value")? > 1 {
+                return Err("a page's level is neither 0 nor 1".into());
+            }
+            covered = covered.saturating_add(count);
+        }
+    }
+    Ok(())
 }
 
 /// The page body (after `levels` uncompressed bytes) decompresses to exactly `uncompressed`
@@ -325,6 +371,13 @@ fn check_codec(codec: Compression, body: &[u8], levels: u64, uncompressed: u64) 
         return Err(format!("a page decompresses to {got} bytes, its header says {want}"));
     }
     Ok(())
+}
+
+/// The length of the page header that begins `pages`, and of the page's data after it.
+pub fn first_page_body(pages: &[u8]) -> Result<(usize, usize), String> {
+    let mut r = Reader::new(pages);
+    let header = page_header(&mut r)?;
+    Ok((r.pos, usize::try_from(header.compressed).map_err(|_| "a negative page size")?))
 }
 
 /// Reads a `PageHeader` struct, skipping (bounded) what the guard does not check.

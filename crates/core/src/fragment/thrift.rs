@@ -35,7 +35,7 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
 
-    fn skip_bytes(&mut self, n: u64) -> Result<()> {
+    pub(crate) fn skip_bytes(&mut self, n: u64) -> Result<()> {
         if n > self.remaining() as u64 {
             return Err(format!("thrift: a length of {n} bytes runs past the end"));
         }
