@@ -63,6 +63,10 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         Err(e) => Err(e.to_string()),
     };
     match outcome {
+        // Parts that failed are named in the report; the rest of the pass ran.
+        Ok(report) if !report.failures.is_empty() || !report.lake.failures.is_empty() => {
+            log::warn("cleanup.partly_failed", json!({ "source": "cron", "report": report }))
+        }
         Ok(report) => log::info("cleanup.done", json!({ "source": "cron", "report": report })),
         Err(e) => log::error("cleanup.failed", json!({ "source": "cron", "error": e })),
     }

@@ -95,30 +95,61 @@ pub struct CleanupReport {
     /// More compacted fragments or retired files are due than one pass deletes: the next pass
     /// goes on.
     pub more_due: bool,
+    /// Parts that failed this pass (the others ran); the tables' own are in `lake.failures`.
+    pub failures: Vec<PartFailure>,
 }
 
-/// One clean-up pass, at the clock's time.
+/// One clean-up pass, at the clock's time. Its parts run one after another and each on its
+/// own: a part that fails is reported in [`CleanupReport::failures`] and the others still run,
+/// so that no table, object or row can hold up the rest of the clean-up. `Err` only when
+/// every part failed (D1 or R2 is unreachable).
 pub async fn clean_up<S: Sql, B: Blobs, C: Clock>(sql: &S, blobs: &B, clock: &C, config: &CleanupConfig) -> Result<CleanupReport, String> {
     let now_ms = clock.now_ms();
     // First the tables, so that the retired files they no longer list may go below.
-    let lake = crate::lake::maintain(sql, blobs, clock, &config.lake).await?;
+    let lake = crate::lake::maintain(sql, blobs, clock, &config.lake).await;
     let mut report = CleanupReport { lake, ..CleanupReport::default() };
+    let mut failures = Vec::new();
+    let mut note = |part: &str, outcome: Result<(), String>| {
+        if let Err(e) = outcome {
+            failures.push(PartFailure { part: part.to_owned(), error: e });
+        }
+    };
     let now = iso(now_ms);
-    report.leases_released = sql.run(index::RELEASE_EXPIRED_LEASES, &[SqlValue::Null, text(&now), SqlValue::from(now_ms)]).await?;
-    reap_orphans(sql, blobs, now_ms, config, &mut report).await?;
     let cutoff = iso(now_ms.saturating_sub(config.retention_ms));
-    let now = iso(now_ms);
+    let released = sql.run(index::RELEASE_EXPIRED_LEASES, &[SqlValue::Null, text(&now), SqlValue::from(now_ms)]).await;
+    note("leases", released.map(|n| report.leases_released = n));
+    note("orphans", reap_orphans(sql, blobs, now_ms, config, &mut report).await);
     // A purged fragment's row stays (its hash still refuses a repeated upload); a retired file's goes.
     let fragments = Purge { due: index::DUE_FOR_PURGE, forget: |now, keys| keyed(index::MARK_PURGED, &[text(now)], keys) };
-    let (purged, more_fragments) = fragments.run(sql, blobs, &cutoff, &now, config).await?;
+    let purged = fragments.run(sql, blobs, &cutoff, &now, config).await;
+    note("fragments", purged.map(|(n, more)| {
+        report.fragments_purged = n;
+        report.more_due |= more;
+    }));
     let retired = Purge { due: index::RETIRED_BEFORE, forget: |_, keys| keyed(index::FORGET_RETIRED, &[], keys) };
-    let (deleted, more_retired) = retired.run(sql, blobs, &cutoff, &now, config).await?;
-    report.fragments_purged = purged;
-    report.retired_files_deleted = deleted;
-    report.more_due = more_fragments || more_retired;
-    forget_finished_runs(sql, now_ms, config, &mut report).await?;
-    report.discarded_uploads_forgotten = sql.run(index::FORGET_DISCARDED_UPLOADS, &[text(&cutoff)]).await?;
+    let deleted = retired.run(sql, blobs, &cutoff, &now, config).await;
+    note("retired files", deleted.map(|(n, more)| {
+        report.retired_files_deleted = n;
+        report.more_due |= more;
+    }));
+    note("finished runs", forget_finished_runs(sql, now_ms, config, &mut report).await);
+    let forgotten = sql.run(index::FORGET_DISCARDED_UPLOADS, &[text(&cutoff)]).await;
+    note("tombstones", forgotten.map(|n| report.discarded_uploads_forgotten = n));
+    if failures.len() == PARTS {
+        return Err(failures.into_iter().map(|f| format!("{}: {}", f.part, f.error)).collect::<Vec<_>>().join("; "));
+    }
+    report.failures = failures;
     Ok(report)
+}
+
+/// The parts of a pass after the tables.
+const PARTS: usize = 6;
+
+/// A part of the clean-up that failed this pass, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartFailure {
+    pub part: String,
+    pub error: String,
 }
 
 async fn reap_orphans<S: Sql, B: Blobs>(

@@ -163,6 +163,8 @@ pub struct Memory {
     pub fail_write: Cell<Option<u32>>,
     /// Every GET fails while set, as when R2 does not answer.
     pub fail_reads: Cell<bool>,
+    /// Every GET of a key under this prefix fails while set.
+    pub fail_reads_under: RefCell<Option<String>>,
 }
 
 #[cfg(feature = "engine")]
@@ -179,7 +181,7 @@ impl Memory {
 #[cfg(feature = "engine")]
 impl crate::compaction::Blobs for Memory {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, String> {
-        if self.fail_reads.get() {
+        if self.fail_reads.get() || self.fail_reads_under.borrow().as_ref().is_some_and(|p| key.starts_with(p.as_str())) {
             return Err("injected: R2 did not answer".into());
         }
         Ok(self.objects.borrow().get(key).cloned())

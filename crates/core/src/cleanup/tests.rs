@@ -285,3 +285,28 @@ fn tombstones_of_refused_uploads_are_forgotten_after_the_retention() {
     assert_eq!(w.clean(&config).discarded_uploads_forgotten, 1);
     assert_eq!(w.count("SELECT count(*) FROM discarded_uploads WHERE key = 'new'"), 1);
 }
+
+#[test]
+fn a_table_that_cannot_be_read_stops_no_other_part_of_the_clean_up() {
+    let mut w = World::new();
+    w.upload(3);
+    assert!(matches!(w.run("r1", &run_config()), Outcome::Committed(_)));
+    let tables = w.count("SELECT count(*) FROM lake_tables");
+    assert!(tables > 0, "the run committed its tables");
+    // A lease left by a dead run (on a new upload), and fragments past their retention.
+    w.upload(1);
+    let now = w.clock.now.get() as i64;
+    w.db.with(|c| c.query_row(crate::index::ACQUIRE_LEASE, params![DS, "dead", now, now + 1000, "t"], |_| Ok(())).unwrap());
+    w.advance(8 * DAY);
+    // Every read of the tables' objects fails.
+    *w.blobs.fail_reads_under.borrow_mut() = Some("lake/".into());
+    let report = w.clean(&CleanupConfig::default());
+    assert_eq!(report.lake.failures.len() as i64, tables, "each table failed on its own: {:?}", report.lake.failures);
+    assert!(report.lake.failures.iter().all(|f| f.error.contains("injected")), "{:?}", report.lake.failures);
+    assert_eq!(report.failures, []);
+    assert_eq!(report.leases_released, 1);
+    assert_eq!(report.fragments_purged, 3);
+    // Readable again: the next pass maintains every table.
+    *w.blobs.fail_reads_under.borrow_mut() = None;
+    assert_eq!(w.clean(&CleanupConfig::default()).lake.failures, []);
+}

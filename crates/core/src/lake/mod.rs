@@ -285,43 +285,106 @@ mod engine_side {
         pub commits: u64,
         pub snapshots_expired: u64,
         pub objects_deleted: u64,
+        /// Tables whose maintenance failed this pass, and why (`*`: the listing itself).
+        pub failures: Vec<TableFailure>,
+    }
+
+    /// A table whose maintenance failed, and why.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+    pub struct TableFailure {
+        pub table: String,
+        pub error: String,
     }
 
     /// The clean-up's pass over the tables: every table brought to agree with the index (a run
     /// that died between its commit and its table's leaves its files pending), snapshots older
     /// than the retention expired, and objects no kept snapshot needs deleted.
-    pub async fn maintain<S: Sql, B: Blobs, C: Clock>(sql: &S, blobs: &B, clock: &C, config: &LakeConfig) -> Result<Maintenance, String> {
+    ///
+    /// Each table's work runs within its own share of the pass's subrequests and on its own: a
+    /// table that fails (its metadata unreadable, R2 refusing its objects) is reported in
+    /// [`Maintenance::failures`] and the pass goes on to the next. It never fails as a whole;
+    /// the clean-up's other parts run whatever happens here.
+    pub async fn maintain<S: Sql, B: Blobs, C: Clock>(sql: &S, blobs: &B, clock: &C, config: &LakeConfig) -> Maintenance {
         let mut report = Maintenance::default();
-        let budget = Cell::new(config.subrequests_per_cleanup);
-        let share = Share::new(None, &budget);
-        let behind: Vec<index::LakeTableName> = sql.query(index::LAKE_TABLES_BEHIND, &[SqlValue::Int(64)]).await?;
-        for t in behind {
-            // A share per table and pass, so that one invocation stays bounded.
+        let behind: Vec<index::LakeTableName> = match sql.query(index::LAKE_TABLES_BEHIND, &[SqlValue::Int(64)]).await {
+            Ok(behind) => behind,
+            Err(e) => {
+                report.failures.push(TableFailure { table: "*".into(), error: format!("listing the tables behind: {e}") });
+                Vec::new()
+            }
+        };
+        let tables: Vec<LakeTable> = match sql.query(index::LAKE_TABLES, &[]).await {
+            Ok(tables) => tables,
+            Err(e) => {
+                report.failures.push(TableFailure { table: "*".into(), error: format!("listing the tables: {e}") });
+                Vec::new()
+            }
+        };
+        let names: std::collections::BTreeSet<&str> = behind.iter().map(|t| t.name.as_str()).chain(tables.iter().map(|t| t.name.as_str())).collect();
+        // An equal share of the pass's subrequests per table, so that one table cannot spend the
+        // others'.
+        let per_table = (config.subrequests_per_cleanup / names.len().max(1) as u64).max(MIN_TABLE_SUBREQUESTS);
+        for name in names {
+            let budget = Cell::new(per_table);
+            let pointer = tables.iter().find(|t| t.name == name);
+            let catch_up = behind.iter().any(|t| t.name == name);
+            if let Err(error) = maintain_table(sql, blobs, clock, name, pointer, catch_up, config, &budget, &mut report).await {
+                report.failures.push(TableFailure { table: name.to_owned(), error });
+            }
+        }
+        report
+    }
+
+    /// Fewest subrequests a table's maintenance gets in a pass, however many tables there are.
+    const MIN_TABLE_SUBREQUESTS: u64 = 40;
+    /// Pages of garbage (1,000 keys each) deleted per table and pass.
+    const GARBAGE_PAGES: usize = 4;
+
+    /// One table's part of [`maintain`], within `budget` subrequests.
+    #[allow(clippy::too_many_arguments)]
+    async fn maintain_table<S: Sql, B: Blobs, C: Clock>(
+        sql: &S,
+        blobs: &B,
+        clock: &C,
+        name: &str,
+        pointer: Option<&LakeTable>,
+        catch_up: bool,
+        config: &LakeConfig,
+        budget: &Cell<u64>,
+        report: &mut Maintenance,
+    ) -> Result<(), String> {
+        if catch_up {
+            let share = Share::new(None, budget);
             for _ in 0..4 {
-                let done = commit_table(sql, blobs, clock, &t.name, config, &share).await?;
+                let done = commit_table(sql, blobs, clock, name, config, &share).await?;
                 report.commits += done.snapshot_id.is_some() as u64;
                 if !done.more {
                     break;
                 }
             }
         }
-        let tables: Vec<LakeTable> = sql.query(index::LAKE_TABLES, &[]).await?;
-        for pointer in tables {
-            report.snapshots_expired += expire(sql, blobs, clock, &pointer, config).await?;
-            loop {
-                let due: Vec<KeyRow> = sql.query(index::LAKE_GARBAGE_DUE, &[text(&pointer.name), SqlValue::Int(1000)]).await?;
-                if due.is_empty() {
-                    break;
-                }
-                let keys: Vec<String> = due.into_iter().map(|r| r.key).collect();
-                blobs.delete(&keys).await?;
-                for s in keyed(index::LAKE_FORGET_GARBAGE, &[], &keys) {
-                    sql.run(&s.sql, &s.params).await?;
-                }
-                report.objects_deleted += keys.len() as u64;
+        let Some(pointer) = pointer else { return Ok(()) };
+        spend(budget, 3)?;
+        report.snapshots_expired += expire(sql, blobs, clock, pointer, config).await?;
+        for _ in 0..GARBAGE_PAGES {
+            spend(budget, 3)?;
+            let due: Vec<KeyRow> = sql.query(index::LAKE_GARBAGE_DUE, &[text(&pointer.name), SqlValue::Int(1000)]).await?;
+            if due.is_empty() {
+                break;
             }
+            let keys: Vec<String> = due.into_iter().map(|r| r.key).collect();
+            blobs.delete(&keys).await?;
+            sql.batch(&keyed(index::LAKE_FORGET_GARBAGE, &[], &keys)).await?;
+            report.objects_deleted += keys.len() as u64;
         }
-        Ok(report)
+        Ok(())
+    }
+
+    /// Takes `n` subrequests from `budget`, or fails when it has fewer.
+    fn spend(budget: &Cell<u64>, n: u64) -> Result<(), String> {
+        let left = budget.get().checked_sub(n).ok_or("the table's share of the clean-up's subrequests is spent; the next pass goes on")?;
+        budget.set(left);
+        Ok(())
     }
 
     /// Expires the table's snapshots older than the retention: a new metadata file without

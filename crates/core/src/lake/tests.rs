@@ -441,7 +441,8 @@ fn manifests_are_merged_and_old_snapshots_expire_with_what_only_they_need() {
     // Two hours later the clean-up expires all but the current snapshot and deletes what no
     // kept snapshot needs; the table still reads whole.
     w.clock.now.set(w.clock.now.get() + 2 * 3_600_000);
-    let report = block_on(maintain(&w.db, &w.blobs, &w.clock, &config)).unwrap();
+    let report = block_on(maintain(&w.db, &w.blobs, &w.clock, &config));
+    assert_eq!(report.failures, []);
     assert_eq!(report.snapshots_expired, 4);
     assert!(report.objects_deleted > 0);
     assert_eq!(w.metadata().snapshots.len(), 1);
@@ -482,7 +483,7 @@ fn a_retired_file_is_deleted_only_when_no_kept_snapshot_lists_it() {
     w.commit();
     assert_eq!(due(&w), 0, "snapshot 1, which lists it, is kept for time travel");
     w.clock.now.set(w.clock.now.get() + 30 * 24 * 3_600_000);
-    block_on(maintain(&w.db, &w.blobs, &w.clock, &config())).unwrap();
+    assert_eq!(block_on(maintain(&w.db, &w.blobs, &w.clock, &config())).failures, []);
     assert_eq!(due(&w), 1, "once snapshot 1 expired");
     let sql: Vec<crate::index::KeyRow> =
         block_on(w.db.query(crate::index::RETIRED_BEFORE, &[SqlValue::from("u"), SqlValue::Int(10)])).unwrap();
@@ -618,7 +619,7 @@ fn bench_ten_thousand_commits_and_eight_writers() {
         let objects = |w: &World| w.blobs.objects.borrow().keys().filter(|k| k.starts_with("lake/")).count();
         let before = objects(&w);
         w.clock.now.set(w.clock.now.get() + 8 * 86_400_000);
-        block_on(maintain(&w.db, &w.blobs, &w.clock, &config)).unwrap();
+        assert_eq!(block_on(maintain(&w.db, &w.blobs, &w.clock, &config)).failures, []);
         println!(
             "{name}: {commits} commits in {:.0} ms ({:.2} ms/commit, {:.0} commits/s); current: {} snapshots, metadata file {} B, \
              manifest list {} B ({} manifests), manifests {} B; full scan planned in {plan_ms:.1} ms ({} files); \
