@@ -122,16 +122,22 @@ pub async fn clean_up<S: Sql, B: Blobs, C: Clock>(sql: &S, blobs: &B, clock: &C,
     // A purged fragment's row stays (its hash still refuses a repeated upload); a retired file's goes.
     let fragments = Purge { due: index::DUE_FOR_PURGE, forget: |now, keys| keyed(index::MARK_PURGED, &[text(now)], keys) };
     let purged = fragments.run(sql, blobs, &cutoff, &now, config).await;
-    note("fragments", purged.map(|(n, more)| {
-        report.fragments_purged = n;
-        report.more_due |= more;
-    }));
+    note(
+        "fragments",
+        purged.map(|(n, more)| {
+            report.fragments_purged = n;
+            report.more_due |= more;
+        }),
+    );
     let retired = Purge { due: index::RETIRED_BEFORE, forget: |_, keys| keyed(index::FORGET_RETIRED, &[], keys) };
     let deleted = retired.run(sql, blobs, &cutoff, &now, config).await;
-    note("retired files", deleted.map(|(n, more)| {
-        report.retired_files_deleted = n;
-        report.more_due |= more;
-    }));
+    note(
+        "retired files",
+        deleted.map(|(n, more)| {
+            report.retired_files_deleted = n;
+            report.more_due |= more;
+        }),
+    );
     note("finished runs", forget_finished_runs(sql, now_ms, config, &mut report).await);
     let forgotten = sql.run(index::FORGET_DISCARDED_UPLOADS, &[text(&cutoff)]).await;
     note("tombstones", forgotten.map(|n| report.discarded_uploads_forgotten = n));

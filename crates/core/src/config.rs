@@ -83,8 +83,8 @@ impl Platform {
 }
 
 impl UploadLimits {
-    /// `MAX_UPLOAD_BYTES`, `MAX_DIRECT_UPLOAD_BYTES`, `UPLOAD_TOKEN_TTL_SECONDS` and
-    /// `ALLOW_ANONYMOUS_UPLOADS`.
+    /// `MAX_UPLOAD_BYTES`, `MAX_DIRECT_UPLOAD_BYTES`, `UPLOAD_TOKEN_TTL_SECONDS`,
+    /// `ALLOW_ANONYMOUS_UPLOADS` and `MAX_UPLOAD_ROWS`.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let d = UploadLimits::default();
         let body_limit = |name: &'static str, default: u64| match number(&get, name, default)? {
@@ -96,6 +96,7 @@ impl UploadLimits {
             max_direct_bytes: body_limit("MAX_DIRECT_UPLOAD_BYTES", d.max_direct_bytes)?,
             grant_ttl_secs: number(&get, "UPLOAD_TOKEN_TTL_SECONDS", d.grant_ttl_secs)?,
             allow_anonymous: flag(&get, "ALLOW_ANONYMOUS_UPLOADS", d.allow_anonymous)?,
+            max_rows: number(&get, "MAX_UPLOAD_ROWS", d.max_rows)?,
         })
     }
 }

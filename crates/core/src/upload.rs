@@ -41,11 +41,15 @@ pub struct UploadLimits {
     pub grant_ttl_secs: u64,
     /// Whether Supabase's anonymous sign-ins (`is_anonymous`) may upload (default: no, 403).
     pub allow_anonymous: bool,
+    /// Most rows one upload may hold, all its segments together (413 above). A fragment is the
+    /// battles since the client's last upload: hundreds of rows. Rows cost their columns when
+    /// decoded however few bytes declare them, so this bounds what one upload costs compaction.
+    pub max_rows: u64,
 }
 
 impl Default for UploadLimits {
     fn default() -> Self {
-        Self { max_fragment_bytes: 16 << 20, max_direct_bytes: 16 << 20, grant_ttl_secs: 120, allow_anonymous: false }
+        Self { max_fragment_bytes: 16 << 20, max_direct_bytes: 16 << 20, grant_ttl_secs: 120, allow_anonymous: false, max_rows: 100_000 }
     }
 }
 
@@ -68,13 +72,15 @@ pub enum UploadError {
     Misconfigured(&'static str),
     #[error("anonymous sign-ins may not upload here: sign in with an account")]
     Anonymous,
+    #[error("the fragment holds {rows} rows, more than the {max} one upload may hold")]
+    TooManyRows { rows: u64, max: u64 },
 }
 
 impl UploadError {
     pub fn status(&self) -> u16 {
         match self {
             UploadError::BadRequest(_) | UploadError::BadFragment(_) => 400,
-            UploadError::TooLarge { .. } => 413,
+            UploadError::TooLarge { .. } | UploadError::TooManyRows { .. } => 413,
             UploadError::BadGrant(_) | UploadError::GrantExpired => 401,
             UploadError::ForeignGrant | UploadError::Anonymous => 403,
             UploadError::Misconfigured(_) => 500,
@@ -289,7 +295,7 @@ impl UploadGrant {
     /// its footer gives: older clients do not send it, and compaction's scan relies on it.
     /// `digest` is the body's SHA-256 as the caller computed it ([`ContentHash::of`], or the
     /// platform's); it is compared with the declared one.
-    pub fn check_body(&self, body: &Bytes, digest: &ContentHash) -> Result<Vec<TableOffset>, UploadError> {
+    pub fn check_body(&self, body: &Bytes, digest: &ContentHash, limits: &UploadLimits) -> Result<Vec<TableOffset>, UploadError> {
         if body.len() as u64 != self.size {
             return Err(UploadError::BadRequest(format!("body is {} bytes but {} were declared", body.len(), self.size)));
         }
@@ -297,6 +303,10 @@ impl UploadGrant {
             return Err(UploadError::BadRequest("body does not match the declared content_hash".into()));
         }
         let segments = fragment::inspect_fragment(&self.offsets, body)?;
+        let rows = segments.iter().map(|s| s.num_rows).sum::<u64>();
+        if rows > limits.max_rows {
+            return Err(UploadError::TooManyRows { rows, max: limits.max_rows });
+        }
         Ok(self.offsets.iter().zip(segments).map(|(o, s)| TableOffset { num_rows: Some(s.num_rows), ..o.clone() }).collect())
     }
 }

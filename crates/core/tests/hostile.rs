@@ -18,7 +18,13 @@ use fusou_core::synth::forge::Forge;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 fn offset(len: usize) -> TableOffset {
-    TableOffset { table_name: TableName::parse("battle").unwrap(), start_byte: 0, byte_length: len as u64, format: "parquet".into(), num_rows: None }
+    TableOffset {
+        table_name: TableName::parse("battle").unwrap(),
+        start_byte: 0,
+        byte_length: len as u64,
+        format: "parquet".into(),
+        num_rows: None,
+    }
 }
 
 /// The forged cases: a name, the file, and what its refusal must say.
@@ -91,7 +97,8 @@ fn the_forged_honest_file_is_valid_parquet() {
     let bytes = Forge::honest().bytes();
     let info = inspect_segment(&offset(bytes.len()), Bytes::from(bytes.clone())).unwrap();
     assert_eq!(info.num_rows, 3);
-    let batches: Vec<_> = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes)).unwrap().build().unwrap().map(Result::unwrap).collect();
+    let batches: Vec<_> =
+        ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes)).unwrap().build().unwrap().map(Result::unwrap).collect();
     let column = batches[0].column(0).as_any().downcast_ref::<arrow_array::Int32Array>().unwrap().clone();
     assert_eq!(column.values().to_vec(), [1, 2, 3]);
     // With nulls, with Snappy, and with a dictionary page, still valid.
@@ -99,7 +106,8 @@ fn the_forged_honest_file_is_valid_parquet() {
     snappy.codec = 1;
     let bytes = snappy.bytes();
     assert_eq!(inspect_segment(&offset(bytes.len()), Bytes::from(bytes.clone())).unwrap().num_rows, 5);
-    let rows: usize = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes)).unwrap().build().unwrap().map(|b| b.unwrap().num_rows()).sum();
+    let rows: usize =
+        ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes)).unwrap().build().unwrap().map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(rows, 5);
 }
 
@@ -134,7 +142,8 @@ fn the_corpus_is_refused_or_quarantined_with_its_reason() {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         // A segment the upload accepts (one whose pages lie only in their data) must then be
         // quarantined by the merge, for its reason.
-        let upload = catch_unwind(|| inspect_segment(&offset(bytes.len()), Bytes::from(bytes.clone()))).unwrap_or_else(|_| panic!("{name}: the upload check panicked"));
+        let upload = catch_unwind(|| inspect_segment(&offset(bytes.len()), Bytes::from(bytes.clone())))
+            .unwrap_or_else(|_| panic!("{name}: the upload check panicked"));
         let quarantined = engine_quarantines(&bytes);
         let said = match upload {
             Err(e) => e.to_string(),

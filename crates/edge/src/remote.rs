@@ -21,6 +21,8 @@ pub enum Service {
     Supabase,
     /// Another Worker, behind a service binding.
     Worker,
+    /// The platform's Rate Limiting binding.
+    RateLimit,
 }
 
 impl Service {
@@ -31,6 +33,7 @@ impl Service {
             Service::Queue => "the queue",
             Service::Supabase => "Supabase",
             Service::Worker => "the compaction Worker",
+            Service::RateLimit => "the rate limiter",
         }
     }
 }
@@ -82,7 +85,7 @@ impl RemoteError {
 impl Remote {
     pub fn timeout_ms(&self, service: Service) -> u64 {
         match service {
-            Service::Supabase | Service::Worker => self.remote_timeout_ms,
+            Service::Supabase | Service::Worker | Service::RateLimit => self.remote_timeout_ms,
             Service::D1 | Service::R2 | Service::Queue => self.binding_timeout_ms,
         }
     }

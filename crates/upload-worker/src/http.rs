@@ -12,11 +12,17 @@ use worker::{Response, Result};
 pub struct ApiError {
     pub status: u16,
     pub message: String,
+    /// Seconds after which the caller may try again (`Retry-After`, with 429).
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
     pub fn new(status: u16, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self { status, message: message.into(), retry_after: None }
+    }
+    /// 429: the caller is over a rate limit, and may try again after `retry_after` seconds.
+    pub fn too_many(message: impl Into<String>, retry_after: u32) -> Self {
+        Self { retry_after: Some(retry_after), ..Self::new(429, message) }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, message)
@@ -112,11 +118,18 @@ pub fn respond(route: &str, outcome: std::result::Result<Response, ApiError>) ->
             if e.status >= 500 {
                 let incident = uuid::Uuid::new_v4().simple().to_string();
                 let answer = public_failure(e.status, &incident);
-                fusou_edge::log::error("request.failed", json!({ "route": route, "status": e.status, "error": e.message, "incident": incident }));
+                fusou_edge::log::error(
+                    "request.failed",
+                    json!({ "route": route, "status": e.status, "error": e.message, "incident": incident }),
+                );
                 error(e.status, &answer)
             } else {
                 fusou_edge::log::info("request.refused", json!({ "route": route, "status": e.status, "error": e.message }));
-                error(e.status, &e.message)
+                let mut response = error(e.status, &e.message)?;
+                if let Some(seconds) = e.retry_after {
+                    response.headers_mut().set("retry-after", &seconds.to_string())?;
+                }
+                Ok(response)
             }
         }
     }

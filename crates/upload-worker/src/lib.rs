@@ -15,6 +15,7 @@ mod context;
 mod crypto;
 mod http;
 mod pipeline;
+mod rate;
 mod router;
 mod routes;
 

@@ -39,16 +39,24 @@ pub async fn check_readable(ctx: &Ctx, dataset: &DatasetId, user: Uuid) -> Resul
 /// other than `user`, 409 when it already holds these exact bytes. (A write route cannot hide
 /// whether a dataset exists: a new id is accepted and claimed, a taken one refused. 403 is what
 /// the FUSOU client reads as "not allowed", and it does not retry it.)
-pub async fn check_upload(ctx: &Ctx, dataset: &DatasetId, hash: &ContentHash, user: Uuid) -> Result<(), ApiError> {
+pub async fn check_upload(ctx: &Ctx, dataset: &DatasetId, hash: &ContentHash, user: Uuid) -> Result<Dataset, ApiError> {
     let row: Option<index::UploadCheck> = ctx.db()?.first(index::UPLOAD_CHECK, &[dataset.as_str().into(), hash.as_str().into()]).await?;
     let check = row.unwrap_or(index::UploadCheck { owner_id: None, stored_key: None });
-    if check.owner_id.is_some_and(|o| o != user.to_string()) {
+    if check.owner_id.as_ref().is_some_and(|o| *o != user.to_string()) {
         return Err(ApiError::forbidden(format!("dataset {dataset} belongs to another user")));
     }
     match check.stored_key {
         Some(key) => Err(ApiError::conflict(format!("this content is already stored as {key}"))),
-        None => Ok(()),
+        None if check.owner_id.is_none() => Ok(Dataset::New),
+        None => Ok(Dataset::Owned),
     }
+}
+
+/// Whether an upload's dataset is the caller's already or new (claimed by the upload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dataset {
+    New,
+    Owned,
 }
 
 /// A fragment ready to be stored: every part validated.

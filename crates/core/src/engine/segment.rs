@@ -136,8 +136,9 @@ impl Scan {
         // been uploaded before a check existed): nothing of it is decoded otherwise. A compacted
         // file is this engine's own output.
         let rows = if compacted {
-            let footer = parquet::file::metadata::ParquetMetaDataReader::decode_metadata_with_options(footer, Some(&fragment::lean_footer()))
-                .map_err(|e| format!("compacted file {}: its footer does not parse: {e}", offset.table_name))?;
+            let footer =
+                parquet::file::metadata::ParquetMetaDataReader::decode_metadata_with_options(footer, Some(&fragment::lean_footer()))
+                    .map_err(|e| format!("compacted file {}: its footer does not parse: {e}", offset.table_name))?;
             footer.file_metadata().num_rows().max(0) as u64
         } else {
             fragment::inspect_segment(offset, bytes.clone()).map_err(|e| e.to_string())?.num_rows

@@ -69,7 +69,10 @@ pub fn read_together(segments: Vec<Bytes>, schema: &SchemaDescPtr, batch_rows: u
         // footers would make memory grow with the input.
         let footer =
             ParquetMetaDataReader::new().with_metadata_options(Some(footer_options(Some(schema.clone())))).parse_and_finish(bytes)?;
-        let base = i64::try_from(k).ok().and_then(|k| k.checked_mul(SEGMENT_LIMIT)).ok_or_else(|| ParquetError::General("too many segments".into()))?;
+        let base = i64::try_from(k)
+            .ok()
+            .and_then(|k| k.checked_mul(SEGMENT_LIMIT))
+            .ok_or_else(|| ParquetError::General("too many segments".into()))?;
         for group in footer.row_groups() {
             row_groups.push(shifted(group, base)?);
         }
@@ -104,5 +107,10 @@ fn shifted(group: &RowGroupMetaData, base: i64) -> Result<RowGroupMetaData> {
                 .build()
         })
         .collect::<Result<Vec<_>>>()?;
-    group.clone().into_builder().set_column_metadata(columns).set_file_offset(base + group.file_offset().unwrap_or(0).clamp(0, SEGMENT_LIMIT - 1)).build()
+    group
+        .clone()
+        .into_builder()
+        .set_column_metadata(columns)
+        .set_file_offset(base + group.file_offset().unwrap_or(0).clamp(0, SEGMENT_LIMIT - 1))
+        .build()
 }

@@ -95,7 +95,12 @@ pub fn check_segment(segment: &[u8], limits: &Limits) -> Result<ParquetMetaData,
         }
         if !matches!(
             column.physical_type(),
-            PhysicalType::BOOLEAN | PhysicalType::INT32 | PhysicalType::INT64 | PhysicalType::FLOAT | PhysicalType::DOUBLE | PhysicalType::BYTE_ARRAY
+            PhysicalType::BOOLEAN
+                | PhysicalType::INT32
+                | PhysicalType::INT64
+                | PhysicalType::FLOAT
+                | PhysicalType::DOUBLE
+                | PhysicalType::BYTE_ARRAY
         ) {
             return Err(format!("column {} is {}, a type the client does not write", column.path(), column.physical_type()));
         }
@@ -298,7 +303,8 @@ fn check_pages(mut pages: &[u8], codec: Compression, rows: u64, levels: bool, li
                             _ => std::borrow::Cow::Borrowed(body),
                         };
                         let len = data.get(..4).map(|b| u32::from_le_bytes(b.try_into().expect("four bytes")) as usize);
-                        let levels = len.and_then(|len| data.get(4..4usize.checked_add(len)?)).ok_or("a page's levels are longer than the page")?;
+                        let levels =
+                            len.and_then(|len| data.get(4..4usize.checked_add(len)?)).ok_or("a page's levels are longer than the page")?;
                         check_levels(levels, n)?;
                     }
                 } else {

@@ -5,9 +5,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use super::contract::Contract;
 use super::manifest::{self, DataFile, Entry, ManifestFile, Status};
 use super::metadata::{Expired, Retention, Snapshot, TableMetadata};
-use super::contract::Contract;
 use super::schema::{self, Column};
 use crate::index::LakePending;
 

@@ -320,7 +320,8 @@ mod engine_side {
                 Vec::new()
             }
         };
-        let names: std::collections::BTreeSet<&str> = behind.iter().map(|t| t.name.as_str()).chain(tables.iter().map(|t| t.name.as_str())).collect();
+        let names: std::collections::BTreeSet<&str> =
+            behind.iter().map(|t| t.name.as_str()).chain(tables.iter().map(|t| t.name.as_str())).collect();
         // An equal share of the pass's subrequests per table, so that one table cannot spend the
         // others'.
         let per_table = (config.subrequests_per_cleanup / names.len().max(1) as u64).max(MIN_TABLE_SUBREQUESTS);

@@ -86,7 +86,8 @@ pub struct Admission {
 impl Admission {
     /// Why some of the file's columns are not in the table, if any are not.
     pub fn note(&self) -> Option<String> {
-        (!self.outside.is_empty()).then(|| format!("columns outside the client's contract, left out of the table: {}", self.outside.join(", ")))
+        (!self.outside.is_empty())
+            .then(|| format!("columns outside the client's contract, left out of the table: {}", self.outside.join(", ")))
     }
 }
 
@@ -105,7 +106,11 @@ pub fn admit(schema: &Schema, columns: &[Column], contract: &[Column]) -> Result
             outside.push(column.name.clone());
             continue;
         }
-        let field = next.fields.iter_mut().find(|f| f.name == column.name).ok_or_else(|| format!("the table lacks contract column {}", column.name))?;
+        let field = next
+            .fields
+            .iter_mut()
+            .find(|f| f.name == column.name)
+            .ok_or_else(|| format!("the table lacks contract column {}", column.name))?;
         if field.kind == column.kind || reads_as(&column.kind, &field.kind) {
             continue;
         }
@@ -252,7 +257,10 @@ mod tests {
         assert_eq!((a.schema.clone(), a.outside.clone()), (None, vec!["junk".to_owned()]));
         assert!(a.note().unwrap().contains("junk"));
         // The first writer of a column does not fix its type: the contract did.
-        assert_eq!(admit(&table, &cols(&[("n", "string")]), &contract).unwrap_err(), "column n is int in the table and string in this file");
+        assert_eq!(
+            admit(&table, &cols(&[("n", "string")]), &contract).unwrap_err(),
+            "column n is int in the table and string in this file"
+        );
         // Iceberg's promotions still widen a type.
         let wide = admit(&table, &cols(&[("n", "long")]), &contract).unwrap().schema.unwrap();
         assert_eq!((wide.schema_id, wide.field("n").unwrap().kind.as_str()), (table.schema_id + 1, "long"));

@@ -252,7 +252,8 @@ fn a_table_outside_the_contract_is_never_made() {
     assert_eq!((done.added, done.refused, done.snapshot_id), (0, 1, None));
     assert_eq!(w.db.count("SELECT count(*) FROM lake_tables"), 0, "no pointer, so no catalog entry");
     assert!(w.blobs.objects.borrow().keys().all(|k| !k.starts_with("lake/")), "no object written");
-    let why: String = w.db.with(|c| c.query_row("SELECT lake_refused FROM compacted_files WHERE key = 'c/junk'", [], |r| r.get(0)).unwrap());
+    let why: String =
+        w.db.with(|c| c.query_row("SELECT lake_refused FROM compacted_files WHERE key = 'c/junk'", [], |r| r.get(0)).unwrap());
     assert!(why.contains("outside the client's contract"), "{why}");
 }
 

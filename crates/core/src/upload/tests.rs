@@ -173,6 +173,13 @@ fn the_body_must_be_what_was_declared() {
     g.hash = ContentHash::of(&broken);
     let err = checked_body(&g, Bytes::from(broken)).unwrap_err();
     assert!(err.to_string().contains(o.table_name.as_str()), "{err}");
+
+    // More rows than one upload may hold: 413, whatever its bytes.
+    let rows: u64 = f.segments.iter().map(|s| s.batch.num_rows() as u64).sum();
+    let tight = UploadLimits { max_rows: rows - 1, ..UploadLimits::default() };
+    let err = grant.check_body(&body, &ContentHash::of(&body), &tight).unwrap_err();
+    assert_eq!((err.status(), err.clone()), (413, UploadError::TooManyRows { rows, max: rows - 1 }));
+    assert!(grant.check_body(&body, &ContentHash::of(&body), &UploadLimits { max_rows: rows, ..UploadLimits::default() }).is_ok());
 }
 
 #[test]
@@ -190,7 +197,7 @@ fn anonymous_sign_ins_upload_only_where_allowed() {
 
 /// The body as the Worker checks it: with its digest computed beside it.
 fn checked_body(grant: &UploadGrant, body: Bytes) -> Result<Vec<TableOffset>, UploadError> {
-    grant.check_body(&body, &ContentHash::of(&body))
+    grant.check_body(&body, &ContentHash::of(&body), &UploadLimits::default())
 }
 
 #[test]

@@ -66,7 +66,10 @@ pub async fn handle(mut req: Request, ctx: &Ctx, call: &Call) -> Result<Response
     let offset = TableOffset { num_rows: Some(num_rows), ..offset };
 
     let hash = crypto::sha256(&bytes).await?;
-    pipeline::check_upload(ctx, &dataset, &hash, user.id).await?;
+    crate::rate::check(ctx, crate::rate::Limit::Uploads, user.id).await?;
+    if pipeline::check_upload(ctx, &dataset, &hash, user.id).await? == pipeline::Dataset::New {
+        crate::rate::check(ctx, crate::rate::Limit::NewDatasets, user.id).await?;
+    }
     let key = fragment_key(&dataset, &table, fusou_edge::now_utc(), Uuid::new_v4());
     let size = bytes.len();
     let uploaded_at = pipeline::store_fragment(

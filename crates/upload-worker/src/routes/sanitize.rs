@@ -27,6 +27,7 @@ struct Body {
 
 pub async fn handle(mut req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
     let user = auth::user(&req, ctx).await?;
+    crate::rate::check(ctx, crate::rate::Limit::Sanitize, user.id).await?;
     let body: Body = serde_json::from_slice(&http::body_within(&mut req, MAX_BODY_BYTES, "the request").await?)
         .map_err(|e| ApiError::bad_request(format!("expected {{\"datasetId\": \"...\"}}: {e}")))?;
     let dataset = body.dataset_id;

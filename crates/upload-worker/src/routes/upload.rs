@@ -16,6 +16,7 @@ use crate::context::Ctx;
 use crate::crypto;
 use crate::http::{self, ApiError};
 use crate::pipeline::{self, NewFragment};
+use crate::rate;
 use crate::router::Call;
 
 /// A handshake is a few kilobytes (up to 64 segments of offsets); anything near this is not one.
@@ -32,9 +33,13 @@ pub async fn handle(mut req: Request, ctx: &Ctx, call: &Call) -> Result<Response
 }
 
 async fn handshake(req: &mut Request, ctx: &Ctx, user: Uuid) -> Result<Response, ApiError> {
+    // One upload is one handshake: its body needs the grant the handshake signs.
+    rate::check(ctx, rate::Limit::Uploads, user).await?;
     let body = http::body_within(req, MAX_HANDSHAKE_BYTES, "the handshake body").await?;
     let h = Handshake::parse(&body, &ctx.limits)?;
-    pipeline::check_upload(ctx, &h.dataset_id, &h.content_hash, user).await?;
+    if pipeline::check_upload(ctx, &h.dataset_id, &h.content_hash, user).await? == pipeline::Dataset::New {
+        rate::check(ctx, rate::Limit::NewDatasets, user).await?;
+    }
 
     let now = fusou_edge::now_utc();
     let key = fragment_key(&h.dataset_id, &h.table, now, Uuid::new_v4());
@@ -56,7 +61,7 @@ async fn body(req: &mut Request, ctx: &Ctx, call: &Call, user: Uuid, token: &str
         return Err(ApiError::bad_request(format!("body is {len} bytes but {} were declared", grant.size)));
     }
     let body = Bytes::from(http::body_within(req, grant.size, "the body").await?);
-    let offsets = grant.check_body(&body, &crypto::sha256(&body).await?)?;
+    let offsets = grant.check_body(&body, &crypto::sha256(&body).await?, &ctx.limits)?;
     // No checks before the put: the one D1 batch that records the fragment refuses another
     // user's dataset (403) and bytes the dataset already holds (409), and then the object goes.
 
