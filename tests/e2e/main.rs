@@ -9,6 +9,7 @@ mod support;
 mod tests_bad_input;
 mod tests_compaction;
 mod tests_failures;
+mod tests_hostile;
 mod tests_lake;
 mod tests_outage;
 mod tests_stack;
@@ -31,6 +32,7 @@ fn main() {
         tests_bad_input::TESTS,
         tests_compaction::TESTS,
         tests_failures::TESTS,
+        tests_hostile::TESTS,
         tests_lake::TESTS,
     ]);
     // The tests mostly wait (on queues, runs, retries): run many at once unless told otherwise.
