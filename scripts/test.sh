@@ -14,7 +14,8 @@ if [[ "${FUSOU_E2E_ONLY:-}" != 1 ]]; then
     cargo fmt --check
     cargo clippy -q --workspace --all-targets --all-features -- -D warnings
     cargo clippy -q -p fusou-upload-worker -p fusou-compaction-worker -p fusou-engine-wasm --target wasm32-unknown-unknown -- -D warnings
-    log "native tests"
+    log "native tests (the fuzz harness for ${FUSOU_FUZZ_SECONDS:=30} s)"
+    export FUSOU_FUZZ_SECONDS
     cargo test --workspace --exclude fusou-e2e
 fi
 # The committed configuration deploys as it is (both Workers' production dry runs).

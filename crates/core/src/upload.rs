@@ -49,7 +49,7 @@ pub struct UploadLimits {
 
 impl Default for UploadLimits {
     fn default() -> Self {
-        Self { max_fragment_bytes: 16 << 20, max_direct_bytes: 16 << 20, grant_ttl_secs: 120, allow_anonymous: false, max_rows: 100_000 }
+        Self { max_fragment_bytes: 16 << 20, max_direct_bytes: 16 << 20, grant_ttl_secs: 120, allow_anonymous: false, max_rows: 1_000_000 }
     }
 }
 

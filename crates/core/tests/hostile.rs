@@ -37,6 +37,7 @@ fn cases() -> Vec<(&'static str, Forge, &'static str)> {
     };
     vec![
         ("twenty_million_null_rows", Forge::nulls_and(20_000_000, &[]), "rows, more than"),
+        ("half_a_million_null_rows_in_a_few_bytes", Forge::nulls_and(500_000, &[]), "rows a byte"),
         ("page_declares_2_gib", with(|f| f.uncompressed = Some(i32::MAX)), "uncompressed bytes, more than"),
         (
             "snappy_block_declares_4_gib",

@@ -10,7 +10,8 @@
 //! 1. the footer: its length under [`Limits::max_footer_bytes`]; its Thrift structure whole,
 //!    nested at most 16 deep; a flat schema (one root, only leaves); at most
 //!    [`Limits::max_columns`] columns and [`Limits::max_row_groups`] row groups;
-//! 2. the footer decoded without statistics; the rows at most [`Limits::max_rows`], the row
+//! 2. the footer decoded without statistics; the rows at most [`Limits::max_rows`] and
+//!    [`Limits::max_rows_per_byte`], the row
 //!    groups' rows adding up to the file's, every column of a type the client writes;
 //! 3. every column chunk's byte range inside the segment's pages, with checked arithmetic;
 //! 4. every page header in each chunk: the page inside its chunk, its uncompressed size under
@@ -37,9 +38,13 @@ pub struct Limits {
     pub max_columns: usize,
     /// Row groups of one segment. Default 64 (the client writes one).
     pub max_row_groups: usize,
-    /// Rows of one segment. Default 100,000: a row costs its columns' bytes when decoded
+    /// Rows of one segment. Default 1,000,000: a row costs its columns' bytes when decoded
     /// however few bytes it took to declare (a run of nulls takes a few bytes for millions).
     pub max_rows: u64,
+    /// Rows per byte of the segment. Default 4: the client's rows take tens of bytes each (a
+    /// 16 MiB segment of its smallest table holds about 270,000), while a page of nulls
+    /// declares some 10 rows per byte.
+    pub max_rows_per_byte: u64,
     /// Uncompressed bytes of one page. Default 16 MiB.
     pub max_page_bytes: u64,
     /// Uncompressed bytes of all pages of one segment. Default 64 MiB.
@@ -52,7 +57,8 @@ impl Default for Limits {
             max_footer_bytes: 256 << 10,
             max_columns: 128,
             max_row_groups: 64,
-            max_rows: 100_000,
+            max_rows: 1_000_000,
+            max_rows_per_byte: 4,
             max_page_bytes: 16 << 20,
             max_decoded_bytes: 64 << 20,
         }
@@ -108,6 +114,9 @@ pub fn check_segment(segment: &[u8], limits: &Limits) -> Result<ParquetMetaData,
     let rows = u64::try_from(metadata.file_metadata().num_rows()).map_err(|_| "its row count is negative")?;
     if rows > limits.max_rows {
         return Err(format!("it declares {rows} rows, more than {}", limits.max_rows));
+    }
+    if rows > (segment.len() as u64).saturating_mul(limits.max_rows_per_byte) {
+        return Err(format!("it declares {rows} rows in {} bytes, more than {} rows a byte", segment.len(), limits.max_rows_per_byte));
     }
     let mut group_rows = 0u64;
     let mut decoded = 0u64;
