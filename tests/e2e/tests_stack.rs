@@ -50,7 +50,8 @@ fn health_sees_everything() -> TestResult {
 
 fn api_prefix() -> TestResult {
     for path in ["/health", "/api/health"] {
-        let (status, body) = send(operator(Method::GET, path))?;
+        let s = stack();
+        let (status, body) = send(s.http.get(format!("{}{path}", s.url)).bearer_auth(&s.operator_secret))?;
         ensure_eq!(status, 200, "{path}: {body}");
         ensure_eq!(body["service"], "fusou-upload", "{path}");
     }

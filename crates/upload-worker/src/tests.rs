@@ -49,3 +49,12 @@ fn lake_objects_answer_one_byte_range() {
     assert_eq!(resolved(&Range::OffsetWithLength { offset: 90, length: 100 }, 100), (90, 10));
     assert_eq!(resolved(&Range::OffsetToEnd { offset: 100 }, 100), (100, 0));
 }
+
+#[test]
+fn a_failure_answers_an_incident_not_its_cause() {
+    use crate::http::public_failure;
+    let answer = public_failure(500, "abc123");
+    assert!(answer.contains("abc123") && answer.contains("internal error"), "{answer}");
+    assert!(!answer.to_lowercase().contains("d1") && !answer.contains("SQL"), "{answer}");
+    assert!(public_failure(503, "x").contains("try again later"));
+}
