@@ -137,16 +137,19 @@ async fn queue(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> Result<()
         }
     };
     let retry = QueueRetryOptionsBuilder::new().with_delay_seconds(ctx.retry_delay_secs).build();
-    let mut messages: Vec<_> = batch.messages()?.into_iter().map(|m| (CompactionMessage::from_value(m.body().clone()), m)).collect();
+    let messages: Vec<_> = batch.messages()?.into_iter().map(|m| (CompactionMessage::from_value(m.body().clone()), m)).collect();
     // A message whose run an earlier invocation began and never finished may have trapped it
-    // (out of memory, out of CPU): it goes last, so that it cannot take down the batch-mates
-    // that come with it. Each message is acknowledged or retried as soon as it is done, so
-    // what ran before a trap stays done.
-    if queue != DEAD_LETTER_QUEUE && messages.len() > 1 {
-        let runs: Vec<String> = messages.iter().filter_map(|(m, _)| m.as_ref().ok().map(CompactionMessage::run_id)).collect();
-        let interrupted = consumer::interrupted_runs(&ctx, &runs).await;
-        messages.sort_by_key(|(m, _)| m.as_ref().is_ok_and(|m| interrupted.contains(&m.run_id())));
-    }
+    // (out of memory, out of CPU): it goes last (`batch_order`), so that it cannot take down
+    // the batch-mates that come with it. Each message is acknowledged or retried as soon as it
+    // is done, so what ran before a trap stays done.
+    let runs: Vec<Option<String>> = messages.iter().map(|(m, _)| m.as_ref().ok().map(CompactionMessage::run_id)).collect();
+    let interrupted = if queue != DEAD_LETTER_QUEUE && messages.len() > 1 {
+        consumer::interrupted_runs(&ctx, &runs.iter().flatten().cloned().collect::<Vec<_>>()).await
+    } else {
+        Default::default()
+    };
+    let mut slots: Vec<Option<_>> = messages.into_iter().map(Some).collect();
+    let messages = fusou_core::message::batch_order(&runs, &interrupted).into_iter().filter_map(|i| slots[i].take());
     for (decoded, message) in messages {
         match (decoded, queue.as_str()) {
             (Err(e), _) => {

@@ -89,9 +89,28 @@ impl CompactionMessage {
     }
 }
 
+/// The order a batch's messages run in: each by its position, those whose run is in
+/// `interrupted` (an earlier invocation began it and never finished: it may have trapped on
+/// its bytes) after all the others, the batch's order kept otherwise. A message that may trap
+/// thus never takes down a batch-mate that would not; undecodable bodies (`None`) go first,
+/// as they cost nothing.
+pub fn batch_order(runs: &[Option<String>], interrupted: &std::collections::HashSet<String>) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by_key(|&i| runs[i].as_ref().is_some_and(|run| interrupted.contains(run)));
+    order
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_that_may_trap_run_after_their_batch_mates() {
+        let runs: Vec<Option<String>> = vec![Some("a".into()), Some("suspect".into()), None, Some("b".into()), Some("other".into())];
+        let interrupted = ["suspect".to_owned(), "other".to_owned()].into_iter().collect();
+        assert_eq!(batch_order(&runs, &interrupted), [0, 2, 3, 1, 4]);
+        assert_eq!(batch_order(&runs, &Default::default()), [0, 1, 2, 3, 4], "nothing suspect: the batch's order");
+    }
 
     fn check_refused(body: &str) {
         assert!(CompactionMessage::from_json(body.as_bytes()).is_err(), "accepted: {body}");
