@@ -32,16 +32,25 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
     rustup target add wasm32-unknown-unknown
 fi
 
+# The two build tools are built once per machine, lightly optimised and without LTO, in one
+# shared target directory (they share most of their dependencies): they only run for seconds
+# per build, and building them this way took 4 m 18 s against 5 m 30 s for cargo's default
+# release profile, both measured here in one session on a 2-core machine.
+tool_install() {
+    CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
+        CARGO_PROFILE_RELEASE_DEBUG=false cargo install --target-dir "$CARGO_TARGET_DIR/tools" "$@"
+}
+
 if [[ "$(worker-build --version 2>/dev/null)" != *"$FUSOU_WORKER_BUILD_VERSION"* ]]; then
     log "installing worker-build $FUSOU_WORKER_BUILD_VERSION (a few minutes)"
-    cargo install "worker-build@$FUSOU_WORKER_BUILD_VERSION" --locked
+    tool_install "worker-build@$FUSOU_WORKER_BUILD_VERSION" --locked
 fi
 
 [[ -n "$FUSOU_WASM_BINDGEN_VERSION" ]] || die "no wasm-bindgen in Cargo.lock"
 if [[ "$(wasm-bindgen --version 2>/dev/null)" != "wasm-bindgen $FUSOU_WASM_BINDGEN_VERSION" ]]; then
     log "installing wasm-bindgen-cli $FUSOU_WASM_BINDGEN_VERSION (a few minutes)"
     # Not --locked: one of its locked dependency versions is missing from the registry mirror.
-    cargo install "wasm-bindgen-cli@$FUSOU_WASM_BINDGEN_VERSION"
+    tool_install "wasm-bindgen-cli@$FUSOU_WASM_BINDGEN_VERSION"
 fi
 
 if [[ ! -x node_modules/.bin/wrangler || package-lock.json -nt node_modules/.package-lock.json ]]; then
