@@ -125,10 +125,19 @@ pub fn admit(schema: &Schema, columns: &[Column], contract: &[Column]) -> Result
 }
 
 /// The schema of a table governed by `contract`: `schema` with the contract's columns it lacks
-/// appended as new fields (a new version), or `None` when it has them all. Run on every commit,
-/// so that a change of the contract reaches each table with its next commit.
+/// appended as new fields, and the fields the contract does not name dropped (a table made
+/// before it was governed may hold an uploader's), as a new version; `None` when it is the
+/// contract's already. Ids are kept and never reused. Run on every commit, so that a change of
+/// the contract reaches each table with its next commit, and a dropped field leaves the name
+/// mapping, so that no reader reads it again.
 pub fn conform(schema: &Schema, last_column_id: i32, contract: &[Column]) -> Result<Option<Schema>, String> {
-    evolve(schema, last_column_id, contract)
+    let mut next = evolve(schema, last_column_id, contract)?.unwrap_or_else(|| schema.clone());
+    next.fields.retain(|f| f.name == PERIOD_COLUMN || f.name == DATASET_COLUMN || contract.iter().any(|c| c.name == f.name));
+    if next.fields == schema.fields {
+        return Ok(None);
+    }
+    next.schema_id = schema.schema_id + 1;
+    Ok(Some(next))
 }
 
 /// The schema that holds `columns`: `schema` itself, or a new version of it with the new
@@ -270,6 +279,13 @@ mod tests {
         assert!(admit(&table, &cols(&[("added", "long")]), &contract).unwrap().outside == ["added"]);
         let evolved = conform(&table, 5, &newer).unwrap().unwrap();
         assert_eq!(evolved.field("added").unwrap().id, 6);
+        // A table made before it was governed, with an uploader's field: conform drops it, and
+        // it leaves the name mapping, so readers no longer read it from any file.
+        let ungoverned = evolve(&table, 5, &cols(&[("junk", "string")])).unwrap().unwrap();
+        assert!(ungoverned.name_mapping().contains("junk"));
+        let governed = conform(&ungoverned, 6, &contract).unwrap().unwrap();
+        assert_eq!((governed.fields.clone(), governed.schema_id), (table.fields.clone(), ungoverned.schema_id + 1));
+        assert!(!governed.name_mapping().contains("junk"));
     }
 
     #[test]
