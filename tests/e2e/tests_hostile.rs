@@ -201,10 +201,11 @@ fn honest_beside_hostile() -> TestResult {
 }
 
 fn rate_limits() -> TestResult {
-    // sanitize-state: 10 a minute per user, counted before anything else is read.
+    // sanitize-state: 10 a minute per user, counted before anything else is read. 25 requests:
+    // should they straddle the limiter's minute, one of its windows still holds more than 10.
     let (_, token) = new_user(json!({}))?;
     let mut answers = Vec::new();
-    for _ in 0..12 {
+    for _ in 0..25 {
         let req = stack()
             .http
             .post(format!("{}/api/sanitize-state", stack().url))
@@ -214,14 +215,16 @@ fn rate_limits() -> TestResult {
         answers.push((response.status().as_u16(), response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned)));
     }
     ensure!(answers[..10].iter().all(|(s, _)| *s != 429), "{answers:?}");
-    ensure!(answers[10..].iter().all(|(s, r)| *s == 429 && r.as_deref() == Some("60")), "{answers:?}");
+    ensure!(answers.iter().any(|(s, _)| *s == 429), "{answers:?}");
+    ensure!(answers.iter().filter(|(s, _)| *s == 429).all(|(_, r)| r.as_deref() == Some("60")), "{answers:?}");
     // New datasets: 10 a minute per user; a dataset of the user's own is not new.
     let (_, token) = new_user(json!({}))?;
     let f = small_fragment(2600);
-    let statuses: Vec<u16> = (0..12)
+    let statuses: Vec<u16> = (0..25)
         .map(|_| handshake_at(&upload_url(), &token, &client_handshake(&unique_dataset(), PERIOD, &f)).map(|(s, _)| s))
         .collect::<Result<_, _>>()?;
-    ensure!(statuses[..10].iter().all(|&s| s == 200) && statuses[10..].iter().all(|&s| s == 429), "{statuses:?}");
+    ensure!(statuses[..10].iter().all(|&s| s == 200), "{statuses:?}");
+    ensure!(statuses.contains(&429) && statuses.iter().all(|&s| s == 200 || s == 429), "{statuses:?}");
     // Another user is not limited by this one.
     let (_, other) = new_user(json!({}))?;
     let (status, body) = handshake_at(&upload_url(), &other, &client_handshake(&unique_dataset(), PERIOD, &f))?;
