@@ -11,9 +11,7 @@
 //! Mutations are coverage-blind (bit flips, interesting integers, inserted, deleted and copied
 //! bytes, truncations), biased to the footer and the page headers, where sizes are read.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,43 +29,11 @@ use parquet::file::properties::WriterProperties;
 /// (about 2 MiB), far below a Worker's 128 MB.
 const HEAP_BOUND: usize = 64 << 20;
 
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is passed to the system allocator unchanged; only sizes are counted.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as `System::alloc`.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as `System::dealloc`.
-        unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: as `System::realloc`.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-            let now = CURRENT.fetch_add(new_size, Ordering::Relaxed) + new_size;
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        new
-    }
-}
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: counting_alloc::Counting = counting_alloc::Counting;
 
 fn seeds() -> Vec<Vec<u8>> {
     let fragment = synth::fragment(&FragmentSpec { seed: 11, rows: 1..=40, include_empty_tables: false });
@@ -163,22 +129,8 @@ fn execute(bytes: &[u8], tally: &mut Tally) -> Result<(), String> {
         format: "parquet".into(),
         num_rows: None,
     };
-    let base = CURRENT.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
-    let upload = catch_unwind(AssertUnwindSafe(|| inspect_segment(&offset, Bytes::copy_from_slice(bytes)).is_ok()))
-        .map_err(|_| "the upload check panicked".to_owned())?;
-    let input = FragmentInput {
-        key: "k/fuzz".into(),
-        dataset: DatasetId::parse("ds").unwrap(),
-        period: PeriodTag::parse("2025-11-05").unwrap(),
-        offsets: vec![offset],
-        bytes: Bytes::copy_from_slice(bytes),
-        compacted: None,
-    };
-    let engine = catch_unwind(AssertUnwindSafe(|| compact_in_memory(&[input], &EngineConfig::default())))
-        .map_err(|_| "the engine panicked".to_owned())?
-        .map_err(|e| format!("the engine failed instead of quarantining: {e}"))?;
-    let growth = PEAK.load(Ordering::Relaxed).saturating_sub(base);
+    let (outcome, growth) = counting_alloc::peak_growth(|| run_both(bytes, offset));
+    let (upload, engine) = outcome?;
     tally.peak_growth = tally.peak_growth.max(growth);
     if growth > HEAP_BOUND {
         return Err(format!("the heap grew {growth} bytes"));
@@ -194,6 +146,24 @@ fn execute(bytes: &[u8], tally: &mut Tally) -> Result<(), String> {
     }
     tally.executions += 1;
     Ok(())
+}
+
+/// The upload's check (whether it accepts `bytes`) and the engine's outcome.
+fn run_both(bytes: &[u8], offset: TableOffset) -> Result<(bool, fusou_core::engine::Compacted), String> {
+    let upload = catch_unwind(AssertUnwindSafe(|| inspect_segment(&offset, Bytes::copy_from_slice(bytes)).is_ok()))
+        .map_err(|_| "the upload check panicked".to_owned())?;
+    let input = FragmentInput {
+        key: "k/fuzz".into(),
+        dataset: DatasetId::parse("ds").unwrap(),
+        period: PeriodTag::parse("2025-11-05").unwrap(),
+        offsets: vec![offset],
+        bytes: Bytes::copy_from_slice(bytes),
+        compacted: None,
+    };
+    let engine = catch_unwind(AssertUnwindSafe(|| compact_in_memory(&[input], &EngineConfig::default())))
+        .map_err(|_| "the engine panicked".to_owned())?
+        .map_err(|e| format!("the engine failed instead of quarantining: {e}"))?;
+    Ok((upload, engine))
 }
 
 #[test]
