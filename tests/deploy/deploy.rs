@@ -127,8 +127,7 @@ fn the_limits_fit_what_the_workers_hold() {
         let comp_vars = comp["vars"].as_table().unwrap();
         let limits =
             fusou_core::upload::UploadLimits::from_vars(|name| up_vars.get(name).and_then(Value::as_str).map(str::to_owned)).unwrap();
-        let run =
-            fusou_core::compaction::RunConfig::from_vars(|name| comp_vars.get(name).and_then(Value::as_str).map(str::to_owned)).unwrap();
+        let run = fusou_compaction::RunConfig::from_vars(|name| comp_vars.get(name).and_then(Value::as_str).map(str::to_owned)).unwrap();
         // Every accepted fragment fits one run's bytes, so none is set aside for its size.
         assert!(limits.max_fragment_bytes <= number(comp_vars, "COMPACTION_MAX_RUN_BYTES"));
         assert!(limits.max_direct_bytes <= run.max_fragment_bytes);
@@ -144,7 +143,7 @@ fn settings_read() -> Vec<String> {
     let readers =
         ["number(\"", "number(&get, \"", "flag(&get, \"", "positive(\"", "body_limit(\"", "get(\"", "required(\"", "var(&env, \""];
     let mut names = Vec::new();
-    for dir in ["crates/core/src", "crates/edge/src", "crates/upload-worker/src", "crates/compaction-worker/src"] {
+    for dir in ["crates/ports/src", "crates/core/src", "crates/lake/src", "crates/compaction/src", "crates/edge/src", "crates/upload-worker/src", "crates/compaction-worker/src"] {
         let mut stack = vec![root().join(dir)];
         while let Some(path) = stack.pop() {
             if path.is_dir() {

@@ -275,7 +275,7 @@ pub fn upload_url() -> String {
 
 /// The handshake exactly as the FUSOU client sends it: string-typed `file_size` and
 /// `table_offsets`, `path` and `binary` included.
-pub fn client_handshake(dataset_id: &str, period: &str, f: &fusou_core::synth::Fragment) -> Value {
+pub fn client_handshake(dataset_id: &str, period: &str, f: &fusou_synth::Fragment) -> Value {
     json!({
         "path": format!("{period}-port-7-3.bin"),
         "binary": true,
@@ -299,7 +299,7 @@ pub fn send_bytes(upload_url: &str, token: &str, bytes: Vec<u8>) -> Result<(u16,
 }
 
 /// Both phases, as the client does them; both must answer 200. Answers phase 2's body.
-pub fn upload(token: &str, dataset_id: &str, period: &str, f: &fusou_core::synth::Fragment) -> Result<Value, String> {
+pub fn upload(token: &str, dataset_id: &str, period: &str, f: &fusou_synth::Fragment) -> Result<Value, String> {
     let (status, answer) = handshake_at(&upload_url(), token, &client_handshake(dataset_id, period, f))?;
     ensure_eq!(status, 200, "handshake: {answer}");
     let url = answer["uploadUrl"].as_str().ok_or("no uploadUrl")?.to_owned();
@@ -309,8 +309,8 @@ pub fn upload(token: &str, dataset_id: &str, period: &str, f: &fusou_core::synth
 }
 
 /// A fragment like the client's (all 32 tables, 1 to 8 rows each), generated from `seed`.
-pub fn small_fragment(seed: u64) -> fusou_core::synth::Fragment {
-    fusou_core::synth::fragment(&fusou_core::synth::FragmentSpec { seed, rows: 1..=8, include_empty_tables: false })
+pub fn small_fragment(seed: u64) -> fusou_synth::Fragment {
+    fusou_synth::fragment(&fusou_synth::FragmentSpec { seed, rows: 1..=8, include_empty_tables: false })
 }
 
 /// Each row as text, by column name, so rows compare by value whatever file they landed in.
@@ -405,8 +405,8 @@ pub fn compacted_rows(dataset: &str, token: &str) -> Result<(Vec<Value>, RowsByT
 
 /// Checks that `got` holds exactly the rows of `fragments`, each once, by value; segments
 /// named in `left_out` (fragment index, table) are expected to be missing.
-pub fn ensure_same_rows(got: &mut RowsByTable, fragments: &[fusou_core::synth::Fragment], left_out: &[(usize, &str)]) -> TestResult {
-    for table in fusou_core::synth::client_tables() {
+pub fn ensure_same_rows(got: &mut RowsByTable, fragments: &[fusou_synth::Fragment], left_out: &[(usize, &str)]) -> TestResult {
+    for table in fusou_synth::client_tables() {
         let mut expected: Vec<String> = fragments
             .iter()
             .enumerate()

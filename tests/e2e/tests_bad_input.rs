@@ -5,9 +5,9 @@
 //! after a sentinel message, sent once every case has run, has reached the consumer.
 
 use base64::Engine as _;
-use fusou_core::signing::Es256Key;
-use fusou_core::synth::Fragment;
+use fusou_auth::signing::Es256Key;
 use fusou_core::upload::{ContentHash, Handshake, UploadGrant, UploadLimits};
+use fusou_synth::Fragment;
 use serde_json::{Value, json};
 
 use crate::support::*;

@@ -117,7 +117,7 @@ fn largest_fragment() -> TestResult {
     let (_, token) = new_user(json!({}))?;
     let dataset = unique_dataset();
     let limit = fusou_core::upload::UploadLimits::default().max_fragment_bytes;
-    let f = fusou_core::synth::fragment_of_size(2000, 1, limit - 64 * 1024);
+    let f = fusou_synth::fragment_of_size(2000, 1, limit - 64 * 1024);
     ensure!(f.bytes.len() as u64 <= limit && f.bytes.len() as u64 > limit * 9 / 10, "{} bytes", f.bytes.len());
     upload(&token, &dataset, "2025-11-12", &f)?;
     wait_until_compacted(&dataset, &token, 300)?;

@@ -31,7 +31,7 @@ fn now_ms() -> u64 {
 /// A dataset with one fragment compacted, then `more` fragments uploaded while a lease held by
 /// nobody keeps their own realtime messages from running (they end as skipped). The lease is
 /// then released: the `more` fragments wait for whatever message the test sends.
-fn held_back(token: &str, seed: u64, more: usize) -> Result<(String, Vec<fusou_core::synth::Fragment>), String> {
+fn held_back(token: &str, seed: u64, more: usize) -> Result<(String, Vec<fusou_synth::Fragment>), String> {
     let dataset = unique_dataset();
     let fragments: Vec<_> = (0..=more as u64).map(|i| small_fragment(seed + i)).collect();
     upload(token, &dataset, PERIOD, &fragments[0])?;
@@ -116,7 +116,7 @@ fn crash_after_each_step() -> TestResult {
     let steps =
         ["validate-dataset", "list-fragments", "list-small-files", "read-fragments", "stage-outputs", "merge-0-31", "update-metadata"];
     // One dataset per step, all at once: the retries' delays overlap.
-    let cases: Vec<(String, &str, Vec<fusou_core::synth::Fragment>)> = steps
+    let cases: Vec<(String, &str, Vec<fusou_synth::Fragment>)> = steps
         .iter()
         .enumerate()
         .map(|(i, step)| (unique_dataset(), *step, (0..2).map(|j| small_fragment(1300 + 10 * i as u64 + j)).collect()))
@@ -255,7 +255,7 @@ fn poisonous_fragment() -> TestResult {
     wait_until_compacted(&dataset, &token, 300)?;
     wait_for_events("compaction.isolated", &dataset, 1, 10)?;
     let (_, mut got) = compacted_rows(&dataset, &token)?;
-    let left_out: Vec<(usize, &str)> = fusou_core::synth::client_tables().iter().map(|t| (2, t.name.as_str())).collect();
+    let left_out: Vec<(usize, &str)> = fusou_synth::client_tables().iter().map(|t| (2, t.name.as_str())).collect();
     ensure_same_rows(&mut got, &fragments, &left_out)?;
 
     // The owner sees it, with the reason, on the status route.

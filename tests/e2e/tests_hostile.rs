@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field};
-use fusou_core::fragment::TableOffset;
-use fusou_core::ids::TableName;
-use fusou_core::synth::forge::Forge;
-use fusou_core::synth::{self, Fragment, Segment};
+use fusou_contract::fragment::TableOffset;
+use fusou_contract::ids::TableName;
+use fusou_synth::forge::Forge;
+use fusou_synth::{self as synth, Fragment, Segment};
 use reqwest::Method;
 use serde_json::{Value, json};
 

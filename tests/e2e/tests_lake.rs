@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use bytes::Bytes;
-use fusou_core::lake::metadata::TableMetadata;
-use fusou_core::lake::mirror;
+use fusou_lake::metadata::TableMetadata;
+use fusou_lake::mirror;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Value, json};
 
@@ -23,7 +23,7 @@ const TABLES: [&str; 2] = ["battle", "cells"];
 fn read_back() -> TestResult {
     let (_, token) = new_user(json!({}))?;
     let datasets: Vec<String> = (0..3).map(|_| unique_dataset()).collect();
-    let mut uploaded: Vec<Vec<fusou_core::synth::Fragment>> = Vec::new();
+    let mut uploaded: Vec<Vec<fusou_synth::Fragment>> = Vec::new();
     for (i, dataset) in datasets.iter().enumerate() {
         let f = small_fragment(900 + i as u64);
         upload(&token, dataset, "2025-11-20", &f)?;
@@ -175,7 +175,7 @@ fn copy(root: &str, key: &str) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-fn table_rows(fragments: &[fusou_core::synth::Fragment], table: &str) -> Vec<String> {
+fn table_rows(fragments: &[fusou_synth::Fragment], table: &str) -> Vec<String> {
     let mut rows: Vec<String> =
         fragments.iter().flat_map(|f| f.segments.iter().filter(|s| s.table.as_str() == table)).flat_map(|s| rows(&s.batch)).collect();
     rows.sort();
@@ -184,7 +184,7 @@ fn table_rows(fragments: &[fusou_core::synth::Fragment], table: &str) -> Vec<Str
 
 /// Checks that the Parquet file a reader wrote holds exactly the rows of `table` in
 /// `fragments`, by value over the fragments' columns; answers how many.
-fn same_rows(path: &str, table: &str, fragments: &[fusou_core::synth::Fragment]) -> Result<usize, String> {
+fn same_rows(path: &str, table: &str, fragments: &[fusou_synth::Fragment]) -> Result<usize, String> {
     let expected = table_rows(fragments, table);
     let columns: BTreeSet<String> = fragments
         .iter()

@@ -77,7 +77,7 @@ fn put_fault(mode: &serde_json::Value) -> TestResult {
 /// Both phases of the client's upload, each of which must answer within `limit` (well below
 /// the remote-call timeout: an upload that waited on Supabase would take at least that long).
 /// Answers how long the two took.
-fn upload_within(token: &str, dataset: &str, f: &fusou_core::synth::Fragment, limit: Duration) -> Result<Duration, String> {
+fn upload_within(token: &str, dataset: &str, f: &fusou_synth::Fragment, limit: Duration) -> Result<Duration, String> {
     let started = Instant::now();
     let (status, answer) =
         send(stack().http.post(upload_url()).bearer_auth(token).json(&client_handshake(dataset, PERIOD, f)).timeout(limit))?;

@@ -1,7 +1,7 @@
 //! The Supabase stand-in: PostgREST round trips through the real PostgreSQL, the gateway's key
 //! checks, Auth's JWK set, and the row-level security of `supabase/migrations/`.
 
-use fusou_core::auth::{AuthConfig, AuthError, issuer_for, verify_user_token};
+use fusou_auth::{AuthConfig, AuthError, issuer_for, verify_user_token};
 use jsonwebtoken::jwk::JwkSet;
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -1,7 +1,7 @@
-//! The clean-up pass (`fusou_core::cleanup`) over D1 and R2: run by this Worker's cron, and at
+//! The clean-up pass (`fusou_compaction::cleanup`) over D1 and R2: run by this Worker's cron, and at
 //! once by an operator through the upload Worker (`POST /compact/cleanup`, service binding).
 
-use fusou_core::cleanup::{self, CleanupConfig, CleanupReport};
+use fusou_compaction::cleanup::{self, CleanupConfig, CleanupReport};
 use serde::Deserialize;
 
 use crate::context::Ctx;
@@ -35,5 +35,5 @@ impl Overrides {
 pub async fn run(ctx: &Ctx, overrides: &Overrides) -> Result<CleanupReport, String> {
     let db = D1(ctx.db().map_err(|e| e.to_string())?);
     let bucket = R2 { bucket: ctx.bucket().map_err(|e| e.to_string())?, remote: ctx.remote };
-    cleanup::clean_up(&db, &bucket, &fusou_edge::WorkerClock, &overrides.apply(&ctx.cleanup)).await
+    cleanup::clean_up(&db, &bucket, &fusou_edge::WorkerClock, &overrides.apply(&ctx.cleanup)).await.map_err(|e| e.to_string())
 }

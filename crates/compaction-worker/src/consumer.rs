@@ -1,11 +1,11 @@
 //! What happens to each message: the compaction workflow for the compaction queue, the failure
 //! record for the dead-letter queue; metrics in Supabase either way.
 
-use fusou_core::compaction::{self, Outcome, RunConfig};
+use fusou_compaction::metrics::{MetricsRow, MetricsUpdate};
+use fusou_compaction::{Outcome, RunConfig};
 use fusou_core::index;
 use fusou_core::measure::{self, Busy};
 use fusou_core::message::CompactionMessage;
-use fusou_core::metrics::{MetricsRow, MetricsUpdate};
 use fusou_core::supabase as rest;
 use fusou_core::workflow::StepError;
 use fusou_edge::log;
@@ -18,7 +18,7 @@ use crate::context::Ctx;
 use crate::faults;
 use fusou_edge::WorkerClock;
 
-use crate::ports::{D1, R2, SupabaseCatalog};
+use crate::ports::{D1, R2, SupabaseRegistry};
 
 /// Creates or updates the message's metrics row; a failure is logged, never fatal.
 async fn record(ctx: &Ctx, message: &CompactionMessage, metric_id: Uuid, update: &MetricsUpdate) {
@@ -40,10 +40,10 @@ pub async fn compact(ctx: &Ctx, message: &CompactionMessage) -> Result<(), Strin
 
     let db = D1(ctx.db().map_err(|e| e.to_string())?);
     let bucket = R2 { bucket: ctx.bucket().map_err(|e| e.to_string())?, remote: ctx.remote };
-    let catalog = SupabaseCatalog(&ctx.supabase);
+    let registry = SupabaseRegistry(&ctx.supabase);
     let armed = faults::armed(ctx, &db.0, &message.dataset_id).await;
     let config = RunConfig { crash_after: armed.crash_after, poison: armed.poison, ..ctx.run.clone() };
-    let run = compaction::compact(message, &run_id, &db, &bucket, &db, &catalog, &WorkerClock, &config);
+    let run = fusou_compaction::compact(message, &run_id, &db, &bucket, &db, &registry, &WorkerClock, &config);
     let (outcome, busy_ms) = Busy::new(run, &WorkerClock).await;
     let finished = fusou_edge::now_utc();
     let duration_ms = (finished - started).num_milliseconds().max(0) as u64;

@@ -2,8 +2,8 @@
 //! upload Worker reads its own: a malformed setting is an error, never a silent default (the
 //! defaults live in `fusou-core`, with the types they configure).
 
-use fusou_core::cleanup::CleanupConfig;
-use fusou_core::compaction::RunConfig;
+use fusou_compaction::RunConfig;
+use fusou_compaction::cleanup::CleanupConfig;
 use fusou_core::config::{ConfigError, Platform, number};
 use fusou_core::upload::MIN_SECRET_LEN;
 use fusou_edge::bindings;

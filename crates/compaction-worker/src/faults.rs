@@ -6,7 +6,7 @@
 //! - `step` is `poison:<fragment key>`: every invocation that would read that fragment dies
 //!   before reading it, as one that a poisonous fragment kills would. Never used up.
 
-use fusou_core::ids::DatasetId;
+use fusou_contract::ids::DatasetId;
 use fusou_core::index;
 use fusou_edge::d1::Db;
 

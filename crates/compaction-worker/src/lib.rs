@@ -2,7 +2,7 @@
 //!
 //! Each message is decoded into the one [`CompactionMessage`] type of `fusou-core`; a body
 //! that is not one is logged and acknowledged (a retry could never fix it), so it can never
-//! block the queue. A valid one runs the compaction workflow of `fusou_core::compaction` over
+//! block the queue. A valid one runs the compaction workflow of `fusou_compaction` over
 //! D1 and R2 (`ports`); success acknowledges it, a failure retries it with a delay, and after
 //! its retries it reaches the dead-letter queue (`consumer::dead_letter`). Each message of a
 //! batch is acknowledged or retried on its own. The cron runs the clean-up (`cleanup`).
@@ -17,7 +17,7 @@ mod context;
 mod faults;
 mod ports;
 
-use fusou_core::auth::bearer_token;
+use fusou_auth::bearer_token;
 use fusou_core::index;
 use fusou_core::message::CompactionMessage;
 use fusou_edge::log;

@@ -9,81 +9,9 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::ids::DatasetId;
+use fusou_contract::ids::DatasetId;
 
-/// A bound value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SqlValue {
-    Text(String),
-    Int(i64),
-    Null,
-}
-
-impl From<&str> for SqlValue {
-    fn from(s: &str) -> Self {
-        SqlValue::Text(s.to_owned())
-    }
-}
-
-impl From<String> for SqlValue {
-    fn from(s: String) -> Self {
-        SqlValue::Text(s)
-    }
-}
-
-impl From<Option<&str>> for SqlValue {
-    fn from(s: Option<&str>) -> Self {
-        s.map_or(SqlValue::Null, SqlValue::from)
-    }
-}
-
-impl From<i64> for SqlValue {
-    fn from(n: i64) -> Self {
-        SqlValue::Int(n)
-    }
-}
-
-/// Sizes and counts: D1 numbers are exact far beyond any of them.
-impl From<u64> for SqlValue {
-    fn from(n: u64) -> Self {
-        SqlValue::Int(i64::try_from(n).unwrap_or(i64::MAX))
-    }
-}
-
-/// One statement of a batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Statement {
-    pub sql: String,
-    pub params: Vec<SqlValue>,
-}
-
-impl Statement {
-    pub fn new(sql: &str, params: Vec<SqlValue>) -> Self {
-        Self { sql: sql.to_owned(), params }
-    }
-}
-
-/// A text parameter.
-pub(crate) fn text(s: &str) -> SqlValue {
-    SqlValue::Text(s.to_owned())
-}
-
-/// D1 binds at most 100 parameters per statement; keys are bound in chunks below it.
-pub const KEYS_PER_STATEMENT: usize = 90;
-
-/// Statements over `keys` in chunks D1 binds: `sql` with `{keys}` for the placeholders, after
-/// the `leading` parameters.
-pub fn keyed(sql: &str, leading: &[SqlValue], keys: &[String]) -> Vec<Statement> {
-    keys.chunks(KEYS_PER_STATEMENT)
-        .map(|chunk| {
-            let first = leading.len() + 1;
-            let placeholders: Vec<String> = (first..first + chunk.len()).map(|i| format!("?{i}")).collect();
-            let mut params = leading.to_vec();
-            params.extend(chunk.iter().map(|k| text(k)));
-            Statement { sql: sql.replace("{keys}", &placeholders.join(", ")), params }
-        })
-        .collect()
-}
+pub use fusou_ports::{KEYS_PER_STATEMENT, SqlValue, Statement, keyed, text};
 
 /// ISO-8601 UTC text of a Unix-ms instant, as the index stores every time written as text.
 pub fn iso(ms: u64) -> String {
@@ -343,8 +271,8 @@ statements! {
     /// The pending fragments of dataset `?1`, optionally of table `?2` and period `?3` (NULL:
     /// any), those not isolated first, each part in key (upload time) order, at most `?4`, and
     /// none after the first that takes their bytes past `?5`: a run's share and one more
-    /// ([`crate::compaction::FragmentRow`]s; which of them a run takes is decided by
-    /// [`crate::compaction::plan::inputs`]).
+    /// ([`fusou_compaction::FragmentRow`]s; which of them a run takes is decided by
+    /// [`fusou_compaction::plan::inputs`]).
     PENDING_FRAGMENTS = "SELECT key, table_name, period_tag, size, table_offsets, isolated FROM ( \
          SELECT key, table_name, period_tag, size, table_offsets, isolated, \
          SUM(size) OVER (ORDER BY isolated, key ROWS UNBOUNDED PRECEDING) - size AS bytes_before FROM battle_files \
@@ -354,7 +282,7 @@ statements! {
 
     /// The live compacted files of dataset `?1` smaller than `?2` bytes, optionally of period `?3`
     /// (NULL: any), oldest first, at most `?4`: what consolidation chooses from
-    /// ([`crate::compaction::consolidate::SmallFile`]s). A message's `table` names the
+    /// ([`fusou_compaction::consolidate::SmallFile`]s). A message's `table` names the
     /// fragments' table, not the tables inside them: it does not narrow this.
     SMALL_OUTPUTS = "SELECT key, period_tag, table_name, size, source_segments FROM compacted_files \
          WHERE dataset_id = ?1 AND retired_at IS NULL AND size < ?2 AND (?3 IS NULL OR period_tag = ?3) \
@@ -410,7 +338,7 @@ statements! {
 }
 
 /// Records every output key of a run before any is written (a few statements, one batch). The
-/// commit clears them; those left behind are orphans for [`crate::cleanup`].
+/// commit clears them; those left behind are orphans for [`fusou_compaction::cleanup`].
 pub fn stage_outputs(keys: &[String], dataset: &DatasetId, run_id: &str, now_ms: u64) -> Vec<Statement> {
     // Four parameters a row (three shared), within D1's 100 per statement.
     keys.chunks(24)
@@ -467,7 +395,7 @@ pub struct Fault {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A run's commit: one fenced batch ([`crate::commit::commit_batch`]). `?1` dataset, `?2` run,
+// A run's commit: one fenced batch ([`fusou_compaction::run_commit::commit_batch`]). `?1` dataset, `?2` run,
 // `?3` epoch, `?4` now; each statement's own parameters follow.
 
 statements! {
@@ -539,7 +467,7 @@ statements! {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The clean-up (the compaction Worker's cron, [`crate::cleanup`]).
+// The clean-up (the compaction Worker's cron, [`fusou_compaction::cleanup`]).
 
 statements! {
     CLEANUP;
@@ -609,7 +537,7 @@ statements! {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Open tables (`crate::lake`): each table's pointer, what it must take, what it no longer needs.
+// Open tables (`fusou_lake`): each table's pointer, what it must take, what it no longer needs.
 
 statements! {
     LAKE;
@@ -745,7 +673,8 @@ pub struct RunRow {
 }
 
 /// A boolean column: SQLite and D1 answer 0 or 1.
-pub(crate) fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+/// Reads a D1 boolean (0 or 1) as a `bool`, for `#[serde(deserialize_with)]`.
+pub fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Flag {
@@ -763,7 +692,7 @@ mod tests {
     use rusqlite::{Connection, params};
 
     use super::*;
-    use crate::testing::migrated_sqlite;
+    use fusou_testing::migrated_sqlite;
 
     #[test]
     fn every_statement_prepares_on_the_d1_schema_within_d1s_limits() {

@@ -81,6 +81,14 @@ pub fn reset_peak() -> usize {
     now
 }
 
+/// Runs `f` and answers its output with the heap's growth at its peak during `f`, past the
+/// live bytes before it (with [`Counting`] installed as the global allocator).
+pub fn peak_growth<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let base = reset_peak();
+    let out = f();
+    (out, peak().saturating_sub(base))
+}
+
 /// The size of this module's Wasm linear memory, in bytes: its peak so far, since Wasm memory
 /// never shrinks (0 when not compiled to Wasm).
 pub fn wasm_memory_bytes() -> u64 {
@@ -124,7 +132,7 @@ impl<F: Future, C: Clock> Future for Busy<'_, F, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::FakeClock;
+    use fusou_testing::FakeClock;
     use std::task::Waker;
 
     /// Works `busy_ms` of the clock per poll, waiting (pending) between polls, `polls` in all.

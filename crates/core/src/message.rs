@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::ids::{DatasetId, PeriodTag, TableName};
+use fusou_contract::ids::{DatasetId, PeriodTag, TableName};
 
 /// Largest message body a queue accepts (128 KB); ours are a few hundred bytes.
 pub const MAX_MESSAGE_BYTES: usize = 128 * 1024;

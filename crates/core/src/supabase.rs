@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::ids::{DatasetId, PeriodTag, TableName};
 use crate::message::{CompactionMessage, Priority};
+use fusou_contract::ids::{DatasetId, PeriodTag, TableName};
 
 /// One request to `<SUPABASE_URL>/rest/v1/`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,14 +9,13 @@
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-#[cfg(feature = "jwt")]
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::fragment::{self, FragmentError, TableOffset};
-use crate::ids::{DatasetId, IdError, PeriodTag, TableName};
+use fusou_contract::fragment::{self, FragmentError, TableOffset};
+use fusou_contract::ids::{DatasetId, IdError, PeriodTag, TableName};
 
 /// The audience of upload grants, so that no other token of ours can pose as one.
 const GRANT_AUDIENCE: &str = "fusou-upload";
@@ -95,7 +94,7 @@ impl From<IdError> for UploadError {
 }
 
 /// Who may upload: every signed-in user, and an anonymous sign-in only where allowed.
-pub fn check_uploader(user: &crate::auth::AuthenticatedUser, limits: &UploadLimits) -> Result<(), UploadError> {
+pub fn check_uploader(user: &fusou_auth::AuthenticatedUser, limits: &UploadLimits) -> Result<(), UploadError> {
     if user.anonymous && !limits.allow_anonymous {
         return Err(UploadError::Anonymous);
     }
@@ -231,7 +230,6 @@ pub struct UploadGrant {
     aud: String,
 }
 
-#[cfg(feature = "jwt")]
 fn check_secret(secret: &str) -> Result<&[u8], UploadError> {
     if secret.len() < MIN_SECRET_LEN {
         return Err(UploadError::Misconfigured("UPLOAD_TOKEN_SECRET is missing or shorter than 32 characters"));
@@ -259,10 +257,9 @@ impl UploadGrant {
 }
 
 /// Upload grants are HS256 tokens signed with `UPLOAD_TOKEN_SECRET`.
-#[cfg(feature = "jwt")]
 impl UploadGrant {
     pub fn sign(&self, secret: &str) -> Result<String, UploadError> {
-        crate::auth::install_crypto();
+        fusou_auth::install_crypto();
         let key =
             EncodingKey::from_secret(check_secret(secret)?).map_err(|_| UploadError::Misconfigured("UPLOAD_TOKEN_SECRET is unusable"))?;
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), self, &key)
@@ -271,7 +268,7 @@ impl UploadGrant {
 
     /// Verifies a grant presented at `now` by `user`.
     pub fn verify(token: &str, secret: &str, user: Uuid, now: u64) -> Result<Self, UploadError> {
-        crate::auth::install_crypto();
+        fusou_auth::install_crypto();
         let key =
             DecodingKey::from_secret(check_secret(secret)?).map_err(|_| UploadError::Misconfigured("UPLOAD_TOKEN_SECRET is unusable"))?;
         let mut validation = Validation::new(Algorithm::HS256);

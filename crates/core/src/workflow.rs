@@ -22,6 +22,8 @@ use futures_util::future::{Either, select};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use fusou_ports::{Checkpoint, CheckpointStore, Clock, PortError};
+
 /// How delays grow between attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backoff {
@@ -57,40 +59,18 @@ pub struct StepConfig {
     pub timeout_ms: u64,
 }
 
-/// Where completed steps are kept.
-#[allow(async_fn_in_trait)] // Workers are single-threaded: no `Send` bound is wanted.
-pub trait CheckpointStore {
-    /// The stored outputs of a run's completed steps, as (step, output).
-    async fn outputs(&self, run: &str) -> Result<Vec<(String, String)>, String>;
-    /// Stores a completed step unless one is stored already (the first write wins), and answers
-    /// the stored output: one round trip.
-    async fn save(&self, run: &str, checkpoint: &Checkpoint<'_>) -> Result<String, String>;
-}
-
-/// A completed step, as a store keeps it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Checkpoint<'a> {
-    pub step: &'a str,
-    /// The step's value, as JSON.
-    pub output: &'a str,
-    pub attempts: u32,
-    pub duration_ms: u64,
-    /// Unix ms, by the run's clock (the clean-up forgets finished runs by it).
-    pub completed_at_ms: u64,
-}
-
-/// Time, for delays, timeouts and durations.
-#[allow(async_fn_in_trait)]
-pub trait Clock {
-    fn now_ms(&self) -> u64;
-    async fn sleep(&self, ms: u64);
-}
-
 /// Why a step did not complete.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StepError {
     #[error("step {step} failed after {attempts} attempt(s): {message}")]
-    Failed { step: String, attempts: u32, message: String },
+    Failed {
+        step: String,
+        attempts: u32,
+        message: String,
+        /// The limit the last attempt did not answer within, when that is how it failed (the
+        /// step's own timeout, or a remote call's).
+        timed_out_ms: Option<u64>,
+    },
     #[error("step {step}: the checkpoint store failed: {message}")]
     Store { step: String, message: String },
     #[error("step {step}: its stored output does not decode: {message}")]
@@ -101,6 +81,19 @@ pub enum StepError {
 }
 
 impl StepError {
+    /// Step `step` failed at its one attempt, made outside the runner's retries.
+    pub fn failed_once(step: impl Into<String>, error: PortError) -> Self {
+        StepError::Failed { step: step.into(), attempts: 1, message: error.message, timed_out_ms: error.timed_out_ms }
+    }
+
+    /// The limit the step's last attempt waited for, when it failed by a timeout.
+    pub fn timed_out_ms(&self) -> Option<u64> {
+        match self {
+            StepError::Failed { timed_out_ms, .. } => *timed_out_ms,
+            _ => None,
+        }
+    }
+
     /// The step that failed.
     pub fn step(&self) -> &str {
         match self {
@@ -168,7 +161,7 @@ impl<'a, S: CheckpointStore, C: Clock> Run<'a, S, C> {
     /// Whether step `name` is checkpointed as done, reading the checkpoints if no step has yet.
     pub async fn has_completed(&mut self, name: &str) -> Result<bool, StepError> {
         if self.completed.is_none() {
-            let stored = self.store.outputs(&self.id).await.map_err(|message| StepError::Store { step: name.to_owned(), message })?;
+            let stored = self.store.outputs(&self.id).await.map_err(|e| StepError::Store { step: name.to_owned(), message: e.message })?;
             self.completed = Some(stored.into_iter().collect());
         }
         Ok(self.completed(name))
@@ -184,9 +177,9 @@ impl<'a, S: CheckpointStore, C: Clock> Run<'a, S, C> {
     where
         T: Serialize + DeserializeOwned,
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, String>>,
+        Fut: Future<Output = Result<T, PortError>>,
     {
-        let store_error = |message: String| StepError::Store { step: name.to_owned(), message };
+        let store_error = |e: PortError| StepError::Store { step: name.to_owned(), message: e.message };
         if self.completed.is_none() {
             let stored = self.store.outputs(&self.id).await.map_err(store_error)?;
             self.completed = Some(stored.into_iter().collect());
@@ -215,7 +208,7 @@ impl<'a, S: CheckpointStore, C: Clock> Run<'a, S, C> {
     pub async fn ephemeral<T, F, Fut>(&mut self, name: &str, config: &StepConfig, attempt: F) -> Result<T, StepError>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, String>>,
+        Fut: Future<Output = Result<T, PortError>>,
     {
         let started = self.clock.now_ms();
         let (value, attempts) = self.attempts(name, config, attempt).await?;
@@ -229,25 +222,25 @@ impl<'a, S: CheckpointStore, C: Clock> Run<'a, S, C> {
     async fn attempts<T, F, Fut>(&self, name: &str, config: &StepConfig, mut attempt: F) -> Result<(T, u32), StepError>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, String>>,
+        Fut: Future<Output = Result<T, PortError>>,
     {
         let mut attempts = 0;
         loop {
             attempts += 1;
             match self.with_timeout(attempt(), config.timeout_ms).await {
                 Ok(value) => return Ok((value, attempts)),
-                Err(message) if attempts > config.retries.limit => {
-                    return Err(StepError::Failed { step: name.to_owned(), attempts, message });
+                Err(PortError { message, timed_out_ms }) if attempts > config.retries.limit => {
+                    return Err(StepError::Failed { step: name.to_owned(), attempts, message, timed_out_ms });
                 }
                 Err(_) => self.clock.sleep(config.retries.delay_before(attempts)).await,
             }
         }
     }
 
-    async fn with_timeout<T>(&self, attempt: impl Future<Output = Result<T, String>>, timeout_ms: u64) -> Result<T, String> {
+    async fn with_timeout<T>(&self, attempt: impl Future<Output = Result<T, PortError>>, timeout_ms: u64) -> Result<T, PortError> {
         match select(pin!(attempt), pin!(self.clock.sleep(timeout_ms))).await {
             Either::Left((outcome, _)) => outcome,
-            Either::Right(_) => Err(format!("timed out after {timeout_ms} ms")),
+            Either::Right(_) => Err(PortError::timed_out(format!("timed out after {timeout_ms} ms"), timeout_ms)),
         }
     }
 }

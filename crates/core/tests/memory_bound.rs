@@ -4,11 +4,11 @@
 //! peak measures beyond it is the engine's own memory.
 
 use bytes::Bytes;
-use fusou_core::engine::segment::{FragmentInput, Scan};
-use fusou_core::engine::{EngineConfig, merge, plan};
-use fusou_core::ids::{DatasetId, PeriodTag};
+use fusou_contract::ids::{DatasetId, PeriodTag};
 use fusou_core::measure::{self, Counting};
-use fusou_core::synth::{self, FragmentSpec};
+use fusou_engine::segment::{FragmentInput, Scan};
+use fusou_engine::{EngineConfig, binpack, merge};
+use fusou_synth::{self as synth, FragmentSpec};
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting::SYSTEM;
@@ -47,7 +47,7 @@ fn merging_more_than_a_gibibyte_stays_under_64_mib() {
     let config = EngineConfig::default();
     let mut scan = Scan::default();
     inputs.iter().for_each(|f| scan.add_fragment(f));
-    let plans = plan::plan(&scan, &config);
+    let plans = binpack::plan(&scan, &config);
     let (mut rows_out, mut bytes_out, mut max_parts_held) = (0u64, 0u64, 0usize);
     for output in &plans {
         let finished = merge::merge_output(
@@ -103,7 +103,7 @@ fn merging_the_largest_accepted_fragment_stays_bounded() {
         let mut scan = Scan::default();
         scan.add_fragment(&input);
         let mut rows_out = 0;
-        for output in &plan::plan(&scan, &config) {
+        for output in &binpack::plan(&scan, &config) {
             rows_out += merge::merge_output(output, &scan, &config, |d| Ok(input.bytes.slice(d.range())), drop).unwrap().rows;
         }
         let peak = measure::peak() - baseline;

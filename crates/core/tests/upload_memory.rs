@@ -7,19 +7,16 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, Int32Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use bytes::Bytes;
-use counting_alloc::peak_growth;
-use fusou_core::fragment::{self, Limits, TableOffset};
-use fusou_core::ids::TableName;
-use fusou_core::synth;
+use fusou_contract::fragment::{self, Limits, TableOffset};
+use fusou_contract::ids::TableName;
+use fusou_core::measure::{Counting, peak_growth};
 use fusou_core::upload::{ContentHash, UploadLimits};
+use fusou_synth as synth;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
-#[path = "support/counting_alloc.rs"]
-mod counting_alloc;
-
 #[global_allocator]
-static ALLOCATOR: counting_alloc::Counting = counting_alloc::Counting;
+static ALLOCATOR: Counting = Counting::SYSTEM;
 
 fn mib(n: usize) -> f64 {
     n as f64 / (1 << 20) as f64

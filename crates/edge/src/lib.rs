@@ -23,7 +23,7 @@ pub fn now_ms() -> u64 {
 /// The Worker's clock and timers, for the core's step runner and [`fusou_core::measure::Busy`].
 pub struct WorkerClock;
 
-impl fusou_core::workflow::Clock for WorkerClock {
+impl fusou_ports::Clock for WorkerClock {
     fn now_ms(&self) -> u64 {
         now_ms()
     }

@@ -69,6 +69,13 @@ pub struct RemoteError {
     pub timed_out_ms: Option<u64>,
 }
 
+/// A port's error keeps the timeout, so that it reaches a run's error and its metrics row.
+impl From<RemoteError> for fusou_ports::PortError {
+    fn from(e: RemoteError) -> Self {
+        Self { message: e.to_string(), timed_out_ms: e.timed_out_ms }
+    }
+}
+
 impl From<RemoteError> for worker::Error {
     fn from(e: RemoteError) -> Self {
         worker::Error::RustError(e.to_string())

@@ -19,6 +19,8 @@ pub struct Supabase {
 pub struct SupabaseError {
     pub status: Option<u16>,
     pub message: String,
+    /// The limit a call did not answer within, when that is how it failed.
+    pub timed_out_ms: Option<u64>,
 }
 
 impl std::fmt::Display for SupabaseError {
@@ -32,7 +34,13 @@ impl std::fmt::Display for SupabaseError {
 
 impl From<RemoteError> for SupabaseError {
     fn from(e: RemoteError) -> Self {
-        Self { status: None, message: e.to_string() }
+        Self { status: None, message: e.to_string(), timed_out_ms: e.timed_out_ms }
+    }
+}
+
+impl From<SupabaseError> for fusou_ports::PortError {
+    fn from(e: SupabaseError) -> Self {
+        Self { message: e.to_string(), timed_out_ms: e.timed_out_ms }
     }
 }
 
@@ -44,7 +52,7 @@ impl Supabase {
     /// Runs `call`; a non-2xx answer is an error carrying PostgREST's body. A call that does not
     /// answer within the remote timeout is aborted.
     pub async fn execute(&self, call: &RestCall) -> Result<String, SupabaseError> {
-        let transport = |e: worker::Error| SupabaseError { status: None, message: e.to_string() };
+        let transport = |e: worker::Error| SupabaseError { status: None, message: e.to_string(), timed_out_ms: None };
         let headers = Headers::new();
         headers.set("apikey", &self.service_key).map_err(transport)?;
         headers.set("authorization", &format!("Bearer {}", self.service_key)).map_err(transport)?;
@@ -74,6 +82,6 @@ impl Supabase {
                 abort.abort();
             }
         })?;
-        if (200..300).contains(&status) { Ok(text) } else { Err(SupabaseError { status: Some(status), message: text }) }
+        if (200..300).contains(&status) { Ok(text) } else { Err(SupabaseError { status: Some(status), message: text, timed_out_ms: None }) }
     }
 }

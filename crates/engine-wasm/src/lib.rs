@@ -12,11 +12,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use fusou_core::auth::{AuthConfig, JwkSet, verify_user_token};
-use fusou_core::engine::segment::{FragmentInput, Scan, SegmentDesc};
-use fusou_core::engine::{EngineConfig, merge, plan};
-use fusou_core::ids::{DatasetId, PeriodTag};
+use fusou_auth::{AuthConfig, JwkSet, verify_user_token};
+use fusou_contract::ids::{DatasetId, PeriodTag};
 use fusou_core::upload::ContentHash;
+use fusou_engine::segment::{FragmentInput, Scan, SegmentDesc};
+use fusou_engine::{EngineConfig, binpack, merge};
 use wasm_bindgen::prelude::*;
 
 // The compaction Worker's allocator, so that the engine allocates here as it does there.
@@ -65,7 +65,7 @@ impl Fragments {
             scan.add_fragment(input);
         }
         let (mut bytes, mut rows) = (0u64, 0u64);
-        for output in plan::plan(&scan, &config) {
+        for output in binpack::plan(&scan, &config) {
             let read = |d: &SegmentDesc| Ok(self.inputs[d.fragment as usize].bytes.slice(d.range()));
             let finished =
                 merge::merge_output(&output, &scan, &config, read, |part| bytes += part.len() as u64).map_err(|e| e.to_string())?;

@@ -5,8 +5,8 @@
 //! (which bypasses row-level security), a user's access token as `authenticated` with its
 //! claims, and no bearer at all as the role of the `apikey`.
 
-use fusou_core::auth::{AuthConfig, AuthError, bearer_token, verify_user_token};
-use fusou_core::signing::Es256Key;
+use fusou_auth::signing::Es256Key;
+use fusou_auth::{AuthConfig, AuthError, bearer_token, verify_user_token};
 use jsonwebtoken::jwk::JwkSet;
 use serde_json::{Value, json};
 

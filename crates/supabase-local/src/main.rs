@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use fusou_core::signing::Es256Key;
+use fusou_auth::signing::Es256Key;
 
 #[derive(Parser)]
 #[command(version, about = "Local stand-in for Supabase's REST and Auth APIs (development and tests only)")]
@@ -148,7 +148,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 publishable: publishable_key,
                 secret: secret_key,
                 signing: load_or_create_key(&signing_key_file)?,
-                issuer: fusou_core::auth::issuer_for(&public_url),
+                issuer: fusou_auth::issuer_for(&public_url),
             };
             let tables = schema.len();
             let state = Arc::new(app::AppState { pool, schema, keys, fault: Default::default() });

@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 
-use fusou_core::auth::{
+use fusou_auth::{
     AuthConfig, AuthError, AuthenticatedUser, JwkSet, TokenCache, accept_claims, bearer_token, issuer_for, jwks_url_for, read_token,
 };
 use fusou_edge::remote::Service;

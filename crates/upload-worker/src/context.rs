@@ -43,7 +43,7 @@ impl Ctx {
         let delay = number(&get, "REALTIME_DELAY_SECONDS", 30).map_err(ApiError::misconfigured)?;
         // A queue delays a message by at most 12 hours.
         let realtime_delay_secs = u32::try_from(delay.min(43_200)).unwrap_or(43_200);
-        let lake_root = fusou_core::lake::catalog::lake_root(get).map_err(ApiError::misconfigured)?;
+        let lake_root = fusou_lake::rest::lake_root(get).map_err(ApiError::misconfigured)?;
         Ok(Self {
             lake_root,
             limits,

@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use fusou_core::auth::{Algorithm, AlgorithmParameters, Jwk, ReadToken, SigningKey};
+use fusou_auth::{Algorithm, AlgorithmParameters, Jwk, ReadToken, SigningKey};
 use fusou_core::upload::ContentHash;
 use worker::js_sys::{self, Object, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};

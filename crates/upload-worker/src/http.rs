@@ -1,7 +1,7 @@
 //! Answers: JSON bodies, the one error shape `{"error": "..."}` with its precise status, and CORS
 //! as the FUSOU client and browsers expect it (any origin; `authorization, content-type`).
 
-use fusou_core::auth::AuthError;
+use fusou_auth::AuthError;
 use fusou_core::upload::UploadError;
 use serde::Serialize;
 use serde_json::json;

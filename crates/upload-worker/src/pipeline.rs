@@ -2,8 +2,8 @@
 //! (R2, then D1, with no orphan either way and no object deleted that a row holds), and request
 //! a compaction (a `processing_metrics` row, then a queue message carrying its id).
 
-use fusou_core::fragment::TableOffset;
-use fusou_core::ids::{DatasetId, PeriodTag, TableName};
+use fusou_contract::fragment::TableOffset;
+use fusou_contract::ids::{DatasetId, PeriodTag, TableName};
 use fusou_core::index;
 use fusou_core::index::SqlValue;
 use fusou_core::message::{CompactionMessage, Priority};

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use fusou_core::engine::segment::{FragmentInput, Scan};
-use fusou_core::engine::{EngineConfig, merge, plan};
-use fusou_core::fragment::TableOffset;
-use fusou_core::ids::{DatasetId, PeriodTag};
+use fusou_contract::fragment::TableOffset;
+use fusou_contract::ids::{DatasetId, PeriodTag};
 use fusou_core::measure;
+use fusou_engine::segment::{FragmentInput, Scan};
+use fusou_engine::{EngineConfig, binpack, merge};
 use parquet::basic::{Compression, ZstdLevel};
 
 #[derive(clap::Args)]
@@ -75,7 +75,7 @@ pub fn compact(args: Args) -> Result<(), String> {
     let scanned = started.elapsed();
 
     // Pass 2: merge output by output, reading each segment back from its fragment file.
-    let plans = plan::plan(&scan, &config);
+    let plans = binpack::plan(&scan, &config);
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let mut bytes_out = 0u64;
     let mut rows_out = 0u64;

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use fusou_core::lake::metadata::TableMetadata;
+use fusou_lake::metadata::TableMetadata;
 use serde_json::Value;
 
 pub async fn sync(url: &str, operator_secret: &str) -> Result<(), String> {
@@ -53,7 +53,7 @@ pub async fn sync(url: &str, operator_secret: &str) -> Result<(), String> {
             write(&local, &data)?;
             Ok(data)
         };
-        let keys = fusou_core::lake::mirror::referenced(&metadata, &root, &copy).await?;
+        let keys = fusou_lake::mirror::referenced(&metadata, &root, &copy).await?;
         for key in &keys {
             bytes += copy(key).await?.len();
         }

@@ -7,7 +7,7 @@ pub mod verify;
 
 use std::path::Path;
 
-use fusou_core::synth::{FragmentSpec, fragment, fragment_of_size};
+use fusou_synth::{FragmentSpec, fragment, fragment_of_size};
 use serde_json::{Value, json};
 
 /// Where a generated fragment and its offsets are written.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use fusou_core::synth::{FragmentSpec, fragment};
+use fusou_synth::{FragmentSpec, fragment};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::client::{Outcome, Uploader};
@@ -66,7 +66,7 @@ fn generated(count: u64, seed: u64) -> Vec<Job> {
 }
 
 /// Generates fragments, handing each one to `inspect` before keeping only its bytes.
-fn generated_with(count: u64, seed: u64, mut inspect: impl FnMut(&fusou_core::synth::Fragment)) -> Vec<Job> {
+fn generated_with(count: u64, seed: u64, mut inspect: impl FnMut(&fusou_synth::Fragment)) -> Vec<Job> {
     (0..count)
         .map(|n| {
             let f = fragment(&FragmentSpec { seed: seed.wrapping_add(n), ..FragmentSpec::default() });

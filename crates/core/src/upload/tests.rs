@@ -1,7 +1,7 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::synth::{FragmentSpec, fragment};
+use fusou_synth::{FragmentSpec, fragment};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 const NOW: u64 = 1_800_000_000;
@@ -11,7 +11,7 @@ fn user() -> Uuid {
 }
 
 /// A handshake exactly as the deployed client sends it, for a generated fragment.
-fn client_handshake(f: &crate::synth::Fragment) -> Value {
+fn client_handshake(f: &fusou_synth::Fragment) -> Value {
     json!({
         "path": "2025-11-05-port-7-3.bin",
         "binary": true,
@@ -112,7 +112,7 @@ fn keys_are_built_from_validated_parts() {
     assert_eq!(key, "battle_data/ds-1/port_table/20251105010203-00000000-0000-0000-0000-000000000000.parquet");
 }
 
-fn grant_for(f: &crate::synth::Fragment) -> UploadGrant {
+fn grant_for(f: &fusou_synth::Fragment) -> UploadGrant {
     let h = parse(&client_handshake(f)).unwrap();
     UploadGrant::new(&h, user(), "battle_data/k.parquet".into(), NOW, &UploadLimits::default())
 }
@@ -184,7 +184,7 @@ fn the_body_must_be_what_was_declared() {
 
 #[test]
 fn anonymous_sign_ins_upload_only_where_allowed() {
-    use crate::auth::AuthenticatedUser;
+    use fusou_auth::AuthenticatedUser;
     let signed_in = AuthenticatedUser { id: user(), email: Some("a@example.com".into()), anonymous: false, expires_at: u64::MAX };
     let anonymous = AuthenticatedUser { id: user(), email: None, anonymous: true, expires_at: u64::MAX };
     let default = UploadLimits::default();

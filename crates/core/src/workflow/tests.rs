@@ -6,16 +6,16 @@ use futures::executor::block_on;
 use rusqlite::{OptionalExtension, params};
 
 use super::*;
-use crate::testing::{FakeClock, Sqlite};
+use fusou_ports::PortResult;
+use fusou_testing::{FakeClock, Sqlite};
 
-impl Sqlite {
-    fn attempts(&self, run: &str, step: &str) -> Option<u32> {
-        self.with(|c| {
-            c.query_row("SELECT attempts FROM workflow_steps WHERE run_id = ?1 AND step = ?2", params![run, step], |r| r.get(0))
-                .optional()
-                .unwrap()
-        })
-    }
+/// The attempts a step's checkpoint records.
+fn attempts(db: &Sqlite, run: &str, step: &str) -> Option<u32> {
+    db.with(|c| {
+        c.query_row("SELECT attempts FROM workflow_steps WHERE run_id = ?1 AND step = ?2", params![run, step], |r| r.get(0))
+            .optional()
+            .unwrap()
+    })
 }
 
 const QUICK: StepConfig =
@@ -60,8 +60,8 @@ fn a_rerun_skips_completed_steps() {
     // The same run again (a redelivered message): nothing runs, the stored outputs come back.
     let again = block_on(async {
         let mut run = Run::new("run-1", &store, &clock);
-        let a: u32 = run.step("a", &QUICK, || async { Err("must not run".to_string()) }).await.unwrap();
-        let b: String = run.step("b", &QUICK, || async { Err("must not run".to_string()) }).await.unwrap();
+        let a: u32 = run.step("a", &QUICK, || async { Err(PortError::from("must not run")) }).await.unwrap();
+        let b: String = run.step("b", &QUICK, || async { Err(PortError::from("must not run")) }).await.unwrap();
         (a, b, run.records().to_vec())
     });
     assert_eq!((again.0, again.1.as_str()), (7, "b7"));
@@ -73,11 +73,11 @@ fn a_rerun_skips_completed_steps() {
 struct SlowSaves<'a>(&'a Sqlite, &'a FakeClock);
 
 impl CheckpointStore for SlowSaves<'_> {
-    async fn outputs(&self, run: &str) -> Result<Vec<(String, String)>, String> {
+    async fn outputs(&self, run: &str) -> PortResult<Vec<(String, String)>> {
         self.0.outputs(run).await
     }
 
-    async fn save(&self, run: &str, checkpoint: &Checkpoint<'_>) -> Result<String, String> {
+    async fn save(&self, run: &str, checkpoint: &Checkpoint<'_>) -> PortResult<String> {
         self.1.sleep(5).await;
         self.0.save(run, checkpoint).await
     }
@@ -118,12 +118,12 @@ fn a_crash_between_steps_resumes_at_the_next_step() {
     let crashed = block_on(async {
         let mut run = Run::new("run-2", &store, &clock);
         run.step("list", &never, || async { Ok(vec![1, 2, 3]) }).await.unwrap();
-        run.step("merge", &never, || async { Err::<u32, _>("the isolate died".to_string()) }).await
+        run.step("merge", &never, || async { Err::<u32, _>(PortError::from("the isolate died")) }).await
     });
     assert!(matches!(crashed, Err(StepError::Failed { ref step, attempts: 1, .. }) if step == "merge"));
     let resumed = block_on(async {
         let mut run = Run::new("run-2", &store, &clock);
-        let list: Vec<u32> = run.step("list", &never, || async { Err("listed twice".to_string()) }).await.unwrap();
+        let list: Vec<u32> = run.step("list", &never, || async { Err(PortError::from("listed twice")) }).await.unwrap();
         let sum: u32 = run.step("merge", &never, || async { Ok(list.iter().sum()) }).await.unwrap();
         sum
     });
@@ -137,17 +137,17 @@ fn failures_are_retried_with_backoff_then_fail_naming_the_step() {
     let tries = Cell::new(0);
     let ok: u32 = block_on(Run::new("run-3", &store, &clock).step("flaky", &QUICK, || async {
         tries.set(tries.get() + 1);
-        if tries.get() < 3 { Err(format!("try {}", tries.get())) } else { Ok(42) }
+        if tries.get() < 3 { Err(PortError::new(format!("try {}", tries.get()))) } else { Ok(42) }
     }))
     .unwrap();
     assert_eq!(ok, 42);
     assert_eq!(*clock.slept.borrow(), vec![100, 200]);
-    assert_eq!(store.attempts("run-3", "flaky"), Some(3));
+    assert_eq!(attempts(&store, "run-3", "flaky"), Some(3));
 
-    let err = block_on(Run::new("run-4", &store, &clock).step("broken", &QUICK, || async { Err::<u32, _>("D1 is down".to_string()) }))
+    let err = block_on(Run::new("run-4", &store, &clock).step("broken", &QUICK, || async { Err::<u32, _>(PortError::from("D1 is down")) }))
         .unwrap_err();
-    assert_eq!(err, StepError::Failed { step: "broken".into(), attempts: 3, message: "D1 is down".into() });
-    assert_eq!(store.attempts("run-4", "broken"), None, "a failed step stores nothing");
+    assert_eq!(err, StepError::Failed { step: "broken".into(), attempts: 3, message: "D1 is down".into(), timed_out_ms: None });
+    assert_eq!(attempts(&store, "run-4", "broken"), None, "a failed step stores nothing");
 }
 
 #[test]
@@ -155,8 +155,11 @@ fn an_attempt_that_hangs_times_out() {
     let store = Sqlite::migrated();
     let clock = FakeClock::default();
     let config = StepConfig { retries: RetryPolicy { limit: 1, delay_ms: 5, backoff: Backoff::Constant }, timeout_ms: 1000 };
-    let err = block_on(Run::new("run-5", &store, &clock).step("hang", &config, std::future::pending::<Result<u32, String>>)).unwrap_err();
-    assert_eq!(err, StepError::Failed { step: "hang".into(), attempts: 2, message: "timed out after 1000 ms".into() });
+    let err = block_on(Run::new("run-5", &store, &clock).step("hang", &config, std::future::pending::<PortResult<u32>>)).unwrap_err();
+    assert_eq!(
+        err,
+        StepError::Failed { step: "hang".into(), attempts: 2, message: "timed out after 1000 ms".into(), timed_out_ms: Some(1000) }
+    );
     assert_eq!(*clock.slept.borrow(), vec![1000, 5, 1000]);
 }
 
@@ -167,10 +170,10 @@ fn racing_runs_continue_from_the_first_stored_output() {
     // Another invocation of the same run completed the step between our check and our save.
     struct Racing<'a>(&'a Sqlite);
     impl CheckpointStore for Racing<'_> {
-        async fn outputs(&self, run: &str) -> Result<Vec<(String, String)>, String> {
+        async fn outputs(&self, run: &str) -> PortResult<Vec<(String, String)>> {
             self.0.outputs(run).await
         }
-        async fn save(&self, run: &str, checkpoint: &Checkpoint<'_>) -> Result<String, String> {
+        async fn save(&self, run: &str, checkpoint: &Checkpoint<'_>) -> PortResult<String> {
             self.0.save(run, &Checkpoint { output: "\"theirs\"", ..*checkpoint }).await?;
             self.0.save(run, checkpoint).await
         }

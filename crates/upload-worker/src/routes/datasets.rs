@@ -1,7 +1,7 @@
 //! Read routes for a dataset's owner: its state, its compacted outputs, and a download. A
 //! dataset of another user answers 404, as one that does not exist.
 
-use fusou_core::ids::{DatasetId, PeriodTag, TableName};
+use fusou_contract::ids::{DatasetId, PeriodTag, TableName};
 use fusou_core::index;
 use fusou_core::index::SqlValue;
 use fusou_core::supabase as rest;
@@ -80,7 +80,7 @@ pub async fn show(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiE
 
 pub async fn outputs(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
     let dataset = owned_dataset(&req, ctx, call).await?;
-    let bad = |e: fusou_core::ids::IdError| ApiError::bad_request(e.to_string());
+    let bad = |e: fusou_contract::ids::IdError| ApiError::bad_request(e.to_string());
     let period = query(&req, "period")?.map(|p| PeriodTag::parse(&p)).transpose().map_err(bad)?;
     let table = query(&req, "table")?.map(|t| TableName::parse(&t)).transpose().map_err(bad)?;
     let limit = match query(&req, "limit")? {

@@ -4,8 +4,8 @@
 //! with a one-segment offsets list, so compaction treats it like any other.
 
 use bytes::Bytes;
-use fusou_core::fragment::{TableOffset, inspect_segment};
-use fusou_core::ids::{DatasetId, PeriodTag, TableName};
+use fusou_contract::fragment::{TableOffset, inspect_segment};
+use fusou_contract::ids::{DatasetId, PeriodTag, TableName};
 use fusou_core::message::Priority;
 use fusou_core::upload::{check_uploader, fragment_key};
 use serde_json::json;

@@ -1,11 +1,11 @@
 //! The open tables' Iceberg REST catalog (`/iceberg/v1/…`: config, namespaces, tables, load
 //! table) and a read-only object route for readers without R2's S3 API (a local machine), all
-//! behind the operator secret. Answers are shaped by `fusou_core::lake::catalog`; errors in the
+//! behind the operator secret. Answers are shaped by `fusou_lake::rest`; errors in the
 //! protocol's error model, so that Iceberg clients raise the matching exception.
 
 use fusou_core::index::{self, LakeTable};
-use fusou_core::lake::catalog;
 use fusou_edge::remote::Service;
+use fusou_lake::rest;
 use serde_json::Value;
 use worker::{Range, Request, Response};
 
@@ -16,18 +16,18 @@ use crate::router::Call;
 
 /// The protocol's error model instead of the service's `{"error": "..."}`.
 fn iceberg(outcome: Result<Response, ApiError>) -> Result<Response, ApiError> {
-    outcome.or_else(|e| Ok(http::json(e.status, &catalog::error(e.status, &e.message))?))
+    outcome.or_else(|e| Ok(http::json(e.status, &rest::error(e.status, &e.message))?))
 }
 
 fn namespace(call: &Call) -> Result<(), ApiError> {
     match call.param("namespace") {
-        Some(ns) if catalog::is_ours(ns) => Ok(()),
+        Some(ns) if rest::is_ours(ns) => Ok(()),
         _ => Err(ApiError::not_found("no such namespace: the tables are in `fusou`")),
     }
 }
 
 pub async fn config(req: Request, ctx: &Ctx, _call: &Call) -> Result<Response, ApiError> {
-    iceberg(auth::operator(&req, ctx).and_then(|_| Ok(http::json(200, &catalog::config())?)))
+    iceberg(auth::operator(&req, ctx).and_then(|_| Ok(http::json(200, &rest::config())?)))
 }
 
 pub async fn namespaces(req: Request, ctx: &Ctx, _call: &Call) -> Result<Response, ApiError> {
@@ -35,14 +35,14 @@ pub async fn namespaces(req: Request, ctx: &Ctx, _call: &Call) -> Result<Respons
         async {
             auth::operator(&req, ctx)?;
             let parent = req.url()?.query_pairs().find(|(k, _)| k == "parent").map(|(_, v)| v.into_owned());
-            Ok(http::json(200, &catalog::namespaces(parent.as_deref()))?)
+            Ok(http::json(200, &rest::namespaces(parent.as_deref()))?)
         }
         .await,
     )
 }
 
 pub async fn show_namespace(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
-    iceberg(auth::operator(&req, ctx).and_then(|_| namespace(call)).and_then(|_| Ok(http::json(200, &catalog::namespace())?)))
+    iceberg(auth::operator(&req, ctx).and_then(|_| namespace(call)).and_then(|_| Ok(http::json(200, &rest::namespace())?)))
 }
 
 pub async fn tables(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
@@ -51,7 +51,7 @@ pub async fn tables(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, Ap
             auth::operator(&req, ctx)?;
             namespace(call)?;
             let tables: Vec<LakeTable> = ctx.db()?.all(index::LAKE_TABLES, &[]).await?;
-            Ok(http::json(200, &catalog::tables(tables.iter().map(|t| t.name.as_str())))?)
+            Ok(http::json(200, &rest::tables(tables.iter().map(|t| t.name.as_str())))?)
         }
         .await,
     )
@@ -69,7 +69,7 @@ pub async fn load_table(req: Request, ctx: &Ctx, call: &Call) -> Result<Response
                 object(ctx, &pointer.metadata_key).await?.ok_or_else(|| ApiError::new(500, "the table's metadata file is missing"))?;
             let metadata: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::new(500, format!("the table's metadata: {e}")))?;
             let location = ctx.lake_location(&pointer.metadata_key);
-            Ok(http::json(200, &catalog::load_table(&location, metadata))?)
+            Ok(http::json(200, &rest::load_table(&location, metadata))?)
         }
         .await,
     )

@@ -2,7 +2,7 @@
 //! expiry is released, the needs-compaction flag is set again if fragments are pending, and a
 //! `manual` compaction is requested (awaited: the answer says what became of it).
 
-use fusou_core::ids::DatasetId;
+use fusou_contract::ids::DatasetId;
 use fusou_core::index;
 use fusou_core::index::SqlValue;
 use fusou_core::message::Priority;

@@ -1,0 +1,387 @@
+//! One table commit, planned as values: from the table's current metadata, its current
+//! manifests and what D1 says is pending (files to add, files to remove), the new snapshot's
+//! manifests, manifest list and metadata file, and the index updates that go with them.
+//! Pure: the driver ([`super::commit_table`]) reads, writes and swaps.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::contract::Contract;
+use super::manifest::{self, DataFile, Entry, ManifestFile, Status};
+use super::metadata::{Expired, Retention, Snapshot, TableMetadata};
+use super::schema::{self, Column};
+use fusou_core::index::LakePending;
+
+/// What the index says the table must change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pending {
+    /// Live files the table does not list yet (their columns as the compaction recorded them).
+    pub adds: Vec<LakePending>,
+    /// Retired files the table still lists.
+    pub removes: Vec<LakePending>,
+    /// The run whose files these are (recorded in the snapshot's summary), if one run's.
+    pub run: Option<String>,
+}
+
+impl Pending {
+    pub fn is_empty(&self) -> bool {
+        self.adds.is_empty() && self.removes.is_empty()
+    }
+}
+
+/// How tables are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LakeConfig {
+    /// Where keys of the bucket are found by readers: `s3://<bucket>` in production (R2's S3
+    /// API), a directory that mirrors the bucket on a local machine (`file:///…`).
+    pub root: String,
+    pub retention: Retention,
+    /// Files added, and removed, per commit at most (the rest in the next one). Adds are
+    /// checked in one statement, so they stay under D1's bound parameters.
+    pub adds_per_commit: usize,
+    pub removes_per_commit: usize,
+    /// When a snapshot would list more manifests than this, its manifests smaller than
+    /// `manifest_target_bytes` are merged into one (as Iceberg writers' `commit.manifest-merge`).
+    pub manifests_before_merge: usize,
+    pub manifest_target_bytes: i64,
+    /// Compare-and-swap attempts of one table commit before it gives up (what it leaves
+    /// pending, the run's next invocation or the clean-up takes).
+    pub attempts: u32,
+    /// Subrequests a run's table commits may make in one invocation, and the clean-up's: a
+    /// Worker invocation has 10,000 (see `RunConfig::subrequests_at_most`).
+    pub subrequests_per_run: u64,
+    pub subrequests_per_cleanup: u64,
+}
+
+impl Default for LakeConfig {
+    fn default() -> Self {
+        LakeConfig {
+            root: crate::rest::DEFAULT_ROOT.into(),
+            retention: Retention::default(),
+            adds_per_commit: 80,
+            removes_per_commit: 900,
+            manifests_before_merge: 16,
+            manifest_target_bytes: 8 << 20,
+            attempts: 8,
+            subrequests_per_run: 1200,
+            subrequests_per_cleanup: 3000,
+        }
+    }
+}
+
+impl LakeConfig {
+    /// The defaults, then `LAKE_LOCATION` (where readers find the bucket's keys) and
+    /// `LAKE_SNAPSHOT_DAYS` (how long snapshots are kept for time travel).
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, fusou_core::config::ConfigError> {
+        let d = Self::default();
+        let root = crate::rest::lake_root(&get)?;
+        let days = fusou_core::config::number(&get, "LAKE_SNAPSHOT_DAYS", (d.retention.max_age_ms / 86_400_000) as u64)?;
+        let retention = Retention { max_age_ms: (days as i64).saturating_mul(86_400_000), ..d.retention };
+        Ok(LakeConfig { root, retention, ..d })
+    }
+
+    /// The location of bucket key `key`.
+    pub fn location(&self, key: &str) -> String {
+        format!("{}/{key}", self.root.trim_end_matches('/'))
+    }
+
+    /// The bucket key of `location`, when it is one of this lake's.
+    pub fn key<'a>(&self, location: &'a str) -> Option<&'a str> {
+        location.strip_prefix(self.root.trim_end_matches('/')).and_then(|k| k.strip_prefix('/'))
+    }
+}
+
+/// The bucket key under which table `table`'s metadata lives.
+pub fn table_prefix(table: &str) -> String {
+    format!("lake/fusou/{table}")
+}
+
+/// The table as its pointer names it.
+#[derive(Debug, Clone)]
+pub struct Current {
+    pub metadata: TableMetadata,
+    pub key: String,
+    pub version: i64,
+}
+
+/// One commit attempt: its ids (random: a retried attempt never reuses an object name) and
+/// its time.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt {
+    pub snapshot_id: i64,
+    pub uuid: uuid::Uuid,
+    pub now_ms: i64,
+}
+
+impl Attempt {
+    pub fn new(now_ms: i64) -> Self {
+        let uuid = uuid::Uuid::new_v4();
+        // A positive 63-bit id, as Iceberg writers draw them.
+        Attempt { snapshot_id: (uuid.as_u128() >> 65) as i64, uuid, now_ms }
+    }
+}
+
+/// The manifests of the current snapshot a commit must read: those holding a file it removes
+/// (by their partition bounds), and the small ones it merges.
+pub fn manifests_to_read<'a>(listed: &'a [ManifestFile], pending: &Pending, config: &LakeConfig) -> Vec<&'a ManifestFile> {
+    let merging = listed.len() + 1 > config.manifests_before_merge;
+    let within = |m: &ManifestFile, r: &LakePending| {
+        let inside = |bounds: Option<&(Option<String>, Option<String>)>, v: &str| match bounds {
+            Some((Some(lo), Some(hi))) => lo.as_str() <= v && v <= hi.as_str(),
+            _ => true,
+        };
+        inside(m.partitions.first(), &r.period_tag) && inside(m.partitions.get(1), &r.dataset_id)
+    };
+    listed
+        .iter()
+        .filter(|m| m.live_files() > 0 || merging)
+        .filter(|m| (merging && m.length < config.manifest_target_bytes) || pending.removes.iter().any(|r| within(m, r)))
+        .collect()
+}
+
+/// A planned commit: the objects to write, the new metadata, and what the index records.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub metadata: TableMetadata,
+    pub metadata_key: String,
+    pub version: i64,
+    /// New objects (manifests, the manifest list, the metadata file), keyed.
+    pub objects: Vec<(String, Vec<u8>)>,
+    /// The new snapshot, unless the commit only records refusals.
+    pub snapshot: Option<Snapshot>,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub refused: Vec<(String, String)>,
+    /// Added files some of whose columns the table leaves out, and why.
+    pub noted: Vec<(String, String)>,
+    /// Objects no snapshot will need once every kept snapshot's sequence number is at least
+    /// the number given (0: at once).
+    pub garbage: Vec<(String, i64)>,
+}
+
+impl Prepared {
+    /// A commit that only records refusals: no object, no snapshot, the pointer unchanged.
+    fn nothing(current: Option<&Current>, metadata: &TableMetadata, refused: Vec<(String, String)>) -> Self {
+        Prepared {
+            metadata: metadata.clone(),
+            metadata_key: current.map(|c| c.key.clone()).unwrap_or_default(),
+            version: current.map_or(0, |c| c.version),
+            objects: Vec::new(),
+            snapshot: None,
+            added: Vec::new(),
+            removed: Vec::new(),
+            refused,
+            noted: Vec::new(),
+            garbage: Vec::new(),
+        }
+    }
+}
+
+/// Plans the commit of `pending` on `current` (None: the table's first commit). `manifests` are
+/// the entries of the manifests [`manifests_to_read`] chose, by path.
+pub fn prepare(
+    table: &str,
+    current: Option<&Current>,
+    listed: &[ManifestFile],
+    manifests: &HashMap<String, Vec<Entry>>,
+    pending: &Pending,
+    config: &LakeConfig,
+    attempt: Attempt,
+) -> Result<Prepared, String> {
+    let now_ms = attempt.now_ms;
+    let prefix = table_prefix(table);
+    let mut metadata = match current {
+        Some(c) => c.metadata.clone(),
+        None => TableMetadata::new(attempt.uuid.to_string(), config.location(&prefix), now_ms),
+    };
+    let sequence_number = metadata.last_sequence_number + 1;
+    let snapshot_id = attempt.snapshot_id;
+    let version = current.map_or(1, |c| c.version + 1);
+
+    // The table is the contract's, or none: files of a table outside it are refused, and no
+    // table is made for them.
+    let (mut accepted, mut refused, mut noted) = (Vec::new(), Vec::new(), Vec::new());
+    let Some(contract) = Contract::client().table(table) else {
+        let reason = format!("table {table} is outside the client's contract; its files stay in their datasets");
+        refused.extend(pending.adds.iter().map(|a| (a.key.clone(), reason.clone())));
+        return Ok(Prepared::nothing(current, &metadata, refused));
+    };
+    // The schema holds the contract's columns (a changed contract evolves it here), and every
+    // added file's columns are admitted to it, or the file is refused.
+    if let Some(conformed) = schema::conform(metadata.current_schema(), metadata.last_column_id, contract)? {
+        metadata.add_schema(conformed);
+    }
+    for add in &pending.adds {
+        let columns: Result<Vec<Column>, String> = match &add.columns {
+            Some(json) => serde_json::from_str(json).map_err(|e| format!("its recorded columns do not decode: {e}")),
+            None => Err("no columns were recorded for it".into()),
+        };
+        match columns.and_then(|c| schema::admit(metadata.current_schema(), &c, contract)) {
+            Ok(admission) => {
+                if let Some(note) = admission.note() {
+                    noted.push((add.key.clone(), note));
+                }
+                if let Some(s) = admission.schema {
+                    metadata.add_schema(s);
+                }
+                accepted.push(add);
+            }
+            Err(reason) => refused.push((add.key.clone(), reason)),
+        }
+    }
+    let removed: Vec<String> = pending.removes.iter().map(|r| r.key.clone()).collect();
+    if accepted.is_empty() && removed.is_empty() {
+        return Ok(Prepared::nothing(current, &metadata, refused));
+    }
+
+    let (mut objects, mut garbage, mut list) = (Vec::new(), Vec::new(), Vec::new());
+    let manifest_key = |n: usize| format!("{prefix}/metadata/{}-m{n}.avro", attempt.uuid);
+    let write = |entries: &[Entry], objects: &mut Vec<(String, Vec<u8>)>, schema: &schema::Schema| -> Result<ManifestFile, String> {
+        let key = manifest_key(objects.len());
+        let bytes = manifest::write_manifest(entries, schema, &metadata_spec())?;
+        let described = manifest::describe(config.location(&key), bytes.len() as i64, entries, snapshot_id, sequence_number);
+        objects.push((key, bytes));
+        Ok(described)
+    };
+    let schema = metadata.current_schema().clone();
+
+    // The new files, in one manifest of their own.
+    let added_entries: Vec<Entry> = accepted
+        .iter()
+        .map(|a| Entry {
+            status: Status::Added,
+            snapshot_id,
+            sequence_number,
+            file_sequence_number: sequence_number,
+            file: DataFile {
+                path: config.location(&a.key),
+                period: a.period_tag.clone(),
+                dataset: a.dataset_id.clone(),
+                record_count: a.row_count,
+                file_size_in_bytes: a.size,
+            },
+        })
+        .collect();
+
+    // Manifests that were read: rewritten without the removed files (marked deleted), merged
+    // with the new files' entries when small; the others carried over as they are.
+    let removing: HashSet<String> = pending.removes.iter().map(|r| config.location(&r.key)).collect();
+    let merging = listed.len() + 1 > config.manifests_before_merge;
+    let (mut merged, mut deleted_rows, mut deleted_bytes) = (Vec::<Entry>::new(), 0i64, 0i64);
+    for m in listed {
+        let Some(entries) = manifests.get(&m.path) else {
+            list.push(m.clone());
+            continue;
+        };
+        let touched = entries.iter().any(|e| e.status != Status::Deleted && removing.contains(&e.file.path));
+        // A small manifest that is rewritten anyway joins the merged one: a commit writes one
+        // manifest however many small ones its removals touch.
+        let merge = (merging || touched) && m.length < config.manifest_target_bytes;
+        if !touched && !merge {
+            list.push(m.clone());
+            continue;
+        }
+        let mut rewritten = Vec::with_capacity(entries.len());
+        for e in entries.iter().filter(|e| e.status != Status::Deleted) {
+            let mut e = e.clone();
+            if removing.contains(&e.file.path) {
+                deleted_rows += e.file.record_count;
+                deleted_bytes += e.file.file_size_in_bytes;
+                (e.status, e.snapshot_id) = (Status::Deleted, snapshot_id);
+            } else {
+                e.status = Status::Existing;
+            }
+            rewritten.push(e);
+        }
+        if let Some(key) = config.key(&m.path) {
+            garbage.push((key.to_owned(), sequence_number));
+        }
+        match merge {
+            true => merged.extend(rewritten),
+            // Kept while it records this commit's deletions; a later rewrite drops it when empty.
+            false if !rewritten.is_empty() => list.push(write(&rewritten, &mut objects, &schema)?),
+            false => {}
+        }
+    }
+    merged.extend(added_entries.iter().cloned());
+    if !merged.is_empty() {
+        list.insert(0, write(&merged, &mut objects, &schema)?);
+    }
+
+    let parent = metadata.current_snapshot_id;
+    let list_key = format!("{prefix}/metadata/snap-{snapshot_id}-1-{}.avro", attempt.uuid);
+    objects.push((list_key.clone(), manifest::write_manifest_list(&list, snapshot_id, parent, sequence_number)?));
+
+    let added_rows: i64 = accepted.iter().map(|a| a.row_count).sum();
+    let added_bytes: i64 = accepted.iter().map(|a| a.size).sum();
+    let operation = match (added_entries.is_empty(), removed.is_empty()) {
+        (_, true) => "append",
+        (false, false) if added_rows == deleted_rows => "replace",
+        (true, false) => "delete",
+        (false, false) => "overwrite",
+    };
+    let previous = metadata.current_snapshot().map(|s| s.summary.clone()).unwrap_or_default();
+    let total = |name: &str, delta: i64| {
+        let before: i64 = previous.get(name).and_then(|v| v.parse().ok()).unwrap_or(0);
+        (before + delta).to_string()
+    };
+    let deleted_files = removing.len() as i64;
+    let mut summary = BTreeMap::from([
+        ("operation".to_owned(), operation.to_owned()),
+        ("added-data-files".to_owned(), added_entries.len().to_string()),
+        ("deleted-data-files".to_owned(), deleted_files.to_string()),
+        ("added-records".to_owned(), added_rows.to_string()),
+        ("deleted-records".to_owned(), deleted_rows.to_string()),
+        ("added-files-size".to_owned(), added_bytes.to_string()),
+        ("removed-files-size".to_owned(), deleted_bytes.to_string()),
+        ("total-data-files".to_owned(), total("total-data-files", added_entries.len() as i64 - deleted_files)),
+        ("total-records".to_owned(), total("total-records", added_rows - deleted_rows)),
+        ("total-files-size".to_owned(), total("total-files-size", added_bytes - deleted_bytes)),
+        ("total-delete-files".to_owned(), "0".to_owned()),
+        ("total-position-deletes".to_owned(), "0".to_owned()),
+        ("total-equality-deletes".to_owned(), "0".to_owned()),
+    ]);
+    if let Some(run) = &pending.run {
+        summary.insert("fusou.run-id".to_owned(), run.clone());
+    }
+    let snapshot = Snapshot {
+        snapshot_id,
+        parent_snapshot_id: parent,
+        sequence_number,
+        timestamp_ms: now_ms.max(metadata.last_updated_ms),
+        manifest_list: config.location(&list_key),
+        summary,
+        schema_id: metadata.current_schema_id,
+    };
+    metadata.add_snapshot(snapshot.clone());
+    if let Some(c) = current {
+        metadata.log_previous(&config.location(&c.key), c.metadata.last_updated_ms);
+    }
+    let expired = metadata.expire(&config.retention, now_ms);
+    garbage.extend(expired_garbage(&expired, config));
+
+    let metadata_key = format!("{prefix}/metadata/{version:05}-{}.metadata.json", attempt.uuid);
+    objects.push((metadata_key.clone(), metadata.to_json().into_bytes()));
+    Ok(Prepared {
+        metadata,
+        metadata_key,
+        version,
+        objects,
+        snapshot: Some(snapshot),
+        added: accepted.iter().map(|a| a.key.clone()).collect(),
+        removed,
+        refused,
+        noted,
+        garbage,
+    })
+}
+
+/// What expired snapshots leave to delete at once: their manifest lists and the metadata files
+/// off the log. (Their manifests are garbage from the commit that replaced them.)
+pub fn expired_garbage(expired: &Expired, config: &LakeConfig) -> Vec<(String, i64)> {
+    let lists = expired.snapshots.iter().map(|s| s.manifest_list.as_str());
+    lists.chain(expired.metadata_files.iter().map(String::as_str)).filter_map(|l| config.key(l)).map(|k| (k.to_owned(), 0)).collect()
+}
+
+fn metadata_spec() -> super::metadata::PartitionSpec {
+    super::metadata::PartitionSpec::by_period_and_dataset()
+}

@@ -1,0 +1,463 @@
+//! Open tables: each battle table is an Apache Iceberg (format v2) table, `fusou.<table>`, over
+//! the live compacted files of every dataset, partitioned by period and dataset.
+//!
+//! **The index is the source of truth; a table is brought to agree with it.** A compacted file
+//! is in its table exactly when the index marks it (`lake_snapshot`), and leaves it when its
+//! retirement is marked (`lake_removed_seq`). A table commit ([`commit_table`]):
+//! 1. reads the table's pointer (`lake_tables`), then in one query what the index holds that the
+//!    table does not: live files to add, retired files to remove;
+//! 2. plans the new snapshot ([`commit::prepare`]) on the metadata the pointer names, and writes
+//!    its new objects under fresh names (nothing existing is overwritten);
+//! 3. swaps the pointer in one D1 batch with the marks: the swap succeeds only if the pointer
+//!    still names what step 1 read and no file being added was retired meanwhile, and each mark
+//!    is fenced by the pointer naming the new metadata. So marks and snapshot go together or
+//!    not at all; a commit that lost the race retries from step 1 (and often finds its files
+//!    already committed by the winner).
+//!
+//! So any number of writers commit to one table (each swap a snapshot, none lost), a crash
+//! anywhere leaves the files pending for the next commit (the run's own retry, another run's
+//! commit to the table, or the clean-up's), and no file is listed twice or listed after it was
+//! retired: its add and its removal are each marked once, atomically with the snapshot.
+//!
+//! Snapshots beyond [`metadata::Retention`] expire (at commit, by count; in the clean-up, by
+//! age); objects no kept snapshot needs are recorded in `lake_garbage` with the sequence number
+//! from which they are free, and deleted by the clean-up ([`maintain`]).
+
+pub mod commit;
+pub mod contract;
+pub mod manifest;
+pub mod metadata;
+pub mod rest;
+pub mod schema;
+
+pub use tables::*;
+
+mod tables {
+    use std::cell::Cell;
+    use std::collections::HashMap;
+
+    use bytes::Bytes;
+    use futures_util::{StreamExt, TryStreamExt};
+    use serde::{Deserialize, Serialize};
+
+    use super::commit::{self, Attempt, Current, LakeConfig, Pending, Prepared};
+    use super::manifest::{self, Entry, ManifestFile};
+    use super::metadata::TableMetadata;
+    use fusou_core::index::{self, KeyRow, LakeTable, SqlValue, Statement, iso, keyed, text};
+    use fusou_ports::Clock;
+    use fusou_ports::{Blobs, PortError, PortResult, Sql};
+
+    /// Objects one commit reads or writes at once.
+    const CONCURRENT_OBJECTS: usize = 8;
+
+    /// What one table commit did.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct TableCommit {
+        pub table: String,
+        /// The snapshot it added, if the table changed.
+        pub snapshot_id: Option<i64>,
+        pub added: u64,
+        pub removed: u64,
+        pub refused: u64,
+        /// Compare-and-swap attempts (more than one: another writer committed first).
+        pub attempts: u32,
+        /// The index still holds more for the table (the commit took its share).
+        pub more: bool,
+    }
+
+    /// Which pending files a table commit takes, and the subrequests it may still make.
+    pub struct Share<'a> {
+        /// A run's own files (those it recorded or retired): its commit is its own snapshot.
+        /// `None`: everything pending (the catch-up after a crash, the clean-up).
+        pub run: Option<&'a str>,
+        /// Subrequests left to the caller's table commits: an attempt begins only if its worst
+        /// case fits, so that an invocation stays within the platform's limit (what is left
+        /// stays pending for the next invocation).
+        pub budget: &'a Cell<u64>,
+    }
+
+    impl<'a> Share<'a> {
+        pub fn new(run: Option<&'a str>, budget: &'a Cell<u64>) -> Self {
+            Share { run, budget }
+        }
+    }
+
+    /// The subrequests of one commit attempt before the manifests it reads: the pointer and
+    /// pending queries, the metadata file and the manifest list.
+    const ATTEMPT_READS: u64 = 4;
+    /// And after them: its writes (the merged manifest and at most one large rewritten one, the
+    /// list, the metadata file), the swap, a clean-up of a lost attempt's objects.
+    const ATTEMPT_WRITES: u64 = 6;
+    /// The subrequests of one commit attempt besides the manifests it reads.
+    pub const ATTEMPT_SUBREQUESTS: u64 = ATTEMPT_READS + ATTEMPT_WRITES;
+
+    /// Brings table `table` to agree with the index, for `share`'s files: one snapshot (up to
+    /// the configured number of files), by compare-and-swap, retried against other writers.
+    pub async fn commit_table<S: Sql, B: Blobs, C: Clock>(
+        sql: &S,
+        blobs: &B,
+        clock: &C,
+        table: &str,
+        config: &LakeConfig,
+        share: &Share<'_>,
+    ) -> PortResult<TableCommit> {
+        let mut outcome = TableCommit { table: table.to_owned(), ..TableCommit::default() };
+        let spent = || Err(format!("table {table}: the subrequests for table commits are spent; what is left stays pending").into());
+        let spend = |n: usize| share.budget.set(share.budget.get().saturating_sub(n as u64));
+        while outcome.attempts < config.attempts {
+            if share.budget.get() < ATTEMPT_SUBREQUESTS {
+                return spent();
+            }
+            outcome.attempts += 1;
+            spend(2);
+            let pointer: Option<LakeTable> = sql.query(index::LAKE_TABLE, &[text(table)]).await?.pop();
+            let pending = pending(sql, table, config, share.run).await?;
+            if pending.is_empty() {
+                return Ok(outcome);
+            }
+            let current = match &pointer {
+                Some(p) => Some(load(blobs, p).await?),
+                None => None,
+            };
+            let listed = match current.as_ref().and_then(|c| c.metadata.current_snapshot()) {
+                Some(s) => manifest::read_manifest_list(&get(blobs, config, &s.manifest_list).await?)?,
+                None => Vec::new(),
+            };
+            let to_read = commit::manifests_to_read(&listed, &pending, config);
+            spend(pointer.is_some() as usize * 2);
+            if share.budget.get() < to_read.len() as u64 + ATTEMPT_WRITES {
+                return spent();
+            }
+            spend(to_read.len());
+            let manifests = read_manifests(blobs, config, &to_read).await?;
+            let now = clock.now_ms() as i64;
+            let prepared = commit::prepare(table, current.as_ref(), &listed, &manifests, &pending, config, Attempt::new(now))?;
+            spend(prepared.objects.len() + 2);
+            put_all(blobs, &prepared.objects).await?;
+            let statements = swap(table, current.as_ref(), &prepared, &iso(now as u64));
+            let changes = match sql.batch(&statements).await {
+                Ok(changes) => changes,
+                Err(e) => {
+                    // The swap may have happened: the objects stay (garbage at worst).
+                    return Err(format!("table {table}: the swap: {e}").into());
+                }
+            };
+            outcome.refused += prepared.refused.len() as u64;
+            if prepared.snapshot.is_none() {
+                // Refusals only: recorded (or fenced off by a commit meanwhile); look again.
+                continue;
+            }
+            if changes.first() == Some(&1) {
+                outcome.snapshot_id = prepared.snapshot.as_ref().map(|s| s.snapshot_id);
+                outcome.added = prepared.added.len() as u64;
+                outcome.removed = prepared.removed.len() as u64;
+                outcome.more = pending.adds.len() >= config.adds_per_commit || pending.removes.len() >= config.removes_per_commit;
+                return Ok(outcome);
+            }
+            // Another writer swapped first: this attempt's objects are nobody's.
+            let keys: Vec<String> = prepared.objects.iter().map(|(k, _)| k.clone()).collect();
+            let _ = blobs.delete(&keys).await;
+            clock.sleep(backoff_ms(outcome.attempts)).await;
+        }
+        Err(format!("table {table}: {} commit attempts lost the race to other writers", config.attempts).into())
+    }
+
+    /// Exponential backoff with jitter, so that writers that collided spread out.
+    fn backoff_ms(attempt: u32) -> u64 {
+        let base = 10u64 << attempt.min(6);
+        base / 2 + (uuid::Uuid::new_v4().as_u128() as u64) % base
+    }
+
+    async fn pending<S: Sql>(sql: &S, table: &str, config: &LakeConfig, run: Option<&str>) -> PortResult<Pending> {
+        let params = [
+            text(table),
+            SqlValue::from(config.adds_per_commit as u64),
+            SqlValue::from(config.removes_per_commit as u64),
+            SqlValue::from(run),
+        ];
+        let rows: Vec<index::LakePending> = sql.query(index::LAKE_PENDING, &params).await?;
+        let (adds, removes) = rows.into_iter().partition(|r| r.add);
+        Ok(Pending { adds, removes, run: run.map(str::to_owned) })
+    }
+
+    /// The table's metadata as its pointer names it.
+    pub async fn load<B: Blobs>(blobs: &B, pointer: &LakeTable) -> PortResult<Current> {
+        let bytes = blobs.get(&pointer.metadata_key).await?.ok_or_else(|| format!("{} is missing", pointer.metadata_key))?;
+        let metadata: TableMetadata = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", pointer.metadata_key))?;
+        Ok(Current { metadata, key: pointer.metadata_key.clone(), version: pointer.version })
+    }
+
+    /// Plans a full scan as a reader does: the data files snapshot `snapshot_id` (None: the
+    /// current one) lists as live, read from its manifest list and manifests.
+    pub async fn scan<B: Blobs>(
+        blobs: &B,
+        config: &LakeConfig,
+        metadata: &TableMetadata,
+        snapshot_id: Option<i64>,
+    ) -> PortResult<Vec<manifest::DataFile>> {
+        let id = snapshot_id.or(metadata.current_snapshot_id);
+        let Some(snapshot) = metadata.snapshots.iter().find(|s| Some(s.snapshot_id) == id) else {
+            return Ok(Vec::new());
+        };
+        let listed = manifest::read_manifest_list(&get(blobs, config, &snapshot.manifest_list).await?)?;
+        let wanted: Vec<&ManifestFile> = listed.iter().collect();
+        let manifests = read_manifests(blobs, config, &wanted).await?;
+        let mut files = Vec::new();
+        for m in &listed {
+            files.extend(manifests[&m.path].iter().filter(|e| e.status != manifest::Status::Deleted).map(|e| e.file.clone()));
+        }
+        Ok(files)
+    }
+
+    async fn get<B: Blobs>(blobs: &B, config: &LakeConfig, location: &str) -> PortResult<Bytes> {
+        let key = config.key(location).ok_or_else(|| format!("{location} is outside the lake at {}", config.root))?;
+        blobs.get(key).await?.ok_or_else(|| format!("{key} is missing").into())
+    }
+
+    async fn read_manifests<B: Blobs>(blobs: &B, config: &LakeConfig, wanted: &[&ManifestFile]) -> PortResult<HashMap<String, Vec<Entry>>> {
+        futures_util::stream::iter(wanted.iter().map(|m| async move {
+            let bytes = get(blobs, config, &m.path).await?;
+            Ok::<_, PortError>((m.path.clone(), manifest::read_manifest(&bytes, m)?))
+        }))
+        .buffer_unordered(CONCURRENT_OBJECTS)
+        .try_collect()
+        .await
+    }
+
+    async fn put_all<B: Blobs>(blobs: &B, objects: &[(String, Vec<u8>)]) -> PortResult<()> {
+        futures_util::stream::iter(objects.iter().map(|(key, bytes)| blobs.put(key, Bytes::from(bytes.clone()))))
+            .buffer_unordered(CONCURRENT_OBJECTS)
+            .try_collect::<Vec<()>>()
+            .await
+            .map(|_| ())
+    }
+
+    /// The commit's D1 batch: the swap first (its changes decide), then the marks and the
+    /// garbage, each fenced by the pointer naming the new metadata.
+    fn swap(table: &str, current: Option<&Current>, prepared: &Prepared, now: &str) -> Vec<Statement> {
+        let mut statements = Vec::new();
+        if let Some(snapshot) = &prepared.snapshot {
+            // An empty list would bind no statement; '' is no key.
+            let adding = if prepared.added.is_empty() { vec![String::new()] } else { prepared.added.clone() };
+            let oldest = SqlValue::from(prepared.metadata.oldest_sequence_number());
+            let own = [text(table), text(&prepared.metadata_key), SqlValue::Int(prepared.version), oldest, text(now)];
+            statements.extend(match current {
+                None => keyed(index::LAKE_CREATE, &own, &adding),
+                Some(c) => keyed(index::LAKE_SWAP, &[&own[..], &[text(&c.key)]].concat(), &adding),
+            });
+            let fence = |third: SqlValue| [text(table), text(&prepared.metadata_key), third];
+            statements.extend(keyed(index::LAKE_MARK_ADDED, &fence(SqlValue::Int(snapshot.snapshot_id)), &prepared.added));
+            statements.extend(keyed(index::LAKE_MARK_REMOVED, &fence(SqlValue::Int(snapshot.sequence_number)), &prepared.removed));
+            for (key, why) in &prepared.noted {
+                statements.push(Statement::new(index::LAKE_MARK_NOTED, [&fence(text(key))[..], &[text(why)]].concat()));
+            }
+            for (key, free_at) in &prepared.garbage {
+                let params = [text(table), text(&prepared.metadata_key), text(key), SqlValue::Int(*free_at), text(now)];
+                statements.push(Statement::new(index::LAKE_GARBAGE, params.to_vec()));
+            }
+        }
+        // Refusals are decided on the metadata the commit read (or on the new one, if it swaps).
+        let decided_on = match (&prepared.snapshot, current) {
+            (Some(_), _) => text(&prepared.metadata_key),
+            (None, Some(c)) => text(&c.key),
+            (None, None) => SqlValue::Null,
+        };
+        for (key, why) in &prepared.refused {
+            statements.push(Statement::new(index::LAKE_MARK_REFUSED, vec![text(table), decided_on.clone(), text(key), text(why)]));
+        }
+        statements
+    }
+
+    /// What the clean-up did to the tables.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct Maintenance {
+        pub commits: u64,
+        pub snapshots_expired: u64,
+        pub objects_deleted: u64,
+        /// Tables whose maintenance failed this pass, and why (`*`: the listing itself).
+        pub failures: Vec<TableFailure>,
+    }
+
+    /// A table whose maintenance failed, and why.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+    pub struct TableFailure {
+        pub table: String,
+        pub error: String,
+    }
+
+    /// The clean-up's pass over the tables: every table brought to agree with the index (a run
+    /// that died between its commit and its table's leaves its files pending), snapshots older
+    /// than the retention expired, and objects no kept snapshot needs deleted.
+    ///
+    /// Each table's work runs within its own share of the pass's subrequests and on its own: a
+    /// table that fails (its metadata unreadable, R2 refusing its objects) is reported in
+    /// [`Maintenance::failures`] and the pass goes on to the next. It never fails as a whole;
+    /// the clean-up's other parts run whatever happens here.
+    pub async fn maintain<S: Sql, B: Blobs, C: Clock>(sql: &S, blobs: &B, clock: &C, config: &LakeConfig) -> Maintenance {
+        let mut report = Maintenance::default();
+        let behind: Vec<index::LakeTableName> = match sql.query(index::LAKE_TABLES_BEHIND, &[SqlValue::Int(64)]).await {
+            Ok(behind) => behind,
+            Err(e) => {
+                report.failures.push(TableFailure { table: "*".into(), error: format!("listing the tables behind: {e}") });
+                Vec::new()
+            }
+        };
+        let tables: Vec<LakeTable> = match sql.query(index::LAKE_TABLES, &[]).await {
+            Ok(tables) => tables,
+            Err(e) => {
+                report.failures.push(TableFailure { table: "*".into(), error: format!("listing the tables: {e}") });
+                Vec::new()
+            }
+        };
+        let names: std::collections::BTreeSet<&str> =
+            behind.iter().map(|t| t.name.as_str()).chain(tables.iter().map(|t| t.name.as_str())).collect();
+        // An equal share of the pass's subrequests per table, so that one table cannot spend the
+        // others'.
+        let per_table = (config.subrequests_per_cleanup / names.len().max(1) as u64).max(MIN_TABLE_SUBREQUESTS);
+        for name in names {
+            let budget = Cell::new(per_table);
+            let pointer = tables.iter().find(|t| t.name == name);
+            let catch_up = behind.iter().any(|t| t.name == name);
+            if let Err(error) = maintain_table(sql, blobs, clock, name, pointer, catch_up, config, &budget, &mut report).await {
+                report.failures.push(TableFailure { table: name.to_owned(), error: error.to_string() });
+            }
+        }
+        report
+    }
+
+    /// Fewest subrequests a table's maintenance gets in a pass, however many tables there are.
+    const MIN_TABLE_SUBREQUESTS: u64 = 40;
+    /// Pages of garbage (1,000 keys each) deleted per table and pass.
+    const GARBAGE_PAGES: usize = 4;
+
+    /// One table's part of [`maintain`], within `budget` subrequests.
+    #[allow(clippy::too_many_arguments)]
+    async fn maintain_table<S: Sql, B: Blobs, C: Clock>(
+        sql: &S,
+        blobs: &B,
+        clock: &C,
+        name: &str,
+        pointer: Option<&LakeTable>,
+        catch_up: bool,
+        config: &LakeConfig,
+        budget: &Cell<u64>,
+        report: &mut Maintenance,
+    ) -> PortResult<()> {
+        if catch_up {
+            let share = Share::new(None, budget);
+            for _ in 0..4 {
+                let done = commit_table(sql, blobs, clock, name, config, &share).await?;
+                report.commits += done.snapshot_id.is_some() as u64;
+                if !done.more {
+                    break;
+                }
+            }
+        }
+        let Some(pointer) = pointer else { return Ok(()) };
+        spend(budget, 3)?;
+        report.snapshots_expired += expire(sql, blobs, clock, pointer, config).await?;
+        for _ in 0..GARBAGE_PAGES {
+            spend(budget, 3)?;
+            let due: Vec<KeyRow> = sql.query(index::LAKE_GARBAGE_DUE, &[text(&pointer.name), SqlValue::Int(1000)]).await?;
+            if due.is_empty() {
+                break;
+            }
+            let keys: Vec<String> = due.into_iter().map(|r| r.key).collect();
+            blobs.delete(&keys).await?;
+            sql.batch(&keyed(index::LAKE_FORGET_GARBAGE, &[], &keys)).await?;
+            report.objects_deleted += keys.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Takes `n` subrequests from `budget`, or fails when it has fewer.
+    fn spend(budget: &Cell<u64>, n: u64) -> PortResult<()> {
+        let left = budget.get().checked_sub(n).ok_or("the table's share of the clean-up's subrequests is spent; the next pass goes on")?;
+        budget.set(left);
+        Ok(())
+    }
+
+    /// Expires the table's snapshots older than the retention: a new metadata file without
+    /// them, swapped in; their manifest lists become garbage. Answers how many expired (0 when
+    /// another writer swapped first: the next pass expires them).
+    async fn expire<S: Sql, B: Blobs, C: Clock>(
+        sql: &S,
+        blobs: &B,
+        clock: &C,
+        pointer: &LakeTable,
+        config: &LakeConfig,
+    ) -> PortResult<u64> {
+        let current = load(blobs, pointer).await?;
+        let now = clock.now_ms() as i64;
+        let mut metadata = current.metadata.clone();
+        let expired = metadata.expire(&config.retention, now);
+        if expired.snapshots.is_empty() {
+            return Ok(0);
+        }
+        let ids = Attempt::new(now);
+        metadata.log_previous(&config.location(&current.key), current.metadata.last_updated_ms);
+        metadata.last_updated_ms = now.max(metadata.last_updated_ms);
+        let version = current.version + 1;
+        let key = format!("{}/metadata/{version:05}-{}.metadata.json", commit::table_prefix(&pointer.name), ids.uuid);
+        blobs.put(&key, Bytes::from(metadata.to_json())).await?;
+        let prepared = Prepared {
+            garbage: commit::expired_garbage(&expired, config),
+            metadata_key: key.clone(),
+            version,
+            objects: Vec::new(),
+            snapshot: current.metadata.current_snapshot().cloned(),
+            added: Vec::new(),
+            removed: Vec::new(),
+            refused: Vec::new(),
+            noted: Vec::new(),
+            metadata,
+        };
+        let changes = sql.batch(&swap(&pointer.name, Some(&current), &prepared, &iso(now as u64))).await?;
+        if changes.first() == Some(&1) {
+            return Ok(expired.snapshots.len() as u64);
+        }
+        let _ = blobs.delete(&[key]).await;
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+/// What a reader needs of the tables, for a mirror of the bucket (a local reader's stand-in for
+/// R2's S3 API): every object the kept snapshots of a table reference.
+pub mod mirror {
+    use super::commit::LakeConfig;
+    use super::manifest::{self, Status};
+    use super::metadata::TableMetadata;
+
+    /// The bucket keys of every object `metadata`'s snapshots reference (manifest lists,
+    /// manifests, live data files), each once, fetching the metadata it walks through `get`
+    /// (which answers an object's bytes by key; a mirror keeps them).
+    pub async fn referenced(
+        metadata: &TableMetadata,
+        root: &str,
+        mut get: impl AsyncFnMut(&str) -> Result<Vec<u8>, String>,
+    ) -> Result<Vec<String>, String> {
+        let lake = LakeConfig { root: root.to_owned(), ..LakeConfig::default() };
+        let key = |location: &str| lake.key(location).map(str::to_owned).ok_or_else(|| format!("{location} is outside {root}"));
+        let mut keys = std::collections::BTreeSet::new();
+        for snapshot in &metadata.snapshots {
+            let list = key(&snapshot.manifest_list)?;
+            let listed = manifest::read_manifest_list(&get(&list).await?)?;
+            keys.insert(list);
+            for m in listed {
+                let path = key(&m.path)?;
+                if !keys.insert(path.clone()) {
+                    continue;
+                }
+                for e in manifest::read_manifest(&get(&path).await?, &m)? {
+                    if e.status != Status::Deleted {
+                        keys.insert(key(&e.file.path)?);
+                    }
+                }
+            }
+        }
+        Ok(keys.into_iter().collect())
+    }
+}

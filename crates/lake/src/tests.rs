@@ -1,0 +1,530 @@
+//! The table commit over SQLite (the D1 schema and SQL) and memory (for R2): files recorded as
+//! a run's commit records them, tables committed, and what a reader would plan checked.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::task::Context;
+
+use futures::executor::block_on;
+use rusqlite::params;
+
+use super::commit::LakeConfig;
+use super::manifest::{self, DataFile, Entry, ManifestFile, Status};
+use super::metadata::{Retention, TableMetadata};
+use super::schema::Schema;
+use super::*;
+use fusou_core::index::{LakeTable, SqlValue};
+use fusou_ports::Sql;
+use fusou_testing::{FakeClock, Interleaved, Memory, Sqlite};
+
+const TABLE: &str = "battle";
+const COLUMNS: &str = r#"[{"name":"uuid","type":"string"},{"name":"index","type":"int"}]"#;
+
+fn config() -> LakeConfig {
+    LakeConfig { root: "s3://bucket".into(), ..LakeConfig::default() }
+}
+
+struct World {
+    db: Sqlite,
+    blobs: Memory,
+    clock: FakeClock,
+    budget: Cell<u64>,
+}
+
+impl World {
+    fn new() -> Self {
+        let w = World { db: Sqlite::migrated(), blobs: Memory::default(), clock: FakeClock::default(), budget: Cell::new(u64::MAX) };
+        w.clock.now.set(1_800_000_000_000);
+        w
+    }
+
+    /// A compacted file of the table as a run's commit records it.
+    fn record(&self, key: &str, dataset: &str, rows: i64, columns: &str) {
+        self.record_in(TABLE, key, dataset, rows, columns);
+    }
+
+    fn record_in(&self, table: &str, key: &str, dataset: &str, rows: i64, columns: &str) {
+        self.db.with(|c| {
+            c.execute("INSERT OR IGNORE INTO datasets (id, owner_id, created_at, updated_at) VALUES (?1, 'o', 't', 't')", params![dataset])
+                .unwrap();
+            c.execute(
+                "INSERT INTO compacted_files (key, dataset_id, period_tag, table_name, run_id, schema_fingerprint, row_count, size, \
+                 source_segments, created_at, columns) VALUES (?1, ?2, '2025-11-05', ?3, 'run', 'fp', ?4, ?5, 1, ?6, ?7)",
+                params![key, dataset, table, rows, rows * 100, format!("t{key}"), columns],
+            )
+            .unwrap();
+        });
+    }
+
+    /// Consolidation's commit: `retired` merged into `into`.
+    fn consolidate(&self, retired: &[&str], into: &str, dataset: &str, rows: i64) {
+        self.record(into, dataset, rows, COLUMNS);
+        for key in retired {
+            self.db.with(|c| c.execute("UPDATE compacted_files SET retired_at = 't' WHERE key = ?1", params![key]).unwrap());
+        }
+    }
+
+    /// Whatever is pending, without a subrequest budget.
+    fn all(&self) -> Share<'_> {
+        Share::new(None, &self.budget)
+    }
+
+    fn commit(&self) -> TableCommit {
+        block_on(commit_table(&self.db, &self.blobs, &self.clock, TABLE, &config(), &self.all())).unwrap()
+    }
+
+    fn pointer(&self) -> LakeTable {
+        block_on(self.db.query::<LakeTable>(fusou_core::index::LAKE_TABLE, &[SqlValue::from(TABLE)])).unwrap().pop().expect("a table")
+    }
+
+    fn metadata(&self) -> TableMetadata {
+        block_on(load(&self.blobs, &self.pointer())).unwrap().metadata
+    }
+
+    /// The manifests the current snapshot's list names.
+    fn manifests(&self) -> Vec<ManifestFile> {
+        let list = self.metadata().current_snapshot().expect("a snapshot").manifest_list.clone();
+        manifest::read_manifest_list(&self.blobs.objects.borrow()[config().key(&list).unwrap()]).unwrap()
+    }
+
+    /// The live files' keys of a snapshot (None: the current one), sorted.
+    fn live(&self, snapshot: Option<i64>) -> Vec<String> {
+        let files = block_on(scan(&self.blobs, &config(), &self.metadata(), snapshot)).unwrap();
+        let mut keys: Vec<String> = files.into_iter().map(|f| config().key(&f.path).unwrap().to_owned()).collect();
+        keys.sort();
+        keys
+    }
+}
+
+fn keys(k: &[&str]) -> Vec<String> {
+    k.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn manifests_and_lists_round_trip_with_the_specs_schemas_and_header_keys() {
+    let file = |path: &str, dataset: &str| DataFile {
+        path: path.into(),
+        period: "2025-11-05".into(),
+        dataset: dataset.into(),
+        record_count: 7,
+        file_size_in_bytes: 700,
+    };
+    let entries = vec![
+        Entry { status: Status::Added, snapshot_id: 9, sequence_number: 3, file_sequence_number: 3, file: file("s3://b/a", "d1") },
+        Entry { status: Status::Existing, snapshot_id: 5, sequence_number: 1, file_sequence_number: 1, file: file("s3://b/b", "d2") },
+        Entry { status: Status::Deleted, snapshot_id: 9, sequence_number: 2, file_sequence_number: 2, file: file("s3://b/c", "d3") },
+    ];
+    let schema = Schema::initial();
+    let bytes = manifest::write_manifest(&entries, &schema, &super::metadata::PartitionSpec::by_period_and_dataset()).unwrap();
+    let listed = manifest::describe("s3://b/m.avro".into(), bytes.len() as i64, &entries, 9, 3);
+    assert_eq!((listed.added_files, listed.existing_files, listed.deleted_files), (1, 1, 1));
+    assert_eq!(listed.min_sequence_number, 1, "the oldest live entry's");
+    assert_eq!(listed.partitions[1], (Some("d1".into()), Some("d2".into())), "bounds over live entries only");
+    // Added entries inherit their snapshot and sequence numbers from the list.
+    assert_eq!(manifest::read_manifest(&bytes, &listed).unwrap(), entries);
+
+    let header = manifest::header(&bytes).unwrap();
+    for key in ["schema", "schema-id", "partition-spec", "partition-spec-id", "format-version", "content"] {
+        assert!(header.contains_key(key), "manifest header has {key}");
+    }
+    assert_eq!(header["content"], "data");
+    let named = |codec: &[u8]| bytes.windows(codec.len()).any(|w| w == codec);
+    assert!(named(b"avro.codec") && named(b"deflate"), "readers need the codec named in the header");
+    let avro_schema: serde_json::Value = serde_json::from_str(&header["avro.schema"]).unwrap();
+    let data_file = &avro_schema["fields"][4];
+    assert_eq!((data_file["name"].as_str(), data_file["field-id"].as_i64()), (Some("data_file"), Some(2)));
+    assert_eq!(data_file["type"]["fields"][1]["field-id"], 100, "file_path");
+    assert_eq!(data_file["type"]["fields"][3]["type"]["fields"][0]["field-id"], 1000, "the partition's field ids are the spec's");
+
+    let list = manifest::write_manifest_list(std::slice::from_ref(&listed), 9, Some(5), 3).unwrap();
+    assert_eq!(manifest::read_manifest_list(&list).unwrap(), vec![listed]);
+    let header = manifest::header(&list).unwrap();
+    assert_eq!((header["snapshot-id"].as_str(), header["parent-snapshot-id"].as_str()), ("9", "5"));
+    assert_eq!((header["sequence-number"].as_str(), header["format-version"].as_str()), ("3", "2"));
+}
+
+#[test]
+fn the_metadata_has_every_field_format_v2_requires() {
+    let w = World::new();
+    w.record("c/1", "d1", 10, COLUMNS);
+    w.commit();
+    let json: serde_json::Value = serde_json::from_slice(&w.blobs.objects.borrow()[&w.pointer().metadata_key]).unwrap();
+    for field in [
+        "format-version",
+        "table-uuid",
+        "location",
+        "last-sequence-number",
+        "last-updated-ms",
+        "last-column-id",
+        "schemas",
+        "current-schema-id",
+        "partition-specs",
+        "default-spec-id",
+        "last-partition-id",
+        "sort-orders",
+        "default-sort-order-id",
+    ] {
+        assert!(json.get(field).is_some(), "metadata lacks {field}");
+    }
+    assert_eq!(json["format-version"], 2);
+    assert_eq!(json["location"], "s3://bucket/lake/fusou/battle");
+    assert_eq!(json["refs"]["main"]["snapshot-id"], json["current-snapshot-id"]);
+    let snapshot = &json["snapshots"][0];
+    for field in ["snapshot-id", "sequence-number", "timestamp-ms", "manifest-list", "summary", "schema-id"] {
+        assert!(snapshot.get(field).is_some(), "snapshot lacks {field}");
+    }
+    assert_eq!(snapshot["summary"]["operation"], "append");
+    let spec = &json["partition-specs"][0]["fields"];
+    assert_eq!((spec[0]["name"].as_str(), spec[0]["transform"].as_str()), (Some("period_tag"), Some("identity")));
+    let mapping: serde_json::Value = serde_json::from_str(json["properties"]["schema.name-mapping.default"].as_str().unwrap()).unwrap();
+    // The fields are the contract's columns, in its order, after the two partition columns.
+    assert_eq!(mapping[2], serde_json::json!({ "field-id": 3, "names": ["env_uuid"] }));
+    assert_eq!(mapping.as_array().unwrap().len(), 2 + contract::Contract::client().table(TABLE).unwrap().len());
+}
+
+#[test]
+fn appends_then_a_consolidation_replaces_and_time_travel_sees_the_files_before() {
+    let w = World::new();
+    for (key, dataset) in [("c/a", "d1"), ("c/b", "d1"), ("c/c", "d2")] {
+        w.record(key, dataset, 10, COLUMNS);
+    }
+    let first = w.commit();
+    assert_eq!((first.added, first.attempts), (3, 1));
+    assert_eq!(w.live(None), keys(&["c/a", "c/b", "c/c"]));
+
+    // Nothing pending: no snapshot.
+    assert_eq!(w.commit().snapshot_id, None);
+    assert_eq!(w.metadata().snapshots.len(), 1);
+
+    w.consolidate(&["c/a", "c/b"], "c/ab", "d1", 20);
+    let second = w.commit();
+    assert_eq!((second.added, second.removed), (1, 2));
+    assert_eq!(w.live(None), keys(&["c/ab", "c/c"]));
+    let metadata = w.metadata();
+    let current = metadata.current_snapshot().unwrap();
+    assert_eq!(current.summary["operation"], "replace", "the same rows in fewer files");
+    assert_eq!(current.summary["total-records"], "30");
+    assert_eq!(current.summary["total-data-files"], "2");
+    assert_eq!(w.live(first.snapshot_id), keys(&["c/a", "c/b", "c/c"]), "the previous snapshot is as it was");
+    // The index agrees: every live file marked, every retired one marked removed.
+    assert_eq!(w.db.count("SELECT count(*) FROM compacted_files WHERE lake_snapshot IS NULL"), 0);
+    assert_eq!(w.db.count("SELECT count(*) FROM compacted_files WHERE lake_removed_seq = 2"), 2);
+}
+
+#[test]
+fn columns_outside_the_contract_are_left_out_and_noted_and_a_type_clash_is_refused() {
+    let w = World::new();
+    w.record("c/old", "d1", 10, COLUMNS);
+    w.commit();
+    let fields = w.metadata().current_schema().fields.clone();
+    w.record("c/new", "d1", 10, r#"[{"name":"uuid","type":"string"},{"name":"index","type":"int"},{"name":"cell","type":"long"}]"#);
+    w.record("c/clash", "d2", 10, r#"[{"name":"uuid","type":"long"}]"#);
+    let done = w.commit();
+    assert_eq!((done.added, done.refused), (1, 1));
+    let metadata = w.metadata();
+    assert_eq!(metadata.schemas.len(), 2, "the initial schema and the contract's; no file added a field");
+    assert_eq!(metadata.current_schema().fields, fields);
+    assert!(metadata.current_schema().field("cell").is_none());
+    assert_eq!(w.live(None), keys(&["c/new", "c/old"]));
+    let (why, note): (String, String) = w.db.with(|c| {
+        let refused = c.query_row("SELECT lake_refused FROM compacted_files WHERE key = 'c/clash'", [], |r| r.get(0)).unwrap();
+        (refused, c.query_row("SELECT lake_note FROM compacted_files WHERE key = 'c/new'", [], |r| r.get(0)).unwrap())
+    });
+    assert_eq!(why, "column uuid is string in the table and long in this file");
+    assert_eq!(note, "columns outside the client's contract, left out of the table: cell");
+    assert_eq!(w.commit().snapshot_id, None, "a refused file is not pending again");
+    // The status route's query shows both.
+    let left: Vec<fusou_core::index::LakeLeftOut> =
+        block_on(w.db.query(fusou_core::index::LAKE_LEFT_OUT, &[SqlValue::from("d1"), SqlValue::from(20u64)])).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].note.as_deref(), Some(note.as_str()));
+}
+
+#[test]
+fn a_table_outside_the_contract_is_never_made() {
+    let w = World::new();
+    w.record_in("junk_table_1", "c/junk", "d1", 10, COLUMNS);
+    let done = block_on(commit_table(&w.db, &w.blobs, &w.clock, "junk_table_1", &config(), &w.all())).unwrap();
+    assert_eq!((done.added, done.refused, done.snapshot_id), (0, 1, None));
+    assert_eq!(w.db.count("SELECT count(*) FROM lake_tables"), 0, "no pointer, so no catalog entry");
+    assert!(w.blobs.objects.borrow().keys().all(|k| !k.starts_with("lake/")), "no object written");
+    let why: String =
+        w.db.with(|c| c.query_row("SELECT lake_refused FROM compacted_files WHERE key = 'c/junk'", [], |r| r.get(0)).unwrap());
+    assert!(why.contains("outside the client's contract"), "{why}");
+}
+
+#[test]
+fn a_thousand_commits_of_new_unknown_columns_leave_the_schema_and_a_small_metadata() {
+    let w = World::new();
+    w.record("c/first", "d1", 10, COLUMNS);
+    w.commit();
+    let schema = w.metadata().current_schema().clone();
+    for i in 0..1000 {
+        let columns = format!(r#"[{{"name":"uuid","type":"string"}},{{"name":"hostile_{i}","type":"string"}}]"#);
+        w.record(&format!("c/h{i:04}"), &format!("hostile{}", i % 7), 1, &columns);
+        assert_eq!(w.commit().added, 1);
+    }
+    let metadata = w.metadata();
+    assert_eq!(metadata.current_schema(), &schema, "the schema is the contract's still");
+    assert_eq!(metadata.schemas.len(), 2);
+    let bytes = w.blobs.objects.borrow()[&w.pointer().metadata_key].len();
+    println!("metadata after 1,000 commits of new unknown columns: {bytes} bytes ({} snapshots kept)", metadata.snapshots.len());
+    assert!(bytes < 1 << 20, "metadata {bytes} bytes");
+}
+
+#[test]
+fn a_commit_that_dies_before_its_swap_leaves_its_files_for_the_next() {
+    let w = World::new();
+    w.record("c/a", "d1", 10, COLUMNS);
+    w.commit();
+    w.record("c/b", "d1", 10, COLUMNS);
+    // The metadata file's PUT fails: as if the isolate died before the swap.
+    w.blobs.fail_write.set(Some(w.blobs.writes.get() + 3));
+    assert!(block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config(), &w.all())).is_err());
+    assert_eq!(w.metadata().snapshots.len(), 1, "the table is as it was");
+    assert_eq!(w.db.count("SELECT count(*) FROM compacted_files WHERE lake_snapshot IS NULL"), 1);
+    w.blobs.fail_write.set(None);
+    assert_eq!(w.commit().added, 1);
+    assert_eq!(w.live(None), keys(&["c/a", "c/b"]));
+}
+
+#[test]
+fn a_file_retired_while_a_commit_adds_it_is_never_listed() {
+    let w = World::new();
+    w.record("c/a", "d1", 10, COLUMNS);
+    // A writer that read `c/a` as pending, then lost its turn while a consolidation retired it.
+    let slow = Interleaved::new(&w.db, &w.blobs);
+    let config = config();
+    let budget = Cell::new(u64::MAX);
+    let everything = Share::new(None, &budget);
+    let mut commit = Box::pin(commit_table(&slow, &slow, &w.clock, TABLE, &config, &everything));
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    // Step the commit until it has read what is pending (two queries), then retire the file.
+    while slow.queries.get() < 2 {
+        assert!(commit.as_mut().poll(&mut cx).is_pending());
+    }
+    w.consolidate(&["c/a"], "c/a2", "d1", 10);
+    let done = block_on(commit).unwrap();
+    assert_eq!(done.attempts, 2, "the swap saw the retirement and the commit began again");
+    assert_eq!(w.live(None), keys(&["c/a2"]));
+}
+
+#[test]
+fn eight_writers_commit_to_one_table_and_no_file_is_lost_or_listed_twice() {
+    let w = World::new();
+    let shared = Interleaved::new(&w.db, &w.blobs);
+    let config = config();
+    let budget = Cell::new(u64::MAX);
+    let everything = Share::new(None, &budget);
+    let mut expected = Vec::new();
+    let writers = (0..8).map(|i| {
+        // Each writer's run records its file, then commits the table.
+        let key = format!("c/{i}");
+        w.record(&key, &format!("d{i}"), 10 + i, COLUMNS);
+        expected.push(key);
+        commit_table(&shared, &shared, &shared, TABLE, &config, &everything)
+    });
+    let done: Vec<TableCommit> = block_on(futures::future::join_all(writers)).into_iter().map(Result::unwrap).collect();
+    expected.sort();
+    assert_eq!(w.live(None), expected);
+    let snapshots = done.iter().filter(|d| d.snapshot_id.is_some()).count();
+    assert_eq!(w.metadata().snapshots.len(), snapshots, "each successful swap is one snapshot, none lost");
+    assert_eq!(done.iter().map(|d| d.added).sum::<u64>(), 8, "each file added by exactly one writer");
+    assert!(done.iter().any(|d| d.attempts > 1), "the writers did race: {done:?}");
+    let rows: i64 = w.metadata().current_snapshot().unwrap().summary["total-records"].parse().unwrap();
+    assert_eq!(rows, (0..8).map(|i| 10 + i).sum::<i64>());
+}
+
+#[test]
+fn a_table_commit_begins_only_within_its_subrequest_budget() {
+    let w = World::new();
+    w.record("c/a", "d1", 10, COLUMNS);
+    let budget = Cell::new(ATTEMPT_SUBREQUESTS - 1);
+    let err = block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config(), &Share::new(None, &budget))).unwrap_err();
+    assert!(err.message.contains("subrequests"), "{err}");
+    assert_eq!(w.db.count("SELECT count(*) FROM compacted_files WHERE lake_snapshot IS NULL"), 1, "left pending");
+    let budget = Cell::new(ATTEMPT_SUBREQUESTS);
+    let done = block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config(), &Share::new(None, &budget))).unwrap();
+    assert_eq!(done.added, 1);
+    assert!(budget.get() < ATTEMPT_SUBREQUESTS, "what it spent is counted");
+
+    // A removal reads the manifests that list the file: an attempt that finds it cannot
+    // afford them writes nothing.
+    w.consolidate(&["c/a"], "c/a2", "d1", 10);
+    let objects = w.blobs.objects.borrow().len();
+    let budget = Cell::new(ATTEMPT_SUBREQUESTS);
+    let err = block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config(), &Share::new(None, &budget))).unwrap_err();
+    assert!(err.message.contains("subrequests"), "{err}");
+    assert_eq!(w.blobs.objects.borrow().len(), objects, "nothing written");
+    assert_eq!(w.live(None), keys(&["c/a"]));
+}
+
+#[test]
+fn manifests_are_merged_and_old_snapshots_expire_with_what_only_they_need() {
+    let w = World::new();
+    let config = LakeConfig {
+        manifests_before_merge: 4,
+        retention: Retention { max_age_ms: 3_600_000, max_snapshots: 5, max_metadata_log: 3 },
+        ..config()
+    };
+    for i in 0..30 {
+        w.record(&format!("c/{i:02}"), "d1", 1, COLUMNS);
+        block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config, &w.all())).unwrap();
+        w.clock.now.set(w.clock.now.get() + 60_000);
+    }
+    let metadata = w.metadata();
+    let listed = w.manifests();
+    assert!(listed.len() <= 4, "{} manifests after 30 commits", listed.len());
+    assert_eq!(metadata.snapshots.len(), 5, "at most the configured count");
+    assert_eq!(metadata.metadata_log.len(), 3);
+    assert_eq!(w.live(None).len(), 30);
+
+    // Two hours later the clean-up expires all but the current snapshot and deletes what no
+    // kept snapshot needs; the table still reads whole.
+    w.clock.now.set(w.clock.now.get() + 2 * 3_600_000);
+    let report = block_on(maintain(&w.db, &w.blobs, &w.clock, &config));
+    assert_eq!(report.failures, []);
+    assert_eq!(report.snapshots_expired, 4);
+    assert!(report.objects_deleted > 0);
+    assert_eq!(w.metadata().snapshots.len(), 1);
+    assert_eq!(w.live(None).len(), 30);
+    let objects: Vec<String> = w.blobs.objects.borrow().keys().filter(|k| k.starts_with("lake/")).cloned().collect();
+    let manifests = objects.iter().filter(|k| k.ends_with(".avro") && !k.contains("/snap-")).count();
+    let lists = objects.iter().filter(|k| k.contains("/snap-")).count();
+    assert_eq!(lists, 1, "only the current snapshot's manifest list is left: {objects:?}");
+    assert_eq!(manifests, listed.len(), "only its manifests are left");
+    assert_eq!(w.db.count("SELECT count(*) FROM lake_garbage"), 0);
+}
+
+#[test]
+fn a_consolidation_writes_one_manifest_however_many_small_ones_it_touches() {
+    let w = World::new();
+    for key in ["c/a", "c/b", "c/c"] {
+        w.record(key, "d1", 10, COLUMNS);
+        w.commit();
+    }
+    assert_eq!(w.manifests().len(), 3, "one manifest a commit, below the merge threshold");
+    w.consolidate(&["c/a", "c/b", "c/c"], "c/abc", "d1", 30);
+    let done = w.commit();
+    assert_eq!((done.added, done.removed), (1, 3));
+    assert_eq!(w.manifests().len(), 1, "the touched manifests and the new file's entry in one");
+    assert_eq!(w.live(None), keys(&["c/abc"]));
+}
+
+#[test]
+fn a_retired_file_is_deleted_only_when_no_kept_snapshot_lists_it() {
+    let w = World::new();
+    w.record("c/a", "d1", 10, COLUMNS);
+    w.commit();
+    w.consolidate(&["c/a"], "c/b", "d1", 10);
+    let due = |w: &World| {
+        w.db.count("SELECT count(*) FROM compacted_files WHERE key IN (SELECT key FROM compacted_files WHERE retired_at IS NOT NULL AND retired_at <= 'u' AND (lake_snapshot IS NULL OR lake_removed_seq <= (SELECT oldest_sequence FROM lake_tables WHERE name = table_name)))")
+    };
+    assert_eq!(due(&w), 0, "the table still lists it");
+    w.commit();
+    assert_eq!(due(&w), 0, "snapshot 1, which lists it, is kept for time travel");
+    w.clock.now.set(w.clock.now.get() + 30 * 24 * 3_600_000);
+    assert_eq!(block_on(maintain(&w.db, &w.blobs, &w.clock, &config())).failures, []);
+    assert_eq!(due(&w), 1, "once snapshot 1 expired");
+    let sql: Vec<fusou_core::index::KeyRow> =
+        block_on(w.db.query(fusou_core::index::RETIRED_BEFORE, &[SqlValue::from("u"), SqlValue::Int(10)])).unwrap();
+    assert_eq!(sql.len(), 1, "the clean-up's own statement agrees");
+}
+
+/// `scripts/bench-lake.sh`: 10,000 commits to one table, then the metadata's size and the time
+/// to plan a full scan, against a baseline that never merges manifests; and commits per second
+/// to one table from 8 concurrent writers. Prints figures; asserts nothing about time.
+#[test]
+#[ignore = "a benchmark: scripts/bench-lake.sh"]
+fn bench_ten_thousand_commits_and_eight_writers() {
+    use std::time::Instant;
+    let commits: usize = std::env::var("FUSOU_LAKE_COMMITS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let run = |name: &str, config: LakeConfig| {
+        let w = World::new();
+        let started = Instant::now();
+        for i in 0..commits {
+            w.record(&format!("battle_compacted/2025-11-05/d{}/battle/run-{i}.parquet", i % 50), &format!("d{}", i % 50), 10, COLUMNS);
+            block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config, &w.all())).unwrap();
+            w.clock.now.set(w.clock.now.get() + 1_000);
+        }
+        let commit_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let metadata = w.metadata();
+        let metadata_bytes = w.blobs.objects.borrow()[&w.pointer().metadata_key].len();
+        let list_key = config.key(&metadata.current_snapshot().unwrap().manifest_list).unwrap().to_owned();
+        let list = manifest::read_manifest_list(&w.blobs.objects.borrow()[&list_key]).unwrap();
+        let list_bytes = w.blobs.objects.borrow()[&list_key].len();
+        let manifest_bytes: usize = list.iter().map(|m| w.blobs.objects.borrow()[config.key(&m.path).unwrap()].len()).sum();
+        let started = Instant::now();
+        let files = block_on(scan(&w.blobs, &config, &metadata, None)).unwrap();
+        let plan_ms = started.elapsed().as_secs_f64() * 1000.0;
+        assert_eq!(files.len(), commits, "every file is listed once");
+        let objects = |w: &World| w.blobs.objects.borrow().keys().filter(|k| k.starts_with("lake/")).count();
+        let before = objects(&w);
+        w.clock.now.set(w.clock.now.get() + 8 * 86_400_000);
+        assert_eq!(block_on(maintain(&w.db, &w.blobs, &w.clock, &config)).failures, []);
+        println!(
+            "{name}: {commits} commits in {:.0} ms ({:.2} ms/commit, {:.0} commits/s); current: {} snapshots, metadata file {} B, \
+             manifest list {} B ({} manifests), manifests {} B; full scan planned in {plan_ms:.1} ms ({} files); \
+             table objects {before} → {} after the clean-up",
+            commit_ms,
+            commit_ms / commits as f64,
+            commits as f64 / commit_ms * 1000.0,
+            metadata.snapshots.len(),
+            metadata_bytes,
+            list_bytes,
+            list.len(),
+            manifest_bytes,
+            files.len(),
+            objects(&w),
+        );
+        plan_ms
+    };
+    let merged = run("merged manifests (16 at most)", config());
+    let baseline = run("baseline: manifests never merged", LakeConfig { manifests_before_merge: usize::MAX, ..config() });
+    println!("scan planning: {:.1}x faster with merged manifests than the baseline", baseline / merged);
+
+    // 8 writers, each recording and committing 50 files to the one table.
+    let w = World::new();
+    let shared = Interleaved::new(&w.db, &w.blobs);
+    let config = config();
+    let budget = Cell::new(u64::MAX);
+    let everything = &Share::new(None, &budget);
+    let started = Instant::now();
+    let writers = (0..8).map(|writer| {
+        let (w, shared, config) = (&w, &shared, &config);
+        async move {
+            let (mut attempts, mut exhausted) = (0, 0);
+            for i in 0..50 {
+                w.record(&format!("c/{writer}-{i}"), &format!("d{writer}"), 10, COLUMNS);
+                // A call whose attempts all lost is retried, as the run's step would be.
+                loop {
+                    match commit_table(shared, shared, shared, TABLE, config, everything).await {
+                        Ok(done) => {
+                            attempts += done.attempts;
+                            break;
+                        }
+                        Err(e) if e.message.contains("lost the race") => {
+                            attempts += config.attempts;
+                            exhausted += 1;
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+            (attempts, exhausted)
+        }
+    });
+    let (attempts, exhausted) = block_on(futures::future::join_all(writers)).into_iter().fold((0, 0), |(a, e), (wa, we)| (a + wa, e + we));
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let snapshots = w.db.count("SELECT count(DISTINCT lake_snapshot) FROM compacted_files");
+    assert_eq!(w.live(None).len(), 400);
+    println!(
+        "8 concurrent writers, 400 files: {snapshots} snapshots in {ms:.0} ms ({:.0} commits/s to one table, CPU only: \
+         storage here answers at once), {attempts} attempts ({:.2} per commit call), {exhausted} calls lost all {} attempts \
+         and were retried",
+        snapshots as f64 / ms * 1000.0,
+        attempts as f64 / 400.0,
+        config.attempts
+    );
+}
