@@ -1,12 +1,18 @@
 //! The committed configuration deploys as it is. Both wrangler configs have a production
 //! environment with every binding; the two agree on the bucket, database, queue and service;
 //! nothing in them points at this machine; the compaction Worker has no public URL; no test hook
-//! is on in production; the limits fit what the Workers can hold; and every setting the code
-//! reads is documented. (`scripts/test.sh` also runs `wrangler deploy --dry-run --env
+//! is on in production; the limits fit what the Workers can hold; and every setting is read
+//! through the registry (`fusou_ports::settings`) by the Workers it names, is documented as it
+//! says, and is the only kind of variable the configs and the local stack set. (`scripts/test.sh` also runs `wrangler deploy --dry-run --env
 //! production` for both.)
 
 use std::path::{Path, PathBuf};
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+
+use fusou_core::config::Vars;
+use fusou_ports::settings::{self, Reader};
 use toml::{Table, Value};
 
 /// The checkout, found when the test runs (cargo sets `CARGO_MANIFEST_DIR` then too): a shared
@@ -114,7 +120,8 @@ fn production_turns_no_test_hook_on_and_names_itself() {
         }
         let vars = production(&whole)["vars"].as_table().expect("production vars");
         assert_eq!(vars["ENVIRONMENT"].as_str(), Some("production"), "{path}");
-        let platform = fusou_core::config::Platform::from_vars(|name| vars.get(name).and_then(Value::as_str).map(str::to_owned)).unwrap();
+        let get = |name: &str| vars.get(name).and_then(Value::as_str).map(str::to_owned);
+        let platform = fusou_core::config::Platform::from_vars(&Vars::new(&get)).unwrap();
         assert!(platform.production && !platform.test_hooks, "{path}");
     }
 }
@@ -125,9 +132,10 @@ fn the_limits_fit_what_the_workers_hold() {
     for (up, comp) in [(&upload, &compaction), (production(&upload), production(&compaction))] {
         let up_vars = up["vars"].as_table().unwrap();
         let comp_vars = comp["vars"].as_table().unwrap();
-        let limits =
-            fusou_core::upload::UploadLimits::from_vars(|name| up_vars.get(name).and_then(Value::as_str).map(str::to_owned)).unwrap();
-        let run = fusou_compaction::RunConfig::from_vars(|name| comp_vars.get(name).and_then(Value::as_str).map(str::to_owned)).unwrap();
+        let up_get = |name: &str| up_vars.get(name).and_then(Value::as_str).map(str::to_owned);
+        let comp_get = |name: &str| comp_vars.get(name).and_then(Value::as_str).map(str::to_owned);
+        let limits = fusou_core::upload::UploadLimits::from_vars(&Vars::new(&up_get)).unwrap();
+        let run = fusou_compaction::CompactionSettings::from_vars(&Vars::new(&comp_get)).unwrap().run;
         // Every accepted fragment fits one run's bytes, so none is set aside for its size.
         assert!(limits.max_fragment_bytes <= number(comp_vars, "COMPACTION_MAX_RUN_BYTES"));
         assert!(limits.max_direct_bytes <= run.max_fragment_bytes);
@@ -137,52 +145,97 @@ fn the_limits_fit_what_the_workers_hold() {
     }
 }
 
-/// The names of the settings a Worker reads: the string literals passed to the settings
-/// readers of `fusou-core` and the Workers.
-fn settings_read() -> Vec<String> {
-    let readers =
-        ["number(\"", "number(&get, \"", "flag(&get, \"", "positive(\"", "body_limit(\"", "get(\"", "required(\"", "var(&env, \""];
-    let mut names = Vec::new();
-    for dir in ["crates/ports/src", "crates/core/src", "crates/lake/src", "crates/compaction/src", "crates/edge/src", "crates/upload-worker/src", "crates/compaction-worker/src"] {
-        let mut stack = vec![root().join(dir)];
-        while let Some(path) = stack.pop() {
-            if path.is_dir() {
-                stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
-                continue;
-            }
-            if path.extension().is_none_or(|e| e != "rs") {
-                continue;
-            }
-            let source = std::fs::read_to_string(&path).unwrap();
-            for reader in readers {
-                for (at, _) in source.match_indices(reader) {
-                    let rest = &source[at + reader.len()..];
-                    let name: String = rest.chars().take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_').collect();
-                    if name.len() > 3 && rest[name.len()..].starts_with('"') && !names.contains(&name) {
-                        names.push(name);
-                    }
-                }
-            }
-        }
-    }
-    names.sort();
-    names
+/// The settings each Worker's settings types read, recorded as they ask for them.
+fn settings_read() -> (BTreeSet<&'static str>, BTreeSet<&'static str>) {
+    let asked = RefCell::new(Vec::new());
+    let get = |name: &str| {
+        asked.borrow_mut().push(settings::setting(name).expect("registered").name);
+        matches!(name, "SUPABASE_URL" | "SUPABASE_SERVICE_KEY").then(|| "set".to_owned())
+    };
+    let vars = Vars::new(&get);
+    let take = || asked.borrow_mut().drain(..).collect::<BTreeSet<_>>();
+    fusou_core::config::Shared::from_vars(&vars).unwrap();
+    let shared = take();
+    fusou_core::config::UploadSettings::from_vars(&vars).unwrap();
+    fusou_lake::rest::lake_root(&vars).unwrap();
+    let upload = take();
+    fusou_compaction::CompactionSettings::from_vars(&vars).unwrap();
+    let compaction = take();
+    (shared.union(&upload).copied().collect(), shared.union(&compaction).copied().collect())
 }
 
 #[test]
-fn every_setting_the_code_reads_is_documented() {
-    let names = settings_read();
-    for expected in
-        ["SUPABASE_URL", "MAX_UPLOAD_BYTES", "COMPACTION_MAX_OUTPUTS", "TEST_HOOKS", "REMOTE_TIMEOUT_MS", "FRAGMENT_RETENTION_DAYS"]
-    {
-        assert!(names.iter().any(|n| n == expected), "the scan finds {expected}: {names:?}");
+fn every_setting_is_read_by_the_workers_the_registry_names() {
+    let (upload, compaction) = settings_read();
+    for s in settings::SETTINGS {
+        let by = (upload.contains(s.name), compaction.contains(s.name));
+        let expected = match s.read_by {
+            Reader::Upload => (true, false),
+            Reader::Compaction => (false, true),
+            Reader::Both => (true, true),
+        };
+        assert_eq!(by, expected, "{} is registered as read by {}, but read by (upload, compaction) = {by:?}", s.name, s.read_by);
     }
-    let mut docs = std::fs::read_to_string(root().join("README.md")).unwrap();
-    if let Ok(entries) = std::fs::read_dir(root().join("docs")) {
-        for e in entries {
-            docs.push_str(&std::fs::read_to_string(e.unwrap().path()).unwrap_or_default());
+}
+
+/// The settings table of docs/reference.md, as the registry gives it.
+fn settings_table() -> String {
+    let mut table = String::from("| variable | Worker | default | what |\n|---|---|---|---|\n");
+    for s in settings::SETTINGS {
+        table.push_str(&format!("| `{}` | {} | {} | {} |\n", s.name, s.read_by, s.default, s.doc));
+    }
+    table
+}
+
+#[test]
+fn the_documented_settings_are_the_registry() {
+    let path = root().join("docs/reference.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let start = doc.find("| variable | Worker | default | what |").expect("the settings table");
+    let end = start + doc[start..].find("\n\n").expect("a blank line after the table") + 1;
+    if std::env::var("FUSOU_WRITE_DOCS").is_ok() {
+        std::fs::write(&path, format!("{}{}{}", &doc[..start], settings_table(), &doc[end..])).unwrap();
+    }
+    assert_eq!(doc[start..end], settings_table(), "docs/reference.md's settings table (FUSOU_WRITE_DOCS=1 writes it from the registry)");
+}
+
+#[test]
+fn the_configs_and_the_local_stack_set_only_registered_settings() {
+    for path in [UPLOAD, COMPACTION] {
+        let whole = config(path);
+        for section in [&whole, production(&whole)] {
+            for name in section["vars"].as_table().expect("vars").keys() {
+                assert!(settings::setting(name).is_some(), "{path} sets {name}, which no Worker reads");
+            }
         }
     }
-    let undocumented: Vec<&String> = names.iter().filter(|n| !docs.contains(&format!("`{n}`"))).collect();
-    assert!(undocumented.is_empty(), "settings read but not documented: {undocumented:?}");
+    // The stack passes `FUSOU_<NAME>` on as `<NAME>` for the settings it lists.
+    let stack = std::fs::read_to_string(root().join("scripts/stack.sh")).unwrap();
+    let list = stack.split_once("for name in ").and_then(|(_, rest)| rest.split_once(';')).expect("the stack's overrides").0;
+    for name in list.split_whitespace() {
+        assert!(settings::setting(name).is_some(), "the stack overrides {name}, which no Worker reads");
+    }
+    // What the test command sets: those overrides, the test hooks, and the queue's batch wait
+    // (a wrangler setting, not a variable).
+    let test = std::fs::read_to_string(root().join("scripts/test.sh")).unwrap();
+    let overrides = test.split_once("export FUSOU_REALTIME_DELAY_SECONDS").expect("the test stack's overrides").1;
+    // The one `export` statement, continued over lines ending in `\`.
+    let mut statement = String::new();
+    for line in overrides.lines() {
+        statement.push_str(line.trim_end_matches('\\'));
+        if !line.ends_with('\\') {
+            break;
+        }
+    }
+    let exported: Vec<&str> = std::iter::once("REALTIME_DELAY_SECONDS")
+        .chain(statement.split_whitespace().filter_map(|w| w.strip_prefix("FUSOU_").and_then(|w| w.split_once('=')).map(|(n, _)| n)))
+        .collect();
+    assert!(exported.contains(&"REALTIME_DELAY_SECONDS"), "{exported:?}");
+    for name in exported {
+        let passed = list.split_whitespace().any(|n| n == name) || name == "TEST_HOOKS";
+        assert!(
+            passed || matches!(name, "QUEUE_BATCH_TIMEOUT" | "FUZZ_SECONDS"),
+            "the test command sets FUSOU_{name}, which the stack does not pass on"
+        );
+    }
 }

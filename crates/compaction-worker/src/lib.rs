@@ -17,12 +17,10 @@ mod context;
 mod faults;
 mod ports;
 
-use fusou_auth::bearer_token;
 use fusou_core::index;
 use fusou_core::message::CompactionMessage;
 use fusou_edge::log;
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 use worker::{
     Context, Env, MessageBatch, MessageExt, Method, QueueRetryOptionsBuilder, Request, Response, Result, ScheduleContext, ScheduledEvent,
     event,
@@ -72,15 +70,8 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     }
 }
 
-/// Whether `req` carries the operator secret as its bearer (compared in constant time).
-fn is_operator(req: &Request, ctx: &Ctx) -> Result<bool> {
-    let Ok(secret) = ctx.operator_secret() else { return Ok(false) };
-    let header = req.headers().get("authorization")?;
-    Ok(bearer_token(header.as_deref()).is_ok_and(|token| bool::from(token.as_bytes().ct_eq(secret.as_bytes()))))
-}
-
 async fn clean_up_now(mut req: Request, ctx: &Ctx) -> Result<Response> {
-    if !is_operator(&req, ctx)? {
+    if ctx.check_operator(&req).is_err() {
         return answer(401, &json!({ "error": "the operator secret is required" }));
     }
     let body = req.bytes().await?;

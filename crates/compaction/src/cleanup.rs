@@ -35,7 +35,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use fusou_core::config::{ConfigError, Vars};
 use fusou_core::index::{self, KeyRow, RunRow, SqlValue, StagedOutput, Statement, iso, keyed, text};
+use fusou_lake::commit::LakeConfig;
 use fusou_ports::{Blobs, Clock, PortResult, Sql};
 
 /// How old things must be before the clean-up removes them.
@@ -61,15 +63,14 @@ impl Default for CleanupConfig {
 }
 
 impl CleanupConfig {
-    /// The defaults, then `FRAGMENT_RETENTION_DAYS` and `ORPHAN_GRACE_MINUTES`.
-    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, fusou_core::config::ConfigError> {
-        let d = Self::default();
-        let number = |name, default| fusou_core::config::number(&get, name, default);
+    /// The defaults, then `FRAGMENT_RETENTION_DAYS` and `ORPHAN_GRACE_MINUTES`, over the open
+    /// tables' `lake`.
+    pub fn from_vars(vars: &Vars<'_>, lake: LakeConfig) -> Result<Self, ConfigError> {
         Ok(Self {
-            retention_ms: number("FRAGMENT_RETENTION_DAYS", d.retention_ms / 86_400_000)?.saturating_mul(86_400_000),
-            orphan_grace_ms: number("ORPHAN_GRACE_MINUTES", d.orphan_grace_ms / 60_000)?.saturating_mul(60_000),
-            lake: fusou_lake::commit::LakeConfig::from_vars(&get)?,
-            ..d
+            retention_ms: vars.number("FRAGMENT_RETENTION_DAYS")?.saturating_mul(86_400_000),
+            orphan_grace_ms: vars.number("ORPHAN_GRACE_MINUTES")?.saturating_mul(60_000),
+            lake,
+            ..Self::default()
         })
     }
 }

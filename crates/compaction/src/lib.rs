@@ -43,7 +43,7 @@ use self::plan::{Inputs, Listing, Outputs, ReadPlan, SMALL_FILES_LISTED};
 use self::write::Merged;
 use crate::run_commit::{CommitOutcome, Lease, OutputRecord, commit_batch};
 use fusou_contract::ids::DatasetId;
-use fusou_core::config::{ConfigError, number};
+use fusou_core::config::{ConfigError, Vars};
 use fusou_core::index::{self, SqlValue, Statement, iso, keyed, text};
 use fusou_core::message::CompactionMessage;
 use fusou_core::workflow::{Backoff, RetryPolicy, Run, StepConfig, StepError};
@@ -128,29 +128,50 @@ impl Default for RunConfig {
 impl RunConfig {
     /// The defaults, then the Worker's variables: `COMPACTION_MAX_FRAGMENTS`,
     /// `COMPACTION_MAX_RUN_BYTES`, `COMPACTION_MERGE_STEP_BYTES`, `COMPACTION_MAX_OUTPUTS`,
-    /// `COMPACTION_FAN_IN` and `COMPACTION_SMALL_FILE_BYTES`. A value that is not a whole
-    /// number, or a cap of 0, is an error, never a silent default.
-    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    /// `COMPACTION_FAN_IN` and `COMPACTION_SMALL_FILE_BYTES`, over the open tables' `lake`. A
+    /// value that is not a whole number, or a cap of 0, is an error, never a silent default.
+    pub fn from_vars(vars: &Vars<'_>, lake: LakeConfig) -> Result<Self, ConfigError> {
         let d = Self::default();
-        let positive = |name: &'static str, default: u64| match number(&get, name, default)? {
-            0 => Err(ConfigError { name, value: "0".into(), expected: "a whole number above 0" }),
-            n => Ok(n),
-        };
         Ok(Self {
-            max_fragments: u32::try_from(positive("COMPACTION_MAX_FRAGMENTS", d.max_fragments as u64)?).map_err(|_| ConfigError {
+            max_fragments: u32::try_from(vars.positive("COMPACTION_MAX_FRAGMENTS")?).map_err(|_| ConfigError {
                 name: "COMPACTION_MAX_FRAGMENTS",
                 value: "too large".into(),
                 expected: "at most 4294967295",
             })?,
-            max_run_bytes: positive("COMPACTION_MAX_RUN_BYTES", d.max_run_bytes)?,
-            merge_step_bytes: number(&get, "COMPACTION_MERGE_STEP_BYTES", d.merge_step_bytes)?,
-            max_outputs: positive("COMPACTION_MAX_OUTPUTS", d.max_outputs as u64)? as usize,
+            max_run_bytes: vars.positive("COMPACTION_MAX_RUN_BYTES")?,
+            merge_step_bytes: vars.number("COMPACTION_MERGE_STEP_BYTES")?,
+            max_outputs: vars.positive("COMPACTION_MAX_OUTPUTS")? as usize,
             consolidation: ConsolidationConfig {
-                fan_in: number(&get, "COMPACTION_FAN_IN", d.consolidation.fan_in as u64)? as usize,
-                small_file_bytes: number(&get, "COMPACTION_SMALL_FILE_BYTES", d.consolidation.small_file_bytes)?,
+                fan_in: vars.number("COMPACTION_FAN_IN")? as usize,
+                small_file_bytes: vars.number("COMPACTION_SMALL_FILE_BYTES")?,
             },
-            lake: LakeConfig::from_vars(&get)?,
+            lake,
             ..d
+        })
+    }
+}
+
+/// Everything the compaction Worker reads besides the shared settings
+/// ([`fusou_core::config::Shared`]), the open tables' settings parsed once for both the runs
+/// and the clean-up.
+#[derive(Debug, Clone)]
+pub struct CompactionSettings {
+    /// How a run is bounded.
+    pub run: RunConfig,
+    /// What the clean-up keeps.
+    pub cleanup: cleanup::CleanupConfig,
+    /// `COMPACTION_RETRY_DELAY_SECONDS`: the delay before a failed message is delivered again.
+    pub retry_delay_secs: u32,
+}
+
+impl CompactionSettings {
+    /// Reads [`RunConfig`], [`cleanup::CleanupConfig`] and `COMPACTION_RETRY_DELAY_SECONDS`.
+    pub fn from_vars(vars: &Vars<'_>) -> Result<Self, ConfigError> {
+        let lake = LakeConfig::from_vars(vars)?;
+        Ok(Self {
+            run: RunConfig::from_vars(vars, lake.clone())?,
+            cleanup: cleanup::CleanupConfig::from_vars(vars, lake)?,
+            retry_delay_secs: vars.queue_delay_secs("COMPACTION_RETRY_DELAY_SECONDS")?,
         })
     }
 }

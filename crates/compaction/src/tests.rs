@@ -580,14 +580,20 @@ fn the_defaults_keep_a_run_within_an_invocations_subrequests() {
 
 #[test]
 fn settings_come_from_the_variables_and_bad_ones_are_errors() {
-    let vars = |pairs: &'static [(&'static str, &'static str)]| {
-        move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+    let settings = |pairs: &'static [(&'static str, &'static str)]| {
+        let get = move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+        CompactionSettings::from_vars(&fusou_core::config::Vars::new(&get))
     };
-    assert_eq!(RunConfig::from_vars(vars(&[])).unwrap().max_outputs, 128);
-    let set = RunConfig::from_vars(vars(&[("COMPACTION_MAX_OUTPUTS", "16"), ("COMPACTION_FAN_IN", "0")])).unwrap();
-    assert_eq!((set.max_outputs, set.consolidation.fan_in), (16, 0));
-    assert_eq!(RunConfig::from_vars(vars(&[("COMPACTION_MAX_RUN_BYTES", "32MB")])).unwrap_err().name, "COMPACTION_MAX_RUN_BYTES");
-    assert_eq!(RunConfig::from_vars(vars(&[("COMPACTION_MAX_FRAGMENTS", "0")])).unwrap_err().name, "COMPACTION_MAX_FRAGMENTS");
+    let defaults = settings(&[]).unwrap();
+    assert_eq!(defaults.run.max_outputs, 128);
+    assert_eq!((defaults.retry_delay_secs, defaults.cleanup.retention_ms), (10, 7 * 86_400_000));
+    assert_eq!(defaults.run.lake, defaults.cleanup.lake, "the open tables' settings, parsed once for both");
+    let set = settings(&[("COMPACTION_MAX_OUTPUTS", "16"), ("COMPACTION_FAN_IN", "0"), ("LAKE_SNAPSHOT_DAYS", "3")]).unwrap();
+    assert_eq!((set.run.max_outputs, set.run.consolidation.fan_in), (16, 0));
+    assert_eq!(set.cleanup.lake.retention.max_age_ms, 3 * 86_400_000);
+    assert_eq!(settings(&[("COMPACTION_MAX_RUN_BYTES", "32MB")]).unwrap_err().name, "COMPACTION_MAX_RUN_BYTES");
+    assert_eq!(settings(&[("COMPACTION_MAX_FRAGMENTS", "0")]).unwrap_err().name, "COMPACTION_MAX_FRAGMENTS");
+    assert_eq!(settings(&[("COMPACTION_RETRY_DELAY_SECONDS", "99999")]).unwrap().retry_delay_secs, 43_200);
 }
 
 #[test]

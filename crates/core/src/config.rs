@@ -1,9 +1,11 @@
-//! Deployment settings read from a Worker's variables, with defaults and clear errors.
-//! The Worker passes a lookup function, so this module never touches `Env`.
+//! The settings both Workers read, and the upload Worker's own, as types read through the
+//! registry ([`fusou_ports::settings`]): defaults, limits and clear errors. The Worker passes
+//! a lookup function, so this module never touches `Env`.
 
-use crate::upload::{MAX_BODY_BYTES_CEILING, UploadLimits};
+use subtle::ConstantTimeEq;
 
-pub use fusou_ports::settings::{ConfigError, flag, number};
+use crate::upload::{MAX_BODY_BYTES_CEILING, MIN_SECRET_LEN, UploadLimits};
+pub use fusou_ports::settings::{ConfigError, Vars};
 
 /// What both Workers read besides their own settings: where they run, the test stack's hooks,
 /// and how long remote calls may take.
@@ -14,10 +16,10 @@ pub struct Platform {
     /// `TEST_HOOKS = "on"` (test stacks only): crashes injected into compaction runs, clean-up
     /// ages chosen per request, queue messages sent unchecked, latency added to remote calls.
     pub test_hooks: bool,
-    /// `REMOTE_TIMEOUT_MS`: Supabase and service-binding calls give up after this (default 5 s).
+    /// `REMOTE_TIMEOUT_MS`: Supabase and service-binding calls give up after this.
     pub remote_timeout_ms: u64,
-    /// `BINDING_TIMEOUT_MS`: D1, R2 and queue calls give up after this (default 30 s, D1's own
-    /// limit for one query).
+    /// `BINDING_TIMEOUT_MS`: D1, R2 and queue calls give up after this (D1's own limit for one
+    /// query by default).
     pub binding_timeout_ms: u64,
     /// `INJECT_LATENCY_MS` (test hooks only): added before every remote call, to show the
     /// round trips on a request's path as production's network would.
@@ -25,18 +27,19 @@ pub struct Platform {
 }
 
 impl Platform {
-    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let environment = get("ENVIRONMENT").unwrap_or_default();
-        let test_hooks = match get("TEST_HOOKS").as_deref().map(str::trim) {
-            None | Some("") | Some("off") => false,
+    /// Reads `ENVIRONMENT`, `TEST_HOOKS`, `INJECT_LATENCY_MS`, `REMOTE_TIMEOUT_MS` and
+    /// `BINDING_TIMEOUT_MS`.
+    pub fn from_vars(vars: &Vars<'_>) -> Result<Self, ConfigError> {
+        let test_hooks = match vars.text("TEST_HOOKS").as_deref() {
+            None | Some("off") => false,
             Some("on") => true,
             Some(v) => return Err(ConfigError { name: "TEST_HOOKS", value: v.to_owned(), expected: "on or off" }),
         };
-        let production = environment.trim() == "production";
+        let production = vars.text("ENVIRONMENT").as_deref() == Some("production");
         if production && test_hooks {
             return Err(ConfigError { name: "TEST_HOOKS", value: "on".into(), expected: "off where ENVIRONMENT is production" });
         }
-        let injected_latency_ms = number(&get, "INJECT_LATENCY_MS", 0)?;
+        let injected_latency_ms = vars.number("INJECT_LATENCY_MS")?;
         if injected_latency_ms > 0 && !test_hooks {
             return Err(ConfigError {
                 name: "INJECT_LATENCY_MS",
@@ -44,16 +47,95 @@ impl Platform {
                 expected: "0 unless TEST_HOOKS is on",
             });
         }
-        let positive = |name: &'static str, default: u64| match number(&get, name, default)? {
-            0 => Err(ConfigError { name, value: "0".into(), expected: "a positive number of milliseconds" }),
-            n => Ok(n),
-        };
         Ok(Self {
             production,
             test_hooks,
-            remote_timeout_ms: positive("REMOTE_TIMEOUT_MS", 5_000)?,
-            binding_timeout_ms: positive("BINDING_TIMEOUT_MS", 30_000)?,
+            remote_timeout_ms: vars.positive("REMOTE_TIMEOUT_MS")?,
+            binding_timeout_ms: vars.positive("BINDING_TIMEOUT_MS")?,
             injected_latency_ms,
+        })
+    }
+}
+
+/// What both Workers read, in one place: the platform, the Supabase project, the operator
+/// secret. Each Worker's context holds one and adds its own settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shared {
+    /// Where the Worker runs and how long its calls may take.
+    pub platform: Platform,
+    /// `SUPABASE_URL`.
+    pub supabase_url: String,
+    /// `SUPABASE_SERVICE_KEY`.
+    pub supabase_service_key: String,
+    operator_secret: Option<String>,
+}
+
+/// Why a request may not use an operator route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OperatorRefusal {
+    /// The Worker has no usable operator secret: nobody is an operator.
+    #[error(transparent)]
+    Misconfigured(ConfigError),
+    /// The request carries no bearer.
+    #[error("the operator secret is required")]
+    Missing,
+    /// The request's bearer is not the operator secret.
+    #[error("wrong operator secret")]
+    Wrong,
+}
+
+impl Shared {
+    /// Reads [`Platform`], `SUPABASE_URL`, `SUPABASE_SERVICE_KEY` and `OPERATOR_SECRET`.
+    pub fn from_vars(vars: &Vars<'_>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            platform: Platform::from_vars(vars)?,
+            supabase_url: vars.required("SUPABASE_URL")?,
+            supabase_service_key: vars.required("SUPABASE_SERVICE_KEY")?,
+            operator_secret: vars.text("OPERATOR_SECRET"),
+        })
+    }
+
+    /// The operator secret (which the upload Worker also presents to the compaction Worker),
+    /// when it is set and at least [`MIN_SECRET_LEN`] long.
+    pub fn operator_secret(&self) -> Result<&str, ConfigError> {
+        match self.operator_secret.as_deref() {
+            Some(s) if s.len() >= MIN_SECRET_LEN => Ok(s),
+            _ => Err(ConfigError { name: "OPERATOR_SECRET", value: String::new(), expected: "set, at least 32 characters" }),
+        }
+    }
+
+    /// Passes a request whose `Authorization` header is `Bearer <OPERATOR_SECRET>`, compared in
+    /// constant time; a secret shorter than [`MIN_SECRET_LEN`] admits nobody.
+    pub fn check_operator(&self, authorization: Option<&str>) -> Result<(), OperatorRefusal> {
+        let secret = self.operator_secret().map_err(OperatorRefusal::Misconfigured)?;
+        let token = fusou_auth::bearer_token(authorization).map_err(|_| OperatorRefusal::Missing)?;
+        if bool::from(token.as_bytes().ct_eq(secret.as_bytes())) { Ok(()) } else { Err(OperatorRefusal::Wrong) }
+    }
+}
+
+/// What the upload Worker reads besides [`Shared`] and the open tables' location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadSettings {
+    /// What an upload may be.
+    pub limits: UploadLimits,
+    /// `UPLOAD_TOKEN_SECRET`: signs upload grants (the grant refuses a short one).
+    pub upload_secret: Option<String>,
+    /// `SUPABASE_JWT_SECRET`: the legacy HS256 secret of older projects; unset refuses HS256.
+    pub legacy_jwt_secret: Option<String>,
+    /// `REALTIME_DELAY_SECONDS`: how long upload-triggered compactions wait in the queue, so
+    /// that one run takes a burst.
+    pub realtime_delay_secs: u32,
+}
+
+impl UploadSettings {
+    /// Reads [`UploadLimits`], `UPLOAD_TOKEN_SECRET`, `SUPABASE_JWT_SECRET` and
+    /// `REALTIME_DELAY_SECONDS`.
+    pub fn from_vars(vars: &Vars<'_>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            limits: UploadLimits::from_vars(vars)?,
+            upload_secret: vars.text("UPLOAD_TOKEN_SECRET"),
+            legacy_jwt_secret: vars.text("SUPABASE_JWT_SECRET"),
+            realtime_delay_secs: vars.queue_delay_secs("REALTIME_DELAY_SECONDS")?,
         })
     }
 }
@@ -61,18 +143,17 @@ impl Platform {
 impl UploadLimits {
     /// `MAX_UPLOAD_BYTES`, `MAX_DIRECT_UPLOAD_BYTES`, `UPLOAD_TOKEN_TTL_SECONDS`,
     /// `ALLOW_ANONYMOUS_UPLOADS` and `MAX_UPLOAD_ROWS`.
-    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let d = UploadLimits::default();
-        let body_limit = |name: &'static str, default: u64| match number(&get, name, default)? {
+    pub fn from_vars(vars: &Vars<'_>) -> Result<Self, ConfigError> {
+        let body_limit = |name: &'static str| match vars.number(name)? {
             n if (1..=MAX_BODY_BYTES_CEILING).contains(&n) => Ok(n),
             n => Err(ConfigError { name, value: n.to_string(), expected: "from 1 byte to 32 MiB (33554432), what a Worker can hold" }),
         };
         Ok(Self {
-            max_fragment_bytes: body_limit("MAX_UPLOAD_BYTES", d.max_fragment_bytes)?,
-            max_direct_bytes: body_limit("MAX_DIRECT_UPLOAD_BYTES", d.max_direct_bytes)?,
-            grant_ttl_secs: number(&get, "UPLOAD_TOKEN_TTL_SECONDS", d.grant_ttl_secs)?,
-            allow_anonymous: flag(&get, "ALLOW_ANONYMOUS_UPLOADS", d.allow_anonymous)?,
-            max_rows: number(&get, "MAX_UPLOAD_ROWS", d.max_rows)?,
+            max_fragment_bytes: body_limit("MAX_UPLOAD_BYTES")?,
+            max_direct_bytes: body_limit("MAX_DIRECT_UPLOAD_BYTES")?,
+            grant_ttl_secs: vars.number("UPLOAD_TOKEN_TTL_SECONDS")?,
+            allow_anonymous: vars.flag("ALLOW_ANONYMOUS_UPLOADS")?,
+            max_rows: vars.number("MAX_UPLOAD_ROWS")?,
         })
     }
 }
@@ -86,36 +167,59 @@ mod tests {
         move |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
     }
 
+    fn platform(pairs: &[(&str, &str)]) -> Result<Platform, ConfigError> {
+        Platform::from_vars(&Vars::new(&vars(pairs)))
+    }
+
+    fn limits(get: impl Fn(&str) -> Option<String>) -> Result<UploadLimits, ConfigError> {
+        UploadLimits::from_vars(&Vars::new(&get))
+    }
+
     #[test]
     fn no_test_hook_can_be_turned_on_in_production() {
-        let p = Platform::from_vars(vars(&[])).unwrap();
+        let p = platform(&[]).unwrap();
         assert!(!p.test_hooks && !p.production);
         assert_eq!((p.remote_timeout_ms, p.binding_timeout_ms, p.injected_latency_ms), (5_000, 30_000, 0));
-        let test = Platform::from_vars(vars(&[("TEST_HOOKS", "on"), ("INJECT_LATENCY_MS", "30")])).unwrap();
+        let test = platform(&[("TEST_HOOKS", "on"), ("INJECT_LATENCY_MS", "30")]).unwrap();
         assert_eq!((test.test_hooks, test.injected_latency_ms), (true, 30));
 
-        let refused = |pairs: &[(&str, &str)]| Platform::from_vars(vars(pairs)).unwrap_err().name;
+        let refused = |pairs: &[(&str, &str)]| platform(pairs).unwrap_err().name;
         assert_eq!(refused(&[("ENVIRONMENT", "production"), ("TEST_HOOKS", "on")]), "TEST_HOOKS");
         assert_eq!(refused(&[("ENVIRONMENT", "production"), ("INJECT_LATENCY_MS", "30")]), "INJECT_LATENCY_MS");
         assert_eq!(refused(&[("INJECT_LATENCY_MS", "30")]), "INJECT_LATENCY_MS", "latency only with the test hooks");
         assert_eq!(refused(&[("TEST_HOOKS", "yes")]), "TEST_HOOKS");
         assert_eq!(refused(&[("REMOTE_TIMEOUT_MS", "0")]), "REMOTE_TIMEOUT_MS", "a call that may never wait is no call");
-        assert!(Platform::from_vars(vars(&[("ENVIRONMENT", "production")])).unwrap().production);
+        assert!(platform(&[("ENVIRONMENT", "production")]).unwrap().production);
+    }
+
+    #[test]
+    fn the_operator_is_whoever_bears_the_secret_and_nobody_without_one() {
+        let secret = "s".repeat(32);
+        let base = [("SUPABASE_URL", "http://sb"), ("SUPABASE_SERVICE_KEY", "k")];
+        let shared = |extra: &[(&str, &str)]| Shared::from_vars(&Vars::new(&vars(&[&base[..], extra].concat()))).unwrap();
+        let with = shared(&[("OPERATOR_SECRET", &secret)]);
+        assert_eq!(with.check_operator(Some(&format!("Bearer {secret}"))), Ok(()));
+        assert_eq!(with.check_operator(Some("Bearer nope")), Err(OperatorRefusal::Wrong));
+        assert_eq!(with.check_operator(None), Err(OperatorRefusal::Missing));
+        let short = shared(&[("OPERATOR_SECRET", "short")]);
+        assert!(matches!(short.check_operator(Some("Bearer short")), Err(OperatorRefusal::Misconfigured(_))));
+        assert!(matches!(shared(&[]).check_operator(Some("Bearer ")), Err(OperatorRefusal::Misconfigured(_))));
+        assert_eq!(Shared::from_vars(&Vars::new(&vars(&[]))).unwrap_err().name, "SUPABASE_URL");
     }
 
     #[test]
     fn defaults_overrides_and_errors() {
-        assert_eq!(UploadLimits::from_vars(|_| None).unwrap(), UploadLimits::default());
+        assert_eq!(limits(|_| None).unwrap(), UploadLimits::default());
         let set = |name: &str| (name == "MAX_UPLOAD_BYTES").then(|| "1024".to_string());
-        assert_eq!(UploadLimits::from_vars(set).unwrap().max_fragment_bytes, 1024);
+        assert_eq!(limits(set).unwrap().max_fragment_bytes, 1024);
         let bad = |name: &str| (name == "UPLOAD_TOKEN_TTL_SECONDS").then(|| "2m".to_string());
-        assert_eq!(UploadLimits::from_vars(bad).unwrap_err().name, "UPLOAD_TOKEN_TTL_SECONDS");
+        assert_eq!(limits(bad).unwrap_err().name, "UPLOAD_TOKEN_TTL_SECONDS");
         assert!(!UploadLimits::default().allow_anonymous, "anonymous sign-ins may not upload unless allowed");
         let huge = |name: &str| (name == "MAX_UPLOAD_BYTES").then(|| (64u64 << 20).to_string());
-        assert_eq!(UploadLimits::from_vars(huge).unwrap_err().name, "MAX_UPLOAD_BYTES", "more than a Worker can hold");
+        assert_eq!(limits(huge).unwrap_err().name, "MAX_UPLOAD_BYTES", "more than a Worker can hold");
         let allow = |name: &str| (name == "ALLOW_ANONYMOUS_UPLOADS").then(|| "true".to_string());
-        assert!(UploadLimits::from_vars(allow).unwrap().allow_anonymous);
+        assert!(limits(allow).unwrap().allow_anonymous);
         let unclear = |name: &str| (name == "ALLOW_ANONYMOUS_UPLOADS").then(|| "yes".to_string());
-        assert_eq!(UploadLimits::from_vars(unclear).unwrap_err().name, "ALLOW_ANONYMOUS_UPLOADS");
+        assert_eq!(limits(unclear).unwrap_err().name, "ALLOW_ANONYMOUS_UPLOADS");
     }
 }

@@ -2,6 +2,7 @@
 //! remote call behind a timeout ([`remote`]), D1 ([`d1`]) and the Supabase REST client. Decisions
 //! stay in `fusou-core`; this crate only performs I/O.
 
+pub mod context;
 pub mod d1;
 pub mod log;
 pub mod remote;

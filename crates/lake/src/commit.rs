@@ -71,10 +71,10 @@ impl Default for LakeConfig {
 impl LakeConfig {
     /// The defaults, then `LAKE_LOCATION` (where readers find the bucket's keys) and
     /// `LAKE_SNAPSHOT_DAYS` (how long snapshots are kept for time travel).
-    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, fusou_core::config::ConfigError> {
+    pub fn from_vars(vars: &fusou_core::config::Vars<'_>) -> Result<Self, fusou_core::config::ConfigError> {
         let d = Self::default();
-        let root = crate::rest::lake_root(&get)?;
-        let days = fusou_core::config::number(&get, "LAKE_SNAPSHOT_DAYS", (d.retention.max_age_ms / 86_400_000) as u64)?;
+        let root = crate::rest::lake_root(vars)?;
+        let days = vars.number("LAKE_SNAPSHOT_DAYS")?;
         let retention = Retention { max_age_ms: (days as i64).saturating_mul(86_400_000), ..d.retention };
         Ok(LakeConfig { root, retention, ..d })
     }

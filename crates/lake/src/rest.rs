@@ -9,8 +9,8 @@ pub const NAMESPACE: &str = "fusou";
 
 /// Where readers find the bucket's keys (`LAKE_LOCATION`, without a trailing `/`): `s3://<bucket>`
 /// in production (R2's S3 API), a directory mirroring the bucket on a local machine (`file://…`).
-pub fn lake_root(get: impl Fn(&str) -> Option<String>) -> Result<String, fusou_core::config::ConfigError> {
-    match get("LAKE_LOCATION") {
+pub fn lake_root(vars: &fusou_core::config::Vars<'_>) -> Result<String, fusou_core::config::ConfigError> {
+    match vars.text("LAKE_LOCATION") {
         None => Ok(DEFAULT_ROOT.to_owned()),
         Some(v) if v.contains("://") && !v.ends_with("://") => Ok(v.trim_end_matches('/').to_owned()),
         Some(v) => Err(fusou_core::config::ConfigError { name: "LAKE_LOCATION", value: v, expected: "a URI such as s3://<bucket>" }),

@@ -8,8 +8,8 @@ use std::cell::RefCell;
 use fusou_auth::{
     AuthConfig, AuthError, AuthenticatedUser, JwkSet, TokenCache, accept_claims, bearer_token, issuer_for, jwks_url_for, read_token,
 };
+use fusou_core::config::OperatorRefusal;
 use fusou_edge::remote::Service;
-use subtle::ConstantTimeEq;
 use worker::{Fetch, Request, Url};
 
 use crate::context::Ctx;
@@ -99,8 +99,9 @@ async fn verify(token: &str, config: &AuthConfig, now: u64) -> Result<Result<Aut
 
 /// Passes only a request whose bearer is the operator secret (compared in constant time).
 pub fn operator(req: &Request, ctx: &Ctx) -> Result<(), ApiError> {
-    let secret = ctx.operator_secret()?;
-    let header = req.headers().get("authorization")?;
-    let token = bearer_token(header.as_deref()).map_err(|_| ApiError::new(401, "the operator secret is required"))?;
-    if bool::from(token.as_bytes().ct_eq(secret.as_bytes())) { Ok(()) } else { Err(ApiError::forbidden("wrong operator secret")) }
+    ctx.check_operator(req).map_err(|refusal| match refusal {
+        OperatorRefusal::Misconfigured(e) => ApiError::misconfigured(e),
+        OperatorRefusal::Missing => ApiError::new(401, refusal.to_string()),
+        OperatorRefusal::Wrong => ApiError::forbidden(refusal.to_string()),
+    })
 }

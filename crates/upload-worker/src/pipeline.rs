@@ -204,7 +204,7 @@ impl Request {
             owner,
             delay_secs: if priority == Priority::Realtime { ctx.realtime_delay_secs } else { 0 },
             supabase: ctx.supabase.clone(),
-            queue: ctx.queue().map_err(|e| e.message),
+            queue: ctx.queue().map_err(|e| e.to_string()),
             remote: ctx.remote,
         }
     }

@@ -49,7 +49,7 @@ const PERIOD_SECONDS: u32 = 60;
 
 /// Counts one `limit` for `user`; 429 with `Retry-After` when over it.
 pub async fn check(ctx: &Ctx, limit: Limit, user: Uuid) -> Result<(), ApiError> {
-    let limiter = ctx.env.rate_limiter(limit.binding()).map_err(|_| ApiError::misconfigured(format!("no {} binding", limit.binding())))?;
+    let limiter = ctx.rate_limiter(limit.binding()).map_err(|_| ApiError::misconfigured(format!("no {} binding", limit.binding())))?;
     let outcome = ctx.remote.call(Service::RateLimit, "a rate limit", limiter.limit(user.to_string())).await?;
     if outcome.success {
         return Ok(());

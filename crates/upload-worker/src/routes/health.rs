@@ -4,7 +4,6 @@
 //! service binding, with the details: 200 when all hold, 503 otherwise.
 
 use fusou_core::index;
-use fusou_edge::bindings;
 use fusou_edge::remote::Service;
 use serde_json::{Value, json};
 use worker::{Request, Response, Result};
@@ -21,7 +20,7 @@ pub async fn handle(req: Request, ctx: &Ctx, _call: &Call) -> std::result::Resul
     let checks = json!({
         "d1": outcome(d1_migrations(ctx).await),
         "r2": outcome(r2(ctx).await),
-        "queue": outcome(ctx.env.queue(bindings::COMPACTION_QUEUE).map(|_| json!("bound"))),
+        "queue": outcome(ctx.queue().map(|_| json!("bound"))),
         "compaction": outcome(compaction_worker(ctx).await),
     });
     let healthy = checks.as_object().is_some_and(|c| c.values().all(|v| v["ok"] == true));
@@ -45,7 +44,7 @@ fn outcome(result: Result<Value>) -> Value {
 
 /// The D1 migrations applied, in order: proves the database is bound and migrated.
 async fn d1_migrations(ctx: &Ctx) -> Result<Value> {
-    let rows: Vec<index::Migration> = ctx.db().map_err(|e| e.message)?.all(index::MIGRATIONS, &[]).await?;
+    let rows: Vec<index::Migration> = ctx.db().map_err(|e| e.to_string())?.all(index::MIGRATIONS, &[]).await?;
     if rows.is_empty() {
         return Err("no D1 migrations applied".into());
     }
@@ -54,13 +53,13 @@ async fn d1_migrations(ctx: &Ctx) -> Result<Value> {
 
 async fn r2(ctx: &Ctx) -> Result<Value> {
     // A HEAD of a key that never exists: a round trip to the bucket that reads nothing.
-    let bucket = ctx.env.bucket(bindings::BATTLE_DATA_BUCKET)?;
+    let bucket = ctx.bucket()?;
     ctx.remote.call(Service::R2, "a HEAD", bucket.head("health/probe")).await?;
     Ok(json!("reachable"))
 }
 
 async fn compaction_worker(ctx: &Ctx) -> Result<Value> {
-    let service = ctx.env.service(bindings::COMPACTION_SERVICE)?;
+    let service = ctx.compaction_service()?;
     let (status, body) = ctx
         .remote
         .call(Service::Worker, "its health check", async {

@@ -15,7 +15,6 @@
 //! else it is 404.
 
 use fusou_core::message::{CompactionMessage, MAX_MESSAGE_BYTES};
-use fusou_edge::bindings;
 use fusou_edge::log;
 use fusou_edge::remote::Service;
 use serde_json::{Value, json};
@@ -79,9 +78,9 @@ pub async fn cleanup(mut req: Request, ctx: &Ctx, _call: &Call) -> Result<Respon
     init.with_method(Method::Post)
         .with_body((!body.is_empty()).then(|| worker::wasm_bindgen::JsValue::from(String::from_utf8_lossy(&body).into_owned())));
     // The compaction Worker checks the operator secret too: its route needs more than reaching it.
-    init.headers.set("authorization", &format!("Bearer {}", ctx.operator_secret()?))?;
+    init.headers.set("authorization", &format!("Bearer {}", ctx.shared.operator_secret().map_err(ApiError::misconfigured)?))?;
     let forwarded = Request::new_with_init("https://fusou-compaction/cleanup", &init)?;
-    let service = ctx.env.service(bindings::COMPACTION_SERVICE)?;
+    let service = ctx.compaction_service()?;
     let (status, body) = ctx
         .remote
         .call_within(Service::Worker, "the clean-up", CLEANUP_TIMEOUT_MS, async {

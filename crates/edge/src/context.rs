@@ -1,0 +1,69 @@
+//! What both Workers hold for an invocation, read from `Env` in one place: the settings both
+//! read ([`Shared`]), the remote-call policy, the Supabase client, and every binding. Each
+//! Worker's own context adds its settings on top (and derefs to this one).
+
+use fusou_core::config::{ConfigError, OperatorRefusal, Platform, Shared, Vars};
+use worker::{Bucket, Env, Fetcher, Queue, RateLimiter, Request};
+
+use crate::bindings;
+use crate::d1::Db;
+use crate::remote::Remote;
+use crate::supabase::Supabase;
+
+/// The shared part of a Worker's context.
+pub struct WorkerEnv {
+    env: Env,
+    /// The settings both Workers read.
+    pub shared: Shared,
+    /// Where the Worker runs; a copy of `shared.platform`.
+    pub platform: Platform,
+    /// How long each remote call may take.
+    pub remote: Remote,
+    /// The Supabase project's REST API.
+    pub supabase: Supabase,
+}
+
+impl WorkerEnv {
+    /// Reads the shared settings, then hands the Worker's own reader `own` the same variables.
+    pub fn load<T, E: From<ConfigError>>(env: Env, own: impl FnOnce(&Vars<'_>) -> Result<T, E>) -> Result<(Self, T), E> {
+        let get = |name: &str| crate::var(&env, name);
+        let vars = Vars::new(&get);
+        let shared = Shared::from_vars(&vars)?;
+        let settings = own(&vars)?;
+        let platform = shared.platform;
+        let remote = crate::remote(&platform);
+        let supabase = Supabase::new(shared.supabase_url.clone(), shared.supabase_service_key.clone(), remote);
+        Ok((Self { env, shared, platform, remote, supabase }, settings))
+    }
+
+    /// Passes a request that bears the operator secret ([`Shared::check_operator`]).
+    pub fn check_operator(&self, req: &Request) -> Result<(), OperatorRefusal> {
+        let header = req.headers().get("authorization").ok().flatten();
+        self.shared.check_operator(header.as_deref())
+    }
+
+    /// The battle-data index (D1), every call behind the remote policy.
+    pub fn db(&self) -> worker::Result<Db> {
+        Ok(Db::new(self.env.d1(bindings::BATTLE_INDEX_DB)?, self.remote))
+    }
+
+    /// The battle-data bucket (R2).
+    pub fn bucket(&self) -> worker::Result<Bucket> {
+        self.env.bucket(bindings::BATTLE_DATA_BUCKET)
+    }
+
+    /// The compaction queue.
+    pub fn queue(&self) -> worker::Result<Queue> {
+        self.env.queue(bindings::COMPACTION_QUEUE)
+    }
+
+    /// The compaction Worker, through the upload Worker's service binding.
+    pub fn compaction_service(&self) -> worker::Result<Fetcher> {
+        self.env.service(bindings::COMPACTION_SERVICE)
+    }
+
+    /// A rate limiter binding of the upload Worker.
+    pub fn rate_limiter(&self, binding: &str) -> worker::Result<RateLimiter> {
+        self.env.rate_limiter(binding)
+    }
+}
