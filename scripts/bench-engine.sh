@@ -10,15 +10,9 @@ source "$(dirname "$0")/env.sh"
 cd "$FUSOU_ROOT"
 count="${1:-2000}"
 dir="$FUSOU_LOCAL/bench-engine"
-venv="$HOME/.cache/fusou/bench-venv"
-
-if [[ ! -x "$venv/bin/python" ]]; then
-    log "installing DuckDB and pyarrow into $venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q duckdb==2.0.1 pyarrow==26.0.1
-fi
-cargo build -q --release -p fusou-cli
-fusou="$CARGO_TARGET_DIR/release/fusou"
+# DuckDB and pyarrow are the pinned readers the set-up installs (FUSOU_LAKE_READERS).
+bash scripts/setup.sh --without-tools
+fusou_cli
 if [[ ! -f "$dir/fragments/$(printf '%06d' $((count - 1))).bin" ]]; then
     rm -rf "$dir"
     "$fusou" gen --out "$dir/fragments" --count "$count" --seed 1 --segments
@@ -34,7 +28,7 @@ engine() {
 read -r snappy_mbps snappy_peak < <(engine snappy)
 read -r zstd_mbps zstd_peak < <(engine zstd)
 log "DuckDB (one thread) and pyarrow on the same segments"
-baselines="$("$venv/bin/python" scripts/bench_baselines.py "$dir/fragments/segments" "$dir/baselines")"
+baselines="$("$FUSOU_LAKE_PYTHON" scripts/bench_baselines.py "$dir/fragments/segments" "$dir/baselines")"
 
 python3 - "$baselines" "$snappy_mbps" "$snappy_peak" "$zstd_mbps" "$zstd_peak" <<'PY'
 import json, sys

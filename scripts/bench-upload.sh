@@ -23,8 +23,7 @@ uploads="${1:-400}"
 # The version before the upload's critical path was cut to one D1 query and one put + batch.
 baseline="${FUSOU_BENCH_BASELINE:-66d3c5e}"
 
-cargo build -q --release -p fusou-cli
-fusou="$CARGO_TARGET_DIR/release/fusou"
+fusou_cli
 
 echo "== the upload's crypto: Wasm (as the upload Worker runs it) beside WebCrypto, in Node's V8 =="
 cargo build -q --release -p fusou-engine-wasm --target wasm32-unknown-unknown
@@ -68,7 +67,7 @@ measure() {
             rm -rf "$FUSOU_LOCAL/bench"
             stack_up "$FUSOU_LOCAL/bench" 2>"$FUSOU_LOCAL/bench-$latency.log" \
                 || { cat "$FUSOU_LOCAL/bench-$latency.log" >&2; exit 1; }
-            token="$("$fusou" token --supabase-url "$SUPABASE_URL" --service-key "$SUPABASE_SERVICE_KEY")"
+            token="$(stack_token)"
             # One upload first: the isolate starts and caches the signing keys.
             "$fusou" --url "$FUSOU_URL" load --uploads 1 --clients 1 --token "$token" --dataset-prefix warm >/dev/null
             if [[ "$latency" == 0 ]]; then
@@ -103,7 +102,7 @@ source scripts/stack.sh
 state="$FUSOU_LOCAL/bench"
 rm -rf "$state"
 stack_up "$state"
-token="$("$fusou" token --supabase-url "$SUPABASE_URL" --service-key "$SUPABASE_SERVICE_KEY")"
+token="$(stack_token)"
 echo
 echo "== uploads while Supabase is normal, slow and hanging: $((uploads / 4)) uploads, 8 clients each =="
 for mode in '{"mode": "normal"}' '{"mode": "slow", "delayMs": 1500}' '{"mode": "hang"}'; do

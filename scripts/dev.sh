@@ -6,12 +6,10 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 source "$FUSOU_ROOT/scripts/stack.sh"
 
+fusou_cli
 stack_up "$FUSOU_LOCAL/dev"
 
-token="$(curl -fsS -X POST "$SUPABASE_URL/auth/v1/dev/token" \
-    -H "apikey: $SUPABASE_SERVICE_KEY" -H "authorization: Bearer $SUPABASE_SERVICE_KEY" \
-    -H 'content-type: application/json' -d '{"email": "admiral@fusou.local", "expires_in": 86400}' \
-    | sed -E 's/.*"access_token":"([^"]+)".*/\1/')"
+token="$(stack_token)"
 dataset="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
 cat <<INFO
@@ -26,7 +24,9 @@ cat <<INFO
 
   a dataset id to try   $dataset
   a user token (24 h)   $token
+  the CLI               $fusou
 
+  alias fusou=$fusou
   export FUSOU_URL=$FUSOU_URL FUSOU_TOKEN=$token FUSOU_DATASET=$dataset
 
   Press Ctrl-C to stop everything.

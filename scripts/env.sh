@@ -18,5 +18,11 @@ export FUSOU_WASM_BINDGEN_VERSION
 # Where local state lives (git-ignored).
 export FUSOU_LOCAL="${FUSOU_LOCAL:-$FUSOU_ROOT/.local}"
 
+# The fusou command-line tool, built once (release, in the shared target directory); sets $fusou.
+fusou_cli() {
+    cargo build -q --release -p fusou-cli || die "cannot build the fusou CLI"
+    fusou="$CARGO_TARGET_DIR/release/fusou"
+}
+
 log() { printf '\033[1m[fusou]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[31m[fusou] error:\033[0m %s\n' "$*" >&2; exit 1; }

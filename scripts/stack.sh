@@ -144,6 +144,12 @@ stack_up() {
     log "stack is up (logs in $state/logs)"
 }
 
+# A user token from the running stack's Supabase stand-in (the CLI's `fusou token`; needs
+# $fusou from fusou_cli).
+stack_token() {
+    "$fusou" token --supabase-url "$SUPABASE_URL" --service-key "$SUPABASE_SERVICE_KEY"
+}
+
 stack_down() {
     local pid
     trap - EXIT INT TERM

@@ -72,6 +72,28 @@ enum Command {
         #[arg(long, env = "FUSOU_TOKEN")]
         token: String,
     },
+    /// Wait until a dataset has nothing pending and no run in progress (with `--compact`, ask
+    /// for its compaction first, as its owner's repair request does).
+    Wait {
+        dataset: String,
+        #[arg(long, env = "FUSOU_TOKEN")]
+        token: String,
+        /// Request a compaction of the dataset before waiting.
+        #[arg(long)]
+        compact: bool,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// A dataset's recent compaction runs, as the service recorded them (newest first).
+    Runs {
+        dataset: String,
+        #[arg(long, env = "FUSOU_TOKEN")]
+        token: String,
+        /// One JSON object per run, per line (the metrics row), instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Download a dataset's compacted outputs.
     Fetch {
         dataset: String,
@@ -109,6 +131,8 @@ async fn main() {
         Command::Load(args) => commands::upload::load(&cli.url, args).await,
         Command::Token { supabase_url, service_key, email } => commands::token(&supabase_url, service_key, &email).await,
         Command::Status { dataset, token } => commands::status(&cli.url, &dataset, &token).await,
+        Command::Wait { dataset, token, compact, timeout } => commands::wait(&cli.url, &dataset, &token, compact, timeout).await,
+        Command::Runs { dataset, token, json } => commands::runs(&cli.url, &dataset, &token, json).await,
         Command::Fetch { dataset, token, out } => commands::fetch(&cli.url, &dataset, &token, &out).await,
         Command::LakeSync { operator_secret } => commands::lake::sync(&cli.url, &operator_secret).await,
         Command::Trigger { operator_secret } => commands::trigger(&cli.url, &operator_secret).await,

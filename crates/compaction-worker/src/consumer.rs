@@ -47,18 +47,19 @@ pub async fn compact(ctx: &Ctx, message: &CompactionMessage) -> Result<(), Strin
     let (outcome, busy_ms) = Busy::new(run, &WorkerClock).await;
     let finished = fusou_edge::now_utc();
     let duration_ms = (finished - started).num_milliseconds().max(0) as u64;
-    let metrics = MetricsUpdate::finished(&outcome, finished, duration_ms);
+    // The run's own execution, without its waits on R2, D1 and Supabase (see `Busy`), and the
+    // Wasm memory, which never shrinks: its size now is the isolate's peak so far.
+    let metrics = MetricsUpdate {
+        worker_busy_ms: Some(busy_ms),
+        wasm_memory_bytes: Some(measure::wasm_memory_bytes()),
+        ..MetricsUpdate::finished(&outcome, finished, duration_ms)
+    };
     record(ctx, message, metric_id, &metrics).await;
     fields["metrics"] = json!(metrics);
     fields["durationMs"] = json!(duration_ms);
     match outcome {
         Ok(Outcome::Committed(summary)) => {
             update_catalog(ctx, &db, message).await;
-            // The run's own execution, without its waits on R2, D1 and Supabase: a local figure
-            // (see `Busy`; on Cloudflare the clock stands still while code runs).
-            fields["busyMs"] = json!(busy_ms);
-            // Wasm memory never shrinks: its size now is the isolate's peak so far.
-            fields["wasmMemoryBytes"] = json!(measure::wasm_memory_bytes());
             if !summary.quarantined.is_empty() {
                 log::warn("compaction.quarantined", fields.clone());
             }

@@ -59,6 +59,13 @@ pub struct MetricsUpdate {
     /// The limit a failed run's last attempt waited for, when it failed by a timeout.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_timed_out_ms: Option<u64>,
+    /// The run's own execution in the Worker, without its waits on I/O (a local figure: on
+    /// Cloudflare the clock stands still while code runs, so it is about 0 there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_busy_ms: Option<u64>,
+    /// The Worker's Wasm memory after the run: the isolate's peak so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wasm_memory_bytes: Option<u64>,
 }
 
 impl MetricsUpdate {
@@ -81,6 +88,8 @@ impl MetricsUpdate {
             error_step: None,
             error_message: None,
             error_timed_out_ms: None,
+            worker_busy_ms: None,
+            wasm_memory_bytes: None,
         }
     }
 

@@ -45,6 +45,20 @@ impl Step {
     }
 
     /// What the metrics sum a step's time under: every merge step as `merge`.
+    /// One step of each kind, in the order a run takes them.
+    pub fn each_kind() -> [Step; 8] {
+        [
+            Step::ValidateDataset,
+            Step::ListFragments,
+            Step::ListSmallFiles,
+            Step::ReadFragments,
+            Step::StageOutputs,
+            Step::Merge { outputs: 0..1 },
+            Step::UpdateMetadata,
+            Step::CommitTables,
+        ]
+    }
+
     pub fn kind(name: &str) -> &str {
         if name.starts_with("merge-") { "merge" } else { name }
     }
@@ -90,5 +104,24 @@ mod tests {
         );
         assert_eq!(Step::kind("merge-3-31"), "merge");
         assert_eq!(Step::kind("stage-outputs"), "stage-outputs");
+    }
+
+    /// The steps docs/reference.md lists for a run: each numbered item of its Compaction
+    /// section names its steps in backticks before its first colon.
+    #[test]
+    fn the_reference_lists_every_step_in_order() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/reference.md")).unwrap();
+        let section = doc.split_once("\n## Compaction\n").expect("a Compaction section").1;
+        let mut listed = Vec::new();
+        for item in section
+            .lines()
+            .take_while(|l| !l.starts_with("## "))
+            .filter(|l| l.split_once(". ").is_some_and(|(n, _)| n.parse::<u32>().is_ok()))
+        {
+            let head = item.split_once(':').map_or(item, |(h, _)| h);
+            listed.extend(head.split('`').skip(1).step_by(2).map(|name| Step::kind(name).to_owned()));
+        }
+        let kinds: Vec<String> = Step::each_kind().iter().map(|s| Step::kind(&s.name()).to_owned()).collect();
+        assert_eq!(listed, kinds, "docs/reference.md's steps of a run");
     }
 }

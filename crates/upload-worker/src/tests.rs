@@ -58,3 +58,33 @@ fn a_failure_answers_an_incident_not_its_cause() {
     assert!(!answer.to_lowercase().contains("d1") && !answer.contains("SQL"), "{answer}");
     assert!(public_failure(503, "x").contains("try again later"));
 }
+
+/// The routes of docs/reference.md's route table: each backticked `METHOD /path` of its first
+/// column, and each further backticked `/path` of a row under that row's method.
+fn documented_routes() -> BTreeSet<(String, String)> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/reference.md")).unwrap();
+    let table = doc.split_once("| route | who | what |").expect("the route table").1;
+    let mut routes = BTreeSet::new();
+    for row in table.lines().skip(2).take_while(|l| l.starts_with('|')) {
+        let first = row.trim_start_matches('|').split(" | ").next().unwrap_or_default();
+        let mut method = "";
+        for quoted in first.split('`').skip(1).step_by(2) {
+            let path = match quoted.split_once(' ') {
+                Some((m, p)) => {
+                    method = m;
+                    p
+                }
+                None => quoted,
+            };
+            // A query string documents parameters, not another route.
+            routes.insert((method.to_owned(), path.split('?').next().unwrap_or_default().to_owned()));
+        }
+    }
+    routes
+}
+
+#[test]
+fn the_reference_documents_exactly_the_routes() {
+    let routed: BTreeSet<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), openapi_path(p))).collect();
+    assert_eq!(documented_routes(), routed, "docs/reference.md's route table");
+}

@@ -102,6 +102,57 @@ pub async fn status(url: &str, dataset: &str, token: &str) -> Result<(), String>
     Ok(())
 }
 
+async fn dataset_state(http: &reqwest::Client, url: &str, dataset: &str, token: &str) -> Result<Value, String> {
+    json_answer(http.get(format!("{url}/api/battle-data/datasets/{dataset}")).bearer_auth(token).send().await, "status").await
+}
+
+/// Polls the dataset's state once a second until nothing is pending and no run holds it.
+pub async fn wait(url: &str, dataset: &str, token: &str, compact: bool, timeout_secs: u64) -> Result<(), String> {
+    let http = reqwest::Client::new();
+    if compact {
+        let resp = http.post(format!("{url}/api/sanitize-state")).bearer_auth(token).json(&json!({ "datasetId": dataset })).send().await;
+        json_answer(resp, "requesting a compaction").await?;
+    }
+    let started = std::time::Instant::now();
+    loop {
+        let state = dataset_state(&http, url, dataset, token).await?;
+        let pending = state["pending"]["fragments"].as_u64().ok_or("no pending count in the dataset's state")?;
+        if pending == 0 && state["compaction"]["inProgress"] == false {
+            eprintln!("{dataset}: nothing pending after {:.1} s", started.elapsed().as_secs_f64());
+            return Ok(());
+        }
+        if started.elapsed().as_secs() >= timeout_secs {
+            return Err(format!("{dataset}: {pending} fragments still pending after {timeout_secs} s"));
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// Prints the dataset's recent runs: their metrics rows, newest first.
+pub async fn runs(url: &str, dataset: &str, token: &str, json: bool) -> Result<(), String> {
+    let state = dataset_state(&reqwest::Client::new(), url, dataset, token).await?;
+    let runs = state["runs"].as_array().ok_or("the runs are not available (Supabase did not answer)")?;
+    for run in runs {
+        if json {
+            println!("{run}");
+            continue;
+        }
+        let number = |key: &str| run[key].as_u64().map_or("-".to_owned(), |n| n.to_string());
+        println!(
+            "{:<10} {:<9} {:>6} fragments {:>10} bytes in {:>6} files {:>10} bytes out {:>7} ms  {}",
+            run["status"].as_str().unwrap_or("?"),
+            run["priority"].as_str().unwrap_or("?"),
+            number("input_fragments"),
+            number("input_bytes"),
+            number("output_files"),
+            number("output_bytes"),
+            run["step_durations_ms"]["total"].as_u64().map_or("-".to_owned(), |n| n.to_string()),
+            run["error_message"].as_str().unwrap_or(""),
+        );
+    }
+    Ok(())
+}
+
 /// Pages through a dataset's compacted outputs and downloads each one, handing `each` the
 /// output as the listing describes it and its bytes.
 pub async fn each_output(
