@@ -56,7 +56,7 @@ tools=$!
 if [[ "${FUSOU_E2E_ONLY:-}" != 1 ]]; then
     wasm_lints() {
         CARGO_TARGET_DIR="$CARGO_TARGET_DIR/lint-wasm32" cargo clippy -q -p fusou-upload-worker -p fusou-compaction-worker \
-            -p fusou-engine-wasm --target wasm32-unknown-unknown -- -D warnings
+            -p fusou-engine-wasm --target wasm32-unknown-unknown
     }
     background "lints, wasm32" lint-wasm32 wasm_lints &
     wasm_lints_pid=$!

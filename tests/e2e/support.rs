@@ -10,10 +10,10 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use serde_json::{Value, json};
 
-pub type TestResult = Result<(), String>;
-pub type Test = fn() -> TestResult;
+pub(crate) type TestResult = Result<(), String>;
+pub(crate) type Test = fn() -> TestResult;
 
-pub struct Stack {
+pub(crate) struct Stack {
     /// The upload Worker.
     pub url: String,
     pub supabase_url: String,
@@ -33,7 +33,7 @@ fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the end-to-end tests through scripts/test.sh"))
 }
 
-pub fn stack() -> &'static Stack {
+pub(crate) fn stack() -> &'static Stack {
     static STACK: OnceLock<Stack> = OnceLock::new();
     STACK.get_or_init(|| Stack {
         url: var("FUSOU_URL"),
@@ -82,7 +82,7 @@ macro_rules! ensure_eq {
 
 /// Runs SQL on the PostgreSQL behind the stand-in, as its owner, in one transaction, after
 /// `setup` statements (`SET ROLE …`).
-pub fn pg_json(setup: &[&str], sql: &str) -> Result<Value, String> {
+pub(crate) fn pg_json(setup: &[&str], sql: &str) -> Result<Value, String> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     rt.block_on(async {
         let (mut client, conn) = tokio_postgres::connect(&stack().pg_url, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
@@ -109,7 +109,7 @@ fn pg_message(e: &tokio_postgres::Error) -> String {
 /// A 503 that is not JSON comes from `wrangler dev`'s proxy, not from a Worker (whose errors are
 /// all JSON): under load it drops a request now and then (workers-sdk#6517; it retries only GET
 /// and HEAD itself). Such a request is sent once more, when its body can be.
-pub fn send(req: RequestBuilder) -> Result<(u16, Value), String> {
+pub(crate) fn send(req: RequestBuilder) -> Result<(u16, Value), String> {
     let again = req.try_clone();
     let (status, text) = status_and_text(req)?;
     let body = serde_json::from_str(&text).ok();
@@ -130,7 +130,7 @@ fn status_and_text(req: RequestBuilder) -> Result<(u16, String), String> {
 }
 
 /// A request to the Supabase REST API with the service key.
-pub fn rest_as_service(method: reqwest::Method, path_and_query: &str) -> RequestBuilder {
+pub(crate) fn rest_as_service(method: reqwest::Method, path_and_query: &str) -> RequestBuilder {
     let s = stack();
     s.http
         .request(method, format!("{}/rest/v1/{path_and_query}", s.supabase_url))
@@ -139,19 +139,19 @@ pub fn rest_as_service(method: reqwest::Method, path_and_query: &str) -> Request
 }
 
 /// A request to the Supabase REST API as a signed-in user.
-pub fn rest_as_user(token: &str, method: reqwest::Method, path_and_query: &str) -> RequestBuilder {
+pub(crate) fn rest_as_user(token: &str, method: reqwest::Method, path_and_query: &str) -> RequestBuilder {
     let s = stack();
     s.http.request(method, format!("{}/rest/v1/{path_and_query}", s.supabase_url)).header("apikey", &s.publishable_key).bearer_auth(token)
 }
 
 /// A new user, signed in: `(user id, access token)`. `claims` are added to the token.
-pub fn new_user(claims: Value) -> Result<(String, String), String> {
+pub(crate) fn new_user(claims: Value) -> Result<(String, String), String> {
     sign_in(json!({ "claims": claims }))
 }
 
 /// Signs a user in through the stand-in's development endpoint (`sub`, `email`, `expires_in`,
 /// `claims`): `(user id, access token)`.
-pub fn sign_in(request: Value) -> Result<(String, String), String> {
+pub(crate) fn sign_in(request: Value) -> Result<(String, String), String> {
     let s = stack();
     let (status, body) = send(
         s.http
@@ -167,7 +167,7 @@ pub fn sign_in(request: Value) -> Result<(String, String), String> {
 }
 
 /// A dataset id no other test uses.
-pub fn unique_dataset() -> String {
+pub(crate) fn unique_dataset() -> String {
     format!("e2e-{}", uuid::Uuid::new_v4().simple())
 }
 
@@ -187,7 +187,7 @@ fn wrangler(args: &[&str]) -> Result<std::process::Output, String> {
 /// write goes through the Worker's own D1 binding (`POST /compact/sql`, test stacks only): a
 /// write from another process would make the Worker's writes at that moment fail with
 /// SQLITE_BUSY, as `wrangler d1 execute` did (which also took seconds a statement).
-pub fn d1(sql: &str) -> Result<Vec<Value>, String> {
+pub(crate) fn d1(sql: &str) -> Result<Vec<Value>, String> {
     use rusqlite::types::ValueRef;
     let dir = format!("{}/wrangler/v3/d1/miniflare-D1DatabaseObject", stack().state);
     let file = std::fs::read_dir(&dir)
@@ -227,7 +227,7 @@ pub fn d1(sql: &str) -> Result<Vec<Value>, String> {
 }
 
 /// The bytes of a local R2 object, or `None` when it does not exist.
-pub fn r2_get(key: &str) -> Result<Option<Vec<u8>>, String> {
+pub(crate) fn r2_get(key: &str) -> Result<Option<Vec<u8>>, String> {
     let out = wrangler(&["r2", "object", "get", &format!("fusou-battle-data/{key}"), "--pipe"])?;
     if out.status.success() {
         Ok(Some(out.stdout))
@@ -239,7 +239,7 @@ pub fn r2_get(key: &str) -> Result<Option<Vec<u8>>, String> {
 }
 
 /// Writes a local R2 object.
-pub fn r2_put(key: &str, bytes: &[u8]) -> TestResult {
+pub(crate) fn r2_put(key: &str, bytes: &[u8]) -> TestResult {
     let file = std::env::temp_dir().join(format!("fusou-e2e-{}", uuid::Uuid::new_v4().simple()));
     std::fs::write(&file, bytes).map_err(|e| e.to_string())?;
     let out = wrangler(&["r2", "object", "put", &format!("fusou-battle-data/{key}"), "--file", &file.to_string_lossy()]);
@@ -250,12 +250,12 @@ pub fn r2_put(key: &str, bytes: &[u8]) -> TestResult {
 }
 
 /// The compaction queue messages the consumer has received so far, as it logged them.
-pub fn consumer_messages() -> Result<Vec<Value>, String> {
+pub(crate) fn consumer_messages() -> Result<Vec<Value>, String> {
     Ok(log_events("message.received")?.into_iter().map(|v| v["message"].clone()).collect())
 }
 
 /// Waits until the consumer has received the message with `metric_id`.
-pub fn wait_for_message(metric_id: &str, seconds: u64) -> Result<Value, String> {
+pub(crate) fn wait_for_message(metric_id: &str, seconds: u64) -> Result<Value, String> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
     loop {
         if let Some(m) = consumer_messages()?.into_iter().find(|m| m["metricId"] == metric_id) {
@@ -269,13 +269,13 @@ pub fn wait_for_message(metric_id: &str, seconds: u64) -> Result<Value, String> 
 }
 
 /// The upload route as the client's endpoint setting names it.
-pub fn upload_url() -> String {
+pub(crate) fn upload_url() -> String {
     format!("{}/api/battle-data/upload", stack().url)
 }
 
 /// The handshake exactly as the FUSOU client sends it: string-typed `file_size` and
 /// `table_offsets`, `path` and `binary` included.
-pub fn client_handshake(dataset_id: &str, period: &str, f: &fusou_synth::Fragment) -> Value {
+pub(crate) fn client_handshake(dataset_id: &str, period: &str, f: &fusou_synth::Fragment) -> Value {
     json!({
         "path": format!("{period}-port-7-3.bin"),
         "binary": true,
@@ -289,17 +289,17 @@ pub fn client_handshake(dataset_id: &str, period: &str, f: &fusou_synth::Fragmen
 }
 
 /// Phase 1: the handshake, at `url`.
-pub fn handshake_at(url: &str, token: &str, body: &Value) -> Result<(u16, Value), String> {
+pub(crate) fn handshake_at(url: &str, token: &str, body: &Value) -> Result<(u16, Value), String> {
     send(stack().http.post(url).bearer_auth(token).header("content-type", "application/json").body(body.to_string()))
 }
 
 /// Phase 2: the raw bytes to the handshake's upload URL.
-pub fn send_bytes(upload_url: &str, token: &str, bytes: Vec<u8>) -> Result<(u16, Value), String> {
+pub(crate) fn send_bytes(upload_url: &str, token: &str, bytes: Vec<u8>) -> Result<(u16, Value), String> {
     send(stack().http.post(upload_url).bearer_auth(token).header("content-type", "application/octet-stream").body(bytes))
 }
 
 /// Both phases, as the client does them; both must answer 200. Answers phase 2's body.
-pub fn upload(token: &str, dataset_id: &str, period: &str, f: &fusou_synth::Fragment) -> Result<Value, String> {
+pub(crate) fn upload(token: &str, dataset_id: &str, period: &str, f: &fusou_synth::Fragment) -> Result<Value, String> {
     let (status, answer) = handshake_at(&upload_url(), token, &client_handshake(dataset_id, period, f))?;
     ensure_eq!(status, 200, "handshake: {answer}");
     let url = answer["uploadUrl"].as_str().ok_or("no uploadUrl")?.to_owned();
@@ -309,12 +309,12 @@ pub fn upload(token: &str, dataset_id: &str, period: &str, f: &fusou_synth::Frag
 }
 
 /// A fragment like the client's (all 32 tables, 1 to 8 rows each), generated from `seed`.
-pub fn small_fragment(seed: u64) -> fusou_synth::Fragment {
+pub(crate) fn small_fragment(seed: u64) -> fusou_synth::Fragment {
     fusou_synth::fragment(&fusou_synth::FragmentSpec { seed, rows: 1..=8, include_empty_tables: false })
 }
 
 /// Each row as text, by column name, so rows compare by value whatever file they landed in.
-pub fn rows(batch: &RecordBatch) -> Vec<String> {
+pub(crate) fn rows(batch: &RecordBatch) -> Vec<String> {
     let schema = batch.schema();
     let mut names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     names.sort_unstable();
@@ -350,7 +350,7 @@ pub fn rows(batch: &RecordBatch) -> Vec<String> {
 
 /// Waits, watching the owner's status route, until nothing of `dataset` is pending and no run
 /// holds it.
-pub fn wait_until_compacted(dataset: &str, token: &str, seconds: u64) -> TestResult {
+pub(crate) fn wait_until_compacted(dataset: &str, token: &str, seconds: u64) -> TestResult {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     loop {
         let (status, state) = send(stack().http.get(format!("{}/api/battle-data/datasets/{dataset}", stack().url)).bearer_auth(token))?;
@@ -365,16 +365,16 @@ pub fn wait_until_compacted(dataset: &str, token: &str, seconds: u64) -> TestRes
 }
 
 /// Sends `req` and answers the response as it is.
-pub fn fetch(req: RequestBuilder) -> Result<Response, String> {
+pub(crate) fn fetch(req: RequestBuilder) -> Result<Response, String> {
     req.send().map_err(|e| e.to_string())
 }
 
 /// Rows as text (see [`rows`]) by table name.
-pub type RowsByTable = BTreeMap<String, Vec<String>>;
+pub(crate) type RowsByTable = BTreeMap<String, Vec<String>>;
 
 /// Every output of `dataset`, listed and downloaded through the owner's routes, each checked
 /// against its D1 row count: the listing, and every row by table.
-pub fn compacted_rows(dataset: &str, token: &str) -> Result<(Vec<Value>, RowsByTable), String> {
+pub(crate) fn compacted_rows(dataset: &str, token: &str) -> Result<(Vec<Value>, RowsByTable), String> {
     let s = stack();
     let resp = fetch(s.http.get(format!("{}/api/battle-data/datasets/{dataset}/outputs?limit=1000", s.url)).bearer_auth(token))?;
     let status = resp.status().as_u16();
@@ -405,7 +405,7 @@ pub fn compacted_rows(dataset: &str, token: &str) -> Result<(Vec<Value>, RowsByT
 
 /// Checks that `got` holds exactly the rows of `fragments`, each once, by value; segments
 /// named in `left_out` (fragment index, table) are expected to be missing.
-pub fn ensure_same_rows(got: &mut RowsByTable, fragments: &[fusou_synth::Fragment], left_out: &[(usize, &str)]) -> TestResult {
+pub(crate) fn ensure_same_rows(got: &mut RowsByTable, fragments: &[fusou_synth::Fragment], left_out: &[(usize, &str)]) -> TestResult {
     for table in fusou_synth::client_tables() {
         let mut expected: Vec<String> = fragments
             .iter()
@@ -423,13 +423,13 @@ pub fn ensure_same_rows(got: &mut RowsByTable, fragments: &[fusou_synth::Fragmen
 }
 
 /// A request to an operator route, with the operator secret.
-pub fn operator(method: reqwest::Method, path: &str) -> RequestBuilder {
+pub(crate) fn operator(method: reqwest::Method, path: &str) -> RequestBuilder {
     let s = stack();
     s.http.request(method, format!("{}/api{path}", s.url)).bearer_auth(&s.operator_secret)
 }
 
 /// The JSON log lines of the stack's Workers with event `event`.
-pub fn log_events(event: &str) -> Result<Vec<Value>, String> {
+pub(crate) fn log_events(event: &str) -> Result<Vec<Value>, String> {
     let log = std::fs::read_to_string(format!("{}/logs/wrangler.log", stack().state)).map_err(|e| e.to_string())?;
     Ok(log
         .lines()
@@ -441,12 +441,12 @@ pub fn log_events(event: &str) -> Result<Vec<Value>, String> {
 }
 
 /// The log lines of `event` that name `dataset`.
-pub fn events_for(event: &str, dataset: &str) -> Result<Vec<Value>, String> {
+pub(crate) fn events_for(event: &str, dataset: &str) -> Result<Vec<Value>, String> {
     Ok(log_events(event)?.into_iter().filter(|v| v["datasetId"] == dataset).collect())
 }
 
 /// Waits until `count` log lines of `event` name `dataset`; answers them.
-pub fn wait_for_events(event: &str, dataset: &str, count: usize, seconds: u64) -> Result<Vec<Value>, String> {
+pub(crate) fn wait_for_events(event: &str, dataset: &str, count: usize, seconds: u64) -> Result<Vec<Value>, String> {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     loop {
         let seen = events_for(event, dataset)?;

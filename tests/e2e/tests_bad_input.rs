@@ -14,7 +14,7 @@ use crate::support::*;
 use crate::tests_upload::multipart;
 use crate::{ensure, ensure_eq};
 
-pub const TESTS: &[(&str, Test)] = &[("bad_input::every_case_is_refused_and_writes_nothing", suite)];
+pub(crate) const TESTS: &[(&str, Test)] = &[("bad_input::every_case_is_refused_and_writes_nothing", suite)];
 
 /// Two users, and a dataset of Alice's holding one fragment.
 struct Fixture {

@@ -6,7 +6,7 @@ use serde_json::json;
 use crate::support::*;
 use crate::{ensure, ensure_eq};
 
-pub const TESTS: &[(&str, Test)] = &[
+pub(crate) const TESTS: &[(&str, Test)] = &[
     ("compaction::uploaded_rows_come_back_compacted_exactly_once", uploaded_rows_come_back),
     ("compaction::small_files_are_merged_and_every_row_stays_counted_once", consolidation),
     ("compaction::the_largest_accepted_fragment_is_compacted_whole", largest_fragment),

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::support::*;
 use crate::{ensure, ensure_eq};
 
-pub const TESTS: &[(&str, Test)] = &[
+pub(crate) const TESTS: &[(&str, Test)] = &[
     ("failures::the_same_message_three_times_compacts_once", same_message_three_times),
     ("failures::two_runs_at_once_give_one_set_of_outputs", two_runs_at_once),
     ("failures::a_crash_after_each_step_resumes_to_the_exact_rows", crash_after_each_step),

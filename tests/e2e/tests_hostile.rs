@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::support::*;
 use crate::{ensure, ensure_eq};
 
-pub const TESTS: &[(&str, Test)] = &[
+pub(crate) const TESTS: &[(&str, Test)] = &[
     ("hostile::segments_whose_sizes_lie_are_refused_at_upload", refused_at_upload),
     ("hostile::columns_and_tables_outside_the_contract_stay_out_of_the_shared_tables", outside_contract),
     ("hostile::honest_datasets_compact_beside_a_hostile_one_and_none_is_retried", honest_beside_hostile),

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::support::*;
 use crate::{ensure, ensure_eq};
 
-pub const TESTS: &[(&str, Test)] = &[("lake::pyiceberg_and_duckdb_read_exactly_the_uploaded_rows_and_time_travel", read_back)];
+pub(crate) const TESTS: &[(&str, Test)] = &[("lake::pyiceberg_and_duckdb_read_exactly_the_uploaded_rows_and_time_travel", read_back)];
 
 const TABLES: [&str; 2] = ["battle", "cells"];
 

@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::support::*;
 use crate::{ensure, ensure_eq};
 
-pub const TESTS: &[(&str, Test)] = &[
+pub(crate) const TESTS: &[(&str, Test)] = &[
     ("outage::supabase_down_dead_letters_and_the_schedule_completes", supabase_down),
     ("outage::supabase_hanging_then_slow_loses_no_upload_and_compaction_completes", supabase_hangs_then_slows),
     ("outage::cleanup_deletes_orphans_and_compacted_fragments", cleanup),

@@ -5,7 +5,7 @@ use reqwest::Method;
 use crate::support::{Test, TestResult, operator, send, stack};
 use crate::{ensure, ensure_eq};
 
-pub const TESTS: &[(&str, Test)] = &[
+pub(crate) const TESTS: &[(&str, Test)] = &[
     ("stack::health_sees_d1_r2_queue_and_the_compaction_worker", health_sees_everything),
     ("stack::every_route_answers_under_api_too", api_prefix),
     ("stack::unknown_routes_and_methods_are_json_errors", unknown_routes),

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::support::{Test, TestResult, new_user, pg_json, rest_as_service, rest_as_user, send, sign_in, stack, unique_dataset};
 use crate::{ensure, ensure_eq};
 
-pub const TESTS: &[(&str, Test)] = &[
+pub(crate) const TESTS: &[(&str, Test)] = &[
     ("supabase::postgrest_round_trip_reaches_postgresql", round_trip),
     ("supabase::postgrest_errors_have_postgrest_shape", error_shapes),
     ("supabase::bad_or_missing_api_keys_are_refused", bad_keys),

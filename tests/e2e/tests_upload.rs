@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::support::*;
 use crate::{ensure, ensure_eq};
 
-pub const TESTS: &[(&str, Test)] = &[
+pub(crate) const TESTS: &[(&str, Test)] = &[
     ("upload::the_clients_two_phase_upload_reaches_every_store", client_upload),
     ("upload::the_same_bytes_again_are_409_in_either_phase", duplicate_upload),
     ("upload::operators_upload_one_parquet_file", direct_upload),
@@ -133,7 +133,7 @@ fn duplicate_upload() -> TestResult {
 }
 
 /// A multipart body with text fields and one file.
-pub fn multipart(fields: &[(&str, &str)], file: Option<(&str, Vec<u8>)>) -> reqwest::blocking::multipart::Form {
+pub(crate) fn multipart(fields: &[(&str, &str)], file: Option<(&str, Vec<u8>)>) -> reqwest::blocking::multipart::Form {
     let mut form = reqwest::blocking::multipart::Form::new();
     for (k, v) in fields {
         form = form.text(k.to_string(), v.to_string());

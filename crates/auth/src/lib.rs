@@ -38,7 +38,9 @@ pub const AUTHENTICATED_AUDIENCE: &str = "authenticated";
 /// A caller whose token verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthenticatedUser {
+    /// The user's id (the token's `sub`).
     pub id: Uuid,
+    /// The user's email, when the token carries one.
     pub email: Option<String>,
     /// A Supabase anonymous sign-in (`is_anonymous`): whether it may upload is a setting.
     pub anonymous: bool,
@@ -46,8 +48,10 @@ pub struct AuthenticatedUser {
     pub expires_at: u64,
 }
 
-/// Why a token was refused. Every variant is an authentication failure (HTTP 401).
+/// Why a token was refused. Every variant is an authentication failure (HTTP 401), and its
+/// message says which.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs)]
 pub enum AuthError {
     #[error("missing bearer token")]
     Missing,
@@ -113,6 +117,7 @@ pub struct TokenCache {
 const CACHED_TOKEN_BYTES: usize = 128;
 
 impl TokenCache {
+    /// A cache holding at most about `capacity_bytes` of verified tokens.
     pub fn new(capacity_bytes: usize) -> Self {
         Self { capacity_bytes, used_bytes: 0, verified: std::collections::HashMap::new() }
     }
@@ -131,6 +136,8 @@ impl TokenCache {
         self.verified.get(&Self::key(token)).filter(|user| user.expires_at > now)
     }
 
+    /// Keeps `token`'s verified `user` until the token expires, making room by forgetting
+    /// expired tokens first, then every token.
     pub fn insert(&mut self, token: &str, user: AuthenticatedUser, now: u64) {
         let cost = Self::cost(&user);
         if cost > self.capacity_bytes {
@@ -150,10 +157,12 @@ impl TokenCache {
         self.used_bytes += cost;
     }
 
+    /// Tokens held.
     pub fn len(&self) -> usize {
         self.verified.len()
     }
 
+    /// Whether no token is held.
     pub fn is_empty(&self) -> bool {
         self.verified.is_empty()
     }

@@ -15,7 +15,9 @@ pub struct Es256Key {
     encoding: EncodingKey,
 }
 
+/// Why a key could not be read or a token signed; the message says which.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)]
 pub enum SigningError {
     #[error("invalid PKCS#8 key: {0}")]
     Key(String),
@@ -41,10 +43,12 @@ impl Es256Key {
         Self { kid, secret, encoding }
     }
 
+    /// The key's id, as its JWK and the tokens it signs name it.
     pub fn kid(&self) -> &str {
         &self.kid
     }
 
+    /// The private key as a PKCS#8 PEM document.
     pub fn to_pkcs8_pem(&self) -> String {
         self.secret.to_pkcs8_pem(LineEnding::LF).expect("a P-256 key encodes as PKCS#8").to_string()
     }

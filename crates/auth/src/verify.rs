@@ -28,12 +28,18 @@ pub struct AuthConfig {
 /// The claims of a Supabase access token that the services use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserClaims {
+    /// The user's id (a UUID, checked by [`accept_claims`]).
     pub sub: String,
+    /// The issuer: `<SUPABASE_URL>/auth/v1`.
     pub iss: String,
+    /// The audience: `authenticated`, as a string or in a list.
     pub aud: serde_json::Value,
+    /// Expiry, in seconds since the Unix epoch.
     pub exp: u64,
+    /// The Postgres role the token grants.
     #[serde(default)]
     pub role: Option<String>,
+    /// The user's email.
     #[serde(default)]
     pub email: Option<String>,
     /// Set by Supabase for users signed in anonymously (no email, no identity).
@@ -74,7 +80,9 @@ pub enum SigningKey<'a> {
 /// way [`accept_claims`] follows.
 #[derive(Debug)]
 pub struct ReadToken<'t, 'c> {
+    /// The token's algorithm, which is its key's.
     pub algorithm: Algorithm,
+    /// The key that must have signed it.
     pub key: SigningKey<'c>,
     /// `<header>.<payload>`, the bytes the signature covers.
     pub message: &'t str,

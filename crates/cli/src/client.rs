@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 /// How one upload ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Stored,
     /// 409 in either phase: the dataset already holds these bytes.
     Skipped,
@@ -16,7 +16,7 @@ pub enum Outcome {
 /// Where one upload's time went: each phase as the client waited on it, and the Worker's own
 /// execution time over both (its `Server-Timing: cpu` headers).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Timings {
+pub(crate) struct Timings {
     pub handshake: Duration,
     /// `None` when the handshake already ended the upload (409).
     pub body: Option<Duration>,
@@ -37,7 +37,7 @@ fn server_cpu_ms(response: &reqwest::Response) -> Option<f64> {
     header.split(',').find_map(|metric| metric.trim().strip_prefix("cpu;dur=")?.parse().ok())
 }
 
-pub struct Uploader {
+pub(crate) struct Uploader {
     pub http: reqwest::Client,
     /// `<service>/api/battle-data/upload`, as the client's endpoint setting names it.
     pub endpoint: String,
@@ -51,12 +51,12 @@ async fn answer(resp: reqwest::Response) -> Result<(u16, Value), String> {
 }
 
 impl Uploader {
-    pub fn new(service: &str, token: String) -> Self {
+    pub(crate) fn new(service: &str, token: String) -> Self {
         Self { http: reqwest::Client::new(), endpoint: format!("{}/api/battle-data/upload", service.trim_end_matches('/')), token }
     }
 
     /// Uploads `bytes`, whose segments `offsets_json` (a JSON array, sent as a string) lists.
-    pub async fn upload(&self, dataset: &str, period: &str, bytes: &[u8], offsets_json: &str) -> Result<(Outcome, Timings), String> {
+    pub(crate) async fn upload(&self, dataset: &str, period: &str, bytes: &[u8], offsets_json: &str) -> Result<(Outcome, Timings), String> {
         let mut timings = Timings::default();
         let handshake = json!({
             "path": format!("{period}-port.bin"),

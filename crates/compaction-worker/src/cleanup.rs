@@ -11,13 +11,13 @@ use crate::ports::{D1, R2};
 /// would let a caller delete every compacted fragment's recovery copy at once).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Overrides {
+pub(crate) struct Overrides {
     pub retention_seconds: Option<u64>,
     pub orphan_grace_seconds: Option<u64>,
 }
 
 impl Overrides {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.retention_seconds.is_none() && self.orphan_grace_seconds.is_none()
     }
 
@@ -32,7 +32,7 @@ impl Overrides {
 }
 
 /// One pass.
-pub async fn run(ctx: &Ctx, overrides: &Overrides) -> Result<CleanupReport, String> {
+pub(crate) async fn run(ctx: &Ctx, overrides: &Overrides) -> Result<CleanupReport, String> {
     let db = D1(ctx.db().map_err(|e| e.to_string())?);
     let bucket = R2 { bucket: ctx.bucket().map_err(|e| e.to_string())?, remote: ctx.remote };
     cleanup::clean_up(&db, &bucket, &fusou_edge::WorkerClock, &overrides.apply(&ctx.cleanup)).await.map_err(|e| e.to_string())

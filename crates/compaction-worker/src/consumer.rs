@@ -31,7 +31,7 @@ async fn record(ctx: &Ctx, message: &CompactionMessage, metric_id: Uuid, update:
 }
 
 /// Runs the compaction a message asks for. `Err` means "retry the message".
-pub async fn compact(ctx: &Ctx, message: &CompactionMessage) -> Result<(), String> {
+pub(crate) async fn compact(ctx: &Ctx, message: &CompactionMessage) -> Result<(), String> {
     let metric_id = message.metric_id.unwrap_or_else(Uuid::new_v4);
     let run_id = message.run_id();
     let started = fusou_edge::now_utc();
@@ -108,7 +108,7 @@ pub async fn compact(ctx: &Ctx, message: &CompactionMessage) -> Result<(), Strin
 /// Which of `runs` an earlier invocation began reading for and never finished (see
 /// `index::INTERRUPTED_RUNS`). A failure to ask is logged and answers none: the order is a
 /// precaution, never a reason to hold a message.
-pub async fn interrupted_runs(ctx: &Ctx, runs: &[String]) -> std::collections::HashSet<String> {
+pub(crate) async fn interrupted_runs(ctx: &Ctx, runs: &[String]) -> std::collections::HashSet<String> {
     let ids = serde_json::to_string(runs).unwrap_or_default();
     let found = match ctx.db() {
         Ok(db) => db.all::<index::RunId>(index::INTERRUPTED_RUNS, &[ids.into()]).await.map_err(|e| e.to_string()),
@@ -160,7 +160,7 @@ async fn continue_run(ctx: &Ctx, message: &CompactionMessage) {
 
 /// A body that is not a `CompactionMessage`: it is acknowledged (no retry can fix it), and if it
 /// names the metrics row its producer made, that row is marked failed.
-pub async fn invalid(ctx: &Ctx, body: &Value, error: &str) {
+pub(crate) async fn invalid(ctx: &Ctx, body: &Value, error: &str) {
     let Some(metric_id) = body.get("metricId").and_then(Value::as_str).and_then(|id| id.parse::<Uuid>().ok()) else { return };
     if let Err(e) = ctx.supabase.execute(&rest::patch_metric(metric_id, &MetricsUpdate::invalid(error, fusou_edge::now_utc()))).await {
         log::error("supabase.metric_failed", json!({ "queue": "fusou-compaction", "metricId": metric_id, "error": e.to_string() }));
@@ -169,7 +169,7 @@ pub async fn invalid(ctx: &Ctx, body: &Value, error: &str) {
 
 /// A message that exhausted its retries: its metrics row says so, its lease is released, and the
 /// dataset stays marked so the schedule tries again later.
-pub async fn dead_letter(ctx: &Ctx, message: &CompactionMessage) {
+pub(crate) async fn dead_letter(ctx: &Ctx, message: &CompactionMessage) {
     let metric_id = message.metric_id.unwrap_or_else(Uuid::new_v4);
     record(ctx, message, metric_id, &MetricsUpdate::dead_lettered(fusou_edge::now_utc())).await;
     let dataset = &message.dataset_id;

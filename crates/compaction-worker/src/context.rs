@@ -12,7 +12,7 @@ use fusou_edge::context::WorkerEnv;
 use worker::Env;
 
 /// An invocation's context: the shared one ([`WorkerEnv`]) and the compaction settings.
-pub struct Ctx {
+pub(crate) struct Ctx {
     worker: WorkerEnv,
     /// How a run is bounded and retried.
     pub run: RunConfig,
@@ -33,7 +33,7 @@ impl Deref for Ctx {
 /// Why the Worker cannot run: a setting is missing or malformed.
 #[derive(Debug, thiserror::Error)]
 #[error("the compaction service is misconfigured: {0}")]
-pub struct Misconfigured(pub String);
+pub(crate) struct Misconfigured(pub String);
 
 impl From<ConfigError> for Misconfigured {
     fn from(e: ConfigError) -> Self {
@@ -43,7 +43,7 @@ impl From<ConfigError> for Misconfigured {
 
 impl Ctx {
     /// Reads the settings.
-    pub fn load(env: Env) -> Result<Self, Misconfigured> {
+    pub(crate) fn load(env: Env) -> Result<Self, Misconfigured> {
         let (worker, settings) = WorkerEnv::load(env, CompactionSettings::from_vars)?;
         let CompactionSettings { run, cleanup, retry_delay_secs } = settings;
         Ok(Self { worker, run, cleanup, retry_delay_secs })

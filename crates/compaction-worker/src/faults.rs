@@ -14,7 +14,7 @@ use crate::context::Ctx;
 
 /// The faults armed for a run of one dataset.
 #[derive(Debug, Default)]
-pub struct Armed {
+pub(crate) struct Armed {
     pub crash_after: Option<String>,
     pub poison: Option<String>,
 }
@@ -22,7 +22,7 @@ pub struct Armed {
 const POISON: &str = "poison:";
 
 /// The faults armed for this run of `dataset`.
-pub async fn armed(ctx: &Ctx, db: &Db, dataset: &DatasetId) -> Armed {
+pub(crate) async fn armed(ctx: &Ctx, db: &Db, dataset: &DatasetId) -> Armed {
     if !ctx.platform.test_hooks {
         return Armed::default();
     }
@@ -33,6 +33,6 @@ pub async fn armed(ctx: &Ctx, db: &Db, dataset: &DatasetId) -> Armed {
 }
 
 /// Uses up the crash that fired.
-pub async fn fired(db: &Db, dataset: &DatasetId, step: &str) {
+pub(crate) async fn fired(db: &Db, dataset: &DatasetId, step: &str) {
     let _ = db.run(index::FAULT_FIRED, &[dataset.as_str().into(), step.into()]).await;
 }

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use worker::{Bucket, UploadedPart};
 
 /// The battle-data index on D1.
-pub struct D1(pub Db);
+pub(crate) struct D1(pub Db);
 
 impl Sql for D1 {
     async fn query<T: DeserializeOwned>(&self, sql: &str, values: &[SqlValue]) -> PortResult<Vec<T>> {
@@ -56,7 +56,7 @@ impl CheckpointStore for D1 {
 }
 
 /// Battle data on R2.
-pub struct R2 {
+pub(crate) struct R2 {
     pub bucket: Bucket,
     pub remote: Remote,
 }
@@ -112,7 +112,7 @@ impl Blobs for R2 {
 }
 
 /// The dataset registry in Supabase.
-pub struct SupabaseRegistry<'a>(pub &'a Supabase);
+pub(crate) struct SupabaseRegistry<'a>(pub &'a Supabase);
 
 impl DatasetRegistry for SupabaseRegistry<'_> {
     async fn ensure_dataset(&self, dataset: &str, owner: &str) -> PortResult<()> {

@@ -14,7 +14,7 @@ use fusou_ports::{Blobs, PortResult, Sql};
 
 /// What merging one output leaves behind: the output, and the segments it had to leave out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Merged {
+pub(crate) struct Merged {
     pub output: OutputRecord,
     pub quarantined: Vec<Quarantined>,
 }
@@ -79,7 +79,7 @@ impl<'t, 'a, S: Sql, B: Blobs> PartUpload<'t, 'a, S, B> {
 }
 
 /// Merges one planned output from the inputs and streams it to R2 under its staged key.
-pub async fn write<S: Sql, B: Blobs>(
+pub(crate) async fn write<S: Sql, B: Blobs>(
     planned: &PlannedOutput,
     scan: &Scan,
     inputs: &[FragmentInput],

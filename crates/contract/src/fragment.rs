@@ -30,8 +30,11 @@ const MIN_PARQUET_LEN: u64 = 12;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableOffset {
+    /// The table the segment holds.
     pub table_name: TableName,
+    /// Where the segment begins in the fragment.
     pub start_byte: u64,
+    /// The segment's length.
     pub byte_length: u64,
     /// Always `parquet`.
     #[serde(default = "parquet_format")]
@@ -46,6 +49,7 @@ fn parquet_format() -> String {
 }
 
 impl TableOffset {
+    /// Where the segment ends (exclusive); [`validate_offsets`] checks it does not overflow.
     pub fn end(&self) -> u64 {
         self.start_byte + self.byte_length
     }
@@ -56,8 +60,10 @@ impl TableOffset {
     }
 }
 
-/// Why a fragment or one of its segments was refused.
+/// Why a fragment or one of its segments was refused. Each variant's message (its `#[error]`)
+/// says what it means; the fields name the segment and the figures at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs)]
 pub enum FragmentError {
     #[error("table_offsets is not a JSON array of segments: {0}")]
     Malformed(String),
@@ -145,7 +151,9 @@ pub fn validate_offsets(offsets: &[TableOffset], fragment_size: u64) -> Result<(
 /// so that a request holds one decoded footer at a time).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentInfo {
+    /// The table it holds.
     pub table_name: TableName,
+    /// Its rows, as its footer gives them.
     pub num_rows: u64,
     /// Its columns' names, in order.
     pub columns: Vec<String>,
@@ -227,8 +235,10 @@ pub fn inspect_fragment(offsets: &[TableOffset], fragment: &Bytes) -> Result<Vec
 /// A segment set aside because it cannot be read; the rest of its fragment goes on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quarantined {
+    /// The fragment's storage key.
     pub fragment_key: String,
     /// The table, or `*` when the whole fragment is unreadable (its offsets do not fit it).
     pub table: String,
+    /// Why it cannot be read.
     pub error: String,
 }

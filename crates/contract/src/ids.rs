@@ -14,8 +14,10 @@ pub const MAX_TABLE_LEN: usize = 64;
 /// Longest accepted period tag (`YYYY-MM-DD` is 10; leaves room for other tag styles).
 pub const MAX_PERIOD_TAG_LEN: usize = 32;
 
-/// Why an identifier was refused.
+/// Why an identifier was refused. Each variant's message says what it means; `what` names the
+/// identifier (dataset id, table, period tag).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs)]
 pub enum IdError {
     #[error("{what} is empty")]
     Empty { what: &'static str },
@@ -46,6 +48,7 @@ macro_rules! validated_string {
         pub struct $name(String);
 
         impl $name {
+            /// The identifier, as it was accepted.
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -87,6 +90,7 @@ validated_string!(
 );
 
 impl DatasetId {
+    /// A dataset id: ASCII letters, digits, `-` and `_` (surrounding spaces trimmed).
     pub fn parse(raw: &str) -> Result<Self, IdError> {
         let v = raw.trim();
         check("dataset id", v, MAX_DATASET_ID_LEN, "ASCII letters, digits, '-' and '_'", |_, c| {
@@ -97,6 +101,7 @@ impl DatasetId {
 }
 
 impl TableName {
+    /// A table name: lowercase letters, digits and `_`, starting with a letter.
     pub fn parse(raw: &str) -> Result<Self, IdError> {
         check("table", raw, MAX_TABLE_LEN, "lowercase letters, digits and '_', starting with a letter", |i, c| {
             c.is_ascii_lowercase() || (i > 0 && (c.is_ascii_digit() || c == '_'))
@@ -106,6 +111,7 @@ impl TableName {
 }
 
 impl PeriodTag {
+    /// A period tag: ASCII letters, digits, `_` and `-`.
     pub fn parse(raw: &str) -> Result<Self, IdError> {
         check("period tag", raw, MAX_PERIOD_TAG_LEN, "ASCII letters, digits, '_' and '-'", |_, c| {
             c.is_ascii_alphanumeric() || c == '_' || c == '-'

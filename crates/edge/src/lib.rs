@@ -2,6 +2,10 @@
 //! remote call behind a timeout ([`remote`]), D1 ([`d1`]) and the Supabase REST client. Decisions
 //! stay in `fusou-core`; this crate only performs I/O.
 
+// Not every public item of this crate is documented yet (row types and settings fields
+// above all): the workspace denies `missing_docs`, and this crate opts out until it passes.
+#![allow(missing_docs)]
+
 pub mod context;
 pub mod d1;
 pub mod log;

@@ -33,6 +33,7 @@ pub struct Fragments {
 
 #[wasm_bindgen]
 impl Fragments {
+    /// No fragments yet.
     #[wasm_bindgen(constructor)]
     pub fn new() -> Self {
         Self::default()

@@ -27,22 +27,30 @@ use fusou_contract::ids::{DatasetId, PeriodTag, TableName};
 /// One output file to write.
 #[derive(Debug, Clone)]
 pub struct OutputPlan {
+    /// The dataset the output belongs to.
     pub dataset: DatasetId,
+    /// Its period.
     pub period: PeriodTag,
+    /// Its table.
     pub table: TableName,
     /// The superset schema every input is aligned to.
     pub schema: SchemaRef,
+    /// The fingerprint of the schema its segments are merged under.
     pub fingerprint: Fingerprint,
     /// Indices into the planned segments, in write order.
     pub inputs: Vec<usize>,
+    /// Input bytes of its segments.
     pub input_bytes: u64,
+    /// Rows of its segments.
     pub input_rows: u64,
 }
 
 /// A bin of the packer: indices and their total size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bin {
+    /// Indices of its segments in the scan.
     pub inputs: Vec<usize>,
+    /// Their bytes.
     pub bytes: u64,
 }
 

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 pub struct Fingerprint(String);
 
 impl Fingerprint {
+    /// The digest, as hex text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -23,6 +24,7 @@ impl fmt::Display for Fingerprint {
     }
 }
 
+/// The fingerprint of `schema`: its fields' names, types and nullability, in order.
 pub fn fingerprint(schema: &Schema) -> Fingerprint {
     let mut hasher = Sha256::new();
     for field in schema.fields() {
@@ -57,8 +59,11 @@ fn superset(a: &Schema, b: &Schema) -> Schema {
 /// One output schema of a table and the input schemas it takes.
 #[derive(Debug, Clone)]
 pub struct SchemaGroup {
+    /// The superset schema its members are merged under.
     pub schema: SchemaRef,
+    /// The superset's fingerprint.
     pub fingerprint: Fingerprint,
+    /// The fingerprints of the schemas it unifies.
     pub members: Vec<Fingerprint>,
 }
 

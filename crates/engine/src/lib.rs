@@ -101,18 +101,29 @@ impl Default for EngineConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("parquet: {0}")]
+    /// The parquet crate failed to read or write.
     Parquet(#[from] parquet::errors::ParquetError),
     #[error("arrow: {0}")]
+    /// Arrow failed to align or convert a batch.
     Arrow(#[from] arrow_schema::ArrowError),
     #[error("invalid configuration: {0}")]
+    /// A setting the engine cannot work with.
     Config(String),
     #[error("rows out ({out}) differ from rows in ({expected})")]
-    RowCountMismatch { expected: u64, out: u64 },
+    /// An output holds another number of rows than its inputs declared.
+    RowCountMismatch {
+        /// The rows its inputs declared.
+        expected: u64,
+        /// The rows it holds.
+        out: u64,
+    },
 }
 
 /// Everything one compaction of a set of fragments produced, for tools and tests.
 pub struct Compacted {
+    /// Each output: its plan, its bytes and what the merge reports.
     pub outputs: Vec<(binpack::OutputPlan, bytes::Bytes, merge::Finished)>,
+    /// The scan of the inputs.
     pub scan: segment::Scan,
 }
 

@@ -27,7 +27,9 @@ const LARGE_SEGMENT_BATCHES: usize = 4;
 
 /// Key-value metadata keys of every output.
 pub const META_SOURCE_SEGMENTS: &str = "fusou.source_segments";
+/// The output file's key-value metadata: the fingerprint of its schema.
 pub const META_FINGERPRINT: &str = "fusou.schema_fingerprint";
+/// The engine version that wrote it.
 pub const META_ENGINE_VERSION: &str = "fusou.engine_version";
 
 /// Writes one output, segment by segment; its parts can be taken as they fill.
@@ -65,8 +67,11 @@ struct Streaming {
 pub struct Finished {
     /// The parts not taken before [`Merger::finish`], the last one possibly short.
     pub parts: Vec<Bytes>,
+    /// Rows written.
     pub rows: u64,
+    /// Bytes written.
     pub bytes: u64,
+    /// Row groups written.
     pub row_groups: usize,
     /// Most bytes the writer and sink held at once (encoded data not yet handed out).
     pub peak_buffered: usize,
@@ -77,6 +82,7 @@ pub struct Finished {
 }
 
 impl Merger {
+    /// A merger for `plan`, writing with `config`.
     pub fn new(plan: &OutputPlan, config: &EngineConfig) -> Result<Self, EngineError> {
         if config.part_bytes == 0 || config.write_batch_rows == 0 {
             return Err(EngineError::Config("part_bytes and write_batch_rows must be positive".into()));

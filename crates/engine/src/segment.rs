@@ -20,10 +20,15 @@ use fusou_contract::ids::{DatasetId, PeriodTag, TableName};
 /// A compacted file being consolidated is an input too: one segment, the whole object.
 #[derive(Debug, Clone)]
 pub struct FragmentInput {
+    /// The fragment's storage key.
     pub key: Arc<str>,
+    /// Its dataset.
     pub dataset: DatasetId,
+    /// Its period.
     pub period: PeriodTag,
+    /// Its segments, as declared at upload (with their row counts).
     pub offsets: Vec<TableOffset>,
+    /// Its bytes, whole.
     pub bytes: Bytes,
     /// `Some(n)` for a compacted file, which holds the rows of `n` fragment segments.
     pub compacted: Option<u64>,
@@ -41,8 +46,11 @@ impl FragmentInput {
 /// A scanned fragment (its bytes are not kept).
 #[derive(Debug, Clone)]
 pub struct FragmentInfo {
+    /// The fragment's storage key.
     pub key: Arc<str>,
+    /// Its dataset.
     pub dataset: DatasetId,
+    /// Its period.
     pub period: PeriodTag,
     /// As [`FragmentInput::compacted`].
     pub compacted: Option<u64>,
@@ -51,15 +59,22 @@ pub struct FragmentInfo {
 /// One readable segment: indices into its [`Scan`] and where its bytes lie in its fragment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentDesc {
+    /// Index of its fragment in the scan.
     pub fragment: u32,
+    /// Index of its table in the scan.
     pub table: u16,
+    /// Index of its schema in the scan.
     pub schema: u16,
+    /// Where it begins in its fragment.
     pub start: u64,
+    /// Its length.
     pub len: u32,
+    /// Its rows.
     pub rows: u32,
 }
 
 impl SegmentDesc {
+    /// Its bytes within its fragment.
     pub fn range(&self) -> std::ops::Range<usize> {
         self.start as usize..self.start as usize + self.len as usize
     }
@@ -70,12 +85,17 @@ pub use fusou_contract::fragment::Quarantined;
 /// Everything the first pass learned.
 #[derive(Debug, Default)]
 pub struct Scan {
+    /// The fragments scanned.
     pub fragments: Vec<FragmentInfo>,
+    /// The tables seen, each once.
     pub tables: Vec<TableName>,
+    /// The schemas seen, each once, with their fingerprints.
     pub schemas: Vec<(Fingerprint, SchemaRef)>,
     /// The Parquet schema of each entry of `schemas`, so the merge pass need not decode it again.
     pub parquet_schemas: Vec<SchemaDescPtr>,
+    /// Every segment that passed, in fragment order.
     pub segments: Vec<SegmentDesc>,
+    /// The segments set aside, with why.
     pub quarantined: Vec<Quarantined>,
     table_index: HashMap<TableName, u16>,
     schema_index: HashMap<Fingerprint, u16>,
@@ -176,14 +196,17 @@ impl Scan {
         index
     }
 
+    /// The fragment segment `s` belongs to.
     pub fn fragment(&self, s: &SegmentDesc) -> &FragmentInfo {
         &self.fragments[s.fragment as usize]
     }
 
+    /// Segment `s`'s table.
     pub fn table(&self, s: &SegmentDesc) -> &TableName {
         &self.tables[s.table as usize]
     }
 
+    /// Segment `s`'s schema fingerprint.
     pub fn fingerprint(&self, s: &SegmentDesc) -> &Fingerprint {
         &self.schemas[s.schema as usize].0
     }

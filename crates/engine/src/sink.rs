@@ -24,6 +24,7 @@ pub struct PartSink {
 const FIRST_ALLOCATION: usize = 64 << 10;
 
 impl PartSink {
+    /// A sink that hands out parts of `part_bytes` (the last one smaller).
     pub fn new(part_bytes: usize) -> Self {
         Self { part_bytes, filling: BytesMut::new(), ready: VecDeque::new(), written: 0 }
     }

@@ -62,7 +62,7 @@ impl ChunkReader for Stitched {
 /// Every row of `segments` (each a whole Parquet file whose schema is `schema`), in order, in
 /// batches of `batch_rows`. Fails if any segment does not decode: the caller then decodes them
 /// one by one to find which.
-pub fn read_together(segments: Vec<Bytes>, schema: &SchemaDescPtr, batch_rows: usize) -> Result<Vec<RecordBatch>> {
+pub(crate) fn read_together(segments: Vec<Bytes>, schema: &SchemaDescPtr, batch_rows: usize) -> Result<Vec<RecordBatch>> {
     let mut row_groups = Vec::new();
     for (k, bytes) in segments.iter().enumerate() {
         // Each footer is decoded again, without its schema or statistics: keeping the scan's

@@ -23,6 +23,7 @@ pub use sql::{KEYS_PER_STATEMENT, SqlValue, Statement, keyed, text};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct PortError {
+    /// What failed, as the remote or the work said it.
     pub message: String,
     /// The limit the call did not answer within, when that is why it failed.
     pub timed_out_ms: Option<u64>,

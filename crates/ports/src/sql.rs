@@ -3,8 +3,11 @@
 /// A bound value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SqlValue {
+    /// A text parameter.
     Text(String),
+    /// An integer parameter (D1 numbers are exact far beyond any size or count here).
     Int(i64),
+    /// SQL `NULL`.
     Null,
 }
 
@@ -42,11 +45,14 @@ impl From<u64> for SqlValue {
 /// One statement of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Statement {
+    /// The SQL, with `?1, ?2, …` placeholders.
     pub sql: String,
+    /// The values bound to them, in order.
     pub params: Vec<SqlValue>,
 }
 
 impl Statement {
+    /// Statement `sql` with `params` bound.
     pub fn new(sql: &str, params: Vec<SqlValue>) -> Self {
         Self { sql: sql.to_owned(), params }
     }

@@ -21,7 +21,7 @@ use crate::query::QueryParams;
 use crate::schema::SchemaCache;
 use crate::sql::{self, Resolution};
 
-pub struct AppState {
+pub(crate) struct AppState {
     pub pool: Pool,
     pub schema: SchemaCache,
     pub keys: Keys,
@@ -34,7 +34,7 @@ pub struct AppState {
 /// are never affected.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(tag = "mode", rename_all = "lowercase", deny_unknown_fields)]
-pub enum Fault {
+pub(crate) enum Fault {
     #[default]
     Normal,
     /// Accepts every request and never answers.
@@ -48,7 +48,7 @@ pub enum Fault {
 
 type Shared = State<Arc<AppState>>;
 
-pub fn router(state: Arc<AppState>) -> Router {
+pub(crate) fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/auth/v1/.well-known/jwks.json", get(jwks))
         .route("/rest/v1/{table}", get(rest).post(rest).patch(rest).delete(rest))

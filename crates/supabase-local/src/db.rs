@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::keys::Caller;
 use crate::sql::{Param, Statement};
 
-pub async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
+pub(crate) async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
     let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
@@ -23,13 +23,13 @@ pub async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
 }
 
 /// A fixed set of connections handed out in turn; a request holds one for its transaction.
-pub struct Pool {
+pub(crate) struct Pool {
     clients: Vec<Mutex<Client>>,
     next: AtomicUsize,
 }
 
 impl Pool {
-    pub async fn open(url: &str, size: usize) -> Result<Self, tokio_postgres::Error> {
+    pub(crate) async fn open(url: &str, size: usize) -> Result<Self, tokio_postgres::Error> {
         let mut clients = Vec::with_capacity(size);
         for _ in 0..size.max(1) {
             clients.push(Mutex::new(connect(url).await?));
@@ -37,14 +37,14 @@ impl Pool {
         Ok(Self { clients, next: AtomicUsize::new(0) })
     }
 
-    pub async fn get(&self) -> MutexGuard<'_, Client> {
+    pub(crate) async fn get(&self) -> MutexGuard<'_, Client> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
         self.clients[i].lock().await
     }
 }
 
 /// The result of one statement: the affected rows as a JSON array, and how many there were.
-pub struct Rows {
+pub(crate) struct Rows {
     pub json: String,
     pub count: i64,
 }
@@ -52,7 +52,7 @@ pub struct Rows {
 /// Runs `stmt` as `caller` in its own transaction. With `singular`, anything but exactly one
 /// row rolls the transaction back and answers 406, as PostgREST does for
 /// `Accept: application/vnd.pgrst.object+json`.
-pub async fn run(pool: &Pool, caller: &Caller, stmt: &Statement, singular: bool) -> Result<Rows, ApiError> {
+pub(crate) async fn run(pool: &Pool, caller: &Caller, stmt: &Statement, singular: bool) -> Result<Rows, ApiError> {
     let pg = |e: tokio_postgres::Error| ApiError::from_postgres(&e, caller.is_authenticated());
     let mut client = pool.get().await;
     let tx = client.transaction().await.map_err(pg)?;
@@ -81,7 +81,7 @@ pub async fn run(pool: &Pool, caller: &Caller, stmt: &Statement, singular: bool)
 
 /// Applies `bootstrap` (idempotent), then every file of `migrations` not yet recorded in
 /// `supabase_migrations.schema_migrations`, in name order, each in its own transaction.
-pub async fn migrate(url: &str, bootstrap: &Path, migrations: &Path) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+pub(crate) async fn migrate(url: &str, bootstrap: &Path, migrations: &Path) -> Result<Vec<String>, Box<dyn std::error::Error>> {
     let mut client = connect(url).await?;
     client.batch_execute(&std::fs::read_to_string(bootstrap)?).await?;
     let mut files: Vec<_> = std::fs::read_dir(migrations)?

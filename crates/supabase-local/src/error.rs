@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 #[derive(Debug, Clone)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     pub status: u16,
     pub code: String,
     pub message: String,
@@ -18,22 +18,22 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn pgrst(status: u16, code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn pgrst(status: u16, code: &str, message: impl Into<String>) -> Self {
         Self { status, code: code.into(), message: message.into(), details: None, hint: None, gateway: false }
     }
 
-    pub fn gateway(message: &str, hint: &str) -> Self {
+    pub(crate) fn gateway(message: &str, hint: &str) -> Self {
         Self { hint: Some(hint.into()), gateway: true, ..Self::pgrst(401, "", message) }
     }
 
-    pub fn with_details(mut self, details: impl Into<String>) -> Self {
+    pub(crate) fn with_details(mut self, details: impl Into<String>) -> Self {
         self.details = Some(details.into());
         self
     }
 
     /// A PostgreSQL error, with the status PostgREST gives its SQLSTATE. `authenticated` says
     /// whether the caller presented a token (42501 is then 403, otherwise 401).
-    pub fn from_postgres(e: &tokio_postgres::Error, authenticated: bool) -> Self {
+    pub(crate) fn from_postgres(e: &tokio_postgres::Error, authenticated: bool) -> Self {
         let Some(db) = e.as_db_error() else {
             return Self::pgrst(503, "PGRST000", format!("database connection error: {e}"));
         };
@@ -50,7 +50,7 @@ impl ApiError {
 }
 
 /// PostgREST's table from SQLSTATE to HTTP status.
-pub fn status_for_sqlstate(code: &str, authenticated: bool) -> u16 {
+pub(crate) fn status_for_sqlstate(code: &str, authenticated: bool) -> u16 {
     match code {
         "23503" | "23505" => 409,
         "25006" => 405,

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::error::ApiError;
 
-pub struct Keys {
+pub(crate) struct Keys {
     pub publishable: String,
     pub secret: String,
     pub signing: Es256Key,
@@ -21,23 +21,23 @@ pub struct Keys {
 
 /// A caller the database will see: its role and the claims `auth.uid()` reads.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Caller {
+pub(crate) struct Caller {
     pub role: &'static str,
     pub claims: Value,
 }
 
 impl Caller {
-    pub fn is_authenticated(&self) -> bool {
+    pub(crate) fn is_authenticated(&self) -> bool {
         self.role != "anon"
     }
 }
 
-pub fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("the clock is after 1970").as_secs()
 }
 
 impl Keys {
-    pub fn jwks(&self) -> JwkSet {
+    pub(crate) fn jwks(&self) -> JwkSet {
         JwkSet { keys: vec![self.signing.public_jwk()] }
     }
 
@@ -55,7 +55,7 @@ impl Keys {
         }
     }
 
-    pub fn caller(&self, apikey: Option<&str>, authorization: Option<&str>) -> Result<Caller, ApiError> {
+    pub(crate) fn caller(&self, apikey: Option<&str>, authorization: Option<&str>) -> Result<Caller, ApiError> {
         let key_role = self.api_key_role(apikey)?;
         let token = match bearer_token(authorization) {
             Ok(t) => t,
@@ -78,7 +78,7 @@ impl Keys {
     }
 
     /// Only the secret key may use the admin endpoints.
-    pub fn require_secret(&self, apikey: Option<&str>, authorization: Option<&str>) -> Result<(), ApiError> {
+    pub(crate) fn require_secret(&self, apikey: Option<&str>, authorization: Option<&str>) -> Result<(), ApiError> {
         match self.caller(apikey, authorization)?.role {
             "service_role" => Ok(()),
             _ => Err(ApiError::pgrst(403, "42501", "this endpoint needs the secret (service) key")),

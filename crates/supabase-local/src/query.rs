@@ -5,13 +5,13 @@
 use crate::error::ApiError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Select {
+pub(crate) enum Select {
     All,
     Columns(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     Eq(String),
     Neq(String),
     Gt(String),
@@ -23,7 +23,7 @@ pub enum Op {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IsValue {
+pub(crate) enum IsValue {
     Null,
     True,
     False,
@@ -31,14 +31,14 @@ pub enum IsValue {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Filter {
+pub(crate) struct Filter {
     pub column: String,
     pub negated: bool,
     pub op: Op,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Order {
+pub(crate) struct Order {
     pub column: String,
     pub descending: bool,
     pub nulls_first: Option<bool>,
@@ -46,7 +46,7 @@ pub struct Order {
 
 /// Everything a request's query string says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueryParams {
+pub(crate) struct QueryParams {
     pub select: Select,
     pub filters: Vec<Filter>,
     pub order: Vec<Order>,
@@ -157,7 +157,7 @@ fn order(raw: &str) -> Result<Vec<Order>, ApiError> {
 
 impl QueryParams {
     /// Parses decoded `key=value` pairs in their order.
-    pub fn parse<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, ApiError> {
+    pub(crate) fn parse<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, ApiError> {
         let mut q = QueryParams {
             select: Select::All,
             filters: Vec::new(),

@@ -6,14 +6,14 @@ use std::collections::HashMap;
 use crate::error::ApiError;
 
 #[derive(Debug, Clone)]
-pub struct Column {
+pub(crate) struct Column {
     pub name: String,
     /// The column's type as `format_type` writes it (`bigint`, `timestamp with time zone`, …).
     pub sql_type: String,
 }
 
 #[derive(Debug, Clone)]
-pub struct Table {
+pub(crate) struct Table {
     pub schema: String,
     pub name: String,
     pub columns: Vec<Column>,
@@ -21,7 +21,7 @@ pub struct Table {
 }
 
 impl Table {
-    pub fn column(&self, name: &str) -> Result<&Column, ApiError> {
+    pub(crate) fn column(&self, name: &str) -> Result<&Column, ApiError> {
         self.columns.iter().find(|c| c.name == name).ok_or_else(|| {
             ApiError::pgrst(400, "PGRST204", format!("Could not find the '{name}' column of '{}' in the schema cache", self.name))
         })
@@ -29,12 +29,12 @@ impl Table {
 }
 
 #[derive(Debug, Default)]
-pub struct SchemaCache {
+pub(crate) struct SchemaCache {
     tables: HashMap<String, Table>,
 }
 
 impl SchemaCache {
-    pub async fn load(client: &tokio_postgres::Client) -> Result<Self, tokio_postgres::Error> {
+    pub(crate) async fn load(client: &tokio_postgres::Client) -> Result<Self, tokio_postgres::Error> {
         let rows = client
             .query(
                 "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod),
@@ -65,13 +65,13 @@ impl SchemaCache {
         Ok(Self { tables })
     }
 
-    pub fn table(&self, name: &str) -> Result<&Table, ApiError> {
+    pub(crate) fn table(&self, name: &str) -> Result<&Table, ApiError> {
         self.tables
             .get(name)
             .ok_or_else(|| ApiError::pgrst(404, "PGRST205", format!("Could not find the table 'public.{name}' in the schema cache")))
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.tables.len()
     }
 }

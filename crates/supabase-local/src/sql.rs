@@ -12,20 +12,20 @@ use crate::schema::Table;
 
 /// A bound parameter: text, or an array of text for `in`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Param {
+pub(crate) enum Param {
     Text(String),
     TextArray(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Statement {
+pub(crate) struct Statement {
     pub sql: String,
     pub params: Vec<Param>,
 }
 
 /// How an insert treats rows whose key already exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resolution {
+pub(crate) enum Resolution {
     /// A conflict is an error (409).
     Error,
     /// `resolution=merge-duplicates`: update the existing row.
@@ -138,7 +138,7 @@ impl<'a> Builder<'a> {
     }
 }
 
-pub fn select(table: &Table, q: &QueryParams) -> Result<Statement, ApiError> {
+pub(crate) fn select(table: &Table, q: &QueryParams) -> Result<Statement, ApiError> {
     let mut b = Builder::new(table);
     let cols = b.select_list(&q.select)?;
     let from = b.qualified_table();
@@ -156,7 +156,7 @@ pub fn select(table: &Table, q: &QueryParams) -> Result<Statement, ApiError> {
 
 /// `payload_columns` are the keys of the JSON body (or the `columns` parameter); `rows_json`
 /// is the body as a JSON array.
-pub fn insert(
+pub(crate) fn insert(
     table: &Table,
     q: &QueryParams,
     payload_columns: &[String],
@@ -206,7 +206,7 @@ fn require_filters(q: &QueryParams, verb: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub fn update(table: &Table, q: &QueryParams, payload_columns: &[String], row_json: String) -> Result<Statement, ApiError> {
+pub(crate) fn update(table: &Table, q: &QueryParams, payload_columns: &[String], row_json: String) -> Result<Statement, ApiError> {
     require_filters(q, "UPDATE")?;
     let mut b = Builder::new(table);
     let body = b.bind(Param::Text(row_json));
@@ -226,7 +226,7 @@ pub fn update(table: &Table, q: &QueryParams, payload_columns: &[String], row_js
     )))
 }
 
-pub fn delete(table: &Table, q: &QueryParams) -> Result<Statement, ApiError> {
+pub(crate) fn delete(table: &Table, q: &QueryParams) -> Result<Statement, ApiError> {
     require_filters(q, "DELETE")?;
     let mut b = Builder::new(table);
     let target = b.qualified_table();

@@ -2,6 +2,10 @@
 //! for D1 behind the same ports, R2 and the catalog in memory, and a clock that moves only when
 //! slept.
 
+// Not every public item of this crate is documented yet (row types and settings fields
+// above all): the workspace denies `missing_docs`, and this crate opts out until it passes.
+#![allow(missing_docs)]
+
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;

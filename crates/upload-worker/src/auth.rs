@@ -68,7 +68,7 @@ async fn jwks(ctx: &Ctx, refresh: bool) -> Result<JwkSet, ApiError> {
 }
 
 /// The signed-in user of `req`, or 401 (503 when the keys cannot be fetched).
-pub async fn user(req: &Request, ctx: &Ctx) -> Result<AuthenticatedUser, ApiError> {
+pub(crate) async fn user(req: &Request, ctx: &Ctx) -> Result<AuthenticatedUser, ApiError> {
     let header = req.headers().get("authorization")?;
     let token = bearer_token(header.as_deref())?;
     let now = fusou_edge::now_ms() / 1000;
@@ -98,7 +98,7 @@ async fn verify(token: &str, config: &AuthConfig, now: u64) -> Result<Result<Aut
 }
 
 /// Passes only a request whose bearer is the operator secret (compared in constant time).
-pub fn operator(req: &Request, ctx: &Ctx) -> Result<(), ApiError> {
+pub(crate) fn operator(req: &Request, ctx: &Ctx) -> Result<(), ApiError> {
     ctx.check_operator(req).map_err(|refusal| match refusal {
         OperatorRefusal::Misconfigured(e) => ApiError::misconfigured(e),
         OperatorRefusal::Missing => ApiError::new(401, refusal.to_string()),

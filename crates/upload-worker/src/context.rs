@@ -13,7 +13,7 @@ use crate::http::ApiError;
 
 /// A request's context: the shared one ([`WorkerEnv`]: settings both Workers read, bindings,
 /// the operator check) and the upload Worker's own settings.
-pub struct Ctx {
+pub(crate) struct Ctx {
     worker: WorkerEnv,
     /// What an upload may be.
     pub limits: UploadLimits,
@@ -38,7 +38,7 @@ impl Deref for Ctx {
 
 impl Ctx {
     /// Reads the settings; `context` is the request's (none for the cron).
-    pub fn load(env: Env, context: Option<Context>) -> Result<Self, ApiError> {
+    pub(crate) fn load(env: Env, context: Option<Context>) -> Result<Self, ApiError> {
         let own = |vars: &fusou_core::config::Vars<'_>| -> Result<_, ConfigError> {
             Ok((UploadSettings::from_vars(vars)?, fusou_lake::rest::lake_root(vars)?))
         };
@@ -48,18 +48,18 @@ impl Ctx {
     }
 
     /// The location readers use for bucket key `key`.
-    pub fn lake_location(&self, key: &str) -> String {
+    pub(crate) fn lake_location(&self, key: &str) -> String {
         format!("{}/{key}", self.lake_root)
     }
 
     /// The secret that signs upload grants (core refuses a short one).
-    pub fn upload_secret(&self) -> &str {
+    pub(crate) fn upload_secret(&self) -> &str {
         self.upload_secret.as_deref().unwrap_or_default()
     }
 
     /// Runs `work` after the answer is sent (the request's `waitUntil`); without a request
     /// (the cron), at once.
-    pub async fn defer(&self, work: impl Future<Output = ()> + 'static) {
+    pub(crate) async fn defer(&self, work: impl Future<Output = ()> + 'static) {
         match &self.context {
             Some(context) => context.wait_until(work),
             None => work.await,

@@ -16,7 +16,7 @@ use worker::web_sys::{CryptoKey, SubtleCrypto, WorkerGlobalScope};
 use crate::http::ApiError;
 
 /// The SHA-256 of `bytes`, by `crypto.subtle.digest`.
-pub async fn sha256(bytes: &[u8]) -> Result<ContentHash, ApiError> {
+pub(crate) async fn sha256(bytes: &[u8]) -> Result<ContentHash, ApiError> {
     let failed = |e: JsValue| ApiError::new(500, format!("WebCrypto digest failed: {e:?}"));
     let promise = subtle().map_err(failed)?.digest_with_str_and_buffer_source("SHA-256", &Uint8Array::from(bytes)).map_err(failed)?;
     let digest = JsFuture::from(promise).await.map_err(failed)?;
@@ -26,7 +26,7 @@ pub async fn sha256(bytes: &[u8]) -> Result<ContentHash, ApiError> {
 /// Verifies a user token's signature (ES256, RS256, or HS256 with the legacy secret) with
 /// `crypto.subtle.verify`. Each key is imported once per isolate: a token's key is looked up
 /// by its algorithm and key material, so that a rotated key is a new entry.
-pub async fn verify_signature(token: &ReadToken<'_, '_>) -> Result<bool, ApiError> {
+pub(crate) async fn verify_signature(token: &ReadToken<'_, '_>) -> Result<bool, ApiError> {
     let failed = |e: JsValue| ApiError::new(500, format!("WebCrypto verify failed: {e:?}"));
     // The key material as WebCrypto imports it: a JWK's public members, or the raw secret.
     let (import, verify, format, material) = match (token.algorithm, token.key) {

@@ -9,7 +9,7 @@ use worker::{Response, Result};
 
 /// A refusal or failure, answered as `{"error": message}` with `status`.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     pub status: u16,
     pub message: String,
     /// Seconds after which the caller may try again (`Retry-After`, with 429).
@@ -17,26 +17,26 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: u16, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: u16, message: impl Into<String>) -> Self {
         Self { status, message: message.into(), retry_after: None }
     }
     /// 429: the caller is over a rate limit, and may try again after `retry_after` seconds.
-    pub fn too_many(message: impl Into<String>, retry_after: u32) -> Self {
+    pub(crate) fn too_many(message: impl Into<String>, retry_after: u32) -> Self {
         Self { retry_after: Some(retry_after), ..Self::new(429, message) }
     }
-    pub fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, message)
     }
-    pub fn forbidden(message: impl Into<String>) -> Self {
+    pub(crate) fn forbidden(message: impl Into<String>) -> Self {
         Self::new(403, message)
     }
-    pub fn not_found(message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::new(404, message)
     }
-    pub fn conflict(message: impl Into<String>) -> Self {
+    pub(crate) fn conflict(message: impl Into<String>) -> Self {
         Self::new(409, message)
     }
-    pub fn misconfigured(what: impl std::fmt::Display) -> Self {
+    pub(crate) fn misconfigured(what: impl std::fmt::Display) -> Self {
         Self::new(500, format!("the service is misconfigured: {what}"))
     }
 }
@@ -72,7 +72,7 @@ impl From<worker::Error> for ApiError {
 /// The request's body, refused with 413 as soon as it is known to be longer than `max` bytes:
 /// by its declared length, or, when it declares none (a chunked body) or declares too little,
 /// by counting it as it streams, so that no body larger than `max` is ever held.
-pub async fn body_within(req: &mut worker::Request, max: u64, what: &str) -> std::result::Result<Vec<u8>, ApiError> {
+pub(crate) async fn body_within(req: &mut worker::Request, max: u64, what: &str) -> std::result::Result<Vec<u8>, ApiError> {
     use futures_util::StreamExt;
     let declared = req.headers().get("content-length")?.and_then(|v| v.trim().parse::<u64>().ok());
     if let Some(len) = declared.filter(|&len| len > max) {
@@ -99,16 +99,16 @@ pub async fn body_within(req: &mut worker::Request, max: u64, what: &str) -> std
     Ok(body)
 }
 
-pub fn json<T: Serialize>(status: u16, body: &T) -> Result<Response> {
+pub(crate) fn json<T: Serialize>(status: u16, body: &T) -> Result<Response> {
     Ok(Response::from_json(body)?.with_status(status))
 }
 
-pub fn error(status: u16, message: &str) -> Result<Response> {
+pub(crate) fn error(status: u16, message: &str) -> Result<Response> {
     json(status, &json!({ "error": message }))
 }
 
 /// Turns a handler's outcome into the answer, logging failures once, in one format.
-pub fn respond(route: &str, outcome: std::result::Result<Response, ApiError>) -> Result<Response> {
+pub(crate) fn respond(route: &str, outcome: std::result::Result<Response, ApiError>) -> Result<Response> {
     match outcome {
         Ok(response) => Ok(response),
         Err(e) => {
@@ -136,18 +136,18 @@ pub fn respond(route: &str, outcome: std::result::Result<Response, ApiError>) ->
 }
 
 /// What a failure's answer says: never its cause, which may quote the platform's errors.
-pub fn public_failure(status: u16, incident: &str) -> String {
+pub(crate) fn public_failure(status: u16, incident: &str) -> String {
     match status {
         503 => format!("a service this one depends on did not answer in time; try again later (incident {incident})"),
         _ => format!("internal error (incident {incident}); the service logged its cause"),
     }
 }
 
-pub fn preflight() -> Result<Response> {
+pub(crate) fn preflight() -> Result<Response> {
     with_cors(Response::empty()?.with_status(204))
 }
 
-pub fn with_cors(mut response: Response) -> Result<Response> {
+pub(crate) fn with_cors(mut response: Response) -> Result<Response> {
     let headers = response.headers_mut();
     headers.set("access-control-allow-origin", "*")?;
     headers.set("access-control-allow-methods", "GET, POST, OPTIONS")?;

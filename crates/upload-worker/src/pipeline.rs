@@ -28,7 +28,7 @@ async fn owner(ctx: &Ctx, dataset: &DatasetId) -> Result<Option<String>, ApiErro
 /// Before a read or a repair: the dataset exists and `user` owns it. Otherwise 404, the same
 /// answer whether it is missing or another user's, so that reads tell no stranger which
 /// dataset ids exist.
-pub async fn check_readable(ctx: &Ctx, dataset: &DatasetId, user: Uuid) -> Result<(), ApiError> {
+pub(crate) async fn check_readable(ctx: &Ctx, dataset: &DatasetId, user: Uuid) -> Result<(), ApiError> {
     match owner(ctx, dataset).await? {
         Some(o) if o == user.to_string() => Ok(()),
         _ => Err(ApiError::not_found(format!("no dataset {dataset}"))),
@@ -39,7 +39,7 @@ pub async fn check_readable(ctx: &Ctx, dataset: &DatasetId, user: Uuid) -> Resul
 /// other than `user`, 409 when it already holds these exact bytes. (A write route cannot hide
 /// whether a dataset exists: a new id is accepted and claimed, a taken one refused. 403 is what
 /// the FUSOU client reads as "not allowed", and it does not retry it.)
-pub async fn check_upload(ctx: &Ctx, dataset: &DatasetId, hash: &ContentHash, user: Uuid) -> Result<Dataset, ApiError> {
+pub(crate) async fn check_upload(ctx: &Ctx, dataset: &DatasetId, hash: &ContentHash, user: Uuid) -> Result<Dataset, ApiError> {
     let row: Option<index::UploadCheck> = ctx.db()?.first(index::UPLOAD_CHECK, &[dataset.as_str().into(), hash.as_str().into()]).await?;
     let check = row.unwrap_or(index::UploadCheck { owner_id: None, stored_key: None });
     if check.owner_id.as_ref().is_some_and(|o| *o != user.to_string()) {
@@ -54,13 +54,13 @@ pub async fn check_upload(ctx: &Ctx, dataset: &DatasetId, hash: &ContentHash, us
 
 /// Whether an upload's dataset is the caller's already or new (claimed by the upload).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dataset {
+pub(crate) enum Dataset {
     New,
     Owned,
 }
 
 /// A fragment ready to be stored: every part validated.
-pub struct NewFragment {
+pub(crate) struct NewFragment {
     pub dataset: DatasetId,
     pub owner: Uuid,
     pub table: TableName,
@@ -75,7 +75,7 @@ pub struct NewFragment {
 /// marked, the fragment row). If D1 refuses, the object is deleted again, but only when no row
 /// holds its key ([`discard`]): two requests with one upload URL put the same key, and the one
 /// refused must not delete what the other recorded. Answers the upload time.
-pub async fn store_fragment(ctx: &Ctx, f: NewFragment) -> Result<String, ApiError> {
+pub(crate) async fn store_fragment(ctx: &Ctx, f: NewFragment) -> Result<String, ApiError> {
     let size = f.body.len() as u64;
     let uploaded_at = index::iso(fusou_edge::now_ms());
     let owner = f.owner.to_string();
@@ -161,14 +161,14 @@ async fn discard(ctx: &Ctx, db: &Db, bucket: &worker::Bucket, key: &str) {
 /// What became of a compaction request.
 #[derive(Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct CompactionRequest {
+pub(crate) struct CompactionRequest {
     pub metric_id: Uuid,
     pub metrics_recorded: bool,
     pub enqueued: bool,
 }
 
 /// A compaction request about to be made: the message, and who owns the dataset.
-pub struct Request {
+pub(crate) struct Request {
     route: &'static str,
     message: CompactionMessage,
     owner: Option<Uuid>,
@@ -181,7 +181,7 @@ pub struct Request {
 impl Request {
     /// A request for `dataset` by `priority`, from `route`; a realtime one waits in the queue
     /// for the configured delay, so that one run takes a burst of uploads.
-    pub fn new(
+    pub(crate) fn new(
         ctx: &Ctx,
         route: &'static str,
         dataset: &DatasetId,
@@ -209,14 +209,14 @@ impl Request {
         }
     }
 
-    pub fn metric_id(&self) -> Uuid {
+    pub(crate) fn metric_id(&self) -> Uuid {
         self.message.metric_id.expect("set by new")
     }
 
     /// Makes the request: the dataset's summary and a `queued` metrics row in Supabase, then
     /// the message carrying the row's id. Neither failure fails the caller: the dataset stays
     /// marked in D1, so the schedule picks it up; both are logged at error level.
-    pub async fn send(self) -> CompactionRequest {
+    pub(crate) async fn send(self) -> CompactionRequest {
         let metric_id = self.metric_id();
         let dataset = &self.message.dataset_id;
         let fields =

@@ -17,7 +17,7 @@ use crate::http::ApiError;
 
 /// What is limited, each by its own binding and keyed by the user's id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limit {
+pub(crate) enum Limit {
     /// Uploads (handshakes of the two-phase upload, one-step uploads): default 600 a minute.
     Uploads,
     /// Datasets an upload claims: default 10 a minute.
@@ -27,7 +27,7 @@ pub enum Limit {
 }
 
 impl Limit {
-    pub const fn binding(self) -> &'static str {
+    pub(crate) const fn binding(self) -> &'static str {
         match self {
             Limit::Uploads => "UPLOAD_RATE_LIMIT",
             Limit::NewDatasets => "DATASET_RATE_LIMIT",
@@ -48,7 +48,7 @@ impl Limit {
 const PERIOD_SECONDS: u32 = 60;
 
 /// Counts one `limit` for `user`; 429 with `Retry-After` when over it.
-pub async fn check(ctx: &Ctx, limit: Limit, user: Uuid) -> Result<(), ApiError> {
+pub(crate) async fn check(ctx: &Ctx, limit: Limit, user: Uuid) -> Result<(), ApiError> {
     let limiter = ctx.rate_limiter(limit.binding()).map_err(|_| ApiError::misconfigured(format!("no {} binding", limit.binding())))?;
     let outcome = ctx.remote.call(Service::RateLimit, "a rate limit", limiter.limit(user.to_string())).await?;
     if outcome.success {

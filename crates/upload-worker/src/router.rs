@@ -3,21 +3,21 @@
 
 /// The route a request matched: its pattern (as logged and documented) and its path parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Call {
+pub(crate) struct Call {
     pub route: &'static str,
     params: Vec<(&'static str, String)>,
 }
 
 impl Call {
     /// The path parameter `name` (`:name` in the pattern).
-    pub fn param(&self, name: &str) -> Option<&str> {
+    pub(crate) fn param(&self, name: &str) -> Option<&str> {
         self.params.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
     }
 }
 
 /// What a request's method and path name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Matched {
+pub(crate) enum Matched {
     Route(Call),
     /// A known path, but not with this method.
     WrongMethod,
@@ -26,7 +26,7 @@ pub enum Matched {
 
 /// Matches `path` (with or without the `/api` prefix) against `routes`, (method, pattern) pairs
 /// whose `:name` segments match any one non-empty segment.
-pub fn find(routes: &[(&'static str, &'static str)], method: &str, path: &str) -> Matched {
+pub(crate) fn find(routes: &[(&'static str, &'static str)], method: &str, path: &str) -> Matched {
     let path = path.strip_prefix("/api").filter(|p| p.starts_with('/')).unwrap_or(path);
     let mut known_path = false;
     for &(route_method, pattern) in routes {

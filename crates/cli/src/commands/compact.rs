@@ -14,7 +14,7 @@ use fusou_engine::{EngineConfig, binpack, merge};
 use parquet::basic::{Compression, ZstdLevel};
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// A folder written by `fusou gen`.
     #[arg(long)]
     dir: PathBuf,
@@ -38,7 +38,7 @@ fn codec(name: &str) -> Result<Compression, String> {
     })
 }
 
-pub fn compact(args: Args) -> Result<(), String> {
+pub(crate) fn compact(args: Args) -> Result<(), String> {
     let config = EngineConfig { target_file_bytes: args.target_mib << 20, compression: codec(&args.codec)?, ..EngineConfig::default() };
     let dataset = DatasetId::parse("local").expect("valid");
     let period = PeriodTag::parse("0").expect("valid");

@@ -8,7 +8,7 @@ use std::path::Path;
 use fusou_lake::metadata::TableMetadata;
 use serde_json::Value;
 
-pub async fn sync(url: &str, operator_secret: &str) -> Result<(), String> {
+pub(crate) async fn sync(url: &str, operator_secret: &str) -> Result<(), String> {
     let http = reqwest::Client::new();
     let get_json = async |path: &str| -> Result<Value, String> {
         let resp = http.get(format!("{url}/api{path}")).bearer_auth(operator_secret).send().await.map_err(|e| e.to_string())?;

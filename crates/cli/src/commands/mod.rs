@@ -1,9 +1,9 @@
 //! One function per command.
 
-pub mod compact;
-pub mod lake;
-pub mod upload;
-pub mod verify;
+pub(crate) mod compact;
+pub(crate) mod lake;
+pub(crate) mod upload;
+pub(crate) mod verify;
 
 use std::path::Path;
 
@@ -11,19 +11,19 @@ use fusou_synth::{FragmentSpec, fragment, fragment_of_size};
 use serde_json::{Value, json};
 
 /// Where a generated fragment and its offsets are written.
-pub fn fragment_paths(dir: &Path, n: u64) -> (std::path::PathBuf, std::path::PathBuf) {
+pub(crate) fn fragment_paths(dir: &Path, n: u64) -> (std::path::PathBuf, std::path::PathBuf) {
     (dir.join(format!("{n:06}.bin")), dir.join(format!("{n:06}.offsets.json")))
 }
 
 /// What generated fragments look like.
-pub enum Shape {
+pub(crate) enum Shape {
     /// As the client's: every table, 1 to `max_rows` rows each.
     Client { max_rows: u64 },
     /// About `bytes` each, shared by `tables` tables.
     Sized { bytes: u64, tables: usize },
 }
 
-pub fn generate(out: &Path, count: u64, seed: u64, shape: Shape, segments: bool) -> Result<(), String> {
+pub(crate) fn generate(out: &Path, count: u64, seed: u64, shape: Shape, segments: bool) -> Result<(), String> {
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let (mut bytes, mut rows) = (0u64, 0u64);
     for n in 0..count {
@@ -48,7 +48,7 @@ pub fn generate(out: &Path, count: u64, seed: u64, shape: Shape, segments: bool)
     Ok(())
 }
 
-pub async fn json_answer(resp: Result<reqwest::Response, reqwest::Error>, what: &str) -> Result<Value, String> {
+pub(crate) async fn json_answer(resp: Result<reqwest::Response, reqwest::Error>, what: &str) -> Result<Value, String> {
     let resp = resp.map_err(|e| format!("{what}: cannot reach the service: {e}"))?;
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
@@ -77,7 +77,7 @@ fn local_service_key() -> Option<String> {
     }
 }
 
-pub async fn token(supabase_url: &str, service_key: Option<String>, email: &str) -> Result<(), String> {
+pub(crate) async fn token(supabase_url: &str, service_key: Option<String>, email: &str) -> Result<(), String> {
     if !is_local(supabase_url) {
         return Err(format!("{supabase_url} is not the local stand-in: sign in through your Supabase project instead"));
     }
@@ -95,7 +95,7 @@ pub async fn token(supabase_url: &str, service_key: Option<String>, email: &str)
     Ok(())
 }
 
-pub async fn status(url: &str, dataset: &str, token: &str) -> Result<(), String> {
+pub(crate) async fn status(url: &str, dataset: &str, token: &str) -> Result<(), String> {
     let resp = reqwest::Client::new().get(format!("{url}/api/battle-data/datasets/{dataset}")).bearer_auth(token).send().await;
     let body = json_answer(resp, "status").await?;
     println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
@@ -107,7 +107,7 @@ async fn dataset_state(http: &reqwest::Client, url: &str, dataset: &str, token: 
 }
 
 /// Polls the dataset's state once a second until nothing is pending and no run holds it.
-pub async fn wait(url: &str, dataset: &str, token: &str, compact: bool, timeout_secs: u64) -> Result<(), String> {
+pub(crate) async fn wait(url: &str, dataset: &str, token: &str, compact: bool, timeout_secs: u64) -> Result<(), String> {
     let http = reqwest::Client::new();
     if compact {
         let resp = http.post(format!("{url}/api/sanitize-state")).bearer_auth(token).json(&json!({ "datasetId": dataset })).send().await;
@@ -129,7 +129,7 @@ pub async fn wait(url: &str, dataset: &str, token: &str, compact: bool, timeout_
 }
 
 /// Prints the dataset's recent runs: their metrics rows, newest first.
-pub async fn runs(url: &str, dataset: &str, token: &str, json: bool) -> Result<(), String> {
+pub(crate) async fn runs(url: &str, dataset: &str, token: &str, json: bool) -> Result<(), String> {
     let state = dataset_state(&reqwest::Client::new(), url, dataset, token).await?;
     let runs = state["runs"].as_array().ok_or("the runs are not available (Supabase did not answer)")?;
     for run in runs {
@@ -155,7 +155,7 @@ pub async fn runs(url: &str, dataset: &str, token: &str, json: bool) -> Result<(
 
 /// Pages through a dataset's compacted outputs and downloads each one, handing `each` the
 /// output as the listing describes it and its bytes.
-pub async fn each_output(
+pub(crate) async fn each_output(
     http: &reqwest::Client,
     url: &str,
     dataset: &str,
@@ -193,7 +193,7 @@ pub async fn each_output(
     }
 }
 
-pub async fn fetch(url: &str, dataset: &str, token: &str, out: &Path) -> Result<(), String> {
+pub(crate) async fn fetch(url: &str, dataset: &str, token: &str, out: &Path) -> Result<(), String> {
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let (mut files, mut bytes) = (0u64, 0u64);
     each_output(&reqwest::Client::new(), url, dataset, token, |output, data| {
@@ -209,7 +209,7 @@ pub async fn fetch(url: &str, dataset: &str, token: &str, out: &Path) -> Result<
     Ok(())
 }
 
-pub async fn trigger(url: &str, operator_secret: &str) -> Result<(), String> {
+pub(crate) async fn trigger(url: &str, operator_secret: &str) -> Result<(), String> {
     let resp = reqwest::Client::new().post(format!("{url}/api/trigger-scheduled")).bearer_auth(operator_secret).send().await;
     let body = json_answer(resp, "trigger").await?;
     println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::client::{Outcome, Uploader};
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Upload the fragments `fusou gen` wrote here (otherwise generate `--count` of them).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -30,7 +30,7 @@ pub struct Args {
 }
 
 #[derive(clap::Args)]
-pub struct LoadArgs {
+pub(crate) struct LoadArgs {
     #[arg(long, default_value_t = 2000)]
     uploads: usize,
     #[arg(long, default_value_t = 32)]
@@ -209,7 +209,7 @@ fn report(clients: usize, mut tally: Tally, elapsed: Duration, bytes: u64) -> Re
     Ok(())
 }
 
-pub async fn upload(url: &str, args: Args) -> Result<(), String> {
+pub(crate) async fn upload(url: &str, args: Args) -> Result<(), String> {
     let jobs = match &args.dir {
         Some(dir) => from_dir(dir)?,
         None => generated(args.count, args.seed),
@@ -253,7 +253,7 @@ async fn baseline(url: &str, n: usize, clients: usize) -> Result<(f64, f64), Str
     Ok((all.len() as f64 / elapsed.as_secs_f64(), percentile(&all, 0.5)))
 }
 
-pub async fn load(url: &str, args: LoadArgs) -> Result<(), String> {
+pub(crate) async fn load(url: &str, args: LoadArgs) -> Result<(), String> {
     if args.baseline {
         let (rate, p50) = baseline(url, args.uploads, args.clients).await?;
         println!("clients {:>3}  baseline GET /openapi.json: {rate:>7.1} answers/s  p50 {p50:>7.1} ms", args.clients);

@@ -12,7 +12,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 /// Per table: rows, and the wrapping sum of each row's hash (order-independent).
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Digest(BTreeMap<String, (u64, u64)>);
+pub(crate) struct Digest(BTreeMap<String, (u64, u64)>);
 
 fn cell(batch: &RecordBatch, name: &str, row: usize, h: &mut DefaultHasher) {
     name.hash(h);
@@ -35,7 +35,7 @@ fn cell(batch: &RecordBatch, name: &str, row: usize, h: &mut DefaultHasher) {
 }
 
 impl Digest {
-    pub fn add_batch(&mut self, table: &str, batch: &RecordBatch) {
+    pub(crate) fn add_batch(&mut self, table: &str, batch: &RecordBatch) {
         let schema = batch.schema();
         let mut names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         names.sort_unstable();
@@ -51,7 +51,7 @@ impl Digest {
     }
 }
 
-pub async fn verify(url: &str, token: &str, datasets: &[String], expected: &Digest, timeout: Duration) -> Result<(), String> {
+pub(crate) async fn verify(url: &str, token: &str, datasets: &[String], expected: &Digest, timeout: Duration) -> Result<(), String> {
     let http = reqwest::Client::new();
     let started = Instant::now();
     eprintln!("waiting for compaction of {} datasets…", datasets.len());

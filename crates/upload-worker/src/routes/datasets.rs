@@ -29,7 +29,7 @@ fn query(req: &Request, name: &str) -> Result<Option<String>, ApiError> {
     Ok(req.url()?.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned()))
 }
 
-pub async fn show(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
+pub(crate) async fn show(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
     let dataset = owned_dataset(&req, ctx, call).await?;
     let db = ctx.db()?;
     let id = [SqlValue::from(dataset.as_str())];
@@ -78,7 +78,7 @@ pub async fn show(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiE
     )?)
 }
 
-pub async fn outputs(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
+pub(crate) async fn outputs(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
     let dataset = owned_dataset(&req, ctx, call).await?;
     let bad = |e: fusou_contract::ids::IdError| ApiError::bad_request(e.to_string());
     let period = query(&req, "period")?.map(|p| PeriodTag::parse(&p)).transpose().map_err(bad)?;
@@ -109,7 +109,7 @@ pub async fn outputs(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, A
     Ok(http::json(200, &json!({ "datasetId": dataset, "outputs": rows, "next": next }))?)
 }
 
-pub async fn download(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
+pub(crate) async fn download(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
     let dataset = owned_dataset(&req, ctx, call).await?;
     let key = query(&req, "key")?.ok_or_else(|| ApiError::bad_request("key is required"))?;
     let found: Option<index::FoundOutput> = ctx.db()?.first(index::OUTPUT_BY_KEY, &[dataset.as_str().into(), key.as_str().into()]).await?;

@@ -29,7 +29,7 @@ fn field(form: &worker::FormData, name: &str) -> Option<String> {
     }
 }
 
-pub async fn handle(mut req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
+pub(crate) async fn handle(mut req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
     let user = auth::user(&req, ctx).await?;
     check_uploader(&user, &ctx.limits)?;
     let max = ctx.limits.max_direct_bytes;

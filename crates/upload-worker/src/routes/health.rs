@@ -12,7 +12,7 @@ use crate::context::Ctx;
 use crate::http::{self, ApiError};
 use crate::router::Call;
 
-pub async fn handle(req: Request, ctx: &Ctx, _call: &Call) -> std::result::Result<Response, ApiError> {
+pub(crate) async fn handle(req: Request, ctx: &Ctx, _call: &Call) -> std::result::Result<Response, ApiError> {
     if req.headers().get("authorization")?.is_none() {
         return Ok(http::json(200, &json!({ "ok": true }))?);
     }

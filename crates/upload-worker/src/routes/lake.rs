@@ -26,11 +26,11 @@ fn namespace(call: &Call) -> Result<(), ApiError> {
     }
 }
 
-pub async fn config(req: Request, ctx: &Ctx, _call: &Call) -> Result<Response, ApiError> {
+pub(crate) async fn config(req: Request, ctx: &Ctx, _call: &Call) -> Result<Response, ApiError> {
     iceberg(auth::operator(&req, ctx).and_then(|_| Ok(http::json(200, &rest::config())?)))
 }
 
-pub async fn namespaces(req: Request, ctx: &Ctx, _call: &Call) -> Result<Response, ApiError> {
+pub(crate) async fn namespaces(req: Request, ctx: &Ctx, _call: &Call) -> Result<Response, ApiError> {
     iceberg(
         async {
             auth::operator(&req, ctx)?;
@@ -41,11 +41,11 @@ pub async fn namespaces(req: Request, ctx: &Ctx, _call: &Call) -> Result<Respons
     )
 }
 
-pub async fn show_namespace(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
+pub(crate) async fn show_namespace(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
     iceberg(auth::operator(&req, ctx).and_then(|_| namespace(call)).and_then(|_| Ok(http::json(200, &rest::namespace())?)))
 }
 
-pub async fn tables(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
+pub(crate) async fn tables(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
     iceberg(
         async {
             auth::operator(&req, ctx)?;
@@ -57,7 +57,7 @@ pub async fn tables(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, Ap
     )
 }
 
-pub async fn load_table(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
+pub(crate) async fn load_table(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
     iceberg(
         async {
             auth::operator(&req, ctx)?;
@@ -78,7 +78,7 @@ pub async fn load_table(req: Request, ctx: &Ctx, call: &Call) -> Result<Response
 /// `GET /lake/object?key=…`: an object of the lake (table metadata under `lake/`, data files
 /// under `battle_compacted/`), streamed; with `Range: bytes=…` (one range) the part asked for,
 /// 206, as readers of Parquet footers ask. For readers that cannot reach R2's S3 API.
-pub async fn get_object(req: Request, ctx: &Ctx, _call: &Call) -> Result<Response, ApiError> {
+pub(crate) async fn get_object(req: Request, ctx: &Ctx, _call: &Call) -> Result<Response, ApiError> {
     auth::operator(&req, ctx)?;
     let key = req.url()?.query_pairs().find(|(k, _)| k == "key").map(|(_, v)| v.into_owned());
     let key = key.ok_or_else(|| ApiError::bad_request("key is required"))?;
@@ -122,7 +122,7 @@ const MAX_RANGE_POSITION: u64 = (1 << 53) - 1;
 
 /// One range of a `Range: bytes=…` header: `a-b`, `a-` or `-n`. `None` (answered 416) for
 /// anything else, a position past [`MAX_RANGE_POSITION`] included; arithmetic is checked.
-pub fn byte_range(header: &str) -> Option<Range> {
+pub(crate) fn byte_range(header: &str) -> Option<Range> {
     let spec = header.trim().strip_prefix("bytes=")?;
     let (start, end) = spec.split_once('-')?;
     let number = |s: &str| s.trim().parse::<u64>().ok().filter(|&n| n <= MAX_RANGE_POSITION);
@@ -137,7 +137,7 @@ pub fn byte_range(header: &str) -> Option<Range> {
 }
 
 /// The first byte and the length a range covers in an object of `size` bytes.
-pub fn resolved(range: &Range, size: u64) -> (u64, u64) {
+pub(crate) fn resolved(range: &Range, size: u64) -> (u64, u64) {
     match *range {
         Range::OffsetWithLength { offset, length } => (offset.min(size), length.min(size.saturating_sub(offset))),
         Range::OffsetToEnd { offset } => (offset.min(size), size.saturating_sub(offset)),

@@ -1,11 +1,11 @@
 //! One module per route group; each handler reads its input, calls the core, answers.
 
-pub mod datasets;
-pub mod direct;
-pub mod health;
-pub mod lake;
-pub mod openapi;
-pub mod operator;
-pub mod sanitize;
-pub mod trigger;
-pub mod upload;
+pub(crate) mod datasets;
+pub(crate) mod direct;
+pub(crate) mod health;
+pub(crate) mod lake;
+pub(crate) mod openapi;
+pub(crate) mod operator;
+pub(crate) mod sanitize;
+pub(crate) mod trigger;
+pub(crate) mod upload;

@@ -6,9 +6,9 @@ use crate::context::Ctx;
 use crate::http::ApiError;
 use crate::router::Call;
 
-pub const DOCUMENT: &str = include_str!("../../openapi.json");
+pub(crate) const DOCUMENT: &str = include_str!("../../openapi.json");
 
-pub async fn handle(_req: Request, _ctx: &Ctx, _call: &Call) -> Result<Response, ApiError> {
+pub(crate) async fn handle(_req: Request, _ctx: &Ctx, _call: &Call) -> Result<Response, ApiError> {
     let mut response = Response::ok(DOCUMENT)?;
     response.headers_mut().set("content-type", "application/json")?;
     Ok(response)

@@ -28,7 +28,7 @@ use crate::router::Call;
 /// A clean-up pass can take a while (it deletes objects by the thousand): the operator waits.
 const CLEANUP_TIMEOUT_MS: u64 = 120_000;
 
-pub async fn replay(mut req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
+pub(crate) async fn replay(mut req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
     auth::operator(&req, ctx)?;
     let body = http::body_within(&mut req, MAX_MESSAGE_BYTES as u64, "the message").await?;
     if req.url()?.query_pairs().any(|(k, _)| k == "unchecked") {
@@ -68,7 +68,7 @@ async fn replay_unchecked(ctx: &Ctx, call: &Call, body: &[u8]) -> Result<Respons
     Ok(http::json(202, &json!({ "enqueued": true, "message": body }))?)
 }
 
-pub async fn cleanup(mut req: Request, ctx: &Ctx, _call: &Call) -> Result<Response, ApiError> {
+pub(crate) async fn cleanup(mut req: Request, ctx: &Ctx, _call: &Call) -> Result<Response, ApiError> {
     auth::operator(&req, ctx)?;
     let body = http::body_within(&mut req, 4 * 1024, "the request").await?;
     if !body.is_empty() && serde_json::from_slice::<Value>(&body).map_or(true, |v| !v.is_object()) {
@@ -99,7 +99,7 @@ pub async fn cleanup(mut req: Request, ctx: &Ctx, _call: &Call) -> Result<Respon
 }
 
 /// A statement on D1 through the binding (test stacks only), answering its rows.
-pub async fn sql(mut req: Request, ctx: &Ctx, _call: &Call) -> Result<Response, ApiError> {
+pub(crate) async fn sql(mut req: Request, ctx: &Ctx, _call: &Call) -> Result<Response, ApiError> {
     if !ctx.platform.test_hooks {
         return Err(ApiError::not_found("no such route (test stacks only: TEST_HOOKS=on)"));
     }

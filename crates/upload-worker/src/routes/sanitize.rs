@@ -25,7 +25,7 @@ struct Body {
     dataset_id: DatasetId,
 }
 
-pub async fn handle(mut req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
+pub(crate) async fn handle(mut req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
     let user = auth::user(&req, ctx).await?;
     crate::rate::check(ctx, crate::rate::Limit::Sanitize, user.id).await?;
     let body: Body = serde_json::from_slice(&http::body_within(&mut req, MAX_BODY_BYTES, "the request").await?)

@@ -23,21 +23,21 @@ const PAGE: u64 = 100;
 
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct TriggerReport {
+pub(crate) struct TriggerReport {
     pub enqueued: u64,
     pub failed: u64,
     pub metrics_failed: u64,
     pub pages: u64,
 }
 
-pub async fn handle(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
+pub(crate) async fn handle(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
     auth::operator(&req, ctx)?;
     let report = enqueue_due(ctx, call.route).await?;
     Ok(http::json(200, &report)?)
 }
 
 /// Enqueues every due dataset; used by the route and by the cron trigger.
-pub async fn enqueue_due(ctx: &Ctx, source: &str) -> Result<TriggerReport, ApiError> {
+pub(crate) async fn enqueue_due(ctx: &Ctx, source: &str) -> Result<TriggerReport, ApiError> {
     let db = ctx.db()?;
     let queue = ctx.queue()?;
     let now = fusou_edge::now_utc();

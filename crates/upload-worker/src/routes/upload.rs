@@ -22,7 +22,7 @@ use crate::router::Call;
 /// A handshake is a few kilobytes (up to 64 segments of offsets); anything near this is not one.
 const MAX_HANDSHAKE_BYTES: u64 = 256 * 1024;
 
-pub async fn handle(mut req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
+pub(crate) async fn handle(mut req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
     let user = auth::user(&req, ctx).await?;
     check_uploader(&user, &ctx.limits)?;
     let token = req.url()?.query_pairs().find(|(k, _)| k == "token").map(|(_, v)| v.into_owned());
