@@ -2,7 +2,7 @@
 //! record for the dead-letter queue; metrics in Supabase either way.
 
 use fusou_compaction::metrics::{MetricsRow, MetricsUpdate};
-use fusou_compaction::{Outcome, RunConfig};
+use fusou_compaction::{Outcome, RunConfig, RunPorts};
 use fusou_core::index;
 use fusou_core::measure::{self, Busy};
 use fusou_core::message::CompactionMessage;
@@ -43,7 +43,8 @@ pub(crate) async fn compact(ctx: &Ctx, message: &CompactionMessage) -> Result<()
     let registry = SupabaseRegistry(&ctx.supabase);
     let armed = faults::armed(ctx, &db.0, &message.dataset_id).await;
     let config = RunConfig { crash_after: armed.crash_after, poison: armed.poison, ..ctx.run.clone() };
-    let run = fusou_compaction::compact(message, &run_id, &db, &bucket, &db, &registry, &WorkerClock, &config);
+    let ports = RunPorts { sql: &db, blobs: &bucket, checkpoints: &db, registry: &registry, clock: &WorkerClock };
+    let run = fusou_compaction::compact(message, &run_id, &ports, &config);
     let (outcome, busy_ms) = Busy::new(run, &WorkerClock).await;
     let finished = fusou_edge::now_utc();
     let duration_ms = (finished - started).num_milliseconds().max(0) as u64;

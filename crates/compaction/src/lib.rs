@@ -277,24 +277,20 @@ pub struct Summary {
 pub struct RunError(pub StepError);
 
 /// Runs the compaction workflow of `message` as run `run_id`.
-#[allow(clippy::too_many_arguments)] // the workflow's ports, each a separate platform binding
-pub async fn compact<S: Sql, B: Blobs, K: CheckpointStore, Ca: DatasetRegistry, C: Clock>(
+pub async fn compact<S: Sql, B: Blobs, K: CheckpointStore, R: DatasetRegistry, C: Clock>(
     message: &CompactionMessage,
     run_id: &str,
-    sql: &S,
-    blobs: &B,
-    checkpoints: &K,
-    catalog: &Ca,
-    clock: &C,
+    ports: &RunPorts<'_, S, B, K, R, C>,
     config: &RunConfig,
 ) -> Result<Outcome, RunError> {
+    let RunPorts { sql, blobs, checkpoints, registry, clock } = *ports;
     let dataset = &message.dataset_id;
     let mut run = Run::new(run_id, checkpoints, clock);
     if let Some(step) = &config.crash_after {
         run = run.crash_after(step);
     }
-    let ports = Ports { sql, blobs, catalog, clock, config };
-    let outcome = ports.steps(message, &mut run).await;
+    let steps = Steps { sql, blobs, catalog: registry, clock, config };
+    let outcome = steps.steps(message, &mut run).await;
     if outcome.as_ref().is_err_and(|e| !matches!(e, StepError::Interrupted { .. })) {
         // Best effort: an expired lease frees itself anyway. (An interrupted invocation
         // stands for one that died, which releases nothing.)
@@ -303,8 +299,31 @@ pub async fn compact<S: Sql, B: Blobs, K: CheckpointStore, Ca: DatasetRegistry, 
     outcome.map_err(RunError)
 }
 
+/// What a run works over: the platform's ports (in the Worker D1, R2, D1 again for the
+/// checkpoints, Supabase and its timers; in tests SQLite, memory and a fake clock).
+pub struct RunPorts<'a, S, B, K, R, C> {
+    /// The battle-data index.
+    pub sql: &'a S,
+    /// The battle-data bucket.
+    pub blobs: &'a B,
+    /// Where the run's steps are checkpointed.
+    pub checkpoints: &'a K,
+    /// The registry of datasets users see.
+    pub registry: &'a R,
+    /// Time.
+    pub clock: &'a C,
+}
+
+impl<S, B, K, R, C> Clone for RunPorts<'_, S, B, K, R, C> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S, B, K, R, C> Copy for RunPorts<'_, S, B, K, R, C> {}
+
 /// One run's ports and settings, for its steps.
-struct Ports<'a, S, B, Ca, C> {
+struct Steps<'a, S, B, Ca, C> {
     sql: &'a S,
     blobs: &'a B,
     catalog: &'a Ca,
@@ -312,7 +331,7 @@ struct Ports<'a, S, B, Ca, C> {
     config: &'a RunConfig,
 }
 
-impl<S: Sql, B: Blobs, Ca: DatasetRegistry, C: Clock> Ports<'_, S, B, Ca, C> {
+impl<S: Sql, B: Blobs, Ca: DatasetRegistry, C: Clock> Steps<'_, S, B, Ca, C> {
     /// The run, step by step: lease → list → plan inputs → read → plan outputs → stage → merge →
     /// commit.
     async fn steps<K: CheckpointStore>(&self, message: &CompactionMessage, run: &mut Run<'_, K, C>) -> Result<Outcome, StepError> {

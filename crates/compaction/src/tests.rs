@@ -49,8 +49,12 @@ impl World {
         self.fragments.push(f);
     }
 
+    fn ports(&self) -> RunPorts<'_, Sqlite, Memory, Sqlite, FakeRegistry, FakeClock> {
+        RunPorts { sql: &self.db, blobs: &self.blobs, checkpoints: &self.db, registry: &self.catalog, clock: &self.clock }
+    }
+
     fn run(&self, run_id: &str, config: &RunConfig) -> Result<Outcome, RunError> {
-        block_on(compact(&message(), run_id, &self.db, &self.blobs, &self.db, &self.catalog, &self.clock, config))
+        block_on(compact(&message(), run_id, &self.ports(), config))
     }
 
     /// Every compacted row of `table`, read back from the outputs D1 lists, in key order.
@@ -226,7 +230,13 @@ fn a_run_that_lost_its_lease_commits_nothing() {
     }
     let w = World::with_fragments(4);
     let thief = Thief(&w.db);
-    let outcome = block_on(compact(&message(), "run-a", &thief, &w.blobs, &w.db, &w.catalog, &w.clock, &config(0))).unwrap();
+    let outcome = block_on(compact(
+        &message(),
+        "run-a",
+        &RunPorts { sql: &thief, blobs: &w.blobs, checkpoints: &w.db, registry: &w.catalog, clock: &w.clock },
+        &config(0),
+    ))
+    .unwrap();
     let Outcome::LostLease { orphans } = outcome else { panic!("expected a lost lease, got {outcome:?}") };
     assert_eq!(orphans.len(), 32);
     assert_eq!(w.db.count("SELECT count(*) FROM staged_outputs WHERE run_id = 'run-a'"), 32, "left staged for clean-up");
@@ -701,7 +711,15 @@ fn eight_compaction_runs_at_once_put_every_output_in_its_table_once_with_every_r
     let messages: Vec<_> = datasets.iter().map(|d| fusou_testing::realtime_message(d)).collect();
     let runs = messages.iter().enumerate().map(|(i, m)| {
         let (shared, catalog, config) = (&shared, &catalog, &config);
-        async move { compact(m, &format!("run-{i}"), shared, shared, shared, catalog, shared, config).await }
+        async move {
+            compact(
+                m,
+                &format!("run-{i}"),
+                &RunPorts { sql: shared, blobs: shared, checkpoints: shared, registry: catalog, clock: shared },
+                config,
+            )
+            .await
+        }
     });
     let outcomes = block_on(futures::future::join_all(runs));
     let mut commits = 0;

@@ -47,7 +47,12 @@ impl World {
 
     fn try_run(&self, run_id: &str, config: &RunConfig) -> Result<Outcome, crate::RunError> {
         let message = fusou_testing::realtime_message(DS);
-        block_on(compact(&message, run_id, &self.db, &self.blobs, &self.db, &self.catalog, &self.clock, config))
+        block_on(compact(
+            &message,
+            run_id,
+            &crate::RunPorts { sql: &self.db, blobs: &self.blobs, checkpoints: &self.db, registry: &self.catalog, clock: &self.clock },
+            config,
+        ))
     }
 
     fn run(&self, run_id: &str, config: &RunConfig) -> Outcome {
