@@ -42,10 +42,11 @@ if [[ "$part" != --without-tools ]]; then
     # The two build tools are built once per machine, lightly optimised and without LTO, in one
     # shared target directory (they share most of their dependencies): they only run for seconds
     # per build, and building them this way took 4 m 18 s against 5 m 30 s for cargo's default
-    # release profile, both measured here in one session on a 2-core machine.
+    # release profile, both measured here in one session on a 2-core machine. `--force`: the
+    # check above found the binary missing or of another version, whatever cargo has recorded.
     tool_install() {
         CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
-            CARGO_PROFILE_RELEASE_DEBUG=false cargo install --target-dir "$CARGO_TARGET_DIR/tools" "$@"
+            CARGO_PROFILE_RELEASE_DEBUG=false cargo install --force --target-dir "$CARGO_TARGET_DIR/tools" "$@"
     }
 
     if [[ "$(worker-build --version 2>/dev/null)" != *"$FUSOU_WORKER_BUILD_VERSION"* ]]; then
