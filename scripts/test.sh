@@ -4,10 +4,11 @@
 # Arguments go to the end-to-end harness (a name filter, --list, ...); FUSOU_E2E_ONLY=1 skips
 # the lints and native tests.
 #
-# On a new machine most of the time is cold compilation, and a lone cargo leaves a core idle
-# whenever one large crate compiles alone. So the independent builds overlap: the Workers' build
-# tools and the wasm32 lints (in a target directory of their own, since cargo locks one per
-# build) run beside the native lints and tests. Each stage's time is printed at the end.
+# On a new machine most of the time is cold compilation. The Workers' build tools, which share
+# nothing with the workspace, build beside the lints and native tests (a lone cargo leaves a
+# core idle whenever one large crate compiles alone); everything else shares one target
+# directory, so that build scripts and proc macros compile once. Each stage's time is printed
+# at the end.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 source "$FUSOU_ROOT/scripts/stack.sh"
@@ -32,7 +33,7 @@ report() {
 trap report EXIT
 
 # In the background while the native work runs: the build tools (only the Workers' builds need
-# them), and the wasm32 lints. Each logs to its own file and is waited for below.
+# them), logging to their own file, waited for below.
 background() {
     local name="$1" log_file="$FUSOU_LOCAL/$2.log" t0=$SECONDS
     shift 2
@@ -54,18 +55,13 @@ stage "set-up (packages, npm, readers)" bash scripts/setup.sh --without-tools
 background "build tools" tools bash scripts/setup.sh --only-tools &
 tools=$!
 if [[ "${FUSOU_E2E_ONLY:-}" != 1 ]]; then
-    wasm_lints() {
-        CARGO_TARGET_DIR="$CARGO_TARGET_DIR/lint-wasm32" cargo clippy -q -p fusou-upload-worker -p fusou-compaction-worker \
-            -p fusou-engine-wasm --target wasm32-unknown-unknown
-    }
-    background "lints, wasm32" lint-wasm32 wasm_lints &
-    wasm_lints_pid=$!
     stage "formatting" cargo fmt --check
     # The lints themselves are the workspace's (`[workspace.lints]` in Cargo.toml).
     stage "lints, native" cargo clippy -q --workspace --all-targets --all-features
+    stage "lints, wasm32" cargo clippy -q -p fusou-upload-worker -p fusou-compaction-worker -p fusou-engine-wasm \
+        --target wasm32-unknown-unknown
     export FUSOU_FUZZ_SECONDS="${FUSOU_FUZZ_SECONDS:-30}"
     stage "native tests (fuzzing ${FUSOU_FUZZ_SECONDS} s)" cargo test --workspace --exclude fusou-e2e
-    join "$wasm_lints_pid" lint-wasm32
 fi
 join "$tools" tools
 # The committed configuration deploys as it is (both Workers' production dry runs).

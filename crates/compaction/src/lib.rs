@@ -2,6 +2,10 @@
 //! its ports, so that it runs natively over SQLite and memory exactly as it runs in the Worker
 //! over D1 and R2.
 //!
+//! This crate owns what a run does and in which order, the clean-up and a run's metrics row. It
+//! never encodes Parquet or Iceberg itself (the engine and the lake do) and knows no platform
+//! type: the compaction Worker hands it the ports.
+//!
 //! What a run does is decided by [`plan`], as values; [`compact`] executes it, one [`Step`] at a
 //! time (the run's id derived from the message, so a redelivery resumes it):
 //! 1. `validate-dataset`: take the dataset's lease (a live lease of another run, or nothing to
@@ -508,8 +512,8 @@ impl<S: Sql, B: Blobs, Ca: DatasetRegistry, C: Clock> Steps<'_, S, B, Ca, C> {
                     .map(|source| async move {
                         // A missing object reads as empty: its segments are quarantined, the rest go on.
                         let key = source.key();
-                        let bytes = blobs.get(key).await.map_err(|e| format!("reading {key}: {e}"))?.unwrap_or_default();
-                        Ok::<_, String>(source.input(dataset, bytes))
+                        let bytes = blobs.get(key).await.map_err(|e| e.context(format!("reading {key}")))?.unwrap_or_default();
+                        Ok::<_, PortError>(source.input(dataset, bytes))
                     })
                     .buffered(CONCURRENT_READS);
                 let (mut read, mut scan) = (Vec::new(), Scan::default());

@@ -648,7 +648,12 @@ fn a_run_that_fails_cleanly_on_reads_is_not_counted_against_its_fragments() {
     let w = World::with_fragments(3);
     w.blobs.fail_reads.set(true);
     for _ in 0..5 {
-        assert_eq!(w.run("r1", &config(0)).unwrap_err().0.step(), "read-fragments");
+        let failed = w.run("r1", &config(0));
+        assert_eq!(failed.as_ref().unwrap_err().0.step(), "read-fragments");
+        // R2's timeout crosses the port as a timeout, to the run's error and its metrics row.
+        assert_eq!(failed.as_ref().unwrap_err().0.timed_out_ms(), Some(30_000), "{failed:?}");
+        let row = serde_json::to_value(crate::metrics::MetricsUpdate::finished(&failed, chrono::DateTime::UNIX_EPOCH, 1)).unwrap();
+        assert_eq!(row["error_timed_out_ms"], 30_000, "{row}");
     }
     assert_eq!(w.db.count("SELECT invocations FROM compaction_runs WHERE run_id = 'r1'"), 0);
     w.blobs.fail_reads.set(false);

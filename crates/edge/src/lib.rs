@@ -1,6 +1,7 @@
-//! What both FUSOU Workers share on top of workers-rs: the binding names, one way to log, every
-//! remote call behind a timeout ([`remote`]), D1 ([`d1`]) and the Supabase REST client. Decisions
-//! stay in `fusou-core`; this crate only performs I/O.
+//! What both FUSOU Workers share on top of workers-rs: the shared context ([`context`]: settings,
+//! bindings, the operator check), the binding names, one way to log, every remote call behind a
+//! timeout ([`remote`]), D1 ([`d1`]) and the Supabase REST client. Decisions stay in the plain
+//! crates below it; this crate only performs I/O.
 
 // Not every public item of this crate is documented yet (row types and settings fields
 // above all): the workspace denies `missing_docs`, and this crate opts out until it passes.

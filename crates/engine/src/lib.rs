@@ -1,7 +1,8 @@
 //! The compaction engine: fragments in, large valid Parquet files out, with bounded memory.
 //!
-//! Free of any platform type: the Worker and the native `fusou compact` command drive the same
-//! code. The stages are separate so that each can be tested and bounded on its own:
+//! It owns the format of the compacted files and the memory bound of producing them. It does no
+//! I/O and knows no platform type, no SQL and no table format: the Worker and the native
+//! `fusou compact` command hand it bytes and take its parts. The stages are separate so that each can be tested and bounded on its own:
 //!
 //! 1. [`segment`]: a fragment, read whole (one GET), is cut into its per-table segments by
 //!    `table_offsets`; each segment's schema is read from its footer (decoded only when the

@@ -1,6 +1,11 @@
 //! Open tables: each battle table is an Apache Iceberg (format v2) table, `fusou.<table>`, over
 //! the live compacted files of every dataset, partitioned by period and dataset.
 //!
+//! This crate owns the tables' metadata (schemas, snapshots, manifests), their commits and
+//! upkeep, and the REST catalog's answers. It never writes or reads a data file's rows (the
+//! engine writes them), never decides which files exist (the index does), and reaches D1 and
+//! R2 only through the ports.
+//!
 //! **The index is the source of truth; a table is brought to agree with it.** A compacted file
 //! is in its table exactly when the index marks it (`lake_snapshot`), and leaves it when its
 //! retirement is marked (`lake_removed_seq`). A table commit ([`commit_table`]):

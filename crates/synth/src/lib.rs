@@ -1,4 +1,5 @@
-//! Deterministic synthetic fragments shaped like the FUSOU client's.
+//! Deterministic synthetic fragments shaped like the FUSOU client's, and hostile ones
+//! ([`forge`]). For tests, benchmarks and the demo only: no Worker links it.
 //!
 //! The tables and columns are the client's own (`data/port_tables.json`, data version 0.4: 32
 //! uploaded tables); segments are written as the client writes them (arrow-rs, SNAPPY, every

@@ -1,6 +1,6 @@
 //! Test support shared by the unit tests: SQLite with every D1 migration applied, standing in
-//! for D1 behind the same ports, R2 and the catalog in memory, and a clock that moves only when
-//! slept.
+//! for D1 behind the same ports, R2 and the dataset registry in memory, and a clock that moves
+//! only when slept. A dev-dependency only: no Worker links it.
 
 // Not every public item of this crate is documented yet (row types and settings fields
 // above all): the workspace denies `missing_docs`, and this crate opts out until it passes.
@@ -164,7 +164,7 @@ pub struct Memory {
     pub uploads: RefCell<HashMap<String, Vec<(u16, Bytes)>>>,
     pub writes: Cell<u32>,
     pub fail_write: Cell<Option<u32>>,
-    /// Every GET fails while set, as when R2 does not answer.
+    /// Every GET fails while set, as when R2 does not answer (a timeout of 30 s, the binding's).
     pub fail_reads: Cell<bool>,
     /// Every GET of a key under this prefix fails while set.
     pub fail_reads_under: RefCell<Option<String>>,
@@ -183,7 +183,7 @@ impl Memory {
 impl fusou_ports::Blobs for Memory {
     async fn get(&self, key: &str) -> PortResult<Option<Bytes>> {
         if self.fail_reads.get() || self.fail_reads_under.borrow().as_ref().is_some_and(|p| key.starts_with(p.as_str())) {
-            return Err("injected: R2 did not answer".into());
+            return Err(PortError::timed_out("injected: R2 did not answer", 30_000));
         }
         Ok(self.objects.borrow().get(key).cloned())
     }
