@@ -61,12 +61,15 @@ if [[ "${FUSOU_E2E_ONLY:-}" != 1 ]]; then
     stage "lints, wasm32" cargo clippy -q -p fusou-upload-worker -p fusou-compaction-worker -p fusou-engine-wasm \
         --target wasm32-unknown-unknown
     export FUSOU_FUZZ_SECONDS="${FUSOU_FUZZ_SECONDS:-30}"
-    stage "native tests (fuzzing ${FUSOU_FUZZ_SECONDS} s)" cargo test --workspace --exclude fusou-e2e
+    # Every test binary, the end-to-end one included (its tests report ignored without the
+    # stack): one feature resolution for the whole workspace, so that the end-to-end run below
+    # and the stand-in the stack starts reuse these builds.
+    stage "native tests (fuzzing ${FUSOU_FUZZ_SECONDS} s)" cargo test --workspace
+    export FUSOU_STANDIN_BUILT=1
 fi
 join "$tools" tools
 # The committed configuration deploys as it is (both Workers' production dry runs).
 stage "deploy dry runs (builds the Workers)" bash scripts/check-deploy.sh
-stage "end-to-end build" cargo build -q --tests -p fusou-e2e
 
 # Tests see queue messages at once instead of after the production burst delay and batch wait,
 # failed messages again after 1 s instead of 10, a hanging Supabase given up after 2 s instead
@@ -79,4 +82,4 @@ rm -rf "$state"
 stage "stack start" stack_up "$state"
 trap 'stack_down; report' EXIT
 export FUSOU_PG_URL="postgres://postgres@127.0.0.1:$FUSOU_PG_PORT/postgres" FUSOU_STATE="$state"
-stage "end-to-end tests" cargo test -p fusou-e2e --test e2e -- "$@"
+stage "end-to-end tests" cargo test --workspace --test e2e -- "$@"
