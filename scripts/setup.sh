@@ -88,6 +88,11 @@ SUPABASE_SERVICE_KEY=sb_secret_$(rand)
 SUPABASE_PUBLISHABLE_KEY=sb_publishable_$(rand)
 UPLOAD_TOKEN_SECRET=$(rand)
 OPERATOR_SECRET=$(rand)
+LAKE_READ_SECRET=$(rand)
 SECRETS
+fi
+# Secrets added since a machine's file was generated.
+if ! grep -q '^LAKE_READ_SECRET=' "$secrets"; then
+    (umask 077 && echo "LAKE_READ_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >>"$secrets")
 fi
 log "set-up complete"

@@ -23,6 +23,8 @@ pub(crate) struct Stack {
     pub pg_url: String,
     pub upload_secret: String,
     pub operator_secret: String,
+    /// The open tables' read-only key.
+    pub lake_read_secret: String,
     /// The stack's state directory (wrangler's persisted R2/D1/queues, logs).
     pub state: String,
     pub root: String,
@@ -43,6 +45,7 @@ pub(crate) fn stack() -> &'static Stack {
         pg_url: var("FUSOU_PG_URL"),
         upload_secret: var("UPLOAD_TOKEN_SECRET"),
         operator_secret: var("OPERATOR_SECRET"),
+        lake_read_secret: var("LAKE_READ_SECRET"),
         state: var("FUSOU_STATE"),
         root: var("FUSOU_ROOT"),
         http: Client::builder().timeout(std::time::Duration::from_secs(60)).build().expect("an HTTP client"),
@@ -423,6 +426,12 @@ pub(crate) fn ensure_same_rows(got: &mut RowsByTable, fragments: &[fusou_synth::
 }
 
 /// A request to an operator route, with the operator secret.
+/// A request of a reader of the open tables, with the read-only key.
+pub(crate) fn lake_reader(method: reqwest::Method, path: &str) -> RequestBuilder {
+    let s = stack();
+    s.http.request(method, format!("{}/api{path}", s.url)).bearer_auth(&s.lake_read_secret)
+}
+
 pub(crate) fn operator(method: reqwest::Method, path: &str) -> RequestBuilder {
     let s = stack();
     s.http.request(method, format!("{}/api{path}", s.url)).bearer_auth(&s.operator_secret)

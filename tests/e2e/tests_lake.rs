@@ -2,7 +2,7 @@
 //! Iceberg tables `fusou.<table>` by PyIceberg (through the REST catalog) and DuckDB (its
 //! `iceberg` extension), by value; time travel to an earlier snapshot gives the earlier rows.
 //! Local R2 has no S3 API: the tables' metadata and data files are mirrored (through the
-//! operator's object route) into the directory the stack's `LAKE_LOCATION` names.
+//! read-only object route) into the directory the stack's `LAKE_LOCATION` names.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -58,7 +58,10 @@ fn read_back() -> TestResult {
     }
     let plan = format!("{out}/plan.json");
     write(&plan, json!({ "datasets": datasets, "reads": reads }).to_string().as_bytes())?;
-    let args = [format!("{}/iceberg", stack().url), stack().operator_secret.clone(), out.clone(), plan];
+    // The readers use the read-only key, which opens the catalog and the object route only.
+    let (status, _) = send(lake_reader(reqwest::Method::POST, "/trigger-scheduled"))?;
+    ensure_eq!(status, 403, "the read key is no operator");
+    let args = [format!("{}/iceberg", stack().url), stack().lake_read_secret.clone(), out.clone(), plan];
     let python = std::env::var("FUSOU_LAKE_PYTHON").map_err(|_| "FUSOU_LAKE_PYTHON is not set (scripts/test.sh sets it)")?;
     let script = format!("{}/tests/e2e/read_lake.py", stack().root);
     let ran = std::process::Command::new(python).arg(script).args(&args).output().map_err(|e| e.to_string())?;
@@ -83,14 +86,14 @@ fn read_back() -> TestResult {
     ))?;
     let data_key = data_key.first().and_then(|r| r["key"].as_str()).ok_or("a compacted file")?.to_owned();
     let whole = std::fs::read(format!("{}/lake/{data_key}", stack().state)).map_err(|e| e.to_string())?;
-    let tail = fetch(operator(reqwest::Method::GET, "/lake/object").query(&[("key", &data_key)]).header("range", "bytes=-8"))?;
+    let tail = fetch(lake_reader(reqwest::Method::GET, "/lake/object").query(&[("key", &data_key)]).header("range", "bytes=-8"))?;
     ensure_eq!(tail.status().as_u16(), 206);
     let expected_range = format!("bytes {}-{}/{}", whole.len() - 8, whole.len() - 1, whole.len());
     ensure_eq!(tail.headers().get("content-range").and_then(|v| v.to_str().ok()), Some(expected_range.as_str()));
     ensure_eq!(tail.bytes().map_err(|e| e.to_string())?.to_vec(), whole[whole.len() - 8..].to_vec(), "the footer's length and PAR1");
-    let bad = fetch(operator(reqwest::Method::GET, "/lake/object").query(&[("key", &data_key)]).header("range", "bytes=9-3"))?;
+    let bad = fetch(lake_reader(reqwest::Method::GET, "/lake/object").query(&[("key", &data_key)]).header("range", "bytes=9-3"))?;
     ensure_eq!(bad.status().as_u16(), 416);
-    let (status, _) = send(operator(reqwest::Method::GET, "/lake/object").query(&[("key", "battle_data/x/../y")]))?;
+    let (status, _) = send(lake_reader(reqwest::Method::GET, "/lake/object").query(&[("key", "battle_data/x/../y")]))?;
     ensure_eq!(status, 400, "only the lake's objects");
 
     let mut read = 0;
@@ -130,7 +133,7 @@ fn wait_until_in_tables(datasets: &[String]) -> TestResult {
 
 /// The current snapshot of `fusou.<table>`, through the catalog.
 fn current_snapshot(table: &str) -> Result<i64, String> {
-    let (status, loaded) = send(operator(reqwest::Method::GET, &format!("/iceberg/v1/namespaces/fusou/tables/{table}")))?;
+    let (status, loaded) = send(lake_reader(reqwest::Method::GET, &format!("/iceberg/v1/namespaces/fusou/tables/{table}")))?;
     ensure_eq!(status, 200, "{loaded}");
     loaded["metadata"]["current-snapshot-id"].as_i64().ok_or_else(|| format!("no snapshot: {loaded}"))
 }
@@ -142,7 +145,7 @@ fn mirror(tables: &[&str]) -> Result<Vec<(String, String, i64)>, String> {
     let root = format!("file://{}/lake", stack().state);
     let mut mirrored = Vec::new();
     for table in tables {
-        let (status, loaded) = send(operator(reqwest::Method::GET, &format!("/iceberg/v1/namespaces/fusou/tables/{table}")))?;
+        let (status, loaded) = send(lake_reader(reqwest::Method::GET, &format!("/iceberg/v1/namespaces/fusou/tables/{table}")))?;
         ensure_eq!(status, 200, "{loaded}");
         let location = loaded["metadata-location"].as_str().ok_or("metadata-location")?;
         let path = location.strip_prefix("file://").ok_or_else(|| format!("{location} is not a local file"))?;
@@ -168,7 +171,7 @@ fn copy(root: &str, key: &str) -> Result<Vec<u8>, String> {
     if let Ok(bytes) = std::fs::read(&path) {
         return Ok(bytes);
     }
-    let resp = fetch(operator(reqwest::Method::GET, "/lake/object").query(&[("key", key)]))?;
+    let resp = fetch(lake_reader(reqwest::Method::GET, "/lake/object").query(&[("key", key)]))?;
     ensure_eq!(resp.status().as_u16(), 200, "{key}");
     let bytes = resp.bytes().map_err(|e| e.to_string())?.to_vec();
     write(&path, &bytes)?;

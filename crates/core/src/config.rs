@@ -111,6 +111,22 @@ impl Shared {
         let token = fusou_auth::bearer_token(authorization).map_err(|_| OperatorRefusal::Missing)?;
         if bool::from(token.as_bytes().ct_eq(secret.as_bytes())) { Ok(()) } else { Err(OperatorRefusal::Wrong) }
     }
+
+    /// Passes a reader of the open tables: the operator, or a bearer of `lake_read_secret`
+    /// (compared in constant time; one shorter than [`MIN_SECRET_LEN`] admits nobody). The read
+    /// key opens nothing else.
+    pub fn check_lake_reader(&self, authorization: Option<&str>, lake_read_secret: Option<&str>) -> Result<(), OperatorRefusal> {
+        let refusal = match self.check_operator(authorization) {
+            Ok(()) => return Ok(()),
+            Err(refusal) => refusal,
+        };
+        let reader = lake_read_secret.filter(|s| s.len() >= MIN_SECRET_LEN);
+        match (reader, fusou_auth::bearer_token(authorization)) {
+            (Some(secret), Ok(token)) if bool::from(token.as_bytes().ct_eq(secret.as_bytes())) => Ok(()),
+            (Some(_), Ok(_)) => Err(OperatorRefusal::Wrong),
+            _ => Err(refusal),
+        }
+    }
 }
 
 /// What the upload Worker reads besides [`Shared`] and the open tables' location.
@@ -125,6 +141,8 @@ pub struct UploadSettings {
     /// `REALTIME_DELAY_SECONDS`: how long upload-triggered compactions wait in the queue, so
     /// that one run takes a burst.
     pub realtime_delay_secs: u32,
+    /// `LAKE_READ_SECRET`: the open tables' read-only bearer, when set.
+    pub lake_read_secret: Option<String>,
 }
 
 impl UploadSettings {
@@ -136,6 +154,7 @@ impl UploadSettings {
             upload_secret: vars.text("UPLOAD_TOKEN_SECRET"),
             legacy_jwt_secret: vars.text("SUPABASE_JWT_SECRET"),
             realtime_delay_secs: vars.queue_delay_secs("REALTIME_DELAY_SECONDS")?,
+            lake_read_secret: vars.text("LAKE_READ_SECRET"),
         })
     }
 }
@@ -205,6 +224,22 @@ mod tests {
         assert!(matches!(short.check_operator(Some("Bearer short")), Err(OperatorRefusal::Misconfigured(_))));
         assert!(matches!(shared(&[]).check_operator(Some("Bearer ")), Err(OperatorRefusal::Misconfigured(_))));
         assert_eq!(Shared::from_vars(&Vars::new(&vars(&[]))).unwrap_err().name, "SUPABASE_URL");
+    }
+
+    #[test]
+    fn the_lake_read_key_opens_the_tables_only() {
+        let (operator, reader) = ("o".repeat(32), "r".repeat(32));
+        let pairs = [("SUPABASE_URL", "http://sb"), ("SUPABASE_SERVICE_KEY", "k"), ("OPERATOR_SECRET", operator.as_str())];
+        let shared = Shared::from_vars(&Vars::new(&vars(&pairs))).unwrap();
+        let bearer = |s: &str| format!("Bearer {s}");
+        assert_eq!(shared.check_lake_reader(Some(&bearer(&reader)), Some(&reader)), Ok(()));
+        assert_eq!(shared.check_lake_reader(Some(&bearer(&operator)), Some(&reader)), Ok(()), "the operator reads too");
+        assert_eq!(shared.check_lake_reader(Some(&bearer(&operator)), None), Ok(()));
+        assert_eq!(shared.check_operator(Some(&bearer(&reader))), Err(OperatorRefusal::Wrong), "the read key is no operator");
+        assert_eq!(shared.check_lake_reader(Some(&bearer("nope")), Some(&reader)), Err(OperatorRefusal::Wrong));
+        assert_eq!(shared.check_lake_reader(None, Some(&reader)), Err(OperatorRefusal::Missing));
+        let short = "s".repeat(8);
+        assert_eq!(shared.check_lake_reader(Some(&bearer(&short)), Some(&short)), Err(OperatorRefusal::Wrong), "a short key admits nobody");
     }
 
     #[test]

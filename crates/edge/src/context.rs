@@ -42,6 +42,13 @@ impl WorkerEnv {
         self.shared.check_operator(header.as_deref())
     }
 
+    /// Passes a reader of the open tables: the operator, or a bearer of `lake_read_secret`
+    /// ([`Shared::check_lake_reader`]).
+    pub fn check_lake_reader(&self, req: &Request, lake_read_secret: Option<&str>) -> Result<(), OperatorRefusal> {
+        let header = req.headers().get("authorization").ok().flatten();
+        self.shared.check_lake_reader(header.as_deref(), lake_read_secret)
+    }
+
     /// The battle-data index (D1), every call behind the remote policy.
     pub fn db(&self) -> worker::Result<Db> {
         Ok(Db::new(self.env.d1(bindings::BATTLE_INDEX_DB)?, self.remote))

@@ -70,6 +70,12 @@ pub const SETTINGS: &[Setting] = &[
         doc: "bearer of the operator routes; the compaction Worker checks it too",
     },
     Setting {
+        name: "LAKE_READ_SECRET",
+        read_by: Reader::Upload,
+        default: "unset",
+        doc: "(secret, ≥ 32 chars) a read-only bearer for the open tables' readers: it opens the Iceberg REST catalog and `GET /lake/object`, and no other route (the operator secret opens them too)",
+    },
+    Setting {
         name: "SUPABASE_JWT_SECRET",
         read_by: Reader::Upload,
         default: "unset",

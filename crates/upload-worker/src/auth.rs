@@ -99,9 +99,18 @@ async fn verify(token: &str, config: &AuthConfig, now: u64) -> Result<Result<Aut
 
 /// Passes only a request whose bearer is the operator secret (compared in constant time).
 pub(crate) fn operator(req: &Request, ctx: &Ctx) -> Result<(), ApiError> {
-    ctx.check_operator(req).map_err(|refusal| match refusal {
+    ctx.check_operator(req).map_err(refused)
+}
+
+/// Passes the open tables' readers: the operator, or a bearer of `LAKE_READ_SECRET`.
+pub(crate) fn lake_reader(req: &Request, ctx: &Ctx) -> Result<(), ApiError> {
+    ctx.check_lake_reader(req, ctx.lake_read_secret.as_deref()).map_err(refused)
+}
+
+fn refused(refusal: OperatorRefusal) -> ApiError {
+    match refusal {
         OperatorRefusal::Misconfigured(e) => ApiError::misconfigured(e),
         OperatorRefusal::Missing => ApiError::new(401, refusal.to_string()),
         OperatorRefusal::Wrong => ApiError::forbidden(refusal.to_string()),
-    })
+    }
 }

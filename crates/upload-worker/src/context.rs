@@ -24,6 +24,8 @@ pub(crate) struct Ctx {
     pub realtime_delay_secs: u32,
     /// Where the open tables' readers find the bucket's keys (`LAKE_LOCATION`).
     pub lake_root: String,
+    /// The open tables' read-only bearer (`LAKE_READ_SECRET`).
+    pub lake_read_secret: Option<String>,
     /// The request's execution context: work deferred past the answer ([`Ctx::defer`]).
     context: Option<Context>,
 }
@@ -43,8 +45,8 @@ impl Ctx {
             Ok((UploadSettings::from_vars(vars)?, fusou_lake::rest::lake_root(vars)?))
         };
         let (worker, (settings, lake_root)) = WorkerEnv::load(env, own).map_err(ApiError::misconfigured)?;
-        let UploadSettings { limits, upload_secret, legacy_jwt_secret, realtime_delay_secs } = settings;
-        Ok(Self { worker, limits, legacy_jwt_secret, upload_secret, realtime_delay_secs, lake_root, context })
+        let UploadSettings { limits, upload_secret, legacy_jwt_secret, realtime_delay_secs, lake_read_secret } = settings;
+        Ok(Self { worker, limits, legacy_jwt_secret, upload_secret, realtime_delay_secs, lake_root, lake_read_secret, context })
     }
 
     /// The location readers use for bucket key `key`.

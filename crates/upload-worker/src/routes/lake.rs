@@ -1,6 +1,6 @@
 //! The open tables' Iceberg REST catalog (`/iceberg/v1/…`: config, namespaces, tables, load
 //! table) and a read-only object route for readers without R2's S3 API (a local machine), all
-//! behind the operator secret. Answers are shaped by `fusou_lake::rest`; errors in the
+//! behind the open tables' read key (`LAKE_READ_SECRET`) or the operator secret. Answers are shaped by `fusou_lake::rest`; errors in the
 //! protocol's error model, so that Iceberg clients raise the matching exception.
 
 use fusou_core::index::{self, LakeTable};
@@ -27,13 +27,13 @@ fn namespace(call: &Call) -> Result<(), ApiError> {
 }
 
 pub(crate) async fn config(req: Request, ctx: &Ctx, _call: &Call) -> Result<Response, ApiError> {
-    iceberg(auth::operator(&req, ctx).and_then(|_| Ok(http::json(200, &rest::config())?)))
+    iceberg(auth::lake_reader(&req, ctx).and_then(|_| Ok(http::json(200, &rest::config())?)))
 }
 
 pub(crate) async fn namespaces(req: Request, ctx: &Ctx, _call: &Call) -> Result<Response, ApiError> {
     iceberg(
         async {
-            auth::operator(&req, ctx)?;
+            auth::lake_reader(&req, ctx)?;
             let parent = req.url()?.query_pairs().find(|(k, _)| k == "parent").map(|(_, v)| v.into_owned());
             Ok(http::json(200, &rest::namespaces(parent.as_deref()))?)
         }
@@ -42,13 +42,13 @@ pub(crate) async fn namespaces(req: Request, ctx: &Ctx, _call: &Call) -> Result<
 }
 
 pub(crate) async fn show_namespace(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
-    iceberg(auth::operator(&req, ctx).and_then(|_| namespace(call)).and_then(|_| Ok(http::json(200, &rest::namespace())?)))
+    iceberg(auth::lake_reader(&req, ctx).and_then(|_| namespace(call)).and_then(|_| Ok(http::json(200, &rest::namespace())?)))
 }
 
 pub(crate) async fn tables(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
     iceberg(
         async {
-            auth::operator(&req, ctx)?;
+            auth::lake_reader(&req, ctx)?;
             namespace(call)?;
             let tables: Vec<LakeTable> = ctx.db()?.all(index::LAKE_TABLES, &[]).await?;
             Ok(http::json(200, &rest::tables(tables.iter().map(|t| t.name.as_str())))?)
@@ -60,7 +60,7 @@ pub(crate) async fn tables(req: Request, ctx: &Ctx, call: &Call) -> Result<Respo
 pub(crate) async fn load_table(req: Request, ctx: &Ctx, call: &Call) -> Result<Response, ApiError> {
     iceberg(
         async {
-            auth::operator(&req, ctx)?;
+            auth::lake_reader(&req, ctx)?;
             namespace(call)?;
             let name = call.param("table").unwrap_or_default();
             let pointer: Option<LakeTable> = ctx.db()?.first(index::LAKE_TABLE, &[name.into()]).await?;
@@ -79,7 +79,7 @@ pub(crate) async fn load_table(req: Request, ctx: &Ctx, call: &Call) -> Result<R
 /// under `battle_compacted/`), streamed; with `Range: bytes=…` (one range) the part asked for,
 /// 206, as readers of Parquet footers ask. For readers that cannot reach R2's S3 API.
 pub(crate) async fn get_object(req: Request, ctx: &Ctx, _call: &Call) -> Result<Response, ApiError> {
-    auth::operator(&req, ctx)?;
+    auth::lake_reader(&req, ctx)?;
     let key = req.url()?.query_pairs().find(|(k, _)| k == "key").map(|(_, v)| v.into_owned());
     let key = key.ok_or_else(|| ApiError::bad_request("key is required"))?;
     if !(key.starts_with("lake/") || key.starts_with("battle_compacted/")) || key.split('/').any(|s| s == ".." || s.is_empty()) {
