@@ -100,10 +100,10 @@ stack_up() {
     trap stack_down EXIT
     trap 'exit 130' INT TERM
 
-    log "building the Supabase stand-in"
     # The test command's native tests have built it already (FUSOU_STANDIN_BUILT), with the
     # workspace's features: building it alone would resolve them again and rebuild.
     if [[ -z "${FUSOU_STANDIN_BUILT:-}" ]]; then
+        log "building the Supabase stand-in"
         (cd "$FUSOU_ROOT" && cargo build -q -p fusou-supabase-local) || die "cargo build failed"
     fi
     local supabase_bin="$CARGO_TARGET_DIR/debug/fusou-supabase-local"

@@ -23,7 +23,7 @@ const POISON: &str = "poison:";
 
 /// The faults armed for this run of `dataset`.
 pub(crate) async fn armed(ctx: &Ctx, db: &Db, dataset: &DatasetId) -> Armed {
-    if !ctx.platform.test_hooks {
+    if !ctx.shared.platform.test_hooks {
         return Armed::default();
     }
     // No table: no fault.

@@ -83,7 +83,7 @@ async fn clean_up_now(mut req: Request, ctx: &Ctx) -> Result<Response> {
             Err(e) => return answer(400, &json!({ "error": format!("invalid clean-up request: {e}") })),
         }
     };
-    if !overrides.is_empty() && !ctx.platform.test_hooks {
+    if !overrides.is_empty() && !ctx.shared.platform.test_hooks {
         return answer(
             400,
             &json!({ "error": "retentionSeconds and orphanGraceSeconds are for test stacks only (TEST_HOOKS=on); the deployed ages are FRAGMENT_RETENTION_DAYS and ORPHAN_GRACE_MINUTES" }),

@@ -2,7 +2,7 @@
 //! read ([`Shared`]), the remote-call policy, the Supabase client, and every binding. Each
 //! Worker's own context adds its settings on top (and derefs to this one).
 
-use fusou_core::config::{ConfigError, OperatorRefusal, Platform, Shared, Vars};
+use fusou_core::config::{ConfigError, OperatorRefusal, Shared, Vars};
 use worker::{Bucket, Env, Fetcher, Queue, RateLimiter, Request};
 
 use crate::bindings;
@@ -15,8 +15,6 @@ pub struct WorkerEnv {
     env: Env,
     /// The settings both Workers read.
     pub shared: Shared,
-    /// Where the Worker runs; a copy of `shared.platform`.
-    pub platform: Platform,
     /// How long each remote call may take.
     pub remote: Remote,
     /// The Supabase project's REST API.
@@ -30,10 +28,9 @@ impl WorkerEnv {
         let vars = Vars::new(&get);
         let shared = Shared::from_vars(&vars)?;
         let settings = own(&vars)?;
-        let platform = shared.platform;
-        let remote = crate::remote(&platform);
+        let remote = crate::remote(&shared.platform);
         let supabase = Supabase::new(shared.supabase_url.clone(), shared.supabase_service_key.clone(), remote);
-        Ok((Self { env, shared, platform, remote, supabase }, settings))
+        Ok((Self { env, shared, remote, supabase }, settings))
     }
 
     /// Passes a request that bears the operator secret ([`Shared::check_operator`]).

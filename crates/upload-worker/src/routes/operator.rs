@@ -48,7 +48,7 @@ pub(crate) async fn replay(mut req: Request, ctx: &Ctx, call: &Call) -> Result<R
 }
 
 async fn replay_unchecked(ctx: &Ctx, call: &Call, body: &[u8]) -> Result<Response, ApiError> {
-    if !ctx.platform.test_hooks {
+    if !ctx.shared.platform.test_hooks {
         return Err(ApiError::bad_request("`unchecked` is only for test stacks (TEST_HOOKS=on)"));
     }
     let body: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("expected JSON: {e}")))?;
@@ -100,7 +100,7 @@ pub(crate) async fn cleanup(mut req: Request, ctx: &Ctx, _call: &Call) -> Result
 
 /// A statement on D1 through the binding (test stacks only), answering its rows.
 pub(crate) async fn sql(mut req: Request, ctx: &Ctx, _call: &Call) -> Result<Response, ApiError> {
-    if !ctx.platform.test_hooks {
+    if !ctx.shared.platform.test_hooks {
         return Err(ApiError::not_found("no such route (test stacks only: TEST_HOOKS=on)"));
     }
     auth::operator(&req, ctx)?;
