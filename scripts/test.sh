@@ -76,7 +76,7 @@ stage "deploy dry runs (builds the Workers)" bash scripts/check-deploy.sh
 # of 5, consolidation after two runs instead of eight, and may use the test hooks (injected
 # crashes, clean-up ages, unchecked messages).
 export FUSOU_REALTIME_DELAY_SECONDS=0 FUSOU_QUEUE_BATCH_TIMEOUT=1 FUSOU_COMPACTION_RETRY_DELAY_SECONDS=1 \
-    FUSOU_REMOTE_TIMEOUT_MS=2000 FUSOU_COMPACTION_FAN_IN=2 FUSOU_TEST_HOOKS=on
+    FUSOU_REMOTE_TIMEOUT_MS=2000 FUSOU_COMPACTION_FAN_IN=2 FUSOU_LAKE_COMMIT_INTERVAL_SECONDS=1 FUSOU_TEST_HOOKS=on
 state="$FUSOU_LOCAL/test"
 rm -rf "$state"
 stage "stack start" stack_up "$state"

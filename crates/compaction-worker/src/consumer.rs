@@ -30,8 +30,9 @@ async fn record(ctx: &Ctx, message: &CompactionMessage, metric_id: Uuid, update:
     }
 }
 
-/// Runs the compaction a message asks for. `Err` means "retry the message".
-pub(crate) async fn compact(ctx: &Ctx, message: &CompactionMessage) -> Result<(), String> {
+/// Runs the compaction a message asks for: `Ok(true)` when the run left files pending for the
+/// open tables (their committer is to be told). `Err` means "retry the message".
+pub(crate) async fn compact(ctx: &Ctx, message: &CompactionMessage) -> Result<bool, String> {
     let metric_id = message.metric_id.unwrap_or_else(Uuid::new_v4);
     let run_id = message.run_id();
     let started = fusou_edge::now_utc();
@@ -68,17 +69,17 @@ pub(crate) async fn compact(ctx: &Ctx, message: &CompactionMessage) -> Result<()
             if summary.continue_after {
                 continue_run(ctx, message).await;
             }
-            Ok(())
+            Ok(!summary.tables.is_empty())
         }
         Ok(Outcome::Skipped(_)) => {
             log::info("compaction.skipped", fields);
-            Ok(())
+            Ok(false)
         }
         Ok(Outcome::LostLease { orphans }) => {
             // Another run owns the dataset now and will commit its work; ours is orphaned.
             fields["orphans"] = json!(orphans);
             log::warn("compaction.lost_lease", fields);
-            Ok(())
+            Ok(false)
         }
         Ok(Outcome::Superseded { orphans }) => {
             // Resumed from old checkpoints after another run had taken its fragments or merged
@@ -87,13 +88,13 @@ pub(crate) async fn compact(ctx: &Ctx, message: &CompactionMessage) -> Result<()
             fields["orphans"] = json!(orphans);
             log::warn("compaction.superseded", fields);
             continue_run(ctx, message).await;
-            Ok(())
+            Ok(false)
         }
         Ok(Outcome::Isolated { .. }) => {
             // Its fragments are taken one at a time from now on: a continuation starts at once.
             log::warn("compaction.isolated", fields);
             continue_run(ctx, message).await;
-            Ok(())
+            Ok(false)
         }
         Err(e) => {
             if let StepError::Interrupted { step } = &e.0 {

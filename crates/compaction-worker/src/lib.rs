@@ -5,13 +5,16 @@
 //! block the queue. A valid one runs the compaction workflow of `fusou_compaction` over
 //! D1 and R2 (`ports`); success acknowledges it, a failure retries it with a delay, and after
 //! its retries it reaches the dead-letter queue (`consumer::dead_letter`). Each message of a
-//! batch is acknowledged or retried on its own. The cron runs the clean-up (`cleanup`).
+//! batch is acknowledged or retried on its own; a batch whose runs left files pending for the
+//! open tables notifies their committer (`committer`, a Durable Object) once. The cron runs
+//! the clean-up (`cleanup`).
 //!
 //! The `fetch` handler answers `GET /health` and `POST /cleanup` (operator secret as bearer).
 //! The Worker has no public URL (`workers_dev = false`, no routes): only the upload Worker's
 //! service binding reaches it.
 
 mod cleanup;
+mod committer;
 mod consumer;
 mod context;
 mod faults;
@@ -57,7 +60,11 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     console_error_panic_hook::set_once();
     let outcome = match Ctx::load(env) {
-        Ok(ctx) => cleanup::run(&ctx, &cleanup::Overrides::default()).await,
+        Ok(ctx) => {
+            // Whatever a lost notice left pending is committed too.
+            committer::notify(&ctx, "cron").await;
+            cleanup::run(&ctx, &cleanup::Overrides::default()).await
+        }
         Err(e) => Err(e.to_string()),
     };
     match outcome {
@@ -141,6 +148,7 @@ async fn queue(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> Result<()
     };
     let mut slots: Vec<Option<_>> = messages.into_iter().map(Some).collect();
     let messages = fusou_core::message::batch_order(&runs, &interrupted).into_iter().filter_map(|i| slots[i].take());
+    let mut pending_for_tables = false;
     for (decoded, message) in messages {
         match (decoded, queue.as_str()) {
             (Err(e), _) => {
@@ -161,11 +169,17 @@ async fn queue(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> Result<()
                     json!({ "queue": queue, "datasetId": msg.dataset_id, "metricId": msg.metric_id, "message": msg }),
                 );
                 match consumer::compact(&ctx, &msg).await {
-                    Ok(()) => message.ack(),
+                    Ok(left_pending) => {
+                        pending_for_tables |= left_pending;
+                        message.ack()
+                    }
                     Err(_) => message.retry_with_options(&retry),
                 }
             }
         }
+    }
+    if pending_for_tables {
+        committer::notify(&ctx, "queue").await;
     }
     Ok(())
 }

@@ -2,10 +2,10 @@
 //! same ports as the compaction workflow. Each pass is bounded, idempotent and safe beside live
 //! runs; what one pass leaves, the next one finishes.
 //!
-//! 0. The open tables ([`fusou_lake::maintain`]): each brought to agree with the index (what a
-//!    run that died after its commit left pending), snapshots past their retention expired,
-//!    objects no kept snapshot needs deleted. A retired compacted file is deleted below only
-//!    once no snapshot its table keeps lists it.
+//! 0. The open tables ([`fusou_lake::maintain`]): snapshots past their retention expired,
+//!    objects no kept snapshot needs deleted a grace period after. A retired compacted file is
+//!    deleted below only once no snapshot its table kept a grace period ago lists it. (The
+//!    tables' commits are the committer's alone.)
 //! 1. Expired leases are released (a run that died holding one blocks nobody for longer).
 //! 2. Orphan outputs: keys a run staged (D1's `staged_outputs`) but never committed, older
 //!    than [`CleanupConfig::orphan_grace_ms`]. Their run is first *reaped*, in one D1 statement
@@ -120,7 +120,7 @@ pub async fn clean_up<S: Sql, B: Blobs, C: Clock>(sql: &S, blobs: &B, clock: &C,
     note("leases", released.map(|n| report.leases_released = n));
     note("orphans", reap_orphans(sql, blobs, now_ms, config, &mut report).await);
     // A purged fragment's row stays (its hash still refuses a repeated upload); a retired file's goes.
-    let fragments = Purge { due: index::DUE_FOR_PURGE, forget: |now, keys| keyed(index::MARK_PURGED, &[text(now)], keys) };
+    let fragments = Purge { due: index::DUE_FOR_PURGE, also: None, forget: |now, keys| keyed(index::MARK_PURGED, &[text(now)], keys) };
     let purged = fragments.run(sql, blobs, &cutoff, &now, config).await;
     note(
         "fragments",
@@ -129,7 +129,10 @@ pub async fn clean_up<S: Sql, B: Blobs, C: Clock>(sql: &S, blobs: &B, clock: &C,
             report.more_due |= more;
         }),
     );
-    let retired = Purge { due: index::RETIRED_BEFORE, forget: |_, keys| keyed(index::FORGET_RETIRED, &[], keys) };
+    // A file a table listed waits, besides, for the grace period after the table's last
+    // snapshot listing it expired.
+    let graced = SqlValue::Int(now_ms as i64 - config.lake.retention.grace_ms);
+    let retired = Purge { due: index::RETIRED_BEFORE, also: Some(graced), forget: |_, keys| keyed(index::FORGET_RETIRED, &[], keys) };
     let deleted = retired.run(sql, blobs, &cutoff, &now, config).await;
     note(
         "retired files",
@@ -209,6 +212,8 @@ async fn reap_orphans<S: Sql, B: Blobs>(
 /// records them gone (given the time now and the keys).
 struct Purge {
     due: &'static str,
+    /// A third parameter of `due`, if it takes one.
+    also: Option<SqlValue>,
     forget: fn(&str, &[String]) -> Vec<Statement>,
 }
 
@@ -217,7 +222,8 @@ impl Purge {
     async fn run<S: Sql, B: Blobs>(&self, sql: &S, blobs: &B, cutoff: &str, now: &str, config: &CleanupConfig) -> PortResult<(u64, bool)> {
         let mut done = 0;
         for _ in 0..config.max_pages {
-            let due: Vec<KeyRow> = sql.query(self.due, &[text(cutoff), SqlValue::from(config.page as u64)]).await?;
+            let params: Vec<SqlValue> = [text(cutoff), SqlValue::from(config.page as u64)].into_iter().chain(self.also.clone()).collect();
+            let due: Vec<KeyRow> = sql.query(self.due, &params).await?;
             let keys: Vec<String> = due.into_iter().map(|r| r.key).collect();
             // Objects first: if forgetting fails, the next pass deletes them again (a no-op).
             if !keys.is_empty() {

@@ -57,16 +57,12 @@ use fusou_core::message::CompactionMessage;
 use fusou_core::workflow::{Backoff, RetryPolicy, Run, StepConfig, StepError};
 use fusou_engine::EngineConfig;
 use fusou_engine::segment::{FragmentInput, Quarantined, Scan};
-use fusou_lake::TableCommit;
 use fusou_lake::commit::LakeConfig;
 use fusou_ports::{Blobs, CheckpointStore, Clock, DatasetRegistry, PortError, Sql};
 
 /// Fragment GETs one run keeps in flight, to hide the round trips (R2 binding calls are not
 /// subject to the six-connection limit of `fetch`).
 const CONCURRENT_READS: usize = 16;
-
-/// Tables a run commits to at once: each commit is a handful of round trips in sequence.
-const TABLES_AT_ONCE: usize = 8;
 
 /// How a run is bounded and retried.
 #[derive(Debug, Clone)]
@@ -87,7 +83,8 @@ pub struct RunConfig {
     pub merge_step_bytes: u64,
     /// Which small compacted files a run merges again (see [`consolidate`]).
     pub consolidation: ConsolidationConfig,
-    /// The open tables a run's commit publishes to ([`fusou_lake`]).
+    /// The open tables (their committer and clean-up read it; a run only leaves its files
+    /// pending for them).
     pub lake: LakeConfig,
     /// Outputs one run plans at most: the distinct (period, table) its fragments and the files
     /// it consolidates write. With the fragment and byte caps it bounds a run's subrequests
@@ -192,8 +189,9 @@ const FIXED_SUBREQUESTS: u64 = 30;
 impl RunConfig {
     /// The most subrequests one invocation of a run makes, step retries aside: a GET per input,
     /// a PUT per output (multipart: create, parts, complete and the upload id staged in D1), a
-    /// checkpoint per merge step, the fixed calls, and the table commits' budget. Queue consumers get 10,000 per invocation
-    /// (1,000 on older pages), shared by a batch's messages.
+    /// checkpoint per merge step and the fixed calls. (The tables' commits are the committer's,
+    /// in an invocation of their own.) Queue consumers get 10,000 per invocation (1,000 on
+    /// older pages), shared by a batch's messages.
     pub fn subrequests_at_most(&self) -> u64 {
         let outputs = self.max_outputs as u64;
         // Only an output of more than one part is a multipart upload, and outputs are smaller
@@ -205,7 +203,7 @@ impl RunConfig {
             0 => outputs,
             budget => (2 * self.max_run_bytes.div_ceil(budget) + 1).min(outputs),
         };
-        FIXED_SUBREQUESTS + self.max_fragments as u64 + outputs + 4 * parts + merge_steps + self.lake.subrequests_per_run
+        FIXED_SUBREQUESTS + self.max_fragments as u64 + outputs + 4 * parts + merge_steps
     }
 }
 
@@ -271,8 +269,9 @@ pub struct Summary {
     pub continue_after: bool,
     /// Milliseconds spent in each step kind this invocation ran (merges summed as `merge`).
     pub step_ms: std::collections::BTreeMap<String, u64>,
-    /// The table commits that published the outputs (and the retirements) to the open tables.
-    pub tables: Vec<TableCommit>,
+    /// The open tables the run left files pending for (its outputs, its retirements): the
+    /// tables' committer ([`fusou_lake::commit_pending`]) publishes them.
+    pub tables: Vec<String>,
 }
 
 /// A run's failure: the step that failed and why.
@@ -341,19 +340,7 @@ impl<S: Sql, B: Blobs, Ca: DatasetRegistry, C: Clock> Steps<'_, S, B, Ca, C> {
     async fn steps<K: CheckpointStore>(&self, message: &CompactionMessage, run: &mut Run<'_, K, C>) -> Result<Outcome, StepError> {
         let lease = match self.take_lease(&message.dataset_id, run).await? {
             Ok(lease) => lease,
-            Err(reason) => {
-                if run.has_completed(&Step::UpdateMetadata.name()).await? && !run.completed(&Step::CommitTables.name()) {
-                    // Committed in D1, then died before its tables: bring every table behind
-                    // the index up to date (the run no longer knows which were its own).
-                    let behind: Vec<index::LakeTableName> = self
-                        .sql
-                        .query(index::LAKE_TABLES_BEHIND, &[SqlValue::Int(64)])
-                        .await
-                        .map_err(|e| StepError::failed_once(Step::CommitTables.name(), e))?;
-                    self.commit_tables(&[], &behind.into_iter().map(|t| t.name).collect::<Vec<_>>(), true, run).await?;
-                }
-                return Ok(Outcome::Skipped(reason));
-            }
+            Err(reason) => return Ok(Outcome::Skipped(reason)),
         };
         let listing = self.list(message, run).await?;
         // Before a byte is read, this invocation is counted: one that dies reading (out of
@@ -387,7 +374,9 @@ impl<S: Sql, B: Blobs, Ca: DatasetRegistry, C: Clock> Steps<'_, S, B, Ca, C> {
             CommitOutcome::LostLease => return Ok(Outcome::LostLease { orphans: orphans() }),
             CommitOutcome::Superseded => return Ok(Outcome::Superseded { orphans: orphans() }),
         }
-        let tables = self.commit_tables(&written, &inputs.retired_tables(&scan), false, run).await?;
+        let mut tables: Vec<String> = written.iter().map(|o| o.table.to_string()).chain(inputs.retired_tables(&scan)).collect();
+        tables.sort();
+        tables.dedup();
         if run.records().iter().any(|r| r.name == Step::UpdateMetadata.name() && !r.ran) {
             // Committed by an earlier invocation: this one only re-took the lease. Give it back.
             self.sql
@@ -585,33 +574,6 @@ impl<S: Sql, B: Blobs, Ca: DatasetRegistry, C: Clock> Steps<'_, S, B, Ca, C> {
         run.step(&Step::UpdateMetadata.name(), &self.config.steps, || async {
             let batch = commit_batch(lease, outputs, consumed, retired, quarantined, &iso(self.clock.now_ms()));
             Ok(batch.outcome(&self.sql.batch(&batch.statements).await?))
-        })
-        .await
-    }
-
-    /// `commit-tables`: every table the run wrote to (or retired files of) brought to agree with
-    /// the index, concurrently. What it cannot commit stays pending for the next commit to the
-    /// table or the clean-up; failing here fails the run, whose redelivery resumes after its
-    /// checkpointed D1 commit.
-    async fn commit_tables<K: CheckpointStore>(
-        &self,
-        written: &[OutputRecord],
-        retired_tables: &[String],
-        catch_up: bool,
-        run: &mut Run<'_, K, C>,
-    ) -> Result<Vec<TableCommit>, StepError> {
-        let mut tables: Vec<String> = written.iter().map(|o| o.table.to_string()).chain(retired_tables.iter().cloned()).collect();
-        tables.sort();
-        tables.dedup();
-        let run_id = run.id().to_owned();
-        // One budget for the step's attempts in this invocation: a retry or a redelivery is a
-        // new invocation, with its own.
-        let budget = std::cell::Cell::new(self.config.lake.subrequests_per_run);
-        let share = fusou_lake::Share::new(if catch_up { None } else { Some(&run_id) }, &budget);
-        let (share, tables) = (&share, &tables);
-        run.step(&Step::CommitTables.name(), &self.config.steps, || async move {
-            let commits = tables.iter().map(|t| fusou_lake::commit_table(self.sql, self.blobs, self.clock, t, &self.config.lake, share));
-            futures_util::stream::iter(commits).buffer_unordered(TABLES_AT_ONCE).try_collect().await
         })
         .await
     }

@@ -22,11 +22,9 @@ pub enum Step {
     StageOutputs,
     /// Outputs `outputs.start` to `outputs.end - 1` merged and written (checkpointed).
     Merge { outputs: Range<usize> },
-    /// The fenced metadata commit (checkpointed).
+    /// The fenced metadata commit (checkpointed): the run's last step. Its files wait there,
+    /// pending, for the open tables' committer.
     UpdateMetadata,
-    /// The open tables the run wrote to brought to agree with the index (checkpointed; each
-    /// table commit resumes from D1, so a repeat finds nothing left to do).
-    CommitTables,
 }
 
 impl Step {
@@ -40,13 +38,12 @@ impl Step {
             Step::StageOutputs => "stage-outputs".into(),
             Step::Merge { outputs } => format!("merge-{}-{}", outputs.start, outputs.end - 1),
             Step::UpdateMetadata => "update-metadata".into(),
-            Step::CommitTables => "commit-tables".into(),
         }
     }
 
     /// What the metrics sum a step's time under: every merge step as `merge`.
     /// One step of each kind, in the order a run takes them.
-    pub fn each_kind() -> [Step; 8] {
+    pub fn each_kind() -> [Step; 7] {
         [
             Step::ValidateDataset,
             Step::ListFragments,
@@ -55,7 +52,6 @@ impl Step {
             Step::StageOutputs,
             Step::Merge { outputs: 0..1 },
             Step::UpdateMetadata,
-            Step::CommitTables,
         ]
     }
 
@@ -89,8 +85,7 @@ mod tests {
                 "stage-outputs",
                 "merge-0-0",
                 "merge-3-31",
-                "update-metadata",
-                "commit-tables"
+                "update-metadata"
             ]
         );
         assert_eq!(Step::kind("merge-3-31"), "merge");

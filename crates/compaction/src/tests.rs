@@ -95,6 +95,11 @@ impl World {
         }
     }
 
+    /// A pass of the open tables' committer, as its alarm runs it.
+    fn commit_tables(&self) -> fusou_lake::CommitPass {
+        block_on(fusou_lake::commit_pending(&self.db, &self.blobs, &self.clock, &LakeConfig::default()))
+    }
+
     fn pending(&self) -> i64 {
         self.db.count("SELECT count(*) FROM battle_files WHERE compacted_at IS NULL")
     }
@@ -174,9 +179,7 @@ fn a_crash_at_any_write_resumes_to_the_exact_rows() {
     // Fail the n-th object write (every output is one or more writes), then run again.
     let probe = World::with_fragments(6);
     committed(probe.run("probe", &config(0)).unwrap());
-    // The outputs' writes; the tables' commit writes after them (below).
-    let lake_writes = probe.blobs.objects.borrow().keys().filter(|k| k.starts_with("lake/")).count() as u32;
-    let total_writes = probe.blobs.writes.get() - lake_writes;
+    let total_writes = probe.blobs.writes.get();
     for fail_at in [1, 2, total_writes / 2, total_writes] {
         let w = World::with_fragments(6);
         w.blobs.fail_write.set(Some(fail_at));
@@ -190,17 +193,10 @@ fn a_crash_at_any_write_resumes_to_the_exact_rows() {
         assert_eq!(w.db.count("SELECT count(*) FROM compacted_files"), 32, "fail at {fail_at}");
         assert!(w.blobs.uploads.borrow().is_empty(), "aborted uploads are gone");
     }
-    // A write of the tables' commit fails: the run is committed in D1, its tables are not; the
-    // redelivery finds nothing pending and commits the tables.
-    let w = World::with_fragments(6);
-    w.blobs.fail_write.set(Some(total_writes + 1));
-    assert_eq!(w.run("run-a", &config(0)).unwrap_err().0.step(), "commit-tables");
-    assert_eq!(w.pending(), 0, "the D1 commit stands");
-    assert!(w.db.count("SELECT count(*) FROM compacted_files WHERE lake_snapshot IS NULL") > 0);
-    w.blobs.fail_write.set(None);
-    assert_eq!(w.run("run-a", &config(0)).unwrap(), Outcome::Skipped(SkipReason::NothingPending));
-    assert_eq!(w.db.count("SELECT count(*) FROM compacted_files WHERE lake_snapshot IS NULL"), 0, "every output in its table");
-    w.check_exact(0..6);
+    // The run writes nothing of the tables: its D1 commit is its end, its files pending for
+    // the committer.
+    assert!(!probe.blobs.objects.borrow().keys().any(|k| k.starts_with("lake/")));
+    assert_eq!(probe.db.count("SELECT count(*) FROM compacted_files WHERE lake_snapshot IS NULL"), 32);
 }
 
 #[test]
@@ -478,7 +474,6 @@ fn a_crash_after_any_step_resumes_to_the_exact_rows() {
         "merge-17-17",
         "merge-31-31",
         "update-metadata",
-        "commit-tables",
     ] {
         let w = World::with_fragments(4);
         let crashing = RunConfig { crash_after: Some(step.into()), ..config(0) };
@@ -486,19 +481,13 @@ fn a_crash_after_any_step_resumes_to_the_exact_rows() {
         assert_eq!(err.0, StepError::Interrupted { step: step.into() });
         // As after a real crash, the lease is still the run's (unless the commit released it):
         // the redelivery resumes under it.
-        let committed_before = matches!(step, "update-metadata" | "commit-tables");
-        let held = if committed_before { 0 } else { 1 };
+        let held = if step == "update-metadata" { 0 } else { 1 };
         assert_eq!(w.db.count("SELECT count(*) FROM datasets WHERE lease_run_id = 'run-a'"), held, "{step}");
         let writes = w.blobs.writes.get();
         match w.run("run-a", &config(0)).unwrap() {
             Outcome::Committed(summary) => assert_eq!(summary.input_fragments, 4, "{step}"),
             // The commit itself had happened: the redelivery finds nothing to do.
             Outcome::Skipped(SkipReason::NothingPending) if step == "update-metadata" => {
-                // Only the tables' commit, which the crash cut off, is written now.
-                assert!(w.blobs.objects.borrow().keys().filter(|k| !k.starts_with("lake/")).count() > 0);
-                assert!(w.blobs.writes.get() > writes, "the tables committed")
-            }
-            Outcome::Skipped(SkipReason::NothingPending) if step == "commit-tables" => {
                 assert_eq!(w.blobs.writes.get(), writes, "nothing written again")
             }
             other => panic!("{step}: {other:?}"),
@@ -506,7 +495,8 @@ fn a_crash_after_any_step_resumes_to_the_exact_rows() {
         w.check_exact(0..4);
         assert_eq!(w.db.count("SELECT count(*) FROM compacted_files"), 32, "{step}");
         assert_eq!(w.db.count("SELECT count(*) FROM datasets WHERE lease_run_id IS NULL AND compaction_needed = 0"), 1, "{step}");
-        // Every output is in its table, once.
+        // The committer's pass puts every output in its table, once.
+        assert_eq!(w.commit_tables().failures, [], "{step}");
         assert_eq!(w.db.count("SELECT count(*) FROM compacted_files WHERE lake_snapshot IS NULL"), 0, "{step}");
         assert_eq!(w.db.count("SELECT count(*) FROM lake_tables"), 32, "{step}");
     }
@@ -580,12 +570,10 @@ fn a_segment_whose_pages_do_not_decode_is_quarantined_at_merge() {
 fn the_defaults_keep_a_run_within_an_invocations_subrequests() {
     let config = RunConfig::default();
     let at_most = config.subrequests_at_most();
-    // A batch of 4 messages (the consumer's `max_batch_size`) shares an invocation's 10,000;
-    // the table commits' budget is a good part of it.
-    assert!(at_most * 4 <= 10_000, "{at_most} subrequests");
-    assert!(at_most > config.lake.subrequests_per_run);
+    // A batch of 10 messages (the consumer's `max_batch_size`) shares an invocation's 10,000.
+    assert!(at_most * 10 <= 10_000, "{at_most} subrequests");
     let unbounded = RunConfig { max_outputs: 10_000, ..RunConfig::default() };
-    assert!(unbounded.subrequests_at_most() > 10_000 / 4, "the output cap is what bounds them");
+    assert!(unbounded.subrequests_at_most() > 10_000 / 10, "the output cap is what bounds them");
 }
 
 #[test]
@@ -700,7 +688,7 @@ fn a_burst_of_requests_is_one_run_that_works_and_the_rest_skipped() {
 }
 
 #[test]
-fn eight_compaction_runs_at_once_put_every_output_in_its_table_once_with_every_row() {
+fn eight_compaction_runs_at_once_then_one_pass_of_the_committer_put_every_output_in_its_table_once() {
     let (db, blobs) = (Sqlite::migrated(), Memory::default());
     let w = (&db, &blobs);
     let shared = Interleaved::new(w.0, w.1);
@@ -727,13 +715,17 @@ fn eight_compaction_runs_at_once_put_every_output_in_its_table_once_with_every_r
         }
     });
     let outcomes = block_on(futures::future::join_all(runs));
-    let mut commits = 0;
+    let mut touched = std::collections::BTreeSet::new();
     for outcome in outcomes {
         match outcome.unwrap() {
-            Outcome::Committed(summary) => commits += summary.tables.iter().filter(|t| t.snapshot_id.is_some()).count(),
+            Outcome::Committed(summary) => touched.extend(summary.tables),
             other => panic!("{other:?}"),
         }
     }
+    let pass = block_on(fusou_lake::commit_pending(w.0, w.1, &FakeClock::default(), &config.lake));
+    assert_eq!(pass.failures, []);
+    let commits = pass.commits.iter().filter(|t| t.snapshot_id.is_some()).count();
+    assert_eq!(commits, touched.len(), "one commit per table the runs left files for");
     // Every compacted file is in its table exactly once, and the tables' records are every
     // uploaded row.
     let mut tables_rows = 0;
@@ -756,7 +748,5 @@ fn eight_compaction_runs_at_once_put_every_output_in_its_table_once_with_every_r
     }
     assert_eq!(listed, outputs, "every output listed");
     assert_eq!(tables_rows, uploaded_rows, "every row, once");
-    assert_eq!(snapshots, commits, "each table commit one snapshot, none lost");
-    let run_tables = w.0.count("SELECT count(*) FROM (SELECT DISTINCT run_id, table_name FROM compacted_files)");
-    assert_eq!(snapshots as i64, run_tables, "each run's outputs are a snapshot of their own in each table");
+    assert_eq!(snapshots, commits, "one snapshot per table, taking every run's files");
 }

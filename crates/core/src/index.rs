@@ -506,11 +506,12 @@ statements! {
     MARK_PURGED = "UPDATE battle_files SET purged_at = ?1 WHERE key IN ({keys})";
 
     /// [`KeyRow`]s of compacted files retired at or before `?1`, at most `?2`, oldest first;
-    /// of those its table listed, only once no snapshot the table keeps lists them (removed at a
-    /// sequence number no higher than the table's oldest kept one).
+    /// of those its table listed, only once no snapshot the table kept at `?3` (ms: now less the
+    /// lake's grace period) or since lists them (removed at a sequence number no higher than
+    /// the table's oldest kept one then).
     RETIRED_BEFORE = "SELECT key FROM compacted_files WHERE retired_at IS NOT NULL AND retired_at <= ?1 \
-         AND (lake_snapshot IS NULL OR lake_removed_seq <= \
-              (SELECT oldest_sequence FROM lake_tables WHERE name = compacted_files.table_name)) \
+         AND (lake_snapshot IS NULL OR lake_removed_seq <= (SELECT coalesce(max(oldest_sequence), 0) \
+              FROM lake_expiries WHERE table_name = compacted_files.table_name AND at_ms <= ?3)) \
          ORDER BY retired_at, key LIMIT ?2";
 
     /// Forgets the retired files `{keys}`.
@@ -543,43 +544,60 @@ statements! {
     LAKE;
 
     /// `?1` table → its [`LakeTable`] pointer, if it has one.
-    LAKE_TABLE = "SELECT name, metadata_key, version, oldest_sequence, updated_at FROM lake_tables WHERE name = ?1";
+    LAKE_TABLE = "SELECT name, metadata_key, version, oldest_sequence, committed_ms, updated_at FROM lake_tables WHERE name = ?1";
 
     /// Every table's [`LakeTable`] pointer, by name.
-    LAKE_TABLES = "SELECT name, metadata_key, version, oldest_sequence, updated_at FROM lake_tables ORDER BY name";
+    LAKE_TABLES = "SELECT name, metadata_key, version, oldest_sequence, committed_ms, updated_at FROM lake_tables ORDER BY name";
 
-    /// Tables (`name` as [`LakeTableName`]) whose files the index holds and the table does not
-    /// (to add or to remove), at most `?1`.
-    LAKE_TABLES_BEHIND = "SELECT DISTINCT table_name AS name FROM compacted_files \
-         WHERE (lake_snapshot IS NULL AND lake_refused IS NULL AND retired_at IS NULL) \
-            OR (lake_snapshot IS NOT NULL AND lake_removed_seq IS NULL AND retired_at IS NOT NULL) \
-         ORDER BY name LIMIT ?1";
+    /// Tables ([`LakeBehind`]) whose files the index holds and the table does not (to add or
+    /// to remove), with when each last committed, at most `?1`.
+    LAKE_TABLES_BEHIND = "SELECT b.name, coalesce(t.committed_ms, 0) AS committed_ms FROM ( \
+             SELECT DISTINCT table_name AS name FROM compacted_files \
+             WHERE lake_snapshot IS NULL AND lake_refused IS NULL AND retired_at IS NULL \
+             UNION SELECT DISTINCT table_name FROM compacted_files \
+             WHERE lake_snapshot IS NOT NULL AND lake_removed_seq IS NULL AND retired_at IS NOT NULL) b \
+         LEFT JOIN lake_tables t ON t.name = b.name ORDER BY b.name LIMIT ?1";
 
-    /// `?1` table → [`LakePending`] rows, in one read (so that a consolidation's new file and the
-    /// files it retired are seen together): live files not in the table (`add` = 1), oldest
-    /// first, at most `?2`; retired files the table still lists (`add` = 0), at most `?3`; of
-    /// run `?4` only (recorded or retired by it), or of every run when `?4` is NULL.
-    LAKE_PENDING = "SELECT * FROM (SELECT 1 AS \"add\", key, dataset_id, period_tag, row_count, size, columns \
-             FROM compacted_files WHERE table_name = ?1 AND lake_snapshot IS NULL AND lake_refused IS NULL \
-             AND retired_at IS NULL AND (?4 IS NULL OR run_id = ?4) ORDER BY created_at, key LIMIT ?2) \
-         UNION ALL SELECT * FROM (SELECT 0, key, dataset_id, period_tag, row_count, size, NULL \
+    /// `?1` table → [`LakePending`] rows of whole runs, in one read (so that a snapshot takes a
+    /// run's new files and the files it retired together, and sees them as one state of the
+    /// index): live files not in the table (`add` = 1, by the run that recorded them), retired
+    /// files the table still lists (`add` = 0, by the run that retired them). Runs are taken
+    /// oldest first while fewer than `?2` files are taken before them (so the first run always
+    /// is, however large); `backlog` counts every pending file of the table.
+    LAKE_PENDING = "WITH p AS ( \
+             SELECT 1 AS \"add\", key, dataset_id, period_tag, row_count, size, columns, run_id AS run, created_at AS at \
+             FROM compacted_files WHERE table_name = ?1 AND lake_snapshot IS NULL AND lake_refused IS NULL AND retired_at IS NULL \
+             UNION ALL SELECT 0, key, dataset_id, period_tag, row_count, size, NULL, coalesce(retired_run_id, ''), retired_at \
              FROM compacted_files WHERE table_name = ?1 AND lake_snapshot IS NOT NULL AND lake_removed_seq IS NULL \
-             AND retired_at IS NOT NULL AND (?4 IS NULL OR retired_run_id = ?4) ORDER BY key LIMIT ?3)";
+             AND retired_at IS NOT NULL), \
+         runs AS (SELECT run, count(*) AS files, sum(count(*)) OVER (ORDER BY min(at), run) AS upto FROM p GROUP BY run) \
+         SELECT p.\"add\", p.key, p.dataset_id, p.period_tag, p.row_count, p.size, p.columns, p.run, \
+             (SELECT count(*) FROM p) AS backlog \
+         FROM p JOIN runs ON runs.run = p.run WHERE runs.upto - runs.files < ?2 ORDER BY p.at, p.key";
 
     /// A table's first pointer: `?1` table, `?2` metadata key, `?3` version, `?4` oldest kept
-    /// sequence number, `?5` now; only if no file it adds (`{keys}`) was retired meanwhile, and
-    /// only if no other commit created the table first (zero changes: the commit lost the race).
-    LAKE_CREATE = "INSERT INTO lake_tables (name, metadata_key, version, oldest_sequence, updated_at) \
-         SELECT ?1, ?2, ?3, ?4, ?5 \
-         WHERE NOT EXISTS (SELECT 1 FROM compacted_files WHERE key IN ({keys}) AND retired_at IS NOT NULL) \
-         ON CONFLICT (name) DO NOTHING";
+    /// sequence number, `?5` now, `?6` its snapshot's time (ms); only if no other commit created
+    /// the table first (zero changes: the commit lost the race).
+    LAKE_CREATE = "INSERT INTO lake_tables (name, metadata_key, version, oldest_sequence, updated_at, committed_ms) \
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6 ON CONFLICT (name) DO NOTHING";
 
-    /// The compare-and-swap: the pointer moves from `?6` to `?2` (`?3` version, `?4` oldest kept
-    /// sequence number, `?5` now) only if it still names `?6` and no file the commit adds
-    /// (`{keys}`) was retired meanwhile.
-    LAKE_SWAP = "UPDATE lake_tables SET metadata_key = ?2, version = ?3, oldest_sequence = ?4, updated_at = ?5 \
-         WHERE name = ?1 AND metadata_key = ?6 \
-         AND NOT EXISTS (SELECT 1 FROM compacted_files WHERE key IN ({keys}) AND retired_at IS NOT NULL)";
+    /// The compare-and-swap: the pointer moves from `?7` to `?2` (`?3` version, `?4` oldest kept
+    /// sequence number, `?5` now, `?6` its current snapshot's time in ms) only if it still names
+    /// `?7`. (A file the commit adds that a
+    /// consolidation retired meanwhile is listed as the index held it when the commit read,
+    /// and leaves with the consolidation's output, in one later snapshot.)
+    LAKE_SWAP = "UPDATE lake_tables SET metadata_key = ?2, version = ?3, oldest_sequence = ?4, updated_at = ?5, \
+         committed_ms = ?6 WHERE name = ?1 AND metadata_key = ?7";
+
+    /// Table `?1` keeps no snapshot below sequence number `?3` from `?4` (ms) on, if the pointer
+    /// names `?2` (the first time only: when it became so).
+    LAKE_EXPIRY = "INSERT OR IGNORE INTO lake_expiries (table_name, oldest_sequence, at_ms) \
+         SELECT ?1, ?3, ?4 WHERE (SELECT metadata_key FROM lake_tables WHERE name = ?1) = ?2";
+
+    /// Forgets table `?1`'s expiries from before `?2` (ms) but the latest of them (the one
+    /// the grace period reads).
+    LAKE_FORGET_EXPIRIES = "DELETE FROM lake_expiries WHERE table_name = ?1 AND at_ms <= ?2 \
+         AND oldest_sequence < (SELECT max(oldest_sequence) FROM lake_expiries WHERE table_name = ?1 AND at_ms <= ?2)";
 
     /// The files `{keys}` of table `?1` are in snapshot `?3`, if the pointer names `?2` (the
     /// swap in the same batch succeeded).
@@ -614,9 +632,11 @@ statements! {
     LAKE_GARBAGE = "INSERT OR IGNORE INTO lake_garbage (key, table_name, free_at_sequence, created_at) \
          SELECT ?3, ?1, ?4, ?5 WHERE (SELECT metadata_key FROM lake_tables WHERE name = ?1) = ?2";
 
-    /// `?1` table → [`KeyRow`]s of its objects no kept snapshot needs, at most `?2`.
-    LAKE_GARBAGE_DUE = "SELECT key FROM lake_garbage WHERE table_name = ?1 \
-         AND free_at_sequence <= (SELECT oldest_sequence FROM lake_tables WHERE name = ?1) ORDER BY key LIMIT ?2";
+    /// `?1` table → [`KeyRow`]s of its objects no snapshot it kept at `?3` (ms: now less the
+    /// grace period) or since needs, at most `?2`.
+    LAKE_GARBAGE_DUE = "SELECT key FROM lake_garbage WHERE table_name = ?1 AND free_at_sequence <= \
+         (SELECT coalesce(max(oldest_sequence), 0) FROM lake_expiries WHERE table_name = ?1 AND at_ms <= ?3) \
+         ORDER BY key LIMIT ?2";
 
     /// Forgets deleted objects `{keys}`.
     LAKE_FORGET_GARBAGE = "DELETE FROM lake_garbage WHERE key IN ({keys})";
@@ -629,12 +649,17 @@ pub struct LakeTable {
     pub metadata_key: String,
     pub version: i64,
     pub oldest_sequence: i64,
+    /// When its current snapshot was committed (ms; 0: unknown).
+    pub committed_ms: i64,
     pub updated_at: String,
 }
 
+/// A table the index holds files for that it does not list (or lists retired).
 #[derive(Debug, Deserialize)]
-pub struct LakeTableName {
+pub struct LakeBehind {
     pub name: String,
+    /// When it last committed (ms; 0: never).
+    pub committed_ms: i64,
 }
 
 /// A file a table must take (`add`) or let go of.
@@ -648,6 +673,10 @@ pub struct LakePending {
     pub row_count: i64,
     pub size: i64,
     pub columns: Option<String>,
+    /// The run that recorded it (`add`) or retired it.
+    pub run: String,
+    /// How many files of the table are pending in all.
+    pub backlog: u64,
 }
 
 /// A staged output key, its run, its multipart upload if one was begun, and whether a commit

@@ -66,6 +66,11 @@ impl WorkerEnv {
         self.env.service(bindings::COMPACTION_SERVICE)
     }
 
+    /// The open tables' committer (the compaction Worker's Durable Object).
+    pub fn lake_committer(&self) -> worker::Result<worker::ObjectNamespace> {
+        self.env.durable_object(bindings::LAKE_COMMITTER)
+    }
+
     /// A rate limiter binding of the upload Worker.
     pub fn rate_limiter(&self, binding: &str) -> worker::Result<RateLimiter> {
         self.env.rate_limiter(binding)

@@ -19,6 +19,8 @@ pub mod bindings {
     pub const BATTLE_INDEX_DB: &str = "BATTLE_INDEX_DB";
     pub const COMPACTION_QUEUE: &str = "COMPACTION_QUEUE";
     pub const COMPACTION_SERVICE: &str = "COMPACTION_SERVICE";
+    /// The open tables' committer (a Durable Object of the compaction Worker).
+    pub const LAKE_COMMITTER: &str = "LAKE_COMMITTER";
 }
 
 /// Milliseconds since the Unix epoch, from the Worker's clock.

@@ -23,6 +23,8 @@ pub enum Service {
     Worker,
     /// The platform's Rate Limiting binding.
     RateLimit,
+    /// The open tables' committer (a Durable Object).
+    Committer,
 }
 
 impl Service {
@@ -34,6 +36,7 @@ impl Service {
             Service::Supabase => "Supabase",
             Service::Worker => "the compaction Worker",
             Service::RateLimit => "the rate limiter",
+            Service::Committer => "the tables' committer",
         }
     }
 }
@@ -92,7 +95,7 @@ impl RemoteError {
 impl Remote {
     pub fn timeout_ms(&self, service: Service) -> u64 {
         match service {
-            Service::Supabase | Service::Worker | Service::RateLimit => self.remote_timeout_ms,
+            Service::Supabase | Service::Worker | Service::RateLimit | Service::Committer => self.remote_timeout_ms,
             Service::D1 | Service::R2 | Service::Queue => self.binding_timeout_ms,
         }
     }

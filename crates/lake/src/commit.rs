@@ -18,13 +18,28 @@ pub struct Pending {
     pub adds: Vec<LakePending>,
     /// Retired files the table still lists.
     pub removes: Vec<LakePending>,
-    /// The run whose files these are (recorded in the snapshot's summary), if one run's.
-    pub run: Option<String>,
 }
 
 impl Pending {
+    /// The pending rows of whole runs, as [`fusou_core::index::LAKE_PENDING`] answers them.
+    pub fn of(rows: Vec<LakePending>) -> Self {
+        let (adds, removes) = rows.into_iter().partition(|r| r.add);
+        Pending { adds, removes }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.adds.is_empty() && self.removes.is_empty()
+    }
+
+    /// The runs whose files these are.
+    pub fn runs(&self) -> usize {
+        self.adds.iter().chain(&self.removes).map(|r| r.run.as_str()).collect::<HashSet<_>>().len()
+    }
+
+    /// Whether the table has pending files this commit does not take.
+    pub fn more(&self) -> bool {
+        let taken = (self.adds.len() + self.removes.len()) as u64;
+        self.adds.iter().chain(&self.removes).any(|r| r.backlog > taken)
     }
 }
 
@@ -35,20 +50,22 @@ pub struct LakeConfig {
     /// API), a directory that mirrors the bucket on a local machine (`file:///…`).
     pub root: String,
     pub retention: Retention,
-    /// Files added, and removed, per commit at most (the rest in the next one). Adds are
-    /// checked in one statement, so they stay under D1's bound parameters.
-    pub adds_per_commit: usize,
-    pub removes_per_commit: usize,
+    /// A commit takes whole runs, oldest first, while it has taken fewer files than this (so
+    /// at least one run, however large); the rest wait for the next.
+    pub files_per_commit: usize,
+    /// A table gets at most one snapshot this often (`LAKE_COMMIT_INTERVAL_SECONDS`), which
+    /// takes everything pending for it (up to `files_per_commit`).
+    pub commit_interval_ms: i64,
     /// When a snapshot would list more manifests than this, its manifests smaller than
     /// `manifest_target_bytes` are merged into one (as Iceberg writers' `commit.manifest-merge`).
     pub manifests_before_merge: usize,
     pub manifest_target_bytes: i64,
     /// Compare-and-swap attempts of one table commit before it gives up (what it leaves
-    /// pending, the run's next invocation or the clean-up takes).
+    /// pending, the committer's next pass takes).
     pub attempts: u32,
-    /// Subrequests a run's table commits may make in one invocation, and the clean-up's: a
-    /// Worker invocation has 10,000 (see `RunConfig::subrequests_at_most`).
-    pub subrequests_per_run: u64,
+    /// Subrequests one pass of the committer may make, and the clean-up's upkeep of the
+    /// tables: an invocation has 10,000.
+    pub subrequests_per_pass: u64,
     pub subrequests_per_cleanup: u64,
 }
 
@@ -57,26 +74,33 @@ impl Default for LakeConfig {
         LakeConfig {
             root: crate::rest::DEFAULT_ROOT.into(),
             retention: Retention::default(),
-            adds_per_commit: 80,
-            removes_per_commit: 900,
+            files_per_commit: 1000,
+            commit_interval_ms: 60_000,
             manifests_before_merge: 16,
             manifest_target_bytes: 8 << 20,
             attempts: 8,
-            subrequests_per_run: 1200,
+            subrequests_per_pass: 5000,
             subrequests_per_cleanup: 3000,
         }
     }
 }
 
 impl LakeConfig {
-    /// The defaults, then `LAKE_LOCATION` (where readers find the bucket's keys) and
-    /// `LAKE_SNAPSHOT_DAYS` (how long snapshots are kept for time travel).
+    /// The defaults, then `LAKE_LOCATION` (where readers find the bucket's keys), the
+    /// retention of snapshots for time travel (`LAKE_SNAPSHOT_DAYS`, `LAKE_MIN_SNAPSHOTS`,
+    /// `LAKE_GRACE_MINUTES`) and `LAKE_COMMIT_INTERVAL_SECONDS`.
     pub fn from_vars(vars: &fusou_core::config::Vars<'_>) -> Result<Self, fusou_core::config::ConfigError> {
         let d = Self::default();
         let root = crate::rest::lake_root(vars)?;
-        let days = vars.number("LAKE_SNAPSHOT_DAYS")?;
-        let retention = Retention { max_age_ms: (days as i64).saturating_mul(86_400_000), ..d.retention };
-        Ok(LakeConfig { root, retention, ..d })
+        let ms = |name: &'static str, unit: i64| vars.number(name).map(|n| (n as i64).saturating_mul(unit));
+        let retention = Retention {
+            max_age_ms: ms("LAKE_SNAPSHOT_DAYS", 86_400_000)?,
+            min_snapshots: vars.positive("LAKE_MIN_SNAPSHOTS")? as usize,
+            grace_ms: ms("LAKE_GRACE_MINUTES", 60_000)?,
+            ..d.retention
+        };
+        let commit_interval_ms = ms("LAKE_COMMIT_INTERVAL_SECONDS", 1000)?;
+        Ok(LakeConfig { root, retention, commit_interval_ms, ..d })
     }
 
     /// The location of bucket key `key`.
@@ -340,9 +364,7 @@ pub fn prepare(
         ("total-position-deletes".to_owned(), "0".to_owned()),
         ("total-equality-deletes".to_owned(), "0".to_owned()),
     ]);
-    if let Some(run) = &pending.run {
-        summary.insert("fusou.run-id".to_owned(), run.clone());
-    }
+    summary.insert("fusou.runs".to_owned(), pending.runs().to_string());
     let snapshot = Snapshot {
         snapshot_id,
         parent_snapshot_id: parent,
@@ -357,7 +379,7 @@ pub fn prepare(
         metadata.log_previous(&config.location(&c.key), c.metadata.last_updated_ms);
     }
     let expired = metadata.expire(&config.retention, now_ms);
-    garbage.extend(expired_garbage(&expired, config));
+    garbage.extend(expired_garbage(&expired, config, metadata.oldest_sequence_number()));
 
     let metadata_key = format!("{prefix}/metadata/{version:05}-{}.metadata.json", attempt.uuid);
     objects.push((metadata_key.clone(), metadata.to_json().into_bytes()));
@@ -375,11 +397,13 @@ pub fn prepare(
     })
 }
 
-/// What expired snapshots leave to delete at once: their manifest lists and the metadata files
-/// off the log. (Their manifests are garbage from the commit that replaced them.)
-pub fn expired_garbage(expired: &Expired, config: &LakeConfig) -> Vec<(String, i64)> {
+/// What expired snapshots leave to delete once the table keeps no snapshot below `oldest` (a
+/// grace period after this expiry): their manifest lists and the metadata files off the log.
+/// (Their manifests are garbage from the commit that replaced them.)
+pub fn expired_garbage(expired: &Expired, config: &LakeConfig, oldest: i64) -> Vec<(String, i64)> {
     let lists = expired.snapshots.iter().map(|s| s.manifest_list.as_str());
-    lists.chain(expired.metadata_files.iter().map(String::as_str)).filter_map(|l| config.key(l)).map(|k| (k.to_owned(), 0)).collect()
+    let metadata_files = expired.metadata_files.iter().map(String::as_str);
+    lists.chain(metadata_files).filter_map(|l| config.key(l)).map(|k| (k.to_owned(), oldest)).collect()
 }
 
 fn metadata_spec() -> super::metadata::PartitionSpec {

@@ -8,25 +8,27 @@
 //!
 //! **The index is the source of truth; a table is brought to agree with it.** A compacted file
 //! is in its table exactly when the index marks it (`lake_snapshot`), and leaves it when its
-//! retirement is marked (`lake_removed_seq`). A table commit ([`commit_table`]):
+//! retirement is marked (`lake_removed_seq`). Runs only record files; the tables' one committer
+//! ([`commit_pending`], a Durable Object's alarm in the Worker) gives each table behind the
+//! index at most one snapshot per commit interval. A table commit ([`commit_table`]):
 //! 1. reads the table's pointer (`lake_tables`), then in one query what the index holds that the
-//!    table does not: live files to add, retired files to remove;
+//!    table does not, in whole runs: each run's live files to add and the files it retired;
 //! 2. plans the new snapshot ([`commit::prepare`]) on the metadata the pointer names, and writes
 //!    its new objects under fresh names (nothing existing is overwritten);
 //! 3. swaps the pointer in one D1 batch with the marks: the swap succeeds only if the pointer
-//!    still names what step 1 read and no file being added was retired meanwhile, and each mark
-//!    is fenced by the pointer naming the new metadata. So marks and snapshot go together or
-//!    not at all; a commit that lost the race retries from step 1 (and often finds its files
-//!    already committed by the winner).
+//!    still names what step 1 read, and each mark is fenced by the pointer naming the new
+//!    metadata. So marks and snapshot go together or not at all; a commit that lost the race
+//!    retries from step 1.
 //!
-//! So any number of writers commit to one table (each swap a snapshot, none lost), a crash
-//! anywhere leaves the files pending for the next commit (the run's own retry, another run's
-//! commit to the table, or the clean-up's), and no file is listed twice or listed after it was
-//! retired: its add and its removal are each marked once, atomically with the snapshot.
+//! So a crash anywhere leaves the files pending for the next pass, and no file is listed twice:
+//! its add and its removal are each marked once, atomically with the snapshot. Whole runs make
+//! each snapshot the index as step 1 read it: a consolidation's output and inputs change
+//! places in one snapshot, so no reader sees a row missing or twice.
 //!
-//! Snapshots beyond [`metadata::Retention`] expire (at commit, by count; in the clean-up, by
-//! age); objects no kept snapshot needs are recorded in `lake_garbage` with the sequence number
-//! from which they are free, and deleted by the clean-up ([`maintain`]).
+//! Snapshots expire by age above a floor ([`metadata::Retention`]); objects no kept snapshot
+//! needs are recorded in `lake_garbage` with the sequence number from which they are free, and
+//! deleted by the clean-up ([`maintain`]) a grace period after the table stopped keeping any
+//! snapshot below it (`lake_expiries`).
 
 // Not every public item of this crate is documented yet (row types and settings fields
 // above all): the workspace denies `missing_docs`, and this crate opts out until it passes.
@@ -74,23 +76,6 @@ mod tables {
         pub more: bool,
     }
 
-    /// Which pending files a table commit takes, and the subrequests it may still make.
-    pub struct Share<'a> {
-        /// A run's own files (those it recorded or retired): its commit is its own snapshot.
-        /// `None`: everything pending (the catch-up after a crash, the clean-up).
-        pub run: Option<&'a str>,
-        /// Subrequests left to the caller's table commits: an attempt begins only if its worst
-        /// case fits, so that an invocation stays within the platform's limit (what is left
-        /// stays pending for the next invocation).
-        pub budget: &'a Cell<u64>,
-    }
-
-    impl<'a> Share<'a> {
-        pub fn new(run: Option<&'a str>, budget: &'a Cell<u64>) -> Self {
-            Share { run, budget }
-        }
-    }
-
     /// The subrequests of one commit attempt before the manifests it reads: the pointer and
     /// pending queries, the metadata file and the manifest list.
     const ATTEMPT_READS: u64 = 4;
@@ -100,27 +85,30 @@ mod tables {
     /// The subrequests of one commit attempt besides the manifests it reads.
     pub const ATTEMPT_SUBREQUESTS: u64 = ATTEMPT_READS + ATTEMPT_WRITES;
 
-    /// Brings table `table` to agree with the index, for `share`'s files: one snapshot (up to
-    /// the configured number of files), by compare-and-swap, retried against other writers.
+    /// Brings table `table` to agree with the index: one snapshot of whole runs (up to the
+    /// configured number of files), by compare-and-swap, retried against other writers. An
+    /// attempt begins only if its worst case fits in `budget` subrequests, so that an
+    /// invocation stays within the platform's limit (what is left stays pending).
     pub async fn commit_table<S: Sql, B: Blobs, C: Clock>(
         sql: &S,
         blobs: &B,
         clock: &C,
         table: &str,
         config: &LakeConfig,
-        share: &Share<'_>,
+        budget: &Cell<u64>,
     ) -> PortResult<TableCommit> {
         let mut outcome = TableCommit { table: table.to_owned(), ..TableCommit::default() };
         let spent = || Err(format!("table {table}: the subrequests for table commits are spent; what is left stays pending").into());
-        let spend = |n: usize| share.budget.set(share.budget.get().saturating_sub(n as u64));
+        let spend = |n: usize| budget.set(budget.get().saturating_sub(n as u64));
         while outcome.attempts < config.attempts {
-            if share.budget.get() < ATTEMPT_SUBREQUESTS {
+            if budget.get() < ATTEMPT_SUBREQUESTS {
                 return spent();
             }
             outcome.attempts += 1;
             spend(2);
             let pointer: Option<LakeTable> = sql.query(index::LAKE_TABLE, &[text(table)]).await?.pop();
-            let pending = pending(sql, table, config, share.run).await?;
+            let rows = sql.query(index::LAKE_PENDING, &[text(table), SqlValue::from(config.files_per_commit as u64)]).await?;
+            let pending = Pending::of(rows);
             if pending.is_empty() {
                 return Ok(outcome);
             }
@@ -134,7 +122,7 @@ mod tables {
             };
             let to_read = commit::manifests_to_read(&listed, &pending, config);
             spend(pointer.is_some() as usize * 2);
-            if share.budget.get() < to_read.len() as u64 + ATTEMPT_WRITES {
+            if budget.get() < to_read.len() as u64 + ATTEMPT_WRITES {
                 return spent();
             }
             spend(to_read.len());
@@ -143,7 +131,7 @@ mod tables {
             let prepared = commit::prepare(table, current.as_ref(), &listed, &manifests, &pending, config, Attempt::new(now))?;
             spend(prepared.objects.len() + 2);
             put_all(blobs, &prepared.objects).await?;
-            let statements = swap(table, current.as_ref(), &prepared, &iso(now as u64));
+            let statements = swap(table, current.as_ref(), &prepared, now);
             let changes = match sql.batch(&statements).await {
                 Ok(changes) => changes,
                 Err(e) => {
@@ -160,7 +148,7 @@ mod tables {
                 outcome.snapshot_id = prepared.snapshot.as_ref().map(|s| s.snapshot_id);
                 outcome.added = prepared.added.len() as u64;
                 outcome.removed = prepared.removed.len() as u64;
-                outcome.more = pending.adds.len() >= config.adds_per_commit || pending.removes.len() >= config.removes_per_commit;
+                outcome.more = pending.more();
                 return Ok(outcome);
             }
             // Another writer swapped first: this attempt's objects are nobody's.
@@ -175,18 +163,6 @@ mod tables {
     fn backoff_ms(attempt: u32) -> u64 {
         let base = 10u64 << attempt.min(6);
         base / 2 + (uuid::Uuid::new_v4().as_u128() as u64) % base
-    }
-
-    async fn pending<S: Sql>(sql: &S, table: &str, config: &LakeConfig, run: Option<&str>) -> PortResult<Pending> {
-        let params = [
-            text(table),
-            SqlValue::from(config.adds_per_commit as u64),
-            SqlValue::from(config.removes_per_commit as u64),
-            SqlValue::from(run),
-        ];
-        let rows: Vec<index::LakePending> = sql.query(index::LAKE_PENDING, &params).await?;
-        let (adds, removes) = rows.into_iter().partition(|r| r.add);
-        Ok(Pending { adds, removes, run: run.map(str::to_owned) })
     }
 
     /// The table's metadata as its pointer names it.
@@ -243,18 +219,19 @@ mod tables {
 
     /// The commit's D1 batch: the swap first (its changes decide), then the marks and the
     /// garbage, each fenced by the pointer naming the new metadata.
-    fn swap(table: &str, current: Option<&Current>, prepared: &Prepared, now: &str) -> Vec<Statement> {
+    fn swap(table: &str, current: Option<&Current>, prepared: &Prepared, now_ms: i64) -> Vec<Statement> {
+        let now = &iso(now_ms as u64);
         let mut statements = Vec::new();
         if let Some(snapshot) = &prepared.snapshot {
-            // An empty list would bind no statement; '' is no key.
-            let adding = if prepared.added.is_empty() { vec![String::new()] } else { prepared.added.clone() };
             let oldest = SqlValue::from(prepared.metadata.oldest_sequence_number());
-            let own = [text(table), text(&prepared.metadata_key), SqlValue::Int(prepared.version), oldest, text(now)];
-            statements.extend(match current {
-                None => keyed(index::LAKE_CREATE, &own, &adding),
-                Some(c) => keyed(index::LAKE_SWAP, &[&own[..], &[text(&c.key)]].concat(), &adding),
+            let own = [text(table), text(&prepared.metadata_key), SqlValue::Int(prepared.version), oldest.clone(), text(now)];
+            let committed = SqlValue::Int(snapshot.timestamp_ms);
+            statements.push(match current {
+                None => Statement::new(index::LAKE_CREATE, [&own[..], &[committed]].concat()),
+                Some(c) => Statement::new(index::LAKE_SWAP, [&own[..], &[committed, text(&c.key)]].concat()),
             });
             let fence = |third: SqlValue| [text(table), text(&prepared.metadata_key), third];
+            statements.push(Statement::new(index::LAKE_EXPIRY, [&fence(oldest)[..], &[SqlValue::Int(now_ms)]].concat()));
             statements.extend(keyed(index::LAKE_MARK_ADDED, &fence(SqlValue::Int(snapshot.snapshot_id)), &prepared.added));
             statements.extend(keyed(index::LAKE_MARK_REMOVED, &fence(SqlValue::Int(snapshot.sequence_number)), &prepared.removed));
             for (key, why) in &prepared.noted {
@@ -277,10 +254,83 @@ mod tables {
         statements
     }
 
+    /// What one pass of the committer did.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+    pub struct CommitPass {
+        /// The tables it committed (a snapshot each, or refusals only).
+        pub commits: Vec<TableCommit>,
+        /// Tables whose commit failed this pass, and why; their files stay pending.
+        pub failures: Vec<TableFailure>,
+        /// Tables behind the index that committed within the interval, left for later.
+        pub waiting: u64,
+        /// When the next pass has work (ms): the earliest a waiting table may commit again, or
+        /// the next interval when a table has more than one commit takes or failed. `None`:
+        /// nothing is pending.
+        pub next_ms: Option<i64>,
+    }
+
+    /// Tables one pass looks at, at most (the contract has 32).
+    const TABLES_PER_PASS: i64 = 64;
+    /// Table commits one pass runs at once.
+    const COMMITS_AT_ONCE: usize = 4;
+
+    /// The group commit: one pass of the tables' single committer. Every table the index holds
+    /// files for that it does not list (or lists retired) gets one snapshot taking what is
+    /// pending for it, unless it committed less than `commit_interval_ms` ago. So a table gets
+    /// at most one snapshot per interval however many runs finish, and a run's files wait at
+    /// most one interval (plus a pass).
+    pub async fn commit_pending<S: Sql, B: Blobs, C: Clock>(sql: &S, blobs: &B, clock: &C, config: &LakeConfig) -> CommitPass {
+        let mut pass = CommitPass::default();
+        let behind: Vec<index::LakeBehind> = match sql.query(index::LAKE_TABLES_BEHIND, &[SqlValue::Int(TABLES_PER_PASS)]).await {
+            Ok(behind) => behind,
+            Err(e) => {
+                pass.failures.push(TableFailure { table: "*".into(), error: format!("listing the tables behind: {e}") });
+                pass.next_ms = Some(clock.now_ms() as i64 + config.commit_interval_ms);
+                return pass;
+            }
+        };
+        let now = clock.now_ms() as i64;
+        let mut due = Vec::new();
+        for table in &behind {
+            let at = table.committed_ms.saturating_add(config.commit_interval_ms);
+            // (0: the table has no snapshot yet.)
+            if table.committed_ms > 0 && at > now {
+                pass.waiting += 1;
+                pass.next_ms = Some(pass.next_ms.map_or(at, |n| n.min(at)));
+            } else {
+                due.push(table.name.as_str());
+            }
+        }
+        // An equal share of the pass's subrequests per table, so that one table cannot spend the
+        // others'.
+        let per_table = (config.subrequests_per_pass / due.len().max(1) as u64).max(MIN_TABLE_SUBREQUESTS);
+        let commits = due.iter().map(|name| async move {
+            let budget = Cell::new(per_table);
+            (*name, commit_table(sql, blobs, clock, name, config, &budget).await)
+        });
+        let done: Vec<_> = futures_util::stream::iter(commits).buffer_unordered(COMMITS_AT_ONCE).collect().await;
+        let again = now + config.commit_interval_ms;
+        for (name, result) in done {
+            match result {
+                Ok(commit) => {
+                    if commit.more {
+                        pass.next_ms = Some(pass.next_ms.map_or(again, |n| n.min(again)));
+                    }
+                    pass.commits.push(commit);
+                }
+                Err(e) => {
+                    pass.next_ms = Some(pass.next_ms.map_or(again, |n| n.min(again)));
+                    pass.failures.push(TableFailure { table: name.to_owned(), error: e.to_string() });
+                }
+            }
+        }
+        pass.commits.sort_by(|a, b| a.table.cmp(&b.table));
+        pass
+    }
+
     /// What the clean-up did to the tables.
     #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
     pub struct Maintenance {
-        pub commits: u64,
         pub snapshots_expired: u64,
         pub objects_deleted: u64,
         /// Tables whose maintenance failed this pass, and why (`*`: the listing itself).
@@ -294,9 +344,9 @@ mod tables {
         pub error: String,
     }
 
-    /// The clean-up's pass over the tables: every table brought to agree with the index (a run
-    /// that died between its commit and its table's leaves its files pending), snapshots older
-    /// than the retention expired, and objects no kept snapshot needs deleted.
+    /// The clean-up's upkeep of the tables (it commits nothing: the committer is the tables'
+    /// one writer of snapshots): snapshots past the retention expired, and objects no snapshot
+    /// kept within the grace period needs deleted.
     ///
     /// Each table's work runs within its own share of the pass's subrequests and on its own: a
     /// table that fails (its metadata unreadable, R2 refusing its objects) is reported in
@@ -304,13 +354,6 @@ mod tables {
     /// the clean-up's other parts run whatever happens here.
     pub async fn maintain<S: Sql, B: Blobs, C: Clock>(sql: &S, blobs: &B, clock: &C, config: &LakeConfig) -> Maintenance {
         let mut report = Maintenance::default();
-        let behind: Vec<index::LakeTableName> = match sql.query(index::LAKE_TABLES_BEHIND, &[SqlValue::Int(64)]).await {
-            Ok(behind) => behind,
-            Err(e) => {
-                report.failures.push(TableFailure { table: "*".into(), error: format!("listing the tables behind: {e}") });
-                Vec::new()
-            }
-        };
         let tables: Vec<LakeTable> = match sql.query(index::LAKE_TABLES, &[]).await {
             Ok(tables) => tables,
             Err(e) => {
@@ -318,56 +361,38 @@ mod tables {
                 Vec::new()
             }
         };
-        let names: std::collections::BTreeSet<&str> =
-            behind.iter().map(|t| t.name.as_str()).chain(tables.iter().map(|t| t.name.as_str())).collect();
-        // An equal share of the pass's subrequests per table, so that one table cannot spend the
-        // others'.
-        let per_table = (config.subrequests_per_cleanup / names.len().max(1) as u64).max(MIN_TABLE_SUBREQUESTS);
-        for name in names {
+        let per_table = (config.subrequests_per_cleanup / tables.len().max(1) as u64).max(MIN_TABLE_SUBREQUESTS);
+        for pointer in &tables {
             let budget = Cell::new(per_table);
-            let pointer = tables.iter().find(|t| t.name == name);
-            let catch_up = behind.iter().any(|t| t.name == name);
-            if let Err(error) = maintain_table(sql, blobs, clock, name, pointer, catch_up, config, &budget, &mut report).await {
-                report.failures.push(TableFailure { table: name.to_owned(), error: error.to_string() });
+            if let Err(error) = maintain_table(sql, blobs, clock, pointer, config, &budget, &mut report).await {
+                report.failures.push(TableFailure { table: pointer.name.clone(), error: error.to_string() });
             }
         }
         report
     }
 
-    /// Fewest subrequests a table's maintenance gets in a pass, however many tables there are.
+    /// Fewest subrequests a table's commit or maintenance gets in a pass, however many tables
+    /// there are.
     const MIN_TABLE_SUBREQUESTS: u64 = 40;
     /// Pages of garbage (1,000 keys each) deleted per table and pass.
     const GARBAGE_PAGES: usize = 4;
 
     /// One table's part of [`maintain`], within `budget` subrequests.
-    #[allow(clippy::too_many_arguments)]
     async fn maintain_table<S: Sql, B: Blobs, C: Clock>(
         sql: &S,
         blobs: &B,
         clock: &C,
-        name: &str,
-        pointer: Option<&LakeTable>,
-        catch_up: bool,
+        pointer: &LakeTable,
         config: &LakeConfig,
         budget: &Cell<u64>,
         report: &mut Maintenance,
     ) -> PortResult<()> {
-        if catch_up {
-            let share = Share::new(None, budget);
-            for _ in 0..4 {
-                let done = commit_table(sql, blobs, clock, name, config, &share).await?;
-                report.commits += done.snapshot_id.is_some() as u64;
-                if !done.more {
-                    break;
-                }
-            }
-        }
-        let Some(pointer) = pointer else { return Ok(()) };
         spend(budget, 3)?;
         report.snapshots_expired += expire(sql, blobs, clock, pointer, config).await?;
+        let graced = SqlValue::Int(clock.now_ms() as i64 - config.retention.grace_ms);
         for _ in 0..GARBAGE_PAGES {
             spend(budget, 3)?;
-            let due: Vec<KeyRow> = sql.query(index::LAKE_GARBAGE_DUE, &[text(&pointer.name), SqlValue::Int(1000)]).await?;
+            let due: Vec<KeyRow> = sql.query(index::LAKE_GARBAGE_DUE, &[text(&pointer.name), SqlValue::Int(1000), graced.clone()]).await?;
             if due.is_empty() {
                 break;
             }
@@ -376,6 +401,8 @@ mod tables {
             sql.batch(&keyed(index::LAKE_FORGET_GARBAGE, &[], &keys)).await?;
             report.objects_deleted += keys.len() as u64;
         }
+        spend(budget, 1)?;
+        sql.run(index::LAKE_FORGET_EXPIRIES, &[text(&pointer.name), graced]).await?;
         Ok(())
     }
 
@@ -410,7 +437,7 @@ mod tables {
         let key = format!("{}/metadata/{version:05}-{}.metadata.json", commit::table_prefix(&pointer.name), ids.uuid);
         blobs.put(&key, Bytes::from(metadata.to_json())).await?;
         let prepared = Prepared {
-            garbage: commit::expired_garbage(&expired, config),
+            garbage: commit::expired_garbage(&expired, config, metadata.oldest_sequence_number()),
             metadata_key: key.clone(),
             version,
             objects: Vec::new(),
@@ -421,7 +448,7 @@ mod tables {
             noted: Vec::new(),
             metadata,
         };
-        let changes = sql.batch(&swap(&pointer.name, Some(&current), &prepared, &iso(now as u64))).await?;
+        let changes = sql.batch(&swap(&pointer.name, Some(&current), &prepared, now)).await?;
         if changes.first() == Some(&1) {
             return Ok(expired.snapshots.len() as u64);
         }

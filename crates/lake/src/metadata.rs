@@ -110,21 +110,24 @@ pub struct SortOrder {
     pub fields: Vec<serde_json::Value>,
 }
 
-/// How many snapshots a table keeps, and for how long.
+/// How long a table keeps its snapshots (time travel), in the manner of R2 Data Catalog's
+/// snapshot expiration: a snapshot expires once it is older than `max_age_ms` **and** is not
+/// among the newest `min_snapshots`; never by count alone, never the current one. (The group
+/// commit bounds how many snapshots an age holds: one per table per commit interval.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
-    /// Snapshots this old expire (in the clean-up), the current one never.
     pub max_age_ms: i64,
-    /// At most this many snapshots are kept, even within the age (a burst of commits must not
-    /// make every commit rewrite a growing metadata file).
-    pub max_snapshots: usize,
+    pub min_snapshots: usize,
     /// Previous metadata files listed in `metadata-log`.
     pub max_metadata_log: usize,
+    /// What an expired snapshot alone referenced is deleted this long after it expired, not
+    /// before: a reader still planning from it finds its files.
+    pub grace_ms: i64,
 }
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention { max_age_ms: 7 * 24 * 3_600_000, max_snapshots: 100, max_metadata_log: 20 }
+        Retention { max_age_ms: 7 * 24 * 3_600_000, min_snapshots: 100, max_metadata_log: 20, grace_ms: 3_600_000 }
     }
 }
 
@@ -195,15 +198,16 @@ impl TableMetadata {
         self.metadata_log.push(MetadataLogEntry { timestamp_ms: previous_updated_ms, metadata_file: previous.to_owned() });
     }
 
-    /// Expires snapshots older than the retention's age (as of `now_ms`) or beyond its count,
-    /// never the current one, and trims the metadata log.
+    /// Expires snapshots older than the retention's age (as of `now_ms`) and beyond its floor,
+    /// never the current one; drops the schemas no kept snapshot uses (but the current one)
+    /// and trims the metadata log.
     pub fn expire(&mut self, retention: &Retention, now_ms: i64) -> Expired {
         let current = self.current_snapshot_id;
-        let keep_from = self.snapshots.len().saturating_sub(retention.max_snapshots.max(1));
+        let floor = self.snapshots.len().saturating_sub(retention.min_snapshots);
         let cutoff = now_ms - retention.max_age_ms;
         let (mut kept, mut expired) = (Vec::new(), Vec::new());
         for (i, s) in std::mem::take(&mut self.snapshots).into_iter().enumerate() {
-            if Some(s.snapshot_id) == current || (i >= keep_from && s.timestamp_ms > cutoff) {
+            if Some(s.snapshot_id) == current || i >= floor || s.timestamp_ms > cutoff {
                 kept.push(s);
             } else {
                 expired.push(s);
@@ -212,6 +216,9 @@ impl TableMetadata {
         self.snapshots = kept;
         let live: std::collections::HashSet<i64> = self.snapshots.iter().map(|s| s.snapshot_id).collect();
         self.snapshot_log.retain(|e| live.contains(&e.snapshot_id));
+        let used: std::collections::HashSet<i32> =
+            self.snapshots.iter().map(|s| s.schema_id).chain([self.current_schema_id]).collect();
+        self.schemas.retain(|s| used.contains(&s.schema_id));
         let drop = self.metadata_log.len().saturating_sub(retention.max_metadata_log);
         let metadata_files = self.metadata_log.drain(..drop).map(|e| e.metadata_file).collect();
         Expired { snapshots: expired, metadata_files }

@@ -44,29 +44,36 @@ impl World {
     }
 
     fn record_in(&self, table: &str, key: &str, dataset: &str, rows: i64, columns: &str) {
+        self.record_by("run", table, key, dataset, rows, columns);
+    }
+
+    /// A compacted file as run `run`'s commit records it.
+    fn record_by(&self, run: &str, table: &str, key: &str, dataset: &str, rows: i64, columns: &str) {
         self.db.with(|c| {
             c.execute("INSERT OR IGNORE INTO datasets (id, owner_id, created_at, updated_at) VALUES (?1, 'o', 't', 't')", params![dataset])
                 .unwrap();
             c.execute(
                 "INSERT INTO compacted_files (key, dataset_id, period_tag, table_name, run_id, schema_fingerprint, row_count, size, \
-                 source_segments, created_at, columns) VALUES (?1, ?2, '2025-11-05', ?3, 'run', 'fp', ?4, ?5, 1, ?6, ?7)",
-                params![key, dataset, table, rows, rows * 100, format!("t{key}"), columns],
+                 source_segments, created_at, columns) VALUES (?1, ?2, '2025-11-05', ?3, ?8, 'fp', ?4, ?5, 1, ?6, ?7)",
+                params![key, dataset, table, rows, rows * 100, format!("t{key}"), columns, run],
             )
             .unwrap();
         });
     }
 
-    /// Consolidation's commit: `retired` merged into `into`.
+    /// Consolidation's commit: `retired` merged into `into`, by a run of its own.
     fn consolidate(&self, retired: &[&str], into: &str, dataset: &str, rows: i64) {
-        self.record(into, dataset, rows, COLUMNS);
+        let run = format!("merge-{into}");
+        self.record_by(&run, TABLE, into, dataset, rows, COLUMNS);
         for key in retired {
-            self.db.with(|c| c.execute("UPDATE compacted_files SET retired_at = 't' WHERE key = ?1", params![key]).unwrap());
+            let retire = "UPDATE compacted_files SET retired_at = 't', retired_run_id = ?2 WHERE key = ?1";
+            self.db.with(|c| c.execute(retire, params![key, run]).unwrap());
         }
     }
 
     /// Whatever is pending, without a subrequest budget.
-    fn all(&self) -> Share<'_> {
-        Share::new(None, &self.budget)
+    fn all(&self) -> &Cell<u64> {
+        &self.budget
     }
 
     fn commit(&self) -> TableCommit {
@@ -222,7 +229,7 @@ fn columns_outside_the_contract_are_left_out_and_noted_and_a_type_clash_is_refus
     let done = w.commit();
     assert_eq!((done.added, done.refused), (1, 1));
     let metadata = w.metadata();
-    assert_eq!(metadata.schemas.len(), 2, "the initial schema and the contract's; no file added a field");
+    assert_eq!(metadata.schemas.len(), 1, "the contract's (no snapshot uses the initial one); no file added a field");
     assert_eq!(metadata.current_schema().fields, fields);
     assert!(metadata.current_schema().field("cell").is_none());
     assert_eq!(w.live(None), keys(&["c/new", "c/old"]));
@@ -266,7 +273,7 @@ fn a_thousand_commits_of_new_unknown_columns_leave_the_schema_and_a_small_metada
     }
     let metadata = w.metadata();
     assert_eq!(metadata.current_schema(), &schema, "the schema is the contract's still");
-    assert_eq!(metadata.schemas.len(), 2);
+    assert_eq!(metadata.schemas.len(), 1, "the contract's; no snapshot uses the initial one");
     let bytes = w.blobs.objects.borrow()[&w.pointer().metadata_key].len();
     println!("metadata after 1,000 commits of new unknown columns: {bytes} bytes ({} snapshots kept)", metadata.snapshots.len());
     assert!(bytes < 1 << 20, "metadata {bytes} bytes");
@@ -289,14 +296,14 @@ fn a_commit_that_dies_before_its_swap_leaves_its_files_for_the_next() {
 }
 
 #[test]
-fn a_file_retired_while_a_commit_adds_it_is_never_listed() {
+fn a_file_retired_while_a_commit_adds_it_leaves_the_table_with_its_replacement() {
     let w = World::new();
     w.record("c/a", "d1", 10, COLUMNS);
     // A writer that read `c/a` as pending, then lost its turn while a consolidation retired it.
     let slow = Interleaved::new(&w.db, &w.blobs);
     let config = config();
     let budget = Cell::new(u64::MAX);
-    let everything = Share::new(None, &budget);
+    let everything = &budget;
     let mut commit = Box::pin(commit_table(&slow, &slow, &w.clock, TABLE, &config, &everything));
     let waker = futures::task::noop_waker();
     let mut cx = Context::from_waker(&waker);
@@ -306,7 +313,10 @@ fn a_file_retired_while_a_commit_adds_it_is_never_listed() {
     }
     w.consolidate(&["c/a"], "c/a2", "d1", 10);
     let done = block_on(commit).unwrap();
-    assert_eq!(done.attempts, 2, "the swap saw the retirement and the commit began again");
+    assert_eq!(done.attempts, 1);
+    assert_eq!(w.live(None), keys(&["c/a"]), "the snapshot is the index as the commit read it");
+    let next = w.commit();
+    assert_eq!((next.added, next.removed), (1, 1), "the consolidation's output and input, in one snapshot");
     assert_eq!(w.live(None), keys(&["c/a2"]));
 }
 
@@ -316,7 +326,7 @@ fn eight_writers_commit_to_one_table_and_no_file_is_lost_or_listed_twice() {
     let shared = Interleaved::new(&w.db, &w.blobs);
     let config = config();
     let budget = Cell::new(u64::MAX);
-    let everything = Share::new(None, &budget);
+    let everything = &budget;
     let mut expected = Vec::new();
     let writers = (0..8).map(|i| {
         // Each writer's run records its file, then commits the table.
@@ -341,11 +351,11 @@ fn a_table_commit_begins_only_within_its_subrequest_budget() {
     let w = World::new();
     w.record("c/a", "d1", 10, COLUMNS);
     let budget = Cell::new(ATTEMPT_SUBREQUESTS - 1);
-    let err = block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config(), &Share::new(None, &budget))).unwrap_err();
+    let err = block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config(), &budget)).unwrap_err();
     assert!(err.message.contains("subrequests"), "{err}");
     assert_eq!(w.db.count("SELECT count(*) FROM compacted_files WHERE lake_snapshot IS NULL"), 1, "left pending");
     let budget = Cell::new(ATTEMPT_SUBREQUESTS);
-    let done = block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config(), &Share::new(None, &budget))).unwrap();
+    let done = block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config(), &budget)).unwrap();
     assert_eq!(done.added, 1);
     assert!(budget.get() < ATTEMPT_SUBREQUESTS, "what it spent is counted");
 
@@ -354,47 +364,67 @@ fn a_table_commit_begins_only_within_its_subrequest_budget() {
     w.consolidate(&["c/a"], "c/a2", "d1", 10);
     let objects = w.blobs.objects.borrow().len();
     let budget = Cell::new(ATTEMPT_SUBREQUESTS);
-    let err = block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config(), &Share::new(None, &budget))).unwrap_err();
+    let err = block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config(), &budget)).unwrap_err();
     assert!(err.message.contains("subrequests"), "{err}");
     assert_eq!(w.blobs.objects.borrow().len(), objects, "nothing written");
     assert_eq!(w.live(None), keys(&["c/a"]));
 }
 
 #[test]
-fn manifests_are_merged_and_old_snapshots_expire_with_what_only_they_need() {
+fn manifests_are_merged_and_snapshots_expire_by_age_above_a_floor_after_a_grace_period() {
     let w = World::new();
+    let hour = 3_600_000;
     let config = LakeConfig {
         manifests_before_merge: 4,
-        retention: Retention { max_age_ms: 3_600_000, max_snapshots: 5, max_metadata_log: 3 },
+        retention: Retention { max_age_ms: hour, min_snapshots: 5, max_metadata_log: 3, grace_ms: 600_000 },
         ..config()
     };
+    // A commit every 5 minutes for 150 minutes.
     for i in 0..30 {
         w.record(&format!("c/{i:02}"), "d1", 1, COLUMNS);
         block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config, &w.all())).unwrap();
-        w.clock.now.set(w.clock.now.get() + 60_000);
+        w.clock.now.set(w.clock.now.get() + 300_000);
     }
     let metadata = w.metadata();
     let listed = w.manifests();
     assert!(listed.len() <= 4, "{} manifests after 30 commits", listed.len());
-    assert_eq!(metadata.snapshots.len(), 5, "at most the configured count");
+    assert_eq!(metadata.snapshots.len(), 12, "the last hour's, by age, not by count");
     assert_eq!(metadata.metadata_log.len(), 3);
     assert_eq!(w.live(None).len(), 30);
 
-    // Two hours later the clean-up expires all but the current snapshot and deletes what no
-    // kept snapshot needs; the table still reads whole.
-    w.clock.now.set(w.clock.now.get() + 2 * 3_600_000);
+    // Two hours on, the clean-up expires all but the newest 5; what only the expired ones
+    // referenced stays through the grace period (a reader may be planning from them).
+    w.clock.now.set(w.clock.now.get() + 2 * hour as u64);
+    let expired_lists: Vec<String> =
+        metadata.snapshots[..7].iter().map(|s| config.key(&s.manifest_list).unwrap().to_owned()).collect();
     let report = block_on(maintain(&w.db, &w.blobs, &w.clock, &config));
     assert_eq!(report.failures, []);
-    assert_eq!(report.snapshots_expired, 4);
-    assert!(report.objects_deleted > 0);
-    assert_eq!(w.metadata().snapshots.len(), 1);
+    assert_eq!(report.snapshots_expired, 7);
+    assert_eq!(w.metadata().snapshots.len(), 5, "the floor");
+    assert!(expired_lists.iter().all(|k| w.blobs.objects.borrow().contains_key(k)), "kept through the grace period");
     assert_eq!(w.live(None).len(), 30);
-    let objects: Vec<String> = w.blobs.objects.borrow().keys().filter(|k| k.starts_with("lake/")).cloned().collect();
-    let manifests = objects.iter().filter(|k| k.ends_with(".avro") && !k.contains("/snap-")).count();
-    let lists = objects.iter().filter(|k| k.contains("/snap-")).count();
-    assert_eq!(lists, 1, "only the current snapshot's manifest list is left: {objects:?}");
-    assert_eq!(manifests, listed.len(), "only its manifests are left");
-    assert_eq!(w.db.count("SELECT count(*) FROM lake_garbage"), 0);
+
+    // After the grace period they go, and nothing a kept snapshot needs does.
+    w.clock.now.set(w.clock.now.get() + 600_000);
+    let report = block_on(maintain(&w.db, &w.blobs, &w.clock, &config));
+    assert_eq!(report.failures, []);
+    assert!(report.objects_deleted >= 7);
+    let metadata = w.metadata();
+    let avro = |keys: Vec<String>| keys.into_iter().filter(|k| k.ends_with(".avro")).collect::<std::collections::BTreeSet<_>>();
+    let objects = avro(w.blobs.objects.borrow().keys().filter(|k| k.starts_with("lake/")).cloned().collect());
+    let blobs = &w.blobs;
+    let referenced = block_on(mirror::referenced(&metadata, &config.root, async |k: &str| {
+        blobs.objects.borrow().get(k).map(|b| b.to_vec()).ok_or_else(|| format!("{k} is missing"))
+    }))
+    .unwrap();
+    assert_eq!(objects, avro(referenced), "exactly what the kept snapshots reference is left");
+    assert_eq!(w.live(None).len(), 30);
+    let waiting = w.db.count("SELECT count(*) FROM lake_garbage");
+    let still_needed = w.db.count(&format!(
+        "SELECT count(*) FROM lake_garbage WHERE free_at_sequence > {}",
+        metadata.oldest_sequence_number()
+    ));
+    assert_eq!(waiting, still_needed, "what garbage is left, a kept snapshot still needs");
 }
 
 #[test]
@@ -413,23 +443,109 @@ fn a_consolidation_writes_one_manifest_however_many_small_ones_it_touches() {
 }
 
 #[test]
-fn a_retired_file_is_deleted_only_when_no_kept_snapshot_lists_it() {
+fn a_retired_file_is_deleted_only_when_no_kept_snapshot_lists_it_after_a_grace_period() {
     let w = World::new();
+    let config = LakeConfig { retention: Retention { min_snapshots: 1, ..Retention::default() }, ..config() };
+    let commit = |w: &World| block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config, &w.all())).unwrap();
     w.record("c/a", "d1", 10, COLUMNS);
-    w.commit();
+    commit(&w);
     w.consolidate(&["c/a"], "c/b", "d1", 10);
+    // The clean-up's own statement: retired before 'u' (every test time), within the grace.
     let due = |w: &World| {
-        w.db.count("SELECT count(*) FROM compacted_files WHERE key IN (SELECT key FROM compacted_files WHERE retired_at IS NOT NULL AND retired_at <= 'u' AND (lake_snapshot IS NULL OR lake_removed_seq <= (SELECT oldest_sequence FROM lake_tables WHERE name = table_name)))")
+        let graced = SqlValue::Int(w.clock.now.get() as i64 - config.retention.grace_ms);
+        let rows: Vec<fusou_core::index::KeyRow> =
+            block_on(w.db.query(fusou_core::index::RETIRED_BEFORE, &[SqlValue::from("u"), SqlValue::Int(10), graced])).unwrap();
+        rows.len()
     };
     assert_eq!(due(&w), 0, "the table still lists it");
-    w.commit();
+    commit(&w);
     assert_eq!(due(&w), 0, "snapshot 1, which lists it, is kept for time travel");
     w.clock.now.set(w.clock.now.get() + 30 * 24 * 3_600_000);
-    assert_eq!(block_on(maintain(&w.db, &w.blobs, &w.clock, &config())).failures, []);
-    assert_eq!(due(&w), 1, "once snapshot 1 expired");
-    let sql: Vec<fusou_core::index::KeyRow> =
-        block_on(w.db.query(fusou_core::index::RETIRED_BEFORE, &[SqlValue::from("u"), SqlValue::Int(10)])).unwrap();
-    assert_eq!(sql.len(), 1, "the clean-up's own statement agrees");
+    assert_eq!(block_on(maintain(&w.db, &w.blobs, &w.clock, &config)).failures, []);
+    assert_eq!(w.metadata().snapshots.len(), 1, "snapshot 1 expired");
+    assert_eq!(due(&w), 0, "a reader may still be planning from snapshot 1");
+    w.clock.now.set(w.clock.now.get() + config.retention.grace_ms as u64);
+    assert_eq!(due(&w), 1, "after the grace period");
+}
+
+#[test]
+fn every_snapshot_of_a_backlog_larger_than_a_commit_holds_each_row_once() {
+    // 3 datasets × 24 files from 72 runs, in the table; then consolidations (each its own run:
+    // 8 files retired into 1, rows kept) pile up while nothing commits, more than one commit
+    // takes.
+    let w = World::new();
+    let config = LakeConfig { files_per_commit: 5, ..config() };
+    let commit = |w: &World| block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config, &w.all())).unwrap();
+    let mut rows_of = std::collections::BTreeMap::new();
+    for d in 0..3 {
+        for i in 0..24 {
+            let rows = 1 + i as i64;
+            w.record_by(&format!("r{d}-{i}"), TABLE, &format!("c/d{d}/{i:02}"), &format!("d{d}"), rows, COLUMNS);
+            *rows_of.entry(format!("d{d}")).or_insert(0) += rows;
+        }
+    }
+    while commit(&w).more {}
+    for d in 0..3 {
+        for group in 0..3 {
+            let retired: Vec<String> = (group * 8..group * 8 + 8).map(|i| format!("c/d{d}/{i:02}")).collect();
+            let rows: i64 = (group * 8..group * 8 + 8).map(|i| 1 + i as i64).sum();
+            let run = format!("c{d}-{group}");
+            w.record_by(&run, TABLE, &format!("c/d{d}/g{group}"), &format!("d{d}"), rows, COLUMNS);
+            w.db.with(|c| {
+                for key in &retired {
+                    c.execute("UPDATE compacted_files SET retired_at = 't', retired_run_id = ?2 WHERE key = ?1", params![key, run]).unwrap();
+                }
+            });
+        }
+    }
+    let mut snapshots = 0;
+    loop {
+        let done = commit(&w);
+        snapshots += done.snapshot_id.is_some() as u32;
+        // What each dataset's files in this snapshot hold: every row once, never fewer or more.
+        let files = block_on(scan(&w.blobs, &config, &w.metadata(), None)).unwrap();
+        let mut seen = std::collections::BTreeMap::new();
+        for f in &files {
+            *seen.entry(f.dataset.clone()).or_insert(0) += f.record_count;
+        }
+        assert_eq!(seen, rows_of, "snapshot {snapshots}: rows by dataset");
+        if !done.more {
+            break;
+        }
+    }
+    assert!(snapshots > 1, "the backlog took more than one commit");
+    assert_eq!(w.live(None).len(), 9, "three consolidated files per dataset");
+}
+
+#[test]
+fn the_committer_gives_each_table_one_snapshot_per_interval_whatever_the_runs() {
+    let w = World::new();
+    let config = config();
+    let start = w.clock.now.get();
+    let mut snapshots_at = Vec::new();
+    // Ten minutes: a run finishes every 5 s with a file for each of two tables, and the committer
+    // passes after each (as each run's notice would have it).
+    for t in 0..120 {
+        w.record_by(&format!("r{t}"), TABLE, &format!("c/{t:03}"), "d1", 1, COLUMNS);
+        w.record_by(&format!("r{t}"), "cells", &format!("p/{t:03}"), "d1", 1, COLUMNS);
+        let pass = block_on(commit_pending(&w.db, &w.blobs, &w.clock, &config));
+        assert_eq!(pass.failures, []);
+        let committed: Vec<&TableCommit> = pass.commits.iter().filter(|c| c.snapshot_id.is_some()).collect();
+        if !committed.is_empty() {
+            assert_eq!(committed.len(), 2, "both tables, in one pass");
+            snapshots_at.push(w.clock.now.get() - start);
+            assert_eq!(pass.next_ms, None, "everything pending was taken");
+        } else {
+            assert_eq!(pass.waiting, 2);
+            let last = *snapshots_at.last().unwrap();
+            assert_eq!(pass.next_ms, Some((start + last) as i64 + config.commit_interval_ms), "when the alarm is due");
+        }
+        w.clock.now.set(w.clock.now.get() + 5_000);
+    }
+    assert_eq!(snapshots_at, (0..10).map(|i| i * 60_000).collect::<Vec<_>>(), "one snapshot a minute");
+    block_on(commit_pending(&w.db, &w.blobs, &w.clock, &config));
+    assert_eq!(w.live(None).len(), 120, "the last pass took the rest");
+    assert_eq!(w.metadata().snapshots.len(), 11);
 }
 
 /// `scripts/bench-lake.sh`: 10,000 commits to one table, then the metadata's size and the time
@@ -489,7 +605,7 @@ fn bench_ten_thousand_commits_and_eight_writers() {
     let shared = Interleaved::new(&w.db, &w.blobs);
     let config = config();
     let budget = Cell::new(u64::MAX);
-    let everything = &Share::new(None, &budget);
+    let everything = &budget;
     let started = Instant::now();
     let writers = (0..8).map(|writer| {
         let (w, shared, config) = (&w, &shared, &config);

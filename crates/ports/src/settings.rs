@@ -189,7 +189,25 @@ pub const SETTINGS: &[Setting] = &[
         name: "LAKE_SNAPSHOT_DAYS",
         read_by: Reader::Compaction,
         default: "7",
-        doc: "the open tables keep snapshots (time travel) this long; the clean-up expires older ones (a table also keeps at most 100)",
+        doc: "the open tables keep snapshots (time travel) this long: an older one expires once `LAKE_MIN_SNAPSHOTS` newer ones are kept (as R2 Data Catalog's `max_snapshot_age`)",
+    },
+    Setting {
+        name: "LAKE_MIN_SNAPSHOTS",
+        read_by: Reader::Compaction,
+        default: "100",
+        doc: "the newest snapshots a table keeps whatever their age (as R2 Data Catalog's `min_snapshots_to_keep`)",
+    },
+    Setting {
+        name: "LAKE_GRACE_MINUTES",
+        read_by: Reader::Compaction,
+        default: "60",
+        doc: "what only an expired snapshot referenced is deleted this long after it expired, so that a reader still planning from it finds its files",
+    },
+    Setting {
+        name: "LAKE_COMMIT_INTERVAL_SECONDS",
+        read_by: Reader::Compaction,
+        default: "60",
+        doc: "the open tables' committer gives each table at most one snapshot this often, taking every run's files pending for it (as Pipelines' roll interval)",
     },
     Setting {
         name: "TEST_HOOKS",
