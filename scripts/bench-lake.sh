@@ -6,4 +6,4 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$FUSOU_ROOT"
-cargo test -q --profile worker-dev -p fusou-core --lib lake::tests::bench -- --ignored --nocapture 2>&1 | grep -v "^$"
+cargo test -q --profile worker-dev -p fusou-lake --lib tests::bench -- --ignored --nocapture 2>&1 | grep -v "^$"

@@ -15,6 +15,7 @@
 //! each table's pointer stays the fence against anything else (the clean-up's expiry).
 
 use fusou_edge::{WorkerClock, log};
+use fusou_ports::meter::Metered;
 use serde_json::json;
 use worker::{DurableObject, Env, Request, Response, Result, State, durable_object};
 
@@ -62,13 +63,21 @@ impl DurableObject for LakeCommitter {
         let ctx = Ctx::load(self.env.clone()).map_err(|e| worker::Error::RustError(e.to_string()))?;
         let db = D1(ctx.db()?);
         let bucket = R2 { bucket: ctx.bucket()?, remote: ctx.remote };
+        let bucket = Metered::new(&bucket, &ctx.meter);
         let pass = fusou_lake::commit_pending(&db, &bucket, &WorkerClock, &ctx.run.lake).await;
         let event = if pass.failures.is_empty() { "committer.pass" } else { "committer.pass_partly_failed" };
         let snapshots = pass.commits.iter().filter(|c| c.snapshot_id.is_some()).count();
         let attempts: u32 = pass.commits.iter().map(|c| c.attempts).sum();
         log::info(
             event,
-            json!({ "snapshots": snapshots, "attempts": attempts, "waiting": pass.waiting, "nextMs": pass.next_ms, "pass": pass }),
+            json!({
+                "snapshots": snapshots,
+                "attempts": attempts,
+                "waiting": pass.waiting,
+                "nextMs": pass.next_ms,
+                "operations": ctx.meter.operations(),
+                "pass": pass,
+            }),
         );
         if let Some(next_ms) = pass.next_ms {
             let offset = (next_ms - fusou_edge::now_ms() as i64).max(0);

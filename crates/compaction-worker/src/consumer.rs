@@ -17,6 +17,7 @@ use worker::MessageBuilder;
 use crate::context::Ctx;
 use crate::faults;
 use fusou_edge::WorkerClock;
+use fusou_ports::meter::Metered;
 
 use crate::ports::{D1, R2, SupabaseRegistry};
 
@@ -41,6 +42,9 @@ pub(crate) async fn compact(ctx: &Ctx, message: &CompactionMessage) -> Result<bo
 
     let db = D1(ctx.db().map_err(|e| e.to_string())?);
     let bucket = R2 { bucket: ctx.bucket().map_err(|e| e.to_string())?, remote: ctx.remote };
+    // The batch's messages share the invocation's meter: this run's part is what it adds.
+    let before = ctx.meter.operations();
+    let bucket = Metered::new(&bucket, &ctx.meter);
     let registry = SupabaseRegistry(&ctx.supabase);
     let armed = faults::armed(ctx, &db.0, &message.dataset_id).await;
     let config = RunConfig { crash_after: armed.crash_after, poison: armed.poison, ..ctx.run.clone() };
@@ -54,6 +58,7 @@ pub(crate) async fn compact(ctx: &Ctx, message: &CompactionMessage) -> Result<bo
     let metrics = MetricsUpdate {
         worker_busy_ms: Some(busy_ms),
         wasm_memory_bytes: Some(measure::wasm_memory_bytes()),
+        operations: Some(ctx.meter.operations().since(before)),
         ..MetricsUpdate::finished(&outcome, finished, duration_ms)
     };
     record(ctx, message, metric_id, &metrics).await;

@@ -66,6 +66,9 @@ pub struct MetricsUpdate {
     /// The Worker's Wasm memory after the run: the isolate's peak so far.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wasm_memory_bytes: Option<u64>,
+    /// The run's billable operations (R2 classes, D1 statements and rows, subrequests).
+    #[serde(flatten)]
+    pub operations: Option<fusou_ports::meter::Operations>,
 }
 
 impl MetricsUpdate {
@@ -90,6 +93,7 @@ impl MetricsUpdate {
             error_timed_out_ms: None,
             worker_busy_ms: None,
             wasm_memory_bytes: None,
+            operations: None,
         }
     }
 

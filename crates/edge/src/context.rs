@@ -2,7 +2,10 @@
 //! read ([`Shared`]), the remote-call policy, the Supabase client, and every binding. Each
 //! Worker's own context adds its settings on top (and derefs to this one).
 
+use std::rc::Rc;
+
 use fusou_core::config::{ConfigError, OperatorRefusal, Shared, Vars};
+use fusou_ports::meter::Meter;
 use worker::{Bucket, Env, Fetcher, Queue, RateLimiter, Request};
 
 use crate::bindings;
@@ -19,6 +22,9 @@ pub struct WorkerEnv {
     pub remote: Remote,
     /// The Supabase project's REST API.
     pub supabase: Supabase,
+    /// The invocation's billable operations so far (D1 counts its own; R2 and queue calls are
+    /// counted where they are made).
+    pub meter: Rc<Meter>,
 }
 
 impl WorkerEnv {
@@ -30,7 +36,7 @@ impl WorkerEnv {
         let settings = own(&vars)?;
         let remote = crate::remote(&shared.platform);
         let supabase = Supabase::new(shared.supabase_url.clone(), shared.supabase_service_key.clone(), remote);
-        Ok((Self { env, shared, remote, supabase }, settings))
+        Ok((Self { env, shared, remote, supabase, meter: Rc::default() }, settings))
     }
 
     /// Passes a request that bears the operator secret ([`Shared::check_operator`]).
@@ -48,7 +54,7 @@ impl WorkerEnv {
 
     /// The battle-data index (D1), every call behind the remote policy.
     pub fn db(&self) -> worker::Result<Db> {
-        Ok(Db::new(self.env.d1(bindings::BATTLE_INDEX_DB)?, self.remote))
+        Ok(Db::new(self.env.d1(bindings::BATTLE_INDEX_DB)?, self.remote, self.meter.clone()))
     }
 
     /// The battle-data bucket (R2).

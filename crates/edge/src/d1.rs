@@ -1,7 +1,10 @@
 //! D1 behind [`Remote`]: every query can time out (and be delayed on a test stack), and
 //! statements bind the core's [`SqlValue`], the one parameter type of every statement.
 
+use std::rc::Rc;
+
 use fusou_core::index::SqlValue;
+use fusou_ports::meter::Meter;
 use serde::de::DeserializeOwned;
 use worker::wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement, D1Result};
@@ -17,15 +20,32 @@ fn js(v: &SqlValue) -> JsValue {
     }
 }
 
-/// The battle-data index.
+/// The battle-data index. Every statement, and the rows D1 says it read and wrote, are
+/// counted into the invocation's meter (what D1 bills).
 pub struct Db {
     inner: D1Database,
     remote: Remote,
+    meter: Rc<Meter>,
 }
 
 impl Db {
-    pub fn new(inner: D1Database, remote: Remote) -> Self {
-        Self { inner, remote }
+    pub fn new(inner: D1Database, remote: Remote, meter: Rc<Meter>) -> Self {
+        Self { inner, remote, meter }
+    }
+
+    /// Counts `statements` sent in one call, and what D1 answered they cost.
+    fn count(&self, statements: u64, results: &[&D1Result]) {
+        let (mut read, mut written) = (0, 0);
+        for meta in results.iter().filter_map(|r| r.meta().ok().flatten()) {
+            read += meta.rows_read.unwrap_or(0) as u64;
+            written += meta.rows_written.unwrap_or(0) as u64;
+        }
+        self.meter.add(|o| {
+            o.d1_statements += statements;
+            o.d1_rows_read += read;
+            o.d1_rows_written += written;
+            o.subrequests += 1;
+        });
     }
 
     /// `sql` with `params` bound as `?1, ?2, …`, for a batch.
@@ -38,19 +58,20 @@ impl Db {
     pub async fn all<T: DeserializeOwned>(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<T>, RemoteError> {
         let statement = self.statement(sql, params)?;
         let result = self.remote.call(Service::D1, "a query", statement.all()).await?;
+        self.count(1, &[&result]);
         result.results().map_err(|e| RemoteError::failed(Service::D1, "decoding rows", e))
     }
 
     /// The first row of a query, if any.
     pub async fn first<T: DeserializeOwned>(&self, sql: &str, params: &[SqlValue]) -> Result<Option<T>, RemoteError> {
-        let statement = self.statement(sql, params)?;
-        self.remote.call(Service::D1, "a query", statement.first(None)).await
+        Ok(self.all(sql, params).await?.into_iter().next())
     }
 
     /// Runs a statement and answers how many rows it changed.
     pub async fn run(&self, sql: &str, params: &[SqlValue]) -> Result<u64, RemoteError> {
         let statement = self.statement(sql, params)?;
         let result = self.remote.call(Service::D1, "a statement", statement.run()).await?;
+        self.count(1, &[&result]);
         Ok(changes(&result))
     }
 
@@ -60,7 +81,10 @@ impl Db {
         if statements.is_empty() {
             return Ok(Vec::new());
         }
-        self.remote.call(Service::D1, "a batch", self.inner.batch(statements)).await
+        let n = statements.len() as u64;
+        let results = self.remote.call(Service::D1, "a batch", self.inner.batch(statements)).await?;
+        self.count(n, &results.iter().collect::<Vec<_>>());
+        Ok(results)
     }
 }
 

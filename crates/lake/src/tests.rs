@@ -77,7 +77,7 @@ impl World {
     }
 
     fn commit(&self) -> TableCommit {
-        block_on(commit_table(&self.db, &self.blobs, &self.clock, TABLE, &config(), &self.all())).unwrap()
+        block_on(commit_table(&self.db, &self.blobs, &self.clock, TABLE, &config(), self.all())).unwrap()
     }
 
     fn pointer(&self) -> LakeTable {
@@ -251,7 +251,7 @@ fn columns_outside_the_contract_are_left_out_and_noted_and_a_type_clash_is_refus
 fn a_table_outside_the_contract_is_never_made() {
     let w = World::new();
     w.record_in("junk_table_1", "c/junk", "d1", 10, COLUMNS);
-    let done = block_on(commit_table(&w.db, &w.blobs, &w.clock, "junk_table_1", &config(), &w.all())).unwrap();
+    let done = block_on(commit_table(&w.db, &w.blobs, &w.clock, "junk_table_1", &config(), w.all())).unwrap();
     assert_eq!((done.added, done.refused, done.snapshot_id), (0, 1, None));
     assert_eq!(w.db.count("SELECT count(*) FROM lake_tables"), 0, "no pointer, so no catalog entry");
     assert!(w.blobs.objects.borrow().keys().all(|k| !k.starts_with("lake/")), "no object written");
@@ -287,7 +287,7 @@ fn a_commit_that_dies_before_its_swap_leaves_its_files_for_the_next() {
     w.record("c/b", "d1", 10, COLUMNS);
     // The metadata file's PUT fails: as if the isolate died before the swap.
     w.blobs.fail_write.set(Some(w.blobs.writes.get() + 3));
-    assert!(block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config(), &w.all())).is_err());
+    assert!(block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config(), w.all())).is_err());
     assert_eq!(w.metadata().snapshots.len(), 1, "the table is as it was");
     assert_eq!(w.db.count("SELECT count(*) FROM compacted_files WHERE lake_snapshot IS NULL"), 1);
     w.blobs.fail_write.set(None);
@@ -303,8 +303,7 @@ fn a_file_retired_while_a_commit_adds_it_leaves_the_table_with_its_replacement()
     let slow = Interleaved::new(&w.db, &w.blobs);
     let config = config();
     let budget = Cell::new(u64::MAX);
-    let everything = &budget;
-    let mut commit = Box::pin(commit_table(&slow, &slow, &w.clock, TABLE, &config, &everything));
+    let mut commit = Box::pin(commit_table(&slow, &slow, &w.clock, TABLE, &config, &budget));
     let waker = futures::task::noop_waker();
     let mut cx = Context::from_waker(&waker);
     // Step the commit until it has read what is pending (two queries), then retire the file.
@@ -326,14 +325,13 @@ fn eight_writers_commit_to_one_table_and_no_file_is_lost_or_listed_twice() {
     let shared = Interleaved::new(&w.db, &w.blobs);
     let config = config();
     let budget = Cell::new(u64::MAX);
-    let everything = &budget;
     let mut expected = Vec::new();
     let writers = (0..8).map(|i| {
         // Each writer's run records its file, then commits the table.
         let key = format!("c/{i}");
         w.record(&key, &format!("d{i}"), 10 + i, COLUMNS);
         expected.push(key);
-        commit_table(&shared, &shared, &shared, TABLE, &config, &everything)
+        commit_table(&shared, &shared, &shared, TABLE, &config, &budget)
     });
     let done: Vec<TableCommit> = block_on(futures::future::join_all(writers)).into_iter().map(Result::unwrap).collect();
     expected.sort();
@@ -382,7 +380,7 @@ fn manifests_are_merged_and_snapshots_expire_by_age_above_a_floor_after_a_grace_
     // A commit every 5 minutes for 150 minutes.
     for i in 0..30 {
         w.record(&format!("c/{i:02}"), "d1", 1, COLUMNS);
-        block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config, &w.all())).unwrap();
+        block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config, w.all())).unwrap();
         w.clock.now.set(w.clock.now.get() + 300_000);
     }
     let metadata = w.metadata();
@@ -446,7 +444,7 @@ fn a_consolidation_writes_one_manifest_however_many_small_ones_it_touches() {
 fn a_retired_file_is_deleted_only_when_no_kept_snapshot_lists_it_after_a_grace_period() {
     let w = World::new();
     let config = LakeConfig { retention: Retention { min_snapshots: 1, ..Retention::default() }, ..config() };
-    let commit = |w: &World| block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config, &w.all())).unwrap();
+    let commit = |w: &World| block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config, w.all())).unwrap();
     w.record("c/a", "d1", 10, COLUMNS);
     commit(&w);
     w.consolidate(&["c/a"], "c/b", "d1", 10);
@@ -475,7 +473,7 @@ fn every_snapshot_of_a_backlog_larger_than_a_commit_holds_each_row_once() {
     // takes.
     let w = World::new();
     let config = LakeConfig { files_per_commit: 5, ..config() };
-    let commit = |w: &World| block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config, &w.all())).unwrap();
+    let commit = |w: &World| block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config, w.all())).unwrap();
     let mut rows_of = std::collections::BTreeMap::new();
     for d in 0..3 {
         for i in 0..24 {
@@ -561,7 +559,7 @@ fn bench_ten_thousand_commits_and_eight_writers() {
         let started = Instant::now();
         for i in 0..commits {
             w.record(&format!("battle_compacted/2025-11-05/d{}/battle/run-{i}.parquet", i % 50), &format!("d{}", i % 50), 10, COLUMNS);
-            block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config, &w.all())).unwrap();
+            block_on(commit_table(&w.db, &w.blobs, &w.clock, TABLE, &config, w.all())).unwrap();
             w.clock.now.set(w.clock.now.get() + 1_000);
         }
         let commit_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -605,7 +603,6 @@ fn bench_ten_thousand_commits_and_eight_writers() {
     let shared = Interleaved::new(&w.db, &w.blobs);
     let config = config();
     let budget = Cell::new(u64::MAX);
-    let everything = &budget;
     let started = Instant::now();
     let writers = (0..8).map(|writer| {
         let (w, shared, config) = (&w, &shared, &config);
@@ -615,7 +612,7 @@ fn bench_ten_thousand_commits_and_eight_writers() {
                 w.record(&format!("c/{writer}-{i}"), &format!("d{writer}"), 10, COLUMNS);
                 // A call whose attempts all lost is retried, as the run's step would be.
                 loop {
-                    match commit_table(shared, shared, shared, TABLE, config, everything).await {
+                    match commit_table(shared, shared, shared, TABLE, config, &budget).await {
                         Ok(done) => {
                             attempts += done.attempts;
                             break;

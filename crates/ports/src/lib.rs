@@ -13,6 +13,7 @@ use std::fmt::Display;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
+pub mod meter;
 pub mod settings;
 mod sql;
 

@@ -76,12 +76,17 @@ async fn fetch(req: Request, env: Env, context: Context) -> Result<Response> {
         Matched::Route(call) => {
             let handle = async {
                 match Ctx::load(env, Some(context)) {
-                    Ok(ctx) => dispatch(req, &ctx, &method, &call).await,
-                    Err(e) => Err(e),
+                    Ok(ctx) => (dispatch(req, &ctx, &method, &call).await, Some(ctx.meter.operations())),
+                    Err(e) => (Err(e), None),
                 }
             };
             // The request's own execution time, without its waits on R2, D1 and the rest.
-            let (outcome, busy_ms) = Busy::new(handle, &WorkerClock).await;
+            let ((outcome, operations), busy_ms) = Busy::new(handle, &WorkerClock).await;
+            // What it will be billed for (the compaction message it may send after answering
+            // is 3 queue operations more).
+            if let Some(operations) = operations.filter(|o| o.subrequests > 0) {
+                fusou_edge::log::info("request.operations", serde_json::json!({ "route": call.route, "operations": operations }));
+            }
             let mut response = http::respond(call.route, outcome)?;
             response.headers_mut().set("server-timing", &format!("cpu;dur={busy_ms}"))?;
             response

@@ -99,6 +99,7 @@ pub(crate) async fn store_fragment(ctx: &Ctx, f: NewFragment) -> Result<String, 
         .sha256(f.hash.to_bytes())
         .execute();
     ctx.remote.call(Service::R2, "the fragment put", put).await?;
+    ctx.meter.add(|o| (o.r2_class_a, o.subrequests) = (o.r2_class_a + 1, o.subrequests + 1));
 
     let db = ctx.db()?;
     let batch = vec![
