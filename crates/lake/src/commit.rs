@@ -131,16 +131,19 @@ pub struct Current {
 /// its time.
 #[derive(Debug, Clone, Copy)]
 pub struct Attempt {
+    /// 1 for a commit's first attempt, 2 after it lost one race, …
+    pub number: u32,
     pub snapshot_id: i64,
     pub uuid: uuid::Uuid,
     pub now_ms: i64,
 }
 
 impl Attempt {
-    pub fn new(now_ms: i64) -> Self {
+    /// Attempt `number` of a commit, at `now_ms`.
+    pub fn new(number: u32, now_ms: i64) -> Self {
         let uuid = uuid::Uuid::new_v4();
         // A positive 63-bit id, as Iceberg writers draw them.
-        Attempt { snapshot_id: (uuid.as_u128() >> 65) as i64, uuid, now_ms }
+        Attempt { number, snapshot_id: (uuid.as_u128() >> 65) as i64, uuid, now_ms }
     }
 }
 
@@ -365,6 +368,8 @@ pub fn prepare(
         ("total-equality-deletes".to_owned(), "0".to_owned()),
     ]);
     summary.insert("fusou.runs".to_owned(), pending.runs().to_string());
+    // Which compare-and-swap attempt of its commit this snapshot was (1: no other writer).
+    summary.insert("fusou.attempt".to_owned(), attempt.number.to_string());
     let snapshot = Snapshot {
         snapshot_id,
         parent_snapshot_id: parent,

@@ -128,7 +128,7 @@ mod tables {
             spend(to_read.len());
             let manifests = read_manifests(blobs, config, &to_read).await?;
             let now = clock.now_ms() as i64;
-            let prepared = commit::prepare(table, current.as_ref(), &listed, &manifests, &pending, config, Attempt::new(now))?;
+            let prepared = commit::prepare(table, current.as_ref(), &listed, &manifests, &pending, config, Attempt::new(outcome.attempts, now))?;
             spend(prepared.objects.len() + 2);
             put_all(blobs, &prepared.objects).await?;
             let statements = swap(table, current.as_ref(), &prepared, now);
@@ -430,7 +430,7 @@ mod tables {
         if expired.snapshots.is_empty() {
             return Ok(0);
         }
-        let ids = Attempt::new(now);
+        let ids = Attempt::new(1, now);
         metadata.log_previous(&config.location(&current.key), current.metadata.last_updated_ms);
         metadata.last_updated_ms = now.max(metadata.last_updated_ms);
         let version = current.version + 1;

@@ -605,14 +605,14 @@ fn bench_ten_thousand_commits_and_eight_writers() {
     let budget = Cell::new(u64::MAX);
     let started = Instant::now();
     let writers = (0..8).map(|writer| {
-        let (w, shared, config) = (&w, &shared, &config);
+        let (w, shared, config, budget) = (&w, &shared, &config, &budget);
         async move {
             let (mut attempts, mut exhausted) = (0, 0);
             for i in 0..50 {
                 w.record(&format!("c/{writer}-{i}"), &format!("d{writer}"), 10, COLUMNS);
                 // A call whose attempts all lost is retried, as the run's step would be.
                 loop {
-                    match commit_table(shared, shared, shared, TABLE, config, &budget).await {
+                    match commit_table(shared, shared, shared, TABLE, config, budget).await {
                         Ok(done) => {
                             attempts += done.attempts;
                             break;

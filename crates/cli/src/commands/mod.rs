@@ -1,6 +1,7 @@
 //! One function per command.
 
 pub(crate) mod compact;
+pub(crate) mod freshness;
 pub(crate) mod lake;
 pub(crate) mod upload;
 pub(crate) mod verify;

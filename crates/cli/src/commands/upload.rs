@@ -35,9 +35,20 @@ pub(crate) struct LoadArgs {
     uploads: usize,
     #[arg(long, default_value_t = 32)]
     clients: usize,
-    /// Each client uploads to its own dataset named `<prefix>-<client>`.
+    /// Each client uploads to its own dataset named `<prefix>-<client>`, unless `--datasets`.
     #[arg(long, default_value = "load")]
     dataset_prefix: String,
+    /// Spread the uploads over this many datasets (`<prefix>-<n>`, upload i to dataset i mod
+    /// N), whichever client sends them; 0: one dataset per client.
+    #[arg(long, default_value_t = 0)]
+    datasets: usize,
+    /// Then measure how long after the last upload's answer every row is in the open tables
+    /// (through the Iceberg REST catalog, with `--lake-key`).
+    #[arg(long)]
+    freshness: bool,
+    /// A key that opens the open tables: LAKE_READ_SECRET (or the operator secret).
+    #[arg(long, env = "LAKE_READ_SECRET")]
+    lake_key: Option<String>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
     #[arg(long, env = "FUSOU_TOKEN")]
@@ -112,7 +123,7 @@ async fn run(
     jobs: Arc<Vec<Job>>,
     clients: usize,
     period: Arc<String>,
-    dataset: impl Fn(usize) -> String,
+    dataset: Arc<dyn Fn(usize, usize) -> String + Send + Sync>,
     progress: ProgressBar,
 ) -> (Tally, Duration) {
     let next = Arc::new(AtomicUsize::new(0));
@@ -120,14 +131,14 @@ async fn run(
     let handles: Vec<_> = (0..clients.max(1))
         .map(|c| {
             let (uploader, jobs, next, period, progress) = (uploader.clone(), jobs.clone(), next.clone(), period.clone(), progress.clone());
-            let dataset = dataset(c);
+            let dataset = dataset.clone();
             tokio::spawn(async move {
                 let mut tally = Tally::default();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(job) = jobs.get(i) else { break };
                     let t = Instant::now();
-                    match uploader.upload(&dataset, &period, &job.bytes, &job.offsets).await {
+                    match uploader.upload(&dataset(c, i), &period, &job.bytes, &job.offsets).await {
                         Ok((outcome, timings)) => {
                             match outcome {
                                 Outcome::Stored => tally.stored += 1,
@@ -218,7 +229,7 @@ pub(crate) async fn upload(url: &str, args: Args) -> Result<(), String> {
     let uploader = Arc::new(Uploader::new(url, args.token));
     let n = jobs.len();
     let dataset = args.dataset.clone();
-    let (tally, elapsed) = run(uploader, Arc::new(jobs), args.clients, Arc::new(args.period), move |_| dataset.clone(), bar(n)).await;
+    let (tally, elapsed) = run(uploader, Arc::new(jobs), args.clients, Arc::new(args.period), Arc::new(move |_, _| dataset.clone()), bar(n)).await;
     report(args.clients, tally, elapsed, bytes)
 }
 
@@ -260,19 +271,39 @@ pub(crate) async fn load(url: &str, args: LoadArgs) -> Result<(), String> {
     }
     eprintln!("generating {} fragments…", args.uploads);
     let mut expected = super::verify::Digest::default();
+    let mut uploaded_rows = std::collections::BTreeMap::<String, i64>::new();
     let jobs = generated_with(args.uploads as u64, args.seed, |f| {
-        if args.verify {
-            f.segments.iter().for_each(|s| expected.add_batch(s.table.as_str(), &s.batch));
+        for s in &f.segments {
+            *uploaded_rows.entry(s.table.as_str().to_owned()).or_default() += s.batch.num_rows() as i64;
+            if args.verify {
+                expected.add_batch(s.table.as_str(), &s.batch);
+            }
         }
     });
     let bytes = jobs.iter().map(|j| j.bytes.len() as u64).sum();
     let uploader = Arc::new(Uploader::new(url, args.token.clone()));
     let prefix = args.dataset_prefix.clone();
+    let spread = args.datasets;
+    let dataset = move |c: usize, i: usize| if spread > 0 { format!("{prefix}-{}", i % spread) } else { format!("{prefix}-{c}") };
+    let lake_key = match (args.freshness, &args.lake_key) {
+        (true, None) => return Err("--freshness reads the open tables: give --lake-key (LAKE_READ_SECRET)".into()),
+        (true, Some(key)) => Some(key.clone()),
+        (false, _) => None,
+    };
+    let before = match &lake_key {
+        Some(key) => super::freshness::tables(url, key).await?,
+        None => Default::default(),
+    };
+    let started_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let (tally, elapsed) =
-        run(uploader, Arc::new(jobs), args.clients, Arc::new("2025-11-05".into()), move |c| format!("{prefix}-{c}"), bar(args.uploads))
-            .await;
+        run(uploader, Arc::new(jobs), args.clients, Arc::new("2025-11-05".into()), Arc::new(dataset), bar(args.uploads)).await;
+    let answered = Instant::now();
     let stored = tally.stored;
     report(args.clients, tally, elapsed, bytes)?;
+    if let Some(key) = &lake_key {
+        let timeout = Duration::from_secs(args.verify_timeout);
+        super::freshness::measure(url, key, &before, &uploaded_rows, answered, started_ms, timeout).await?;
+    }
     if args.verify {
         if stored != args.uploads {
             return Err(format!(
@@ -280,7 +311,8 @@ pub(crate) async fn load(url: &str, args: LoadArgs) -> Result<(), String> {
                 args.uploads
             ));
         }
-        let datasets: Vec<String> = (0..args.clients.max(1)).map(|c| format!("{}-{c}", args.dataset_prefix)).collect();
+        let n = if args.datasets > 0 { args.datasets } else { args.clients.max(1) };
+        let datasets: Vec<String> = (0..n).map(|c| format!("{}-{c}", args.dataset_prefix)).collect();
         super::verify::verify(url, &args.token, &datasets, &expected, Duration::from_secs(args.verify_timeout)).await?;
     }
     Ok(())

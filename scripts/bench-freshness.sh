@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Freshness of the open tables under production-like latency (prints figures; not a test):
+# the local stack with INJECT_LATENCY_MS=30 on every D1, R2, queue and Supabase call and the
+# production queue settings (REALTIME_DELAY_SECONDS 30, batches of 10 waiting up to 30 s);
+# FUSOU_FRESHNESS_DATASETS (100) datasets × 10 fragments uploaded by 8 clients; then the time
+# from the last upload's answer until every row is in its table (each table's current
+# snapshot's total-records, read through the Iceberg REST catalog with LAKE_READ_SECRET), the
+# snapshots added per table and the compare-and-swap attempts per snapshot. Once per commit
+# interval in FUSOU_FRESHNESS_INTERVALS ("60 0": the default, and a snapshot per notice).
+# The Workers run as the test stack builds them (worker-dev), not with the release build.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+source "$FUSOU_ROOT/scripts/stack.sh"
+cd "$FUSOU_ROOT"
+datasets="${FUSOU_FRESHNESS_DATASETS:-100}"
+dir="$FUSOU_LOCAL/bench-freshness"
+fusou_cli
+rm -rf "$dir" && mkdir -p "$dir"
+unset FUSOU_QUEUE_BATCH_TIMEOUT FUSOU_REALTIME_DELAY_SECONDS
+export FUSOU_INJECT_LATENCY_MS=30 FUSOU_TEST_HOOKS=on
+for interval in ${FUSOU_FRESHNESS_INTERVALS:-60 0}; do
+    export FUSOU_LAKE_COMMIT_INTERVAL_SECONDS="$interval"
+    stack_up "$dir/stack-$interval"
+    token="$(stack_token)"
+    log "LAKE_COMMIT_INTERVAL_SECONDS=$interval: $datasets datasets × 10 fragments, 8 clients, 30 ms a call"
+    "$fusou" --url "$FUSOU_URL" load --uploads "$((datasets * 10))" --clients 8 --datasets "$datasets" \
+        --dataset-prefix fresh --freshness --lake-key "$LAKE_READ_SECRET" --token "$token" --verify-timeout 1800
+    stack_down
+done
