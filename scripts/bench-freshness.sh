@@ -21,9 +21,13 @@ export FUSOU_INJECT_LATENCY_MS=30 FUSOU_TEST_HOOKS=on
 for interval in ${FUSOU_FRESHNESS_INTERVALS:-60 0}; do
     export FUSOU_LAKE_COMMIT_INTERVAL_SECONDS="$interval"
     stack_up "$dir/stack-$interval"
-    token="$(stack_token)"
+    # 20 admirals (a user makes at most 10 datasets a minute), 5 datasets each.
+    tokens=""
+    for user in $(seq 1 20); do
+        tokens+="$("$fusou" token --supabase-url "$SUPABASE_URL" --service-key "$SUPABASE_SERVICE_KEY" --email "admiral-$user@fusou.local"),"
+    done
     log "LAKE_COMMIT_INTERVAL_SECONDS=$interval: $datasets datasets × 10 fragments, 8 clients, 30 ms a call"
     "$fusou" --url "$FUSOU_URL" load --uploads "$((datasets * 10))" --clients 8 --datasets "$datasets" \
-        --dataset-prefix fresh --freshness --lake-key "$LAKE_READ_SECRET" --token "$token" --verify-timeout 1800
+        --dataset-prefix fresh --freshness --lake-key "$LAKE_READ_SECRET" --token "$tokens" --verify-timeout 1800
     stack_down
 done

@@ -51,6 +51,7 @@ pub(crate) struct LoadArgs {
     lake_key: Option<String>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// A user token, or several separated by commas: dataset d is uploaded by user d mod N.
     #[arg(long, env = "FUSOU_TOKEN")]
     token: String,
     /// Also time the same number of `GET /openapi.json` (a static answer through the same
@@ -117,20 +118,23 @@ struct Tally {
     worker_cpu: Vec<Duration>,
 }
 
-/// Runs `jobs` from `clients` concurrent clients; `dataset(client)` names each client's dataset.
+/// Which dataset job `i` of client `c` goes to, and which of the uploaders (users) sends it.
+type Destination = Arc<dyn Fn(usize, usize) -> (String, usize) + Send + Sync>;
+
+/// Runs `jobs` from `clients` concurrent clients, each job to its [`Destination`].
 async fn run(
-    uploader: Arc<Uploader>,
+    uploaders: Arc<Vec<Uploader>>,
     jobs: Arc<Vec<Job>>,
     clients: usize,
     period: Arc<String>,
-    dataset: Arc<dyn Fn(usize, usize) -> String + Send + Sync>,
+    dataset: Destination,
     progress: ProgressBar,
 ) -> (Tally, Duration) {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let handles: Vec<_> = (0..clients.max(1))
         .map(|c| {
-            let (uploader, jobs, next, period, progress) = (uploader.clone(), jobs.clone(), next.clone(), period.clone(), progress.clone());
+            let (uploaders, jobs, next, period, progress) = (uploaders.clone(), jobs.clone(), next.clone(), period.clone(), progress.clone());
             let dataset = dataset.clone();
             tokio::spawn(async move {
                 let mut tally = Tally::default();
@@ -138,7 +142,8 @@ async fn run(
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(job) = jobs.get(i) else { break };
                     let t = Instant::now();
-                    match uploader.upload(&dataset(c, i), &period, &job.bytes, &job.offsets).await {
+                    let (name, user) = dataset(c, i);
+                    match uploaders[user % uploaders.len()].upload(&name, &period, &job.bytes, &job.offsets).await {
                         Ok((outcome, timings)) => {
                             match outcome {
                                 Outcome::Stored => tally.stored += 1,
@@ -226,10 +231,11 @@ pub(crate) async fn upload(url: &str, args: Args) -> Result<(), String> {
         None => generated(args.count, args.seed),
     };
     let bytes = jobs.iter().map(|j| j.bytes.len() as u64).sum();
-    let uploader = Arc::new(Uploader::new(url, args.token));
+    let uploaders = Arc::new(vec![Uploader::new(url, args.token)]);
     let n = jobs.len();
     let dataset = args.dataset.clone();
-    let (tally, elapsed) = run(uploader, Arc::new(jobs), args.clients, Arc::new(args.period), Arc::new(move |_, _| dataset.clone()), bar(n)).await;
+    let (tally, elapsed) =
+        run(uploaders, Arc::new(jobs), args.clients, Arc::new(args.period), Arc::new(move |_, _| (dataset.clone(), 0)), bar(n)).await;
     report(args.clients, tally, elapsed, bytes)
 }
 
@@ -281,10 +287,19 @@ pub(crate) async fn load(url: &str, args: LoadArgs) -> Result<(), String> {
         }
     });
     let bytes = jobs.iter().map(|j| j.bytes.len() as u64).sum();
-    let uploader = Arc::new(Uploader::new(url, args.token.clone()));
+    // Several users (`--token a,b,…`) share the datasets out, dataset d to user d mod users, as
+    // many admirals would (a user may make only so many datasets a minute).
+    let tokens: Vec<&str> = args.token.split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
+    if args.verify && tokens.len() > 1 {
+        return Err("--verify reads the datasets as their owner: give one --token".into());
+    }
+    let uploaders = Arc::new(tokens.iter().map(|t| Uploader::new(url, (*t).to_owned())).collect::<Vec<_>>());
     let prefix = args.dataset_prefix.clone();
     let spread = args.datasets;
-    let dataset = move |c: usize, i: usize| if spread > 0 { format!("{prefix}-{}", i % spread) } else { format!("{prefix}-{c}") };
+    let dataset = move |c: usize, i: usize| {
+        let d = if spread > 0 { i % spread } else { c };
+        (format!("{prefix}-{d}"), d)
+    };
     let lake_key = match (args.freshness, &args.lake_key) {
         (true, None) => return Err("--freshness reads the open tables: give --lake-key (LAKE_READ_SECRET)".into()),
         (true, Some(key)) => Some(key.clone()),
@@ -296,7 +311,7 @@ pub(crate) async fn load(url: &str, args: LoadArgs) -> Result<(), String> {
     };
     let started_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let (tally, elapsed) =
-        run(uploader, Arc::new(jobs), args.clients, Arc::new("2025-11-05".into()), Arc::new(dataset), bar(args.uploads)).await;
+        run(uploaders, Arc::new(jobs), args.clients, Arc::new("2025-11-05".into()), Arc::new(dataset), bar(args.uploads)).await;
     let answered = Instant::now();
     let stored = tally.stored;
     report(args.clients, tally, elapsed, bytes)?;
