@@ -77,10 +77,13 @@ fn day(name: &'static str, commits: Commits) -> Figures {
     let (datasets, sessions, burst) = (var("FUSOU_COST_DATASETS", 30), var("FUSOU_COST_SESSIONS", 2), var("FUSOU_COST_BURST", 10));
     let window_ms = var("FUSOU_COST_WINDOW_HOURS", 3) as u64 * 3_600_000;
     let (db, blobs, clock, registry) = (Sqlite::migrated(), Memory::default(), FakeClock::default(), FakeRegistry::default());
-    let (upload_meter, compaction_meter, lake_meter, cleanup_meter) = (Meter::default(), Meter::default(), Meter::default(), Meter::default());
+    let (upload_meter, compaction_meter, lake_meter, cleanup_meter) =
+        (Meter::default(), Meter::default(), Meter::default(), Meter::default());
     let lake_config = match commits {
         Commits::PerRun => LakeConfig { commit_interval_ms: 0, root: "s3://bucket".into(), ..LakeConfig::default() },
-        Commits::Grouped { interval_ms } => LakeConfig { commit_interval_ms: interval_ms, root: "s3://bucket".into(), ..LakeConfig::default() },
+        Commits::Grouped { interval_ms } => {
+            LakeConfig { commit_interval_ms: interval_ms, root: "s3://bucket".into(), ..LakeConfig::default() }
+        }
     };
     let run_config = RunConfig { lake: lake_config.clone(), ..RunConfig::default() };
 

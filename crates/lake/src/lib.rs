@@ -128,7 +128,8 @@ mod tables {
             spend(to_read.len());
             let manifests = read_manifests(blobs, config, &to_read).await?;
             let now = clock.now_ms() as i64;
-            let prepared = commit::prepare(table, current.as_ref(), &listed, &manifests, &pending, config, Attempt::new(outcome.attempts, now))?;
+            let prepared =
+                commit::prepare(table, current.as_ref(), &listed, &manifests, &pending, config, Attempt::new(outcome.attempts, now))?;
             spend(prepared.objects.len() + 2);
             put_all(blobs, &prepared.objects).await?;
             let statements = swap(table, current.as_ref(), &prepared, now);

@@ -216,8 +216,7 @@ impl TableMetadata {
         self.snapshots = kept;
         let live: std::collections::HashSet<i64> = self.snapshots.iter().map(|s| s.snapshot_id).collect();
         self.snapshot_log.retain(|e| live.contains(&e.snapshot_id));
-        let used: std::collections::HashSet<i32> =
-            self.snapshots.iter().map(|s| s.schema_id).chain([self.current_schema_id]).collect();
+        let used: std::collections::HashSet<i32> = self.snapshots.iter().map(|s| s.schema_id).chain([self.current_schema_id]).collect();
         self.schemas.retain(|s| used.contains(&s.schema_id));
         let drop = self.metadata_log.len().saturating_sub(retention.max_metadata_log);
         let metadata_files = self.metadata_log.drain(..drop).map(|e| e.metadata_file).collect();

@@ -393,8 +393,7 @@ fn manifests_are_merged_and_snapshots_expire_by_age_above_a_floor_after_a_grace_
     // Two hours on, the clean-up expires all but the newest 5; what only the expired ones
     // referenced stays through the grace period (a reader may be planning from them).
     w.clock.now.set(w.clock.now.get() + 2 * hour as u64);
-    let expired_lists: Vec<String> =
-        metadata.snapshots[..7].iter().map(|s| config.key(&s.manifest_list).unwrap().to_owned()).collect();
+    let expired_lists: Vec<String> = metadata.snapshots[..7].iter().map(|s| config.key(&s.manifest_list).unwrap().to_owned()).collect();
     let report = block_on(maintain(&w.db, &w.blobs, &w.clock, &config));
     assert_eq!(report.failures, []);
     assert_eq!(report.snapshots_expired, 7);
@@ -418,10 +417,8 @@ fn manifests_are_merged_and_snapshots_expire_by_age_above_a_floor_after_a_grace_
     assert_eq!(objects, avro(referenced), "exactly what the kept snapshots reference is left");
     assert_eq!(w.live(None).len(), 30);
     let waiting = w.db.count("SELECT count(*) FROM lake_garbage");
-    let still_needed = w.db.count(&format!(
-        "SELECT count(*) FROM lake_garbage WHERE free_at_sequence > {}",
-        metadata.oldest_sequence_number()
-    ));
+    let still_needed =
+        w.db.count(&format!("SELECT count(*) FROM lake_garbage WHERE free_at_sequence > {}", metadata.oldest_sequence_number()));
     assert_eq!(waiting, still_needed, "what garbage is left, a kept snapshot still needs");
 }
 
@@ -491,7 +488,8 @@ fn every_snapshot_of_a_backlog_larger_than_a_commit_holds_each_row_once() {
             w.record_by(&run, TABLE, &format!("c/d{d}/g{group}"), &format!("d{d}"), rows, COLUMNS);
             w.db.with(|c| {
                 for key in &retired {
-                    c.execute("UPDATE compacted_files SET retired_at = 't', retired_run_id = ?2 WHERE key = ?1", params![key, run]).unwrap();
+                    c.execute("UPDATE compacted_files SET retired_at = 't', retired_run_id = ?2 WHERE key = ?1", params![key, run])
+                        .unwrap();
                 }
             });
         }

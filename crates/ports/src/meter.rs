@@ -157,7 +157,8 @@ impl<P: CheckpointStore> CheckpointStore for Metered<'_, P> {
     }
 
     async fn save(&self, run: &str, checkpoint: &Checkpoint<'_>) -> PortResult<String> {
-        self.meter.add(|o| (o.d1_statements, o.subrequests, o.d1_rows_written) = (o.d1_statements + 1, o.subrequests + 1, o.d1_rows_written + 1));
+        self.meter
+            .add(|o| (o.d1_statements, o.subrequests, o.d1_rows_written) = (o.d1_statements + 1, o.subrequests + 1, o.d1_rows_written + 1));
         self.inner.save(run, checkpoint).await
     }
 }
@@ -212,7 +213,13 @@ mod tests {
 
     #[test]
     fn dollars_follow_the_published_prices() {
-        let ops = Operations { r2_class_a: 2_000_000, r2_class_b: 1_000_000, d1_rows_written: 1_000_000, queue_operations: 3_000_000, ..Default::default() };
+        let ops = Operations {
+            r2_class_a: 2_000_000,
+            r2_class_b: 1_000_000,
+            d1_rows_written: 1_000_000,
+            queue_operations: 3_000_000,
+            ..Default::default()
+        };
         let dollars = ops.dollars(&Prices::PUBLISHED_2026_12_06);
         assert!((dollars - (9.0 + 0.36 + 1.0 + 1.2)).abs() < 1e-9, "{dollars}");
     }

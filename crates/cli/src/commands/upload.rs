@@ -134,7 +134,8 @@ async fn run(
     let started = Instant::now();
     let handles: Vec<_> = (0..clients.max(1))
         .map(|c| {
-            let (uploaders, jobs, next, period, progress) = (uploaders.clone(), jobs.clone(), next.clone(), period.clone(), progress.clone());
+            let (uploaders, jobs, next, period, progress) =
+                (uploaders.clone(), jobs.clone(), next.clone(), period.clone(), progress.clone());
             let dataset = dataset.clone();
             tokio::spawn(async move {
                 let mut tally = Tally::default();
