@@ -4,8 +4,8 @@
 //! did (each run its own snapshot of every table it touched), side by side in one run.
 //!
 //! The day: `FUSOU_COST_DATASETS` (30) admirals, each playing `FUSOU_COST_SESSIONS` (2)
-//! sessions that begin within the evening's `FUSOU_COST_WINDOW_HOURS` (3, from 19:00), each a
-//! burst of `FUSOU_COST_BURST` (10) small fragments 90 s apart. Every upload replays the upload
+//! sessions that begin within the evening's `FUSOU_COST_WINDOW_MINUTES` (180, from 19:00), each
+//! a burst of `FUSOU_COST_BURST` (10) small fragments `FUSOU_COST_SPACING_SECONDS` (90) apart. Every upload replays the upload
 //! Worker's D1 and R2 calls and sends its compaction message, delivered
 //! `REALTIME_DELAY_SECONDS` (30 s) later; the clean-up runs at 03:30 the next night. (The
 //! previous way of committing rewrites each table's metadata once per run; kept in memory, a
@@ -75,7 +75,8 @@ fn var(name: &str, default: usize) -> usize {
 
 fn day(name: &'static str, commits: Commits) -> Figures {
     let (datasets, sessions, burst) = (var("FUSOU_COST_DATASETS", 30), var("FUSOU_COST_SESSIONS", 2), var("FUSOU_COST_BURST", 10));
-    let window_ms = var("FUSOU_COST_WINDOW_HOURS", 3) as u64 * 3_600_000;
+    let window_ms = var("FUSOU_COST_WINDOW_MINUTES", 180).max(1) as u64 * 60_000;
+    let spacing_ms = var("FUSOU_COST_SPACING_SECONDS", 90) as u64 * 1000;
     let (db, blobs, clock, registry) = (Sqlite::migrated(), Memory::default(), FakeClock::default(), FakeRegistry::default());
     let (upload_meter, compaction_meter, lake_meter, cleanup_meter) =
         (Meter::default(), Meter::default(), Meter::default(), Meter::default());
@@ -98,7 +99,7 @@ fn day(name: &'static str, commits: Commits) -> Figures {
         for s in 0..sessions {
             let start = START_MS + EVENING_MS + random(window_ms);
             for f in 0..burst {
-                events.push(std::cmp::Reverse((start + f as u64 * 90_000, Event::Upload(d, s * burst + f))));
+                events.push(std::cmp::Reverse((start + f as u64 * spacing_ms, Event::Upload(d, s * burst + f))));
             }
         }
     }
