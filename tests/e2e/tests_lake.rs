@@ -61,6 +61,16 @@ fn read_back() -> TestResult {
     // The readers use the read-only key, which opens the catalog and the object route only.
     let (status, _) = send(lake_reader(reqwest::Method::POST, "/trigger-scheduled"))?;
     ensure_eq!(status, 403, "the read key is no operator");
+    // The catalog advertises its read endpoints, and refuses a writer in its own error model
+    // before the writer commits anything, whatever key it holds.
+    let (status, config) = send(lake_reader(reqwest::Method::GET, "/iceberg/v1/config"))?;
+    ensure_eq!(status, 200, "{config}");
+    ensure!(config["endpoints"].as_array().is_some_and(|e| e.iter().any(|e| e == "GET /v1/namespaces/{namespace}/tables/{table}")), "{config}");
+    for (method, path) in [(reqwest::Method::POST, "/iceberg/v1/namespaces/fusou/tables/battle"), (reqwest::Method::POST, "/iceberg/v1/transactions/commit")] {
+        let (status, body) = send(operator(method, path))?;
+        ensure_eq!(status, 403, "{path}: {body}");
+        ensure_eq!(body["error"]["type"], "ForbiddenException", "{path}");
+    }
     let args = [format!("{}/iceberg", stack().url), stack().lake_read_secret.clone(), out.clone(), plan];
     let python = std::env::var("FUSOU_LAKE_PYTHON").map_err(|_| "FUSOU_LAKE_PYTHON is not set (scripts/test.sh sets it)")?;
     let script = format!("{}/tests/e2e/read_lake.py", stack().root);

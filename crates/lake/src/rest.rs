@@ -20,9 +20,38 @@ pub fn lake_root(vars: &fusou_core::config::Vars<'_>) -> Result<String, fusou_co
 /// The production bucket, through R2's S3 API.
 pub const DEFAULT_ROOT: &str = "s3://fusou-battle-data";
 
-/// `GET /v1/config`: no defaults or overrides (clients keep their own settings).
+/// The endpoints served, as `GET /v1/config` advertises them (in the protocol's own notation):
+/// reads only. A client that reads this list never tries a write.
+pub const ENDPOINTS: &[&str] = &[
+    "GET /v1/config",
+    "GET /v1/namespaces",
+    "GET /v1/namespaces/{namespace}",
+    "GET /v1/namespaces/{namespace}/tables",
+    "GET /v1/namespaces/{namespace}/tables/{table}",
+    "POST /v1/namespaces/{namespace}/tables/{table}/metrics",
+];
+
+/// `GET /v1/config`: no defaults or overrides (clients keep their own settings), and the
+/// endpoints served.
 pub fn config() -> Value {
-    json!({ "defaults": {}, "overrides": {} })
+    json!({ "defaults": {}, "overrides": {}, "endpoints": ENDPOINTS })
+}
+
+/// The answer to a catalog request no read route serves (`path` after `/iceberg`): a reader's
+/// metrics report is taken and dropped (204); any other write is refused in the protocol's
+/// error model (403) before the client commits anything, since FUSOU's committer is the
+/// tables' only writer; an unknown read is 404, another method 405.
+pub fn not_served(method: &str, path: &str) -> (u16, Option<Value>) {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match method {
+        "POST" if matches!(segments.as_slice(), ["v1", "namespaces", _, "tables", _, "metrics"]) => (204, None),
+        "POST" | "PUT" | "DELETE" | "PATCH" => (
+            403,
+            Some(error(403, "the open tables are read-only: FUSOU's committer is their only writer; nothing was changed")),
+        ),
+        "GET" | "HEAD" => (404, Some(error(404, &format!("no such catalog endpoint: {path}; served: {}", ENDPOINTS.join(", "))))),
+        _ => (405, Some(error(405, &format!("{method} is not served by this catalog")))),
+    }
 }
 
 /// `GET /v1/namespaces` (no parent: the one namespace; any parent: none below it).
@@ -81,5 +110,26 @@ mod tests {
         assert!(loaded["metadata-location"].as_str().unwrap().ends_with(".metadata.json"));
         assert_eq!(error(404, "no such table")["error"]["type"], "NoSuchTableException");
         assert!(is_ours("fusou") && !is_ours("fusou\u{1f}x"));
+    }
+
+    #[test]
+    fn writes_are_refused_in_the_error_model_and_metrics_reports_taken() {
+        for (method, path) in [
+            ("POST", "/v1/namespaces"),
+            ("POST", "/v1/namespaces/fusou/tables"),
+            ("POST", "/v1/namespaces/fusou/tables/battle"),
+            ("DELETE", "/v1/namespaces/fusou/tables/battle"),
+            ("POST", "/v1/tables/rename"),
+            ("POST", "/v1/transactions/commit"),
+            ("POST", "/v1/namespaces/fusou/register"),
+        ] {
+            let (status, body) = not_served(method, path);
+            assert_eq!(status, 403, "{method} {path}");
+            assert_eq!(body.unwrap()["error"]["type"], "ForbiddenException", "{method} {path}");
+        }
+        assert_eq!(not_served("POST", "/v1/namespaces/fusou/tables/battle/metrics"), (204, None));
+        assert_eq!(not_served("GET", "/v1/views").0, 404);
+        let advertised = config()["endpoints"].as_array().unwrap().len();
+        assert_eq!(advertised, ENDPOINTS.len());
     }
 }

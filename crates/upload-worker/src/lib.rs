@@ -70,7 +70,15 @@ async fn fetch(req: Request, env: Env, context: Context) -> Result<Response> {
     if method == "OPTIONS" {
         return http::preflight();
     }
-    let response = match router::find(ROUTES, &method, &req.path()) {
+    let path = req.path();
+    let response = match router::find(ROUTES, &method, &path) {
+        // The catalog answers what it does not serve in its own protocol: writes refused.
+        Matched::NotFound | Matched::WrongMethod if let Some(catalog) = router::under(&path, "/iceberg") => {
+            match fusou_lake::rest::not_served(&method, catalog) {
+                (status, Some(body)) => http::json(status, &body)?,
+                (status, None) => Response::empty()?.with_status(status),
+            }
+        }
         Matched::NotFound => http::error(404, "no such route")?,
         Matched::WrongMethod => http::error(405, "method not allowed for this route")?,
         Matched::Route(call) => {

@@ -26,6 +26,12 @@ pub(crate) enum Matched {
 
 /// Matches `path` (with or without the `/api` prefix) against `routes`, (method, pattern) pairs
 /// whose `:name` segments match any one non-empty segment.
+/// The rest of `path` (with or without the `/api` prefix) below `prefix`, if it is below it.
+pub(crate) fn under<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    let path = path.strip_prefix("/api").filter(|p| p.starts_with('/')).unwrap_or(path);
+    path.strip_prefix(prefix).filter(|rest| rest.starts_with('/'))
+}
+
 pub(crate) fn find(routes: &[(&'static str, &'static str)], method: &str, path: &str) -> Matched {
     let path = path.strip_prefix("/api").filter(|p| p.starts_with('/')).unwrap_or(path);
     let mut known_path = false;
