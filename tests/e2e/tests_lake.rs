@@ -65,8 +65,13 @@ fn read_back() -> TestResult {
     // before the writer commits anything, whatever key it holds.
     let (status, config) = send(lake_reader(reqwest::Method::GET, "/iceberg/v1/config"))?;
     ensure_eq!(status, 200, "{config}");
-    ensure!(config["endpoints"].as_array().is_some_and(|e| e.iter().any(|e| e == "GET /v1/namespaces/{namespace}/tables/{table}")), "{config}");
-    for (method, path) in [(reqwest::Method::POST, "/iceberg/v1/namespaces/fusou/tables/battle"), (reqwest::Method::POST, "/iceberg/v1/transactions/commit")] {
+    ensure!(
+        config["endpoints"].as_array().is_some_and(|e| e.iter().any(|e| e == "GET /v1/namespaces/{namespace}/tables/{table}")),
+        "{config}"
+    );
+    for (method, path) in
+        [(reqwest::Method::POST, "/iceberg/v1/namespaces/fusou/tables/battle"), (reqwest::Method::POST, "/iceberg/v1/transactions/commit")]
+    {
         let (status, body) = send(operator(method, path))?;
         ensure_eq!(status, 403, "{path}: {body}");
         ensure_eq!(body["error"]["type"], "ForbiddenException", "{path}");

@@ -45,10 +45,9 @@ pub fn not_served(method: &str, path: &str) -> (u16, Option<Value>) {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match method {
         "POST" if matches!(segments.as_slice(), ["v1", "namespaces", _, "tables", _, "metrics"]) => (204, None),
-        "POST" | "PUT" | "DELETE" | "PATCH" => (
-            403,
-            Some(error(403, "the open tables are read-only: FUSOU's committer is their only writer; nothing was changed")),
-        ),
+        "POST" | "PUT" | "DELETE" | "PATCH" => {
+            (403, Some(error(403, "the open tables are read-only: FUSOU's committer is their only writer; nothing was changed")))
+        }
         "GET" | "HEAD" => (404, Some(error(404, &format!("no such catalog endpoint: {path}; served: {}", ENDPOINTS.join(", "))))),
         _ => (405, Some(error(405, &format!("{method} is not served by this catalog")))),
     }
