@@ -66,7 +66,7 @@ fn read_back() -> TestResult {
     let (status, config) = send(lake_reader(reqwest::Method::GET, "/iceberg/v1/config"))?;
     ensure_eq!(status, 200, "{config}");
     ensure!(
-        config["endpoints"].as_array().is_some_and(|e| e.iter().any(|e| e == "GET /v1/namespaces/{namespace}/tables/{table}")),
+        config["endpoints"].as_array().is_some_and(|e| e.iter().any(|e| e == "GET /v1/{prefix}/namespaces/{namespace}/tables/{table}")),
         "{config}"
     );
     for (method, path) in

@@ -20,15 +20,15 @@ pub fn lake_root(vars: &fusou_core::config::Vars<'_>) -> Result<String, fusou_co
 /// The production bucket, through R2's S3 API.
 pub const DEFAULT_ROOT: &str = "s3://fusou-battle-data";
 
-/// The endpoints served, as `GET /v1/config` advertises them (in the protocol's own notation):
-/// reads only. A client that reads this list never tries a write.
+/// The endpoints served besides `GET /v1/config`, as it advertises them, in the protocol's own
+/// notation (`{prefix}` stands for the catalog's prefix; this one has none): reads only. A
+/// client that reads this list never tries a write (PyIceberg checks it before each call).
 pub const ENDPOINTS: &[&str] = &[
-    "GET /v1/config",
-    "GET /v1/namespaces",
-    "GET /v1/namespaces/{namespace}",
-    "GET /v1/namespaces/{namespace}/tables",
-    "GET /v1/namespaces/{namespace}/tables/{table}",
-    "POST /v1/namespaces/{namespace}/tables/{table}/metrics",
+    "GET /v1/{prefix}/namespaces",
+    "GET /v1/{prefix}/namespaces/{namespace}",
+    "GET /v1/{prefix}/namespaces/{namespace}/tables",
+    "GET /v1/{prefix}/namespaces/{namespace}/tables/{table}",
+    "POST /v1/{prefix}/namespaces/{namespace}/tables/{table}/metrics",
 ];
 
 /// `GET /v1/config`: no defaults or overrides (clients keep their own settings), and the
@@ -40,7 +40,7 @@ pub fn config() -> Value {
 /// The answer to a catalog request no read route serves (`path` after `/iceberg`): a reader's
 /// metrics report is taken and dropped (204); any other write is refused in the protocol's
 /// error model (403) before the client commits anything, since FUSOU's committer is the
-/// tables' only writer; an unknown read is 404, another method 405.
+/// tables' only writer; an unknown read is 404, another method (`HEAD` included) 405.
 pub fn not_served(method: &str, path: &str) -> (u16, Option<Value>) {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match method {
@@ -48,7 +48,7 @@ pub fn not_served(method: &str, path: &str) -> (u16, Option<Value>) {
         "POST" | "PUT" | "DELETE" | "PATCH" => {
             (403, Some(error(403, "the open tables are read-only: FUSOU's committer is their only writer; nothing was changed")))
         }
-        "GET" | "HEAD" => (404, Some(error(404, &format!("no such catalog endpoint: {path}; served: {}", ENDPOINTS.join(", "))))),
+        "GET" => (404, Some(error(404, &format!("no such catalog endpoint: {path}; served: {}", ENDPOINTS.join(", "))))),
         _ => (405, Some(error(405, &format!("{method} is not served by this catalog")))),
     }
 }
