@@ -131,7 +131,7 @@ pub async fn clean_up<S: Sql, B: Blobs, C: Clock>(sql: &S, blobs: &B, clock: &C,
     );
     // A file a table listed waits, besides, for the grace period after the table's last
     // snapshot listing it expired.
-    let graced = SqlValue::Int(now_ms as i64 - config.lake.retention.grace_ms);
+    let graced = SqlValue::Int(config.lake.retention.graced(now_ms));
     let retired = Purge { due: index::RETIRED_BEFORE, also: Some(graced), forget: |_, keys| keyed(index::FORGET_RETIRED, &[], keys) };
     let deleted = retired.run(sql, blobs, &cutoff, &now, config).await;
     note(

@@ -270,6 +270,13 @@ mod tables {
         pub next_ms: Option<i64>,
     }
 
+    impl CommitPass {
+        /// The next pass has work at `at` (ms), if not earlier.
+        fn again_at(&mut self, at: i64) {
+            self.next_ms = Some(self.next_ms.map_or(at, |n| n.min(at)));
+        }
+    }
+
     /// Tables one pass looks at, at most (the contract has 32).
     const TABLES_PER_PASS: i64 = 64;
     /// Table commits one pass runs at once.
@@ -286,7 +293,7 @@ mod tables {
             Ok(behind) => behind,
             Err(e) => {
                 pass.failures.push(TableFailure { table: "*".into(), error: format!("listing the tables behind: {e}") });
-                pass.next_ms = Some(clock.now_ms() as i64 + config.commit_interval_ms);
+                pass.again_at(clock.now_ms() as i64 + config.commit_interval_ms);
                 return pass;
             }
         };
@@ -297,7 +304,7 @@ mod tables {
             // (0: the table has no snapshot yet.)
             if table.committed_ms > 0 && at > now {
                 pass.waiting += 1;
-                pass.next_ms = Some(pass.next_ms.map_or(at, |n| n.min(at)));
+                pass.again_at(at);
             } else {
                 due.push(table.name.as_str());
             }
@@ -315,12 +322,12 @@ mod tables {
             match result {
                 Ok(commit) => {
                     if commit.more {
-                        pass.next_ms = Some(pass.next_ms.map_or(again, |n| n.min(again)));
+                        pass.again_at(again);
                     }
                     pass.commits.push(commit);
                 }
                 Err(e) => {
-                    pass.next_ms = Some(pass.next_ms.map_or(again, |n| n.min(again)));
+                    pass.again_at(again);
                     pass.failures.push(TableFailure { table: name.to_owned(), error: e.to_string() });
                 }
             }
@@ -390,7 +397,7 @@ mod tables {
     ) -> PortResult<()> {
         spend(budget, 3)?;
         report.snapshots_expired += expire(sql, blobs, clock, pointer, config).await?;
-        let graced = SqlValue::Int(clock.now_ms() as i64 - config.retention.grace_ms);
+        let graced = SqlValue::Int(config.retention.graced(clock.now_ms()));
         for _ in 0..GARBAGE_PAGES {
             spend(budget, 3)?;
             let due: Vec<KeyRow> = sql.query(index::LAKE_GARBAGE_DUE, &[text(&pointer.name), SqlValue::Int(1000), graced.clone()]).await?;

@@ -125,6 +125,14 @@ pub struct Retention {
     pub grace_ms: i64,
 }
 
+impl Retention {
+    /// The time (ms) whose kept snapshots decide, at `now_ms`, what may be deleted: the grace
+    /// period ago.
+    pub fn graced(&self, now_ms: u64) -> i64 {
+        now_ms as i64 - self.grace_ms
+    }
+}
+
 impl Default for Retention {
     fn default() -> Self {
         Retention { max_age_ms: 7 * 24 * 3_600_000, min_snapshots: 100, max_metadata_log: 20, grace_ms: 3_600_000 }

@@ -33,27 +33,24 @@ pub struct Operations {
 impl Operations {
     /// Both counts together.
     pub fn plus(self, other: Operations) -> Operations {
-        Operations {
-            r2_class_a: self.r2_class_a + other.r2_class_a,
-            r2_class_b: self.r2_class_b + other.r2_class_b,
-            d1_statements: self.d1_statements + other.d1_statements,
-            d1_rows_read: self.d1_rows_read + other.d1_rows_read,
-            d1_rows_written: self.d1_rows_written + other.d1_rows_written,
-            queue_operations: self.queue_operations + other.queue_operations,
-            subrequests: self.subrequests + other.subrequests,
-        }
+        self.each(other, |a, b| a + b)
     }
 
     /// What was counted since `earlier` (a count taken before).
     pub fn since(self, earlier: Operations) -> Operations {
+        self.each(earlier, |a, b| a - b)
+    }
+
+    /// `f` of each count of `self` and the same count of `other`.
+    fn each(self, other: Operations, f: impl Fn(u64, u64) -> u64) -> Operations {
         Operations {
-            r2_class_a: self.r2_class_a - earlier.r2_class_a,
-            r2_class_b: self.r2_class_b - earlier.r2_class_b,
-            d1_statements: self.d1_statements - earlier.d1_statements,
-            d1_rows_read: self.d1_rows_read - earlier.d1_rows_read,
-            d1_rows_written: self.d1_rows_written - earlier.d1_rows_written,
-            queue_operations: self.queue_operations - earlier.queue_operations,
-            subrequests: self.subrequests - earlier.subrequests,
+            r2_class_a: f(self.r2_class_a, other.r2_class_a),
+            r2_class_b: f(self.r2_class_b, other.r2_class_b),
+            d1_statements: f(self.d1_statements, other.d1_statements),
+            d1_rows_read: f(self.d1_rows_read, other.d1_rows_read),
+            d1_rows_written: f(self.d1_rows_written, other.d1_rows_written),
+            queue_operations: f(self.queue_operations, other.queue_operations),
+            subrequests: f(self.subrequests, other.subrequests),
         }
     }
 
@@ -129,12 +126,12 @@ impl<'a, P> Metered<'a, P> {
 
 impl<P: Sql> Sql for Metered<'_, P> {
     async fn query<T: serde::de::DeserializeOwned>(&self, sql: &str, params: &[SqlValue]) -> PortResult<Vec<T>> {
-        self.meter.add(|o| (o.d1_statements, o.subrequests) = (o.d1_statements + 1, o.subrequests + 1));
+        self.meter.add(statement);
         self.inner.query(sql, params).await
     }
 
     async fn run(&self, sql: &str, params: &[SqlValue]) -> PortResult<u64> {
-        self.meter.add(|o| (o.d1_statements, o.subrequests) = (o.d1_statements + 1, o.subrequests + 1));
+        self.meter.add(statement);
         let changed = self.inner.run(sql, params).await?;
         self.meter.add(|o| o.d1_rows_written += changed);
         Ok(changed)
@@ -152,13 +149,15 @@ impl<P: Sql> Sql for Metered<'_, P> {
 /// Checkpoints live in D1 in the Worker: one statement each way.
 impl<P: CheckpointStore> CheckpointStore for Metered<'_, P> {
     async fn outputs(&self, run: &str) -> PortResult<Vec<(String, String)>> {
-        self.meter.add(|o| (o.d1_statements, o.subrequests) = (o.d1_statements + 1, o.subrequests + 1));
+        self.meter.add(statement);
         self.inner.outputs(run).await
     }
 
     async fn save(&self, run: &str, checkpoint: &Checkpoint<'_>) -> PortResult<String> {
-        self.meter
-            .add(|o| (o.d1_statements, o.subrequests, o.d1_rows_written) = (o.d1_statements + 1, o.subrequests + 1, o.d1_rows_written + 1));
+        self.meter.add(|o| {
+            statement(o);
+            o.d1_rows_written += 1;
+        });
         self.inner.save(run, checkpoint).await
     }
 }
@@ -200,6 +199,12 @@ impl<P: Blobs> Blobs for Metered<'_, P> {
         self.meter.add(|o| o.subrequests += 1);
         self.inner.delete(keys).await
     }
+}
+
+/// One D1 statement, sent on its own.
+fn statement(o: &mut Operations) {
+    o.d1_statements += 1;
+    o.subrequests += 1;
 }
 
 fn class_a(o: &mut Operations) {
