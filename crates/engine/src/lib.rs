@@ -24,6 +24,9 @@
 //!    stitched file (`stitch`), about a write batch of rows at a time: a reader per ~20-row
 //!    segment would build its column readers and a batch for those few rows.
 //!
+//! 5. [`stats`]: the finished file's per-column counts and bounds, read off the footer the
+//!    writer returns, for the table's manifests.
+//!
 //! Every output carries key-value metadata: `fusou.source_segments`, `fusou.schema_fingerprint`
 //! and `fusou.engine_version`; its row count equals the sum of its inputs'.
 //!
@@ -48,6 +51,7 @@ pub mod evolution;
 pub mod merge;
 pub mod segment;
 pub mod sink;
+pub mod stats;
 mod stitch;
 
 use parquet::basic::{Compression, ZstdLevel};

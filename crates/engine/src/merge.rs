@@ -17,6 +17,7 @@ use parquet::schema::types::{ColumnPath, SchemaDescPtr};
 use super::binpack::OutputPlan;
 use super::segment::{Scan, SegmentDesc};
 use super::sink::PartSink;
+use super::stats::{self, ColumnStatistics};
 use super::stitch;
 use super::{ENGINE_VERSION, EngineConfig, EngineError};
 
@@ -79,6 +80,8 @@ pub struct Finished {
     pub quarantined: Vec<(SegmentDesc, String)>,
     /// Fragment segments whose rows the output holds (`fusou.source_segments`).
     pub source_segments: u64,
+    /// Each column's counts and bounds, from the footer just written.
+    pub statistics: Vec<ColumnStatistics>,
 }
 
 impl Merger {
@@ -317,6 +320,7 @@ impl Merger {
             peak_buffered: self.peak_buffered,
             quarantined: std::mem::take(&mut self.quarantined),
             source_segments: self.sources,
+            statistics: stats::of_file(&self.schema, &metadata),
         })
     }
 }

@@ -340,3 +340,64 @@ fn a_segment_of_many_rows_comes_back_whole_and_a_broken_one_costs_only_itself() 
         [&small, &big].iter().map(|f| f.segments.iter().find(|s| s.table == table).unwrap().batch.clone()).collect();
     assert_same_values(&read_back(file).0, &arrow_select::concat::concat_batches(&kept[0].schema(), &kept).unwrap());
 }
+
+/// A value of a column as the statistics bound it (`None`: null).
+fn bound_of(column: &ArrayRef, i: usize) -> Option<fusou_engine::stats::Bound> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, Int32Type, Int64Type};
+    use fusou_engine::stats::Bound;
+    if column.is_null(i) {
+        return None;
+    }
+    Some(match column.data_type() {
+        DataType::Int64 => Bound::Int(column.as_primitive::<Int64Type>().value(i)),
+        DataType::Int32 => Bound::Int(column.as_primitive::<Int32Type>().value(i).into()),
+        DataType::Float64 => Bound::Float(column.as_primitive::<Float64Type>().value(i)),
+        DataType::Boolean => Bound::Bool(column.as_boolean().value(i)),
+        DataType::Utf8 => Bound::Text(column.as_string::<i32>().value(i).to_owned()),
+        other => panic!("the client writes no {other}"),
+    })
+}
+
+#[test]
+fn statistics_bound_every_value_and_count_every_null() {
+    use fusou_engine::stats::{Bound, TRUNCATE_CHARS};
+    let fragments: Vec<synth::Fragment> =
+        (0..40).map(|seed| synth::fragment(&FragmentSpec { seed, rows: 1..=40, include_empty_tables: false })).collect();
+    let inputs: Vec<FragmentInput> = fragments.iter().enumerate().map(|(i, f)| input(&format!("k/{i}"), "ds", "2025-11-05", f)).collect();
+    // Small row groups, so that the bounds are folded over several.
+    let config = EngineConfig { row_group_bytes: 1, write_batch_rows: 64, ..EngineConfig::default() };
+    let result = compact_in_memory(&inputs, &config).unwrap();
+    let (mut folded, mut bounded, mut truncated) = (0, 0, 0);
+    for (plan, file, finished) in &result.outputs {
+        let (got, _) = read_back(file);
+        assert_eq!(finished.statistics.len(), got.num_columns(), "{}", plan.table);
+        folded += usize::from(finished.row_groups > 1);
+        for (column, stats) in got.columns().iter().zip(&finished.statistics) {
+            let what = format!("{}.{}", plan.table, stats.name);
+            assert_eq!((stats.values, stats.nulls), (got.num_rows() as u64, column.null_count() as u64), "{what}");
+            assert!(stats.bytes > 0, "{what}");
+            let values: Vec<Bound> = (0..column.len()).filter_map(|i| bound_of(column, i)).collect();
+            let least = values.iter().min_by(|a, b| a.partial_cmp(b).unwrap());
+            let most = values.iter().max_by(|a, b| a.partial_cmp(b).unwrap());
+            let (Some(least), Some(most)) = (least, most) else {
+                assert_eq!((&stats.lower, &stats.upper), (&None, &None), "{what}: no values, no bounds");
+                continue;
+            };
+            bounded += 1;
+            match (least, most, stats.lower.as_ref().unwrap(), stats.upper.as_ref().unwrap()) {
+                (Bound::Text(l), Bound::Text(m), Bound::Text(lo), Bound::Text(hi)) => {
+                    // A prefix below, a short string above: still bounds of every value.
+                    assert_eq!(lo, &l.chars().take(TRUNCATE_CHARS).collect::<String>(), "{what}");
+                    assert!(hi.chars().count() <= TRUNCATE_CHARS && hi >= m, "{what}: {hi} < {m}");
+                    truncated += usize::from(hi != m);
+                }
+                (l, m, lo, hi) => assert_eq!((lo, hi), (l, m), "{what}: exact bounds"),
+            }
+        }
+    }
+    assert!(
+        folded > 0 && bounded > 100 && truncated > 0,
+        "{folded} outputs of several row groups, {bounded} bounds, {truncated} truncated"
+    );
+}
