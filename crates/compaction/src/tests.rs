@@ -750,3 +750,38 @@ fn eight_compaction_runs_at_once_then_one_pass_of_the_committer_put_every_output
     assert_eq!(tables_rows, uploaded_rows, "every row, once");
     assert_eq!(snapshots, commits, "one snapshot per table, taking every run's files");
 }
+
+#[test]
+fn every_file_a_table_lists_carries_the_counts_and_bounds_of_its_rows() {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+    let w = World::with_fragments(12);
+    committed(w.run("run-a", &config(0)).unwrap());
+    assert_eq!(w.commit_tables().failures, []);
+    let config = LakeConfig::default();
+    let pointer: LakeTable =
+        block_on(w.db.query(fusou_core::index::LAKE_TABLE, &[fusou_core::index::SqlValue::from("battle")])).unwrap().pop().unwrap();
+    let metadata = block_on(fusou_lake::load(&w.blobs, &pointer)).unwrap().metadata;
+    let files = block_on(fusou_lake::scan(&w.blobs, &config, &metadata, None)).unwrap();
+    assert!(!files.is_empty());
+    let schema = metadata.current_schema();
+    let (timestamp, uuid) = (schema.field("timestamp").unwrap().id, schema.field("uuid").unwrap().id);
+    for file in &files {
+        // The file's rows, read back: the statistics the manifest lists are theirs.
+        let bytes = w.blobs.objects.borrow()[config.key(&file.path).unwrap()].clone();
+        let batches: Vec<RecordBatch> =
+            ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap().map(Result::unwrap).collect();
+        let rows = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap();
+        let s = &file.statistics;
+        assert_eq!(s.value_counts[&timestamp], file.record_count);
+        let column = rows.column_by_name("timestamp").unwrap();
+        assert_eq!(s.null_value_counts[&timestamp], column.null_count() as i64);
+        let values = column.as_primitive::<Int64Type>().iter().flatten();
+        let (least, most) = (values.clone().min().unwrap(), values.max().unwrap());
+        assert_eq!(s.lower_bounds[&timestamp], least.to_le_bytes(), "a long's bound is 8 bytes, little-endian");
+        assert_eq!(s.upper_bounds[&timestamp], most.to_le_bytes());
+        let uuids = rows.column_by_name("uuid").unwrap().as_string::<i32>().iter().flatten().min().unwrap().to_owned();
+        assert_eq!(s.lower_bounds[&uuid], uuids.chars().take(16).collect::<String>().as_bytes(), "strings are truncated to 16 characters");
+        assert!(s.column_sizes.values().all(|&b| b > 0));
+    }
+}

@@ -112,7 +112,7 @@ pub(crate) async fn write<S: Sql, B: Blobs>(
             rows: finished.rows,
             bytes: finished.bytes,
             source_segments: finished.source_segments,
-            columns: fusou_lake::schema::columns_json(&fusou_lake::schema::columns(&output.schema)),
+            columns: columns_with_statistics(fusou_lake::schema::columns(&output.schema), &finished.statistics),
         },
         quarantined,
     })
@@ -142,4 +142,18 @@ async fn stream_output<S: Sql, B: Blobs>(
     let mut finished = merger.finish().map_err(|e| e.to_string())?;
     upload.finish(std::mem::take(&mut finished.parts)).await?;
     Ok(finished)
+}
+
+/// The output's columns as the lake reads them: each with the statistics the engine took from
+/// the footer it wrote (bounds as JSON values of the column's kind).
+fn columns_with_statistics(mut columns: Vec<fusou_lake::schema::Column>, statistics: &[fusou_engine::stats::ColumnStatistics]) -> String {
+    for (column, stats) in columns.iter_mut().zip(statistics) {
+        debug_assert_eq!(column.name, stats.name);
+        let bound = |b: &Option<fusou_engine::stats::Bound>| b.as_ref().and_then(|b| serde_json::to_value(b).ok());
+        column.values = Some(stats.values);
+        column.nulls = Some(stats.nulls);
+        column.bytes = Some(stats.bytes);
+        (column.lower, column.upper) = (bound(&stats.lower), bound(&stats.upper));
+    }
+    fusou_lake::schema::columns_json(&columns)
 }

@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::contract::Contract;
 use super::manifest::{self, DataFile, Entry, ManifestFile, Status};
-use super::metadata::{Expired, Retention, Snapshot, TableMetadata};
-use super::schema::{self, Column};
+use super::metadata::{Expired, PartitionSpec, Retention, Snapshot, TableMetadata};
+use super::schema::{self, Column, DATASET_COLUMN, PERIOD_COLUMN};
+use super::statistics::Statistics;
 use fusou_core::index::LakePending;
 
 /// What the index says the table must change.
@@ -149,14 +150,21 @@ impl Attempt {
 
 /// The manifests of the current snapshot a commit must read: those holding a file it removes
 /// (by their partition bounds), and the small ones it merges.
-pub fn manifests_to_read<'a>(listed: &'a [ManifestFile], pending: &Pending, config: &LakeConfig) -> Vec<&'a ManifestFile> {
+pub fn manifests_to_read<'a>(
+    listed: &'a [ManifestFile],
+    specs: &[PartitionSpec],
+    pending: &Pending,
+    config: &LakeConfig,
+) -> Vec<&'a ManifestFile> {
     let merging = listed.len() + 1 > config.manifests_before_merge;
+    // Each manifest is pruned by its own spec's fields (a field its spec lacks prunes nothing).
     let within = |m: &ManifestFile, r: &LakePending| {
-        let inside = |bounds: Option<&(Option<String>, Option<String>)>, v: &str| match bounds {
-            Some((Some(lo), Some(hi))) => lo.as_str() <= v && v <= hi.as_str(),
-            _ => true,
+        let spec = specs.iter().find(|s| s.spec_id == m.partition_spec_id);
+        let may_hold = |column: &str, value: &str| {
+            let summary = spec.and_then(|s| s.position(column)).and_then(|i| m.partitions.get(i));
+            summary.is_none_or(|s| s.may_hold(value))
         };
-        inside(m.partitions.first(), &r.period_tag) && inside(m.partitions.get(1), &r.dataset_id)
+        may_hold(PERIOD_COLUMN, &r.period_tag) && may_hold(DATASET_COLUMN, &r.dataset_id)
     };
     listed
         .iter()
@@ -242,15 +250,16 @@ pub fn prepare(
             Some(json) => serde_json::from_str(json).map_err(|e| format!("its recorded columns do not decode: {e}")),
             None => Err("no columns were recorded for it".into()),
         };
-        match columns.and_then(|c| schema::admit(metadata.current_schema(), &c, contract)) {
-            Ok(admission) => {
+        let admitted = columns.and_then(|c| Ok((schema::admit(metadata.current_schema(), &c, contract)?, c)));
+        match admitted {
+            Ok((admission, columns)) => {
                 if let Some(note) = admission.note() {
                     noted.push((add.key.clone(), note));
                 }
                 if let Some(s) = admission.schema {
                     metadata.add_schema(s);
                 }
-                accepted.push(add);
+                accepted.push((add, columns));
             }
             Err(reason) => refused.push((add.key.clone(), reason)),
         }
@@ -262,29 +271,34 @@ pub fn prepare(
 
     let (mut objects, mut garbage, mut list) = (Vec::new(), Vec::new(), Vec::new());
     let manifest_key = |n: usize| format!("{prefix}/metadata/{}-m{n}.avro", attempt.uuid);
-    let write = |entries: &[Entry], objects: &mut Vec<(String, Vec<u8>)>, schema: &schema::Schema| -> Result<ManifestFile, String> {
+    let write = |entries: &[Entry], spec: &PartitionSpec, objects: &mut Vec<(String, Vec<u8>)>, schema: &schema::Schema| {
         let key = manifest_key(objects.len());
-        let bytes = manifest::write_manifest(entries, schema, &metadata_spec())?;
-        let described = manifest::describe(config.location(&key), bytes.len() as i64, entries, snapshot_id, sequence_number);
+        let bytes = manifest::write_manifest(entries, schema, spec)?;
+        let described = manifest::describe(config.location(&key), bytes.len() as i64, entries, spec, snapshot_id, sequence_number);
         objects.push((key, bytes));
-        Ok(described)
+        Ok::<_, String>(described)
     };
-    let schema = metadata.current_schema().clone();
+    let (schema, spec) = (metadata.current_schema().clone(), metadata.default_spec().clone());
 
     // The new files, in one manifest of their own.
     let added_entries: Vec<Entry> = accepted
         .iter()
-        .map(|a| Entry {
+        .map(|(a, columns)| Entry {
             status: Status::Added,
             snapshot_id,
             sequence_number,
             file_sequence_number: sequence_number,
             file: DataFile {
                 path: config.location(&a.key),
-                period: a.period_tag.clone(),
-                dataset: a.dataset_id.clone(),
+                partition: spec.partition(|column| match column {
+                    PERIOD_COLUMN => Some(a.period_tag.clone()),
+                    DATASET_COLUMN => Some(a.dataset_id.clone()),
+                    _ => None,
+                }),
                 record_count: a.row_count,
                 file_size_in_bytes: a.size,
+                statistics: Statistics::of_columns(columns, &schema),
+                unmodeled: Vec::new(),
             },
         })
         .collect();
@@ -302,7 +316,8 @@ pub fn prepare(
         let touched = entries.iter().any(|e| e.status != Status::Deleted && removing.contains(&e.file.path));
         // A small manifest that is rewritten anyway joins the merged one: a commit writes one
         // manifest however many small ones its removals touch.
-        let merge = (merging || touched) && m.length < config.manifest_target_bytes;
+        // (Manifests of one spec only: an older spec's are rewritten on their own.)
+        let merge = (merging || touched) && m.length < config.manifest_target_bytes && m.partition_spec_id == spec.spec_id;
         if !touched && !merge {
             list.push(m.clone());
             continue;
@@ -325,21 +340,25 @@ pub fn prepare(
         match merge {
             true => merged.extend(rewritten),
             // Kept while it records this commit's deletions; a later rewrite drops it when empty.
-            false if !rewritten.is_empty() => list.push(write(&rewritten, &mut objects, &schema)?),
+            false if !rewritten.is_empty() => {
+                let own =
+                    metadata.spec(m.partition_spec_id).ok_or_else(|| format!("{}: no partition spec {}", m.path, m.partition_spec_id))?;
+                list.push(write(&rewritten, own, &mut objects, &schema)?)
+            }
             false => {}
         }
     }
     merged.extend(added_entries.iter().cloned());
     if !merged.is_empty() {
-        list.insert(0, write(&merged, &mut objects, &schema)?);
+        list.insert(0, write(&merged, &spec, &mut objects, &schema)?);
     }
 
     let parent = metadata.current_snapshot_id;
     let list_key = format!("{prefix}/metadata/snap-{snapshot_id}-1-{}.avro", attempt.uuid);
     objects.push((list_key.clone(), manifest::write_manifest_list(&list, snapshot_id, parent, sequence_number)?));
 
-    let added_rows: i64 = accepted.iter().map(|a| a.row_count).sum();
-    let added_bytes: i64 = accepted.iter().map(|a| a.size).sum();
+    let added_rows: i64 = accepted.iter().map(|(a, _)| a.row_count).sum();
+    let added_bytes: i64 = accepted.iter().map(|(a, _)| a.size).sum();
     let operation = match (added_entries.is_empty(), removed.is_empty()) {
         (_, true) => "append",
         (false, false) if added_rows == deleted_rows => "replace",
@@ -394,7 +413,7 @@ pub fn prepare(
         version,
         objects,
         snapshot: Some(snapshot),
-        added: accepted.iter().map(|a| a.key.clone()).collect(),
+        added: accepted.iter().map(|(a, _)| a.key.clone()).collect(),
         removed,
         refused,
         noted,
@@ -409,8 +428,4 @@ pub fn expired_garbage(expired: &Expired, config: &LakeConfig, oldest: i64) -> V
     let lists = expired.snapshots.iter().map(|s| s.manifest_list.as_str());
     let metadata_files = expired.metadata_files.iter().map(String::as_str);
     lists.chain(metadata_files).filter_map(|l| config.key(l)).map(|k| (k.to_owned(), oldest)).collect()
-}
-
-fn metadata_spec() -> super::metadata::PartitionSpec {
-    super::metadata::PartitionSpec::by_period_and_dataset()
 }

@@ -56,10 +56,8 @@ impl Contract {
         let mut tables = BTreeMap::new();
         for name in &file.uploaded_tables {
             let columns = file.tables.get(name).ok_or_else(|| format!("the contract lists {name} but not its columns"))?;
-            let columns = columns
-                .iter()
-                .map(|c| Ok(Column { name: c.name.clone(), kind: iceberg_type(&c.parquet)?.into() }))
-                .collect::<Result<Vec<_>, String>>()?;
+            let columns =
+                columns.iter().map(|c| Ok(Column::new(c.name.clone(), iceberg_type(&c.parquet)?))).collect::<Result<Vec<_>, String>>()?;
             tables.insert(name.clone(), columns);
         }
         Ok(Contract { about: file.about, tables })

@@ -36,10 +36,12 @@
 
 pub mod commit;
 pub mod contract;
+pub mod layout;
 pub mod manifest;
 pub mod metadata;
 pub mod rest;
 pub mod schema;
+pub mod statistics;
 
 pub use tables::*;
 
@@ -53,7 +55,7 @@ mod tables {
 
     use super::commit::{self, Attempt, Current, LakeConfig, Pending, Prepared};
     use super::manifest::{self, Entry, ManifestFile};
-    use super::metadata::TableMetadata;
+    use super::metadata::{PartitionSpec, TableMetadata};
     use fusou_core::index::{self, KeyRow, LakeTable, SqlValue, Statement, iso, keyed, text};
     use fusou_ports::Clock;
     use fusou_ports::{Blobs, PortError, PortResult, Sql};
@@ -120,13 +122,14 @@ mod tables {
                 Some(s) => manifest::read_manifest_list(&get(blobs, config, &s.manifest_list).await?)?,
                 None => Vec::new(),
             };
-            let to_read = commit::manifests_to_read(&listed, &pending, config);
+            let specs = current.as_ref().map_or(&[][..], |c| &c.metadata.partition_specs);
+            let to_read = commit::manifests_to_read(&listed, specs, &pending, config);
             spend(pointer.is_some() as usize * 2);
             if budget.get() < to_read.len() as u64 + ATTEMPT_WRITES {
                 return spent();
             }
             spend(to_read.len());
-            let manifests = read_manifests(blobs, config, &to_read).await?;
+            let manifests = read_manifests(blobs, config, specs, &to_read).await?;
             let now = clock.now_ms() as i64;
             let prepared =
                 commit::prepare(table, current.as_ref(), &listed, &manifests, &pending, config, Attempt::new(outcome.attempts, now))?;
@@ -187,7 +190,7 @@ mod tables {
         };
         let listed = manifest::read_manifest_list(&get(blobs, config, &snapshot.manifest_list).await?)?;
         let wanted: Vec<&ManifestFile> = listed.iter().collect();
-        let manifests = read_manifests(blobs, config, &wanted).await?;
+        let manifests = read_manifests(blobs, config, &metadata.partition_specs, &wanted).await?;
         let mut files = Vec::new();
         for m in &listed {
             files.extend(manifests[&m.path].iter().filter(|e| e.status != manifest::Status::Deleted).map(|e| e.file.clone()));
@@ -200,10 +203,15 @@ mod tables {
         blobs.get(key).await?.ok_or_else(|| format!("{key} is missing").into())
     }
 
-    async fn read_manifests<B: Blobs>(blobs: &B, config: &LakeConfig, wanted: &[&ManifestFile]) -> PortResult<HashMap<String, Vec<Entry>>> {
+    async fn read_manifests<B: Blobs>(
+        blobs: &B,
+        config: &LakeConfig,
+        specs: &[PartitionSpec],
+        wanted: &[&ManifestFile],
+    ) -> PortResult<HashMap<String, Vec<Entry>>> {
         futures_util::stream::iter(wanted.iter().map(|m| async move {
             let bytes = get(blobs, config, &m.path).await?;
-            Ok::<_, PortError>((m.path.clone(), manifest::read_manifest(&bytes, m)?))
+            Ok::<_, PortError>((m.path.clone(), manifest::read_manifest(&bytes, m, specs)?))
         }))
         .buffer_unordered(CONCURRENT_OBJECTS)
         .try_collect()
@@ -495,7 +503,7 @@ pub mod mirror {
                 if !keys.insert(path.clone()) {
                     continue;
                 }
-                for e in manifest::read_manifest(&get(&path).await?, &m)? {
+                for e in manifest::read_manifest(&get(&path).await?, &m, &metadata.partition_specs)? {
                     if e.status != Status::Deleted {
                         keys.insert(key(&e.file.path)?);
                     }

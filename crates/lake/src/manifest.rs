@@ -8,17 +8,35 @@ use std::sync::LazyLock;
 use apache_avro::types::Value;
 use apache_avro::{Codec, DeflateSettings, Reader, Schema as AvroSchema, Writer};
 
-use super::metadata::PartitionSpec;
+use super::layout::{self, PartitionSpec, optional};
 use super::schema::Schema;
+use super::statistics::Statistics;
 
-/// A data file of the table: a compacted file, its partition (period, dataset) and its size.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A data file of the table: a compacted file, its partition tuple (in the order of its
+/// spec's fields), its size, its column statistics, and the `data_file` fields this crate does
+/// not model, which a manifest rewrite carries over.
+#[derive(Debug, Clone, PartialEq)]
 pub struct DataFile {
     pub path: String,
-    pub period: String,
-    pub dataset: String,
+    pub partition: Vec<Option<String>>,
     pub record_count: i64,
     pub file_size_in_bytes: i64,
+    pub statistics: Statistics,
+    pub unmodeled: Vec<Unmodeled>,
+}
+
+/// A `data_file` field read from a manifest and not modeled here: its Avro field (as the
+/// manifest's writer declared it) and its value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unmodeled {
+    pub field: serde_json::Value,
+    pub value: Value,
+}
+
+impl Unmodeled {
+    fn name(&self) -> &str {
+        self.field["name"].as_str().unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +48,7 @@ pub enum Status {
 
 /// A manifest entry with its inherited values resolved: the snapshot that added (or deleted)
 /// the file and its sequence numbers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub status: Status,
     pub snapshot_id: i64,
@@ -53,8 +71,42 @@ pub struct ManifestFile {
     pub added_rows: i64,
     pub existing_rows: i64,
     pub deleted_rows: i64,
-    /// Lower and upper bound of each partition field (period, dataset) over the live entries.
-    pub partitions: Vec<(Option<String>, Option<String>)>,
+    /// The partition spec its entries are written with.
+    pub partition_spec_id: i32,
+    /// Each partition field's values over the live entries, in the spec's order.
+    pub partitions: Vec<FieldSummary>,
+}
+
+/// The values of one partition field over a manifest's live entries (the manifest list's
+/// `field_summary`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FieldSummary {
+    pub contains_null: bool,
+    pub lower: Option<String>,
+    pub upper: Option<String>,
+}
+
+impl FieldSummary {
+    fn include(&mut self, value: Option<&str>) {
+        let Some(v) = value else {
+            self.contains_null = true;
+            return;
+        };
+        if self.lower.as_deref().is_none_or(|l| v < l) {
+            self.lower = Some(v.to_owned());
+        }
+        if self.upper.as_deref().is_none_or(|u| v > u) {
+            self.upper = Some(v.to_owned());
+        }
+    }
+
+    /// Whether the field may hold `value` (no bounds: it may).
+    pub fn may_hold(&self, value: &str) -> bool {
+        match (&self.lower, &self.upper) {
+            (Some(lo), Some(hi)) => lo.as_str() <= value && value <= hi.as_str(),
+            _ => true,
+        }
+    }
 }
 
 impl ManifestFile {
@@ -63,24 +115,6 @@ impl ManifestFile {
         (self.added_files + self.existing_files) as i64
     }
 }
-
-const MANIFEST_ENTRY: &str = r#"{"type": "record", "name": "manifest_entry", "fields": [
-  {"name": "status", "type": "int", "field-id": 0},
-  {"name": "snapshot_id", "type": ["null", "long"], "default": null, "field-id": 1},
-  {"name": "sequence_number", "type": ["null", "long"], "default": null, "field-id": 3},
-  {"name": "file_sequence_number", "type": ["null", "long"], "default": null, "field-id": 4},
-  {"name": "data_file", "field-id": 2, "type": {"type": "record", "name": "r2", "fields": [
-    {"name": "content", "type": "int", "field-id": 134},
-    {"name": "file_path", "type": "string", "field-id": 100},
-    {"name": "file_format", "type": "string", "field-id": 101},
-    {"name": "partition", "field-id": 102, "type": {"type": "record", "name": "r102", "fields": [
-      {"name": "period_tag", "type": ["null", "string"], "default": null, "field-id": 1000},
-      {"name": "dataset_id", "type": ["null", "string"], "default": null, "field-id": 1001}
-    ]}},
-    {"name": "record_count", "type": "long", "field-id": 103},
-    {"name": "file_size_in_bytes", "type": "long", "field-id": 104}
-  ]}}
-]}"#;
 
 const MANIFEST_FILE: &str = r#"{"type": "record", "name": "manifest_file", "fields": [
   {"name": "manifest_path", "type": "string", "field-id": 500},
@@ -105,15 +139,7 @@ const MANIFEST_FILE: &str = r#"{"type": "record", "name": "manifest_file", "fiel
     ]}}]}
 ]}"#;
 
-static ENTRY_SCHEMA: LazyLock<AvroSchema> = LazyLock::new(|| AvroSchema::parse_str(MANIFEST_ENTRY).expect("manifest_entry schema"));
 static FILE_SCHEMA: LazyLock<AvroSchema> = LazyLock::new(|| AvroSchema::parse_str(MANIFEST_FILE).expect("manifest_file schema"));
-
-fn optional(value: Option<Value>) -> Value {
-    match value {
-        None => Value::Union(0, Box::new(Value::Null)),
-        Some(v) => Value::Union(1, Box::new(v)),
-    }
-}
 
 fn container(schema: &AvroSchema, records: Vec<Value>, metadata: &[(&str, String)]) -> Result<Vec<u8>, String> {
     // Deflate, as Iceberg writers compress manifests by default; and readers expect the codec
@@ -129,36 +155,56 @@ fn container(schema: &AvroSchema, records: Vec<Value>, metadata: &[(&str, String
     writer.into_inner().map_err(|e| e.to_string())
 }
 
-/// A manifest of `entries`, written by snapshot `snapshot_id` with `schema` current. Entries it
-/// adds leave their snapshot and sequence numbers to be inherited from the manifest list (so a
-/// retried commit needs no rewrite); existing and deleted ones carry theirs, as the spec requires.
+/// A manifest of `entries`, written by snapshot `snapshot_id` with `schema` current and their
+/// partitions in `spec`. Entries it adds leave their snapshot and sequence numbers to be
+/// inherited from the manifest list (so a retried commit needs no rewrite); existing and deleted
+/// ones carry theirs, as the spec requires. Bounds are written in `schema`'s types, and fields
+/// read from other manifests that are not modeled here are written back as they were read.
 pub fn write_manifest(entries: &[Entry], schema: &Schema, spec: &PartitionSpec) -> Result<Vec<u8>, String> {
+    let mut unmodeled: Vec<&Unmodeled> = Vec::new();
+    for u in entries.iter().flat_map(|e| &e.file.unmodeled) {
+        match unmodeled.iter().find(|seen| seen.name() == u.name()) {
+            None => unmodeled.push(u),
+            Some(seen) if seen.field != u.field => return Err(format!("data_file field {} is declared two ways", u.name())),
+            Some(_) => {}
+        }
+    }
+    let avro = spec.entry_schema(&unmodeled.iter().map(|u| u.field.clone()).collect::<Vec<_>>())?;
     let records = entries
         .iter()
         .map(|e| {
             let added = e.status == Status::Added;
             let explicit = |v: i64| optional((!added).then_some(Value::Long(v)));
-            let partition = Value::Record(vec![
-                ("period_tag".into(), optional(Some(Value::String(e.file.period.clone())))),
-                ("dataset_id".into(), optional(Some(Value::String(e.file.dataset.clone())))),
-            ]);
-            let data_file = Value::Record(vec![
+            let mut statistics = e.file.statistics.clone();
+            statistics.widen(schema);
+            let mut data_file = vec![
                 ("content".into(), Value::Int(0)),
                 ("file_path".into(), Value::String(e.file.path.clone())),
                 ("file_format".into(), Value::String("PARQUET".into())),
-                ("partition".into(), partition),
+                ("partition".into(), spec.partition_record(&e.file.partition)),
                 ("record_count".into(), Value::Long(e.file.record_count)),
                 ("file_size_in_bytes".into(), Value::Long(e.file.file_size_in_bytes)),
-            ]);
-            Value::Record(vec![
+            ];
+            data_file.extend(statistics.to_avro());
+            for field in &unmodeled {
+                // A file that lacks a field another file has gets its null (every optional
+                // `data_file` field is a union with null first); a required one cannot be made up.
+                let value = match e.file.unmodeled.iter().find(|u| u.name() == field.name()) {
+                    Some(u) => u.value.clone(),
+                    None if field.field["type"][0] == "null" => optional(None),
+                    None => return Err(format!("{} lacks required data_file field {}", e.file.path, field.name())),
+                };
+                data_file.push((field.name().to_owned(), value));
+            }
+            Ok(Value::Record(vec![
                 ("status".into(), Value::Int(e.status as i32)),
                 ("snapshot_id".into(), optional(Some(Value::Long(e.snapshot_id)))),
                 ("sequence_number".into(), explicit(e.sequence_number)),
                 ("file_sequence_number".into(), explicit(e.file_sequence_number)),
-                ("data_file".into(), data_file),
-            ])
+                ("data_file".into(), Value::Record(data_file)),
+            ]))
         })
-        .collect();
+        .collect::<Result<Vec<_>, String>>()?;
     let metadata = [
         ("schema", serde_json::to_string(schema).expect("schema serializes")),
         ("schema-id", schema.schema_id.to_string()),
@@ -167,7 +213,7 @@ pub fn write_manifest(entries: &[Entry], schema: &Schema, spec: &PartitionSpec) 
         ("format-version", "2".into()),
         ("content", "data".into()),
     ];
-    container(&ENTRY_SCHEMA, records, &metadata)
+    container(&avro, records, &metadata)
 }
 
 /// The manifest list of snapshot `snapshot_id` (sequence number `sequence_number`).
@@ -183,20 +229,20 @@ pub fn write_manifest_list(
             let summaries = m
                 .partitions
                 .iter()
-                .map(|(lower, upper)| {
+                .map(|summary| {
                     let bound = |b: &Option<String>| optional(b.as_ref().map(|s| Value::Bytes(s.as_bytes().to_vec())));
                     Value::Record(vec![
-                        ("contains_null".into(), Value::Boolean(false)),
+                        ("contains_null".into(), Value::Boolean(summary.contains_null)),
                         ("contains_nan".into(), optional(None)),
-                        ("lower_bound".into(), bound(lower)),
-                        ("upper_bound".into(), bound(upper)),
+                        ("lower_bound".into(), bound(&summary.lower)),
+                        ("upper_bound".into(), bound(&summary.upper)),
                     ])
                 })
                 .collect();
             Value::Record(vec![
                 ("manifest_path".into(), Value::String(m.path.clone())),
                 ("manifest_length".into(), Value::Long(m.length)),
-                ("partition_spec_id".into(), Value::Int(0)),
+                ("partition_spec_id".into(), Value::Int(m.partition_spec_id)),
                 ("content".into(), Value::Int(0)),
                 ("sequence_number".into(), Value::Long(m.sequence_number)),
                 ("min_sequence_number".into(), Value::Long(m.min_sequence_number)),
@@ -220,25 +266,30 @@ pub fn write_manifest_list(
     container(&FILE_SCHEMA, records, &metadata)
 }
 
-/// Summarises `entries` (those of one manifest) as its manifest list lists it.
-pub fn describe(path: String, length: i64, entries: &[Entry], snapshot_id: i64, sequence_number: i64) -> ManifestFile {
-    let (mut m, mut bounds) = (
-        ManifestFile {
-            path,
-            length,
-            sequence_number,
-            min_sequence_number: sequence_number,
-            added_snapshot_id: snapshot_id,
-            added_files: 0,
-            existing_files: 0,
-            deleted_files: 0,
-            added_rows: 0,
-            existing_rows: 0,
-            deleted_rows: 0,
-            partitions: Vec::new(),
-        },
-        [(None::<&str>, None::<&str>), (None, None)],
-    );
+/// Summarises `entries` (those of one manifest, in `spec`) as its manifest list lists it.
+pub fn describe(
+    path: String,
+    length: i64,
+    entries: &[Entry],
+    spec: &PartitionSpec,
+    snapshot_id: i64,
+    sequence_number: i64,
+) -> ManifestFile {
+    let mut m = ManifestFile {
+        path,
+        length,
+        sequence_number,
+        min_sequence_number: sequence_number,
+        added_snapshot_id: snapshot_id,
+        added_files: 0,
+        existing_files: 0,
+        deleted_files: 0,
+        added_rows: 0,
+        existing_rows: 0,
+        deleted_rows: 0,
+        partition_spec_id: spec.spec_id,
+        partitions: vec![FieldSummary::default(); spec.fields.len()],
+    };
     for e in entries {
         let rows = e.file.record_count;
         match e.status {
@@ -250,12 +301,10 @@ pub fn describe(path: String, length: i64, entries: &[Entry], snapshot_id: i64, 
             continue;
         }
         m.min_sequence_number = m.min_sequence_number.min(e.sequence_number);
-        for (bound, value) in bounds.iter_mut().zip([e.file.period.as_str(), e.file.dataset.as_str()]) {
-            bound.0 = Some(bound.0.map_or(value, |b| b.min(value)));
-            bound.1 = Some(bound.1.map_or(value, |b| b.max(value)));
+        for (summary, value) in m.partitions.iter_mut().zip(&e.file.partition) {
+            summary.include(value.as_deref());
         }
     }
-    m.partitions = bounds.iter().map(|(l, u)| (l.map(str::to_owned), u.map(str::to_owned))).collect();
     m
 }
 
@@ -295,9 +344,16 @@ fn string(f: &mut HashMap<String, Value>, name: &str) -> Result<Option<String>, 
     }
 }
 
-/// The entries of a manifest, inherited values taken from `listed` (its manifest list entry).
-pub fn read_manifest(bytes: &[u8], listed: &ManifestFile) -> Result<Vec<Entry>, String> {
+/// The entries of a manifest, inherited values taken from `listed` (its manifest list entry),
+/// partitions read in its spec (of the table's `specs`). The `data_file` fields not modeled
+/// here are kept with their Avro declaration, to be written back by a rewrite.
+pub fn read_manifest(bytes: &[u8], listed: &ManifestFile, specs: &[PartitionSpec]) -> Result<Vec<Entry>, String> {
+    let spec = specs
+        .iter()
+        .find(|s| s.spec_id == listed.partition_spec_id)
+        .ok_or_else(|| format!("manifest {}: the table has no partition spec {}", listed.path, listed.partition_spec_id))?;
     let reader = Reader::new(bytes).map_err(|e| format!("manifest {}: {e}", listed.path))?;
+    let declared = data_file_fields(reader.writer_schema())?;
     let mut entries = Vec::new();
     for value in reader {
         let mut f = fields(value.map_err(|e| e.to_string())?)?;
@@ -311,23 +367,42 @@ pub fn read_manifest(bytes: &[u8], listed: &ManifestFile) -> Result<Vec<Entry>, 
         let snapshot_id = inherit(long(&mut f, "snapshot_id")?, listed.added_snapshot_id);
         let sequence_number = inherit(long(&mut f, "sequence_number")?, listed.sequence_number);
         let file_sequence_number = inherit(long(&mut f, "file_sequence_number")?, listed.sequence_number);
-        let mut file = fields(f.remove("data_file").ok_or("data_file is missing")?)?;
+        let Some(Value::Record(record)) = f.remove("data_file") else { return Err("data_file is missing".into()) };
+        // In the writer's order, so that what is carried over keeps it.
+        let order: Vec<String> = record.iter().map(|(name, _)| name.clone()).collect();
+        let mut file: HashMap<String, Value> = record.into_iter().collect();
         let mut partition = fields(file.remove("partition").ok_or("partition is missing")?)?;
+        let values = spec.fields.iter().map(|p| string(&mut partition, &p.name)).collect::<Result<Vec<_>, String>>()?;
+        if let Some(other) = partition.keys().next() {
+            return Err(format!("manifest {}: partition field {other} is not in spec {}", listed.path, spec.spec_id));
+        }
+        let path = string(&mut file, "file_path")?.ok_or("file_path is missing")?;
+        let record_count = required(&mut file, "record_count")?;
+        let file_size_in_bytes = required(&mut file, "file_size_in_bytes")?;
+        let statistics = Statistics::from_avro(&mut file)?;
+        let unmodeled = order
+            .iter()
+            .filter(|name| !layout::is_modeled(name))
+            .filter_map(|name| Some(Unmodeled { field: declared.get(name)?.clone(), value: file.remove(name)? }))
+            .collect();
         entries.push(Entry {
             status,
             snapshot_id,
             sequence_number,
             file_sequence_number,
-            file: DataFile {
-                path: string(&mut file, "file_path")?.ok_or("file_path is missing")?,
-                period: string(&mut partition, "period_tag")?.unwrap_or_default(),
-                dataset: string(&mut partition, "dataset_id")?.unwrap_or_default(),
-                record_count: required(&mut file, "record_count")?,
-                file_size_in_bytes: required(&mut file, "file_size_in_bytes")?,
-            },
+            file: DataFile { path, partition: values, record_count, file_size_in_bytes, statistics, unmodeled },
         });
     }
     Ok(entries)
+}
+
+/// The Avro declarations of a manifest's `data_file` fields, by name.
+fn data_file_fields(schema: &AvroSchema) -> Result<HashMap<String, serde_json::Value>, String> {
+    let json = serde_json::to_value(schema).map_err(|e| e.to_string())?;
+    let fields = json["fields"].as_array().into_iter().flatten();
+    let data_file = fields.into_iter().find(|f| f["name"] == "data_file").ok_or("the manifest declares no data_file")?;
+    let declared = data_file["type"]["fields"].as_array().ok_or("data_file is not a record")?;
+    Ok(declared.iter().filter_map(|f| Some((f["name"].as_str()?.to_owned(), f.clone()))).collect())
 }
 
 /// The manifests a manifest list lists.
@@ -341,7 +416,8 @@ pub fn read_manifest_list(bytes: &[u8]) -> Result<Vec<ManifestFile>, String> {
                 .into_iter()
                 .map(|item| {
                     let mut s = fields(item)?;
-                    Ok((string(&mut s, "lower_bound")?, string(&mut s, "upper_bound")?))
+                    let contains_null = matches!(s.remove("contains_null").map(unwrap_union), Some(Value::Boolean(true)));
+                    Ok(FieldSummary { contains_null, lower: string(&mut s, "lower_bound")?, upper: string(&mut s, "upper_bound")? })
                 })
                 .collect::<Result<Vec<_>, String>>()?,
             _ => Vec::new(),
@@ -359,6 +435,7 @@ pub fn read_manifest_list(bytes: &[u8]) -> Result<Vec<ManifestFile>, String> {
             added_rows: required(&mut f, "added_rows_count")?,
             existing_rows: required(&mut f, "existing_rows_count")?,
             deleted_rows: required(&mut f, "deleted_rows_count")?,
+            partition_spec_id: required(&mut f, "partition_spec_id")? as i32,
             partitions,
         });
     }

@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::schema::{
-    self, DATASET_COLUMN, DATASET_FIELD, DATASET_PARTITION_FIELD, PERIOD_COLUMN, PERIOD_FIELD, PERIOD_PARTITION_FIELD, Schema,
-};
+pub use super::layout::{PartitionField, PartitionSpec};
+use super::schema::{self, Schema};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -32,40 +31,6 @@ pub struct TableMetadata {
     pub metadata_log: Vec<MetadataLogEntry>,
     pub sort_orders: Vec<SortOrder>,
     pub default_sort_order_id: i32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct PartitionSpec {
-    pub spec_id: i32,
-    pub fields: Vec<PartitionField>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct PartitionField {
-    pub name: String,
-    pub transform: String,
-    pub source_id: i32,
-    pub field_id: i32,
-}
-
-impl PartitionSpec {
-    /// Identity on the period, then on the dataset: readers prune by period ("all rows of
-    /// period P"), and by dataset (one admiral's records, or consolidation's rewrites, which
-    /// touch one dataset). Each compacted file holds one period of one dataset, so the
-    /// partition tuple is exact, and costs nothing in the data files.
-    pub fn by_period_and_dataset() -> Self {
-        let field =
-            |name: &str, source_id, field_id| PartitionField { name: name.into(), transform: "identity".into(), source_id, field_id };
-        PartitionSpec {
-            spec_id: 0,
-            fields: vec![
-                field(PERIOD_COLUMN, PERIOD_FIELD, PERIOD_PARTITION_FIELD),
-                field(DATASET_COLUMN, DATASET_FIELD, DATASET_PARTITION_FIELD),
-            ],
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,7 +115,7 @@ pub struct Expired {
 impl TableMetadata {
     /// A new table at `location`, without snapshots.
     pub fn new(table_uuid: String, location: String, now_ms: i64) -> Self {
-        let schema = Schema::initial();
+        let (schema, spec) = (Schema::initial(), PartitionSpec::by_period_and_dataset());
         TableMetadata {
             format_version: 2,
             table_uuid,
@@ -161,9 +126,9 @@ impl TableMetadata {
             current_schema_id: schema.schema_id,
             properties: schema::properties(&schema),
             schemas: vec![schema],
-            partition_specs: vec![PartitionSpec::by_period_and_dataset()],
-            default_spec_id: 0,
-            last_partition_id: DATASET_PARTITION_FIELD,
+            default_spec_id: spec.spec_id,
+            last_partition_id: spec.fields.iter().map(|f| f.field_id).max().unwrap_or(999),
+            partition_specs: vec![spec],
             current_snapshot_id: None,
             refs: BTreeMap::new(),
             snapshots: Vec::new(),
@@ -172,6 +137,16 @@ impl TableMetadata {
             sort_orders: vec![SortOrder { order_id: 0, fields: Vec::new() }],
             default_sort_order_id: 0,
         }
+    }
+
+    /// The partition spec new files are written with.
+    pub fn default_spec(&self) -> &PartitionSpec {
+        self.spec(self.default_spec_id).expect("the default spec is among the table's specs")
+    }
+
+    /// The partition spec of id `spec_id`, as the table's manifests name it.
+    pub fn spec(&self, spec_id: i32) -> Option<&PartitionSpec> {
+        self.partition_specs.iter().find(|s| s.spec_id == spec_id)
     }
 
     pub fn current_schema(&self) -> &Schema {

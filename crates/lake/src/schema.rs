@@ -11,19 +11,33 @@ use serde::{Deserialize, Serialize};
 /// lacks).
 pub const PERIOD_COLUMN: &str = "period_tag";
 pub const DATASET_COLUMN: &str = "dataset_id";
-/// Their field ids, and the partition fields' ids (Iceberg starts those at 1000).
-pub const PERIOD_FIELD: i32 = 1;
-pub const DATASET_FIELD: i32 = 2;
-pub const PERIOD_PARTITION_FIELD: i32 = 1000;
-pub const DATASET_PARTITION_FIELD: i32 = 1001;
 
 /// A column of a compacted file, as the compaction recorded it: its name and its Iceberg
-/// primitive type, or `unsupported(<arrow type>)` when Iceberg has none for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// primitive type, or `unsupported(<arrow type>)` when Iceberg has none for it; and, for files
+/// written since the engine reports them, its statistics (bounds as JSON values of the
+/// column's kind: numbers, strings of at most 16 characters, booleans).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Column {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nulls: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lower: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper: Option<serde_json::Value>,
+}
+
+impl Column {
+    /// A column without statistics.
+    pub fn new(name: impl Into<String>, kind: impl Into<String>) -> Self {
+        Column { name: name.into(), kind: kind.into(), ..Column::default() }
+    }
 }
 
 /// One field of a table schema (every field is optional: the client writes every column nullable).
@@ -49,12 +63,7 @@ pub struct Schema {
 impl Schema {
     /// A new table's first schema: the two partition columns.
     pub fn initial() -> Self {
-        let field = |id, name: &str| Field { id, name: name.into(), required: false, kind: "string".into() };
-        Schema {
-            schema_id: 0,
-            kind: "struct".into(),
-            fields: vec![field(PERIOD_FIELD, PERIOD_COLUMN), field(DATASET_FIELD, DATASET_COLUMN)],
-        }
+        Schema { schema_id: 0, kind: "struct".into(), fields: super::layout::PartitionSpec::source_fields() }
     }
 
     pub fn field(&self, name: &str) -> Option<&Field> {
@@ -198,7 +207,7 @@ pub fn iceberg_type(data_type: &arrow_schema::DataType) -> String {
 
 /// The columns of an output's Arrow schema.
 pub fn columns(schema: &arrow_schema::Schema) -> Vec<Column> {
-    schema.fields().iter().map(|f| Column { name: f.name().clone(), kind: iceberg_type(f.data_type()) }).collect()
+    schema.fields().iter().map(|f| Column::new(f.name(), iceberg_type(f.data_type()))).collect()
 }
 
 /// The columns as the index stores them (JSON text).
@@ -220,7 +229,7 @@ mod tests {
     use super::*;
 
     fn cols(c: &[(&str, &str)]) -> Vec<Column> {
-        c.iter().map(|(n, k)| Column { name: (*n).into(), kind: (*k).into() }).collect()
+        c.iter().map(|(n, k)| Column::new(*n, *k)).collect()
     }
 
     #[test]
@@ -275,7 +284,7 @@ mod tests {
         assert_eq!((wide.schema_id, wide.field("n").unwrap().kind.as_str()), (table.schema_id + 1, "long"));
         // A new contract column reaches the table by conform, not by a file.
         let mut newer = contract.clone();
-        newer.push(Column { name: "added".into(), kind: "long".into() });
+        newer.push(Column::new("added", "long"));
         assert!(admit(&table, &cols(&[("added", "long")]), &contract).unwrap().outside == ["added"]);
         let evolved = conform(&table, 5, &newer).unwrap().unwrap();
         assert_eq!(evolved.field("added").unwrap().id, 6);

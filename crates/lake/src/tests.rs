@@ -9,9 +9,10 @@ use futures::executor::block_on;
 use rusqlite::params;
 
 use super::commit::LakeConfig;
-use super::manifest::{self, DataFile, Entry, ManifestFile, Status};
-use super::metadata::{Retention, TableMetadata};
+use super::manifest::{self, DataFile, Entry, FieldSummary, ManifestFile, Status, Unmodeled};
+use super::metadata::{PartitionSpec, Retention, TableMetadata};
 use super::schema::Schema;
+use super::statistics::Statistics;
 use super::*;
 use fusou_core::index::{LakeTable, SqlValue};
 use fusou_ports::Sql;
@@ -111,10 +112,16 @@ fn keys(k: &[&str]) -> Vec<String> {
 fn manifests_and_lists_round_trip_with_the_specs_schemas_and_header_keys() {
     let file = |path: &str, dataset: &str| DataFile {
         path: path.into(),
-        period: "2025-11-05".into(),
-        dataset: dataset.into(),
+        partition: vec![Some("2025-11-05".into()), Some(dataset.into())],
         record_count: 7,
         file_size_in_bytes: 700,
+        statistics: Statistics {
+            value_counts: [(3, 7), (4, 7)].into(),
+            null_value_counts: [(3, 0), (4, 2)].into(),
+            lower_bounds: [(3, b"a".to_vec())].into(),
+            ..Statistics::default()
+        },
+        unmodeled: Vec::new(),
     };
     let entries = vec![
         Entry { status: Status::Added, snapshot_id: 9, sequence_number: 3, file_sequence_number: 3, file: file("s3://b/a", "d1") },
@@ -122,13 +129,15 @@ fn manifests_and_lists_round_trip_with_the_specs_schemas_and_header_keys() {
         Entry { status: Status::Deleted, snapshot_id: 9, sequence_number: 2, file_sequence_number: 2, file: file("s3://b/c", "d3") },
     ];
     let schema = Schema::initial();
-    let bytes = manifest::write_manifest(&entries, &schema, &super::metadata::PartitionSpec::by_period_and_dataset()).unwrap();
-    let listed = manifest::describe("s3://b/m.avro".into(), bytes.len() as i64, &entries, 9, 3);
+    let spec = PartitionSpec::by_period_and_dataset();
+    let bytes = manifest::write_manifest(&entries, &schema, &spec).unwrap();
+    let listed = manifest::describe("s3://b/m.avro".into(), bytes.len() as i64, &entries, &spec, 9, 3);
     assert_eq!((listed.added_files, listed.existing_files, listed.deleted_files), (1, 1, 1));
     assert_eq!(listed.min_sequence_number, 1, "the oldest live entry's");
-    assert_eq!(listed.partitions[1], (Some("d1".into()), Some("d2".into())), "bounds over live entries only");
+    let summary = FieldSummary { contains_null: false, lower: Some("d1".into()), upper: Some("d2".into()) };
+    assert_eq!(listed.partitions[1], summary, "bounds over live entries only");
     // Added entries inherit their snapshot and sequence numbers from the list.
-    assert_eq!(manifest::read_manifest(&bytes, &listed).unwrap(), entries);
+    assert_eq!(manifest::read_manifest(&bytes, &listed, std::slice::from_ref(&spec)).unwrap(), entries);
 
     let header = manifest::header(&bytes).unwrap();
     for key in ["schema", "schema-id", "partition-spec", "partition-spec-id", "format-version", "content"] {
@@ -148,6 +157,118 @@ fn manifests_and_lists_round_trip_with_the_specs_schemas_and_header_keys() {
     let header = manifest::header(&list).unwrap();
     assert_eq!((header["snapshot-id"].as_str(), header["parent-snapshot-id"].as_str()), ("9", "5"));
     assert_eq!((header["sequence-number"].as_str(), header["format-version"].as_str()), ("3", "2"));
+}
+
+/// A file's columns with statistics, as the compaction records them.
+const COLUMNS_WITH_STATISTICS: &str = r#"[
+  {"name":"uuid","type":"string","values":10,"nulls":1,"bytes":300,"lower":"0f3c","upper":"f9a1"},
+  {"name":"index","type":"int","values":10,"nulls":0,"bytes":40,"lower":-3,"upper":9},
+  {"name":"junk","type":"string","values":10,"nulls":0,"lower":"a","upper":"b"}
+]"#;
+
+#[test]
+fn a_manifest_rewrite_keeps_every_statistic_and_every_field_it_does_not_model() {
+    // Fields another writer put in `data_file` (Iceberg's split_offsets and sort_order_id),
+    // held by one file of two: both written back as read, the other file given their null.
+    let split_offsets = serde_json::json!({"name": "split_offsets", "default": null, "field-id": 132,
+        "type": ["null", {"type": "array", "items": "long", "element-id": 133}]});
+    let sort_order_id = serde_json::json!({"name": "sort_order_id", "type": ["null", "int"], "default": null, "field-id": 140});
+    let foreign = vec![
+        Unmodeled {
+            field: split_offsets,
+            value: layout::optional(Some(apache_avro::types::Value::Array(vec![apache_avro::types::Value::Long(4)]))),
+        },
+        Unmodeled { field: sort_order_id, value: layout::optional(Some(apache_avro::types::Value::Int(0))) },
+    ];
+    let schema = Schema::initial();
+    let statistics = Statistics::of_columns(
+        &serde_json::from_str::<Vec<schema::Column>>(
+            r#"[{"name":"dataset_id","type":"string","values":5,"nulls":0,"lower":"d1","upper":"d1"}]"#,
+        )
+        .unwrap(),
+        &schema,
+    );
+    assert_eq!(statistics.lower_bounds[&2], b"d1", "string bounds are their UTF-8 bytes");
+    let file = |path: &str, unmodeled: Vec<Unmodeled>| DataFile {
+        path: path.into(),
+        partition: vec![Some("2025-11-05".into()), Some("d1".into())],
+        record_count: 5,
+        file_size_in_bytes: 500,
+        statistics: statistics.clone(),
+        unmodeled,
+    };
+    let entries = vec![
+        Entry {
+            status: Status::Existing,
+            snapshot_id: 1,
+            sequence_number: 1,
+            file_sequence_number: 1,
+            file: file("s3://b/x", foreign.clone()),
+        },
+        Entry { status: Status::Existing, snapshot_id: 1, sequence_number: 1, file_sequence_number: 1, file: file("s3://b/y", Vec::new()) },
+    ];
+    let spec = PartitionSpec::by_period_and_dataset();
+    let written = manifest::write_manifest(&entries, &schema, &spec).unwrap();
+    let listed = manifest::describe("s3://b/m.avro".into(), written.len() as i64, &entries, &spec, 1, 1);
+    let read = manifest::read_manifest(&written, &listed, std::slice::from_ref(&spec)).unwrap();
+    assert_eq!(read[0].file.unmodeled, foreign);
+    assert_eq!(read[1].file.unmodeled.len(), 2, "the file without them reads their nulls");
+    // Rewritten (as a commit rewrites a manifest) and read again: field by field the same.
+    let rewritten = manifest::write_manifest(&read, &schema, &spec).unwrap();
+    let again = manifest::read_manifest(&rewritten, &listed, std::slice::from_ref(&spec)).unwrap();
+    for (before, after) in read.iter().zip(&again) {
+        let (b, a) = (&before.file.statistics, &after.file.statistics);
+        assert_eq!(a.column_sizes, b.column_sizes);
+        assert_eq!(a.value_counts, b.value_counts);
+        assert_eq!(a.null_value_counts, b.null_value_counts);
+        assert_eq!(a.lower_bounds, b.lower_bounds);
+        assert_eq!(a.upper_bounds, b.upper_bounds);
+        assert_eq!(after.file.unmodeled, before.file.unmodeled);
+    }
+    assert_eq!(again, read);
+}
+
+#[test]
+fn statistics_reach_the_manifest_in_the_tables_types_and_survive_rewrites_and_widening() {
+    let w = World::new();
+    w.record("c/1", "d1", 10, COLUMNS_WITH_STATISTICS);
+    w.record("c/2", "d1", 10, COLUMNS_WITH_STATISTICS);
+    w.commit();
+    let file_of = |w: &World, key: &str| {
+        let metadata = w.metadata();
+        let files = block_on(scan(&w.blobs, &config(), &metadata, None)).unwrap();
+        (files.into_iter().find(|f| f.path == config().location(key)).expect("the file is live"), metadata)
+    };
+    let (first, metadata) = file_of(&w, "c/1");
+    let (uuid, index) = (metadata.current_schema().field("uuid").unwrap().id, metadata.current_schema().field("index").unwrap().id);
+    let s = &first.statistics;
+    assert_eq!((s.value_counts[&uuid], s.null_value_counts[&uuid], s.column_sizes[&uuid]), (10, 1, 300));
+    assert_eq!((s.lower_bounds[&uuid].as_slice(), s.upper_bounds[&uuid].as_slice()), (&b"0f3c"[..], &b"f9a1"[..]));
+    assert_eq!(
+        (s.lower_bounds[&index].clone(), s.upper_bounds[&index].clone()),
+        ((-3i32).to_le_bytes().to_vec(), 9i32.to_le_bytes().to_vec())
+    );
+    assert_eq!(s.value_counts.len(), 2, "columns outside the contract carry no statistics");
+
+    // A file writes `index` wide: the table's field becomes a long. A consolidation then
+    // rewrites the manifest that lists c/1: its bounds are re-encoded as longs, the rest kept.
+    w.record("c/3", "d1", 10, &COLUMNS_WITH_STATISTICS.replace(r#""index","type":"int""#, r#""index","type":"long""#));
+    w.commit();
+    w.consolidate(&["c/2"], "c/4", "d1", 10);
+    w.commit();
+    let (after, metadata) = file_of(&w, "c/1");
+    assert_eq!(metadata.current_schema().field("index").unwrap().kind, "long");
+    let a = &after.statistics;
+    assert_eq!(
+        (a.lower_bounds[&index].clone(), a.upper_bounds[&index].clone()),
+        ((-3i64).to_le_bytes().to_vec(), 9i64.to_le_bytes().to_vec())
+    );
+    assert_eq!((&a.value_counts, &a.null_value_counts, &a.column_sizes), (&s.value_counts, &s.null_value_counts, &s.column_sizes));
+    assert_eq!((&a.lower_bounds[&uuid], &a.upper_bounds[&uuid]), (&s.lower_bounds[&uuid], &s.upper_bounds[&uuid]));
+    // Files recorded before the statistics: none, and nothing else changes.
+    w.record("c/5", "d1", 10, COLUMNS);
+    w.commit();
+    assert!(file_of(&w, "c/5").0.statistics.is_empty());
 }
 
 #[test]
@@ -502,7 +623,7 @@ fn every_snapshot_of_a_backlog_larger_than_a_commit_holds_each_row_once() {
         let files = block_on(scan(&w.blobs, &config, &w.metadata(), None)).unwrap();
         let mut seen = std::collections::BTreeMap::new();
         for f in &files {
-            *seen.entry(f.dataset.clone()).or_insert(0) += f.record_count;
+            *seen.entry(f.partition[1].clone().unwrap()).or_insert(0) += f.record_count;
         }
         assert_eq!(seen, rows_of, "snapshot {snapshots}: rows by dataset");
         if !done.more {
