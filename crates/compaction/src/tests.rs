@@ -783,5 +783,12 @@ fn every_file_a_table_lists_carries_the_counts_and_bounds_of_its_rows() {
         let uuids = rows.column_by_name("uuid").unwrap().as_string::<i32>().iter().flatten().min().unwrap().to_owned();
         assert_eq!(s.lower_bounds[&uuid], uuids.chars().take(16).collect::<String>().as_bytes(), "strings are truncated to 16 characters");
         assert!(s.column_sizes.values().all(|&b| b > 0));
+        // The file describes itself: its period and dataset are columns, under the partition
+        // source fields' ids, bounded by the partition's own values.
+        let dataset = rows.column_by_name("dataset_id").unwrap().as_string::<i32>();
+        assert!(dataset.iter().all(|d| d == Some(DS)));
+        let id = schema.field("dataset_id").unwrap().id;
+        assert_eq!((id, &s.lower_bounds[&id], &s.upper_bounds[&id]), (2, &DS.as_bytes().to_vec(), &DS.as_bytes().to_vec()));
+        assert_eq!(file.partition[1].as_deref(), Some(DS));
     }
 }

@@ -112,7 +112,7 @@ pub(crate) async fn write<S: Sql, B: Blobs>(
             rows: finished.rows,
             bytes: finished.bytes,
             source_segments: finished.source_segments,
-            columns: columns_with_statistics(fusou_lake::schema::columns(&output.schema), &finished.statistics),
+            columns: columns_with_statistics(fusou_lake::schema::columns(&finished.schema), &finished.statistics),
         },
         quarantined,
     })

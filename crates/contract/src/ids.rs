@@ -14,6 +14,13 @@ pub const MAX_TABLE_LEN: usize = 64;
 /// Longest accepted period tag (`YYYY-MM-DD` is 10; leaves room for other tag styles).
 pub const MAX_PERIOD_TAG_LEN: usize = 32;
 
+/// The columns that carry a row's period and dataset in every compacted file (and the open
+/// tables' partition source columns): set by the engine from the upload's own metadata, never
+/// taken from an uploader's bytes.
+pub const PERIOD_COLUMN: &str = "period_tag";
+/// See [`PERIOD_COLUMN`].
+pub const DATASET_COLUMN: &str = "dataset_id";
+
 /// Why an identifier was refused. Each variant's message says what it means; `what` names the
 /// identifier (dataset id, table, period tag).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

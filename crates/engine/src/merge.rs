@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use arrow_array::{RecordBatch, new_null_array};
-use arrow_schema::{DataType, SchemaRef};
+use arrow_array::{ArrayRef, RecordBatch, StringArray, new_null_array};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use arrow_select::concat::concat_batches;
 use bytes::Bytes;
+use fusou_contract::ids::{DATASET_COLUMN, PERIOD_COLUMN};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::file::metadata::KeyValue;
@@ -36,7 +37,13 @@ pub const META_ENGINE_VERSION: &str = "fusou.engine_version";
 /// Writes one output, segment by segment; its parts can be taken as they fill.
 pub struct Merger {
     writer: ArrowWriter<PartSink>,
+    /// The inputs' superset schema, less the period and dataset columns.
     schema: SchemaRef,
+    /// What is written: `schema` and then the period and dataset columns.
+    output_schema: SchemaRef,
+    /// The output's period and dataset, the values of those columns.
+    period: String,
+    dataset: String,
     pending: Vec<RecordBatch>,
     pending_rows: usize,
     /// Segments of one schema not decoded yet: they are decoded together (see [`stitch`]).
@@ -82,6 +89,8 @@ pub struct Finished {
     pub source_segments: u64,
     /// Each column's counts and bounds, from the footer just written.
     pub statistics: Vec<ColumnStatistics>,
+    /// The schema written: the inputs' columns, then the period and dataset columns.
+    pub schema: SchemaRef,
 }
 
 impl Merger {
@@ -95,11 +104,15 @@ impl Merger {
             KeyValue::new(META_FINGERPRINT.into(), plan.fingerprint.to_string()),
             KeyValue::new(META_ENGINE_VERSION.into(), ENGINE_VERSION.to_string()),
         ];
-        let props = writer_properties(&plan.schema, config, metadata);
-        let writer = ArrowWriter::try_new(PartSink::new(config.part_bytes), plan.schema.clone(), Some(props))?;
+        let (schema, output_schema) = self_describing(&plan.schema);
+        let props = writer_properties(&output_schema, config, metadata);
+        let writer = ArrowWriter::try_new(PartSink::new(config.part_bytes), output_schema.clone(), Some(props))?;
         Ok(Self {
             writer,
-            schema: plan.schema.clone(),
+            schema,
+            output_schema,
+            period: plan.period.to_string(),
+            dataset: plan.dataset.to_string(),
             pending: Vec::new(),
             pending_rows: 0,
             run: Vec::new(),
@@ -277,7 +290,11 @@ impl Merger {
         let batch = concat_batches(&self.schema, &self.pending)?;
         self.pending.clear();
         self.pending_rows = 0;
-        self.writer.write(&batch)?;
+        let rows = batch.num_rows();
+        let constant = |value: &str| Arc::new(StringArray::from_iter_values(std::iter::repeat_n(value, rows))) as ArrayRef;
+        let mut columns = batch.columns().to_vec();
+        columns.extend([constant(&self.period), constant(&self.dataset)]);
+        self.writer.write(&RecordBatch::try_new(self.output_schema.clone(), columns)?)?;
         self.peak_buffered = self.peak_buffered.max(self.writer.memory_size() + self.writer.inner().buffered());
         if self.writer.memory_size() >= self.row_group_bytes {
             self.writer.flush()?;
@@ -320,7 +337,8 @@ impl Merger {
             peak_buffered: self.peak_buffered,
             quarantined: std::mem::take(&mut self.quarantined),
             source_segments: self.sources,
-            statistics: stats::of_file(&self.schema, &metadata),
+            statistics: stats::of_file(&self.output_schema, &metadata),
+            schema: self.output_schema.clone(),
         })
     }
 }
@@ -331,8 +349,14 @@ impl Merger {
 /// encoding anyway. Measured with `scripts/bench-engine.sh` (2,000 fragments, ZSTD): 8% more
 /// throughput and outputs 10% smaller (78.5 MB against 87.1 MB); turning it off for numeric
 /// columns too made outputs larger (80.0 MB) and needed more memory.
+/// The period and dataset columns keep their dictionary: one value per file, a few bytes.
 fn writer_properties(schema: &SchemaRef, config: &EngineConfig, metadata: Vec<KeyValue>) -> WriterProperties {
-    let strings = schema.fields().iter().filter(|f| matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View));
+    let constant = |f: &&Arc<Field>| f.name() == PERIOD_COLUMN || f.name() == DATASET_COLUMN;
+    let strings = schema
+        .fields()
+        .iter()
+        .filter(|f| matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View))
+        .filter(|f| !constant(f));
     strings
         .fold(WriterProperties::builder(), |props, f| props.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false))
         .set_compression(config.compression)
@@ -348,6 +372,19 @@ fn expect_rows(expected: usize, decoded: usize) -> Result<(), EngineError> {
         return Err(EngineError::RowCountMismatch { expected: expected as u64, out: decoded as u64 });
     }
     Ok(())
+}
+
+/// The schema inputs are aligned to (`superset` less any column named as the period or dataset
+/// column, so that an uploader's column of that name is dropped, never read as one) and the
+/// schema written (that, then the two columns). Every output thus describes itself: a reader
+/// of the file alone, or one that ignores partition values, finds the true period and dataset.
+fn self_describing(superset: &SchemaRef) -> (SchemaRef, SchemaRef) {
+    let own = |f: &Arc<Field>| f.name() != PERIOD_COLUMN && f.name() != DATASET_COLUMN;
+    let fields: Vec<Arc<Field>> = superset.fields().iter().filter(|f| own(f)).cloned().collect();
+    let input = Arc::new(Schema::new_with_metadata(fields.clone(), superset.metadata().clone()));
+    let mut written = fields;
+    written.extend([PERIOD_COLUMN, DATASET_COLUMN].map(|name| Arc::new(Field::new(name, DataType::Utf8, true))));
+    (input, Arc::new(Schema::new_with_metadata(written, superset.metadata().clone())))
 }
 
 /// `batch` with `schema`'s columns in `schema`'s order; columns it lacks are all null.

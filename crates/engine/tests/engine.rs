@@ -105,6 +105,10 @@ fn strings_are_written_plain_and_numbers_with_a_dictionary() {
         for chunk in metadata.row_groups().iter().flat_map(|g| g.columns()) {
             let dictionary = chunk.dictionary_page_offset().is_some();
             match chunk.column_type() {
+                // The period and dataset columns: one value per file, kept as a dictionary.
+                parquet::basic::Type::BYTE_ARRAY if ["period_tag", "dataset_id"].contains(&chunk.column_path().string().as_str()) => {
+                    assert!(dictionary, "{} has no dictionary", chunk.column_path());
+                }
                 parquet::basic::Type::BYTE_ARRAY => {
                     strings += 1;
                     assert!(!dictionary, "{} has a dictionary", chunk.column_path());
@@ -139,7 +143,8 @@ fn added_columns_merge_and_conflicting_types_split() {
     let result = compact_in_memory(&inputs, &EngineConfig::default()).unwrap();
     assert_eq!(result.outputs.len(), 2, "the type clash gets its own output");
     let (merged, _) = result.outputs.iter().map(|(_, f, _)| read_back(f)).find(|(b, _)| b.num_rows() == 3).unwrap();
-    assert_eq!(merged.schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+    let names = ["a", "b", "c", "period_tag", "dataset_id"];
+    assert_eq!(merged.schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>(), names);
     let a = merged.column_by_name("a").unwrap().as_any().downcast_ref::<Int32Array>().unwrap();
     assert_eq!(a.values().to_vec(), vec![1, 2, 3]);
     let c = merged.column_by_name("c").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
@@ -400,4 +405,33 @@ fn statistics_bound_every_value_and_count_every_null() {
         folded > 0 && bounded > 100 && truncated > 0,
         "{folded} outputs of several row groups, {bounded} bounds, {truncated} truncated"
     );
+}
+
+#[test]
+fn every_output_carries_its_true_period_and_dataset_whatever_an_uploader_names_its_columns() {
+    let texts = |v: &[&str]| Arc::new(StringArray::from(v.to_vec())) as ArrayRef;
+    // An uploader's columns named as the period and dataset columns, claiming another's.
+    let forged = battle(&[
+        ("uuid", texts(&["a", "b"])),
+        ("dataset_id", texts(&["victim", "victim"])),
+        ("period_tag", texts(&["2020-01-01", "2020-01-01"])),
+    ]);
+    let honest = battle(&[("uuid", texts(&["c"]))]);
+    let inputs = [
+        input("k/1", "attacker", "2025-11-05", &custom(&[("battle", forged)])),
+        input("k/2", "attacker", "2025-11-05", &custom(&[("battle", honest)])),
+    ];
+    let result = compact_in_memory(&inputs, &EngineConfig::default()).unwrap();
+    for (_, file, finished) in &result.outputs {
+        let (got, _) = read_back(file);
+        let names: Vec<String> = got.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, ["uuid", "period_tag", "dataset_id"], "the two columns once, last");
+        assert_eq!(got.column_by_name("uuid").unwrap().to_data(), texts(&["a", "b", "c"]).to_data());
+        assert_eq!(got.column_by_name("period_tag").unwrap().to_data(), texts(&["2025-11-05"; 3]).to_data());
+        assert_eq!(got.column_by_name("dataset_id").unwrap().to_data(), texts(&["attacker"; 3]).to_data());
+        let dataset = finished.statistics.iter().find(|s| s.name == "dataset_id").unwrap();
+        let attacker = Some(fusou_engine::stats::Bound::Text("attacker".into()));
+        assert_eq!((&dataset.lower, &dataset.upper, dataset.nulls), (&attacker, &attacker, 0));
+    }
+    assert_eq!(result.outputs.len(), 1);
 }

@@ -6,11 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// The partition source columns: not in the data files, their values are in each file's
-/// partition tuple (an Iceberg reader projects an identity partition's value for a column a file
-/// lacks).
-pub const PERIOD_COLUMN: &str = "period_tag";
-pub const DATASET_COLUMN: &str = "dataset_id";
+/// The partition source columns. Files written since the engine adds them hold them as
+/// columns (readers map them to the same field ids by the name mapping); for older files an
+/// Iceberg reader projects the identity partition's value.
+pub use fusou_contract::ids::{DATASET_COLUMN, PERIOD_COLUMN};
 
 /// A column of a compacted file, as the compaction recorded it: its name and its Iceberg
 /// primitive type, or `unsupported(<arrow type>)` when Iceberg has none for it; and, for files
@@ -111,6 +110,10 @@ pub fn admit(schema: &Schema, columns: &[Column], contract: &[Column]) -> Result
     let mut next = schema.clone();
     let mut outside = Vec::new();
     for column in columns {
+        // The partition source columns the engine writes: fields of every table already.
+        if column.name == PERIOD_COLUMN || column.name == DATASET_COLUMN {
+            continue;
+        }
         if !contract.iter().any(|c| c.name == column.name) {
             outside.push(column.name.clone());
             continue;
@@ -274,6 +277,9 @@ mod tests {
         let a = admit(&table, &cols(&[("uuid", "string"), ("junk", "string"), ("n", "int")]), &contract).unwrap();
         assert_eq!((a.schema.clone(), a.outside.clone()), (None, vec!["junk".to_owned()]));
         assert!(a.note().unwrap().contains("junk"));
+        // The period and dataset columns the engine writes are the table's own fields.
+        let own = admit(&table, &cols(&[("uuid", "string"), ("period_tag", "string"), ("dataset_id", "string")]), &contract).unwrap();
+        assert_eq!((own.schema, own.outside), (None, Vec::<String>::new()));
         // The first writer of a column does not fix its type: the contract did.
         assert_eq!(
             admit(&table, &cols(&[("n", "string")]), &contract).unwrap_err(),
