@@ -399,11 +399,25 @@ pub(crate) fn compacted_rows(dataset: &str, token: &str) -> Result<(Vec<Value>, 
         for batch in reader {
             let batch = batch.map_err(|e| e.to_string())?;
             count += batch.num_rows();
-            got.entry(table.clone()).or_default().extend(rows(&batch));
+            // Each file says whose rows it holds and of which period, then the client's columns.
+            let (described, uploaded) = self_described(&batch)?;
+            ensure!(described.iter().all(|(p, d)| Some(p.as_str()) == o["period_tag"].as_str() && d == dataset), "{key}: {described:?}");
+            got.entry(table.clone()).or_default().extend(rows(&uploaded));
         }
         ensure_eq!(Value::from(count), o["row_count"], "{key}: rows against D1's row_count");
     }
     Ok((outputs, got))
+}
+
+/// A compacted batch's (period, dataset) per row, and the batch without those two columns.
+pub(crate) fn self_described(batch: &RecordBatch) -> Result<(Vec<(String, String)>, RecordBatch), String> {
+    use arrow_array::cast::AsArray;
+    let column = |name: &str| batch.column_by_name(name).and_then(|c| c.as_string_opt::<i32>().cloned()).ok_or(format!("no {name} column"));
+    let (period, dataset) = (column("period_tag")?, column("dataset_id")?);
+    let described = period.iter().zip(dataset.iter()).map(|(p, d)| (p.unwrap_or("∅").to_owned(), d.unwrap_or("∅").to_owned())).collect();
+    let keep: Vec<usize> =
+        (0..batch.num_columns()).filter(|&i| !["period_tag", "dataset_id"].contains(&batch.schema().field(i).name().as_str())).collect();
+    Ok((described, batch.project(&keep).map_err(|e| e.to_string())?))
 }
 
 /// Checks that `got` holds exactly the rows of `fragments`, each once, by value; segments

@@ -92,6 +92,9 @@ fn read_back() -> TestResult {
     for t in TABLES {
         ensure!(report["tables"].as_array().is_some_and(|a| a.contains(&json!(t))), "listed: {report}");
         ensure_eq!(report[t]["partition"], json!(["period_tag", "dataset_id"]), "{report}");
+        // The column statistics prune: a filter beyond every file's bounds plans none of them.
+        ensure!(report[t]["files"].as_u64().is_some_and(|n| n > 0), "{report}");
+        ensure_eq!(report[t]["files_beyond_bounds"], json!(0), "{t}: {report}");
     }
 
     // The object route answers a byte range, as Parquet readers ask for a footer.
@@ -111,10 +114,24 @@ fn read_back() -> TestResult {
     let (status, _) = send(lake_reader(reqwest::Method::GET, "/lake/object").query(&[("key", "battle_data/x/../y")]))?;
     ensure_eq!(status, 400, "only the lake's objects");
 
+    // The file alone, without the table, says whose rows it holds and of which period.
+    let alone =
+        ParquetRecordBatchReaderBuilder::try_new(Bytes::from(whole)).map_err(|e| e.to_string())?.build().map_err(|e| e.to_string())?;
+    for batch in alone {
+        let batch = batch.map_err(|e| e.to_string())?;
+        ensure_eq!(strings(&batch, "dataset_id")?, vec![datasets[1].clone(); batch.num_rows()], "{data_key}");
+        ensure_eq!(strings(&batch, "period_tag")?, vec!["2025-11-20".to_owned(); batch.num_rows()], "{data_key}");
+    }
+
     let mut read = 0;
     for reader in ["pyiceberg", "duckdb"] {
         for t in TABLES {
             read += same_rows(&format!("{out}/{reader}-{t}.parquet"), t, &after).map_err(|e| format!("{reader} {t}: {e}"))?;
+            // Each reader's dataset_id is the dataset each row was uploaded to.
+            for (dataset, fragments) in datasets.iter().zip(&uploaded) {
+                same_rows_of(&format!("{out}/{reader}-{t}.parquet"), t, fragments, Some(dataset))
+                    .map_err(|e| format!("{reader} {t} of {dataset}: {e}"))?;
+            }
         }
         for (t, s) in &first {
             same_rows(&format!("{out}/{reader}-{t}@{s}.parquet"), t, &before).map_err(|e| format!("{reader} {t} at {s}: {e}"))?;
@@ -203,6 +220,19 @@ fn table_rows(fragments: &[fusou_synth::Fragment], table: &str) -> Vec<String> {
 /// Checks that the Parquet file a reader wrote holds exactly the rows of `table` in
 /// `fragments`, by value over the fragments' columns; answers how many.
 fn same_rows(path: &str, table: &str, fragments: &[fusou_synth::Fragment]) -> Result<usize, String> {
+    same_rows_of(path, table, fragments, None)
+}
+
+/// A string column of a reader's batch, nulls as empty strings.
+fn strings(batch: &arrow_array::RecordBatch, name: &str) -> Result<Vec<String>, String> {
+    use arrow_array::cast::AsArray;
+    let column = batch.column_by_name(name).ok_or_else(|| format!("no {name} column"))?;
+    let column = column.as_string_opt::<i32>().ok_or_else(|| format!("{name} read as {}", column.data_type()))?;
+    Ok(column.iter().map(|v| v.unwrap_or_default().to_owned()).collect())
+}
+
+/// As [`same_rows`], of the rows whose `dataset_id` is `dataset` (all rows: `None`).
+fn same_rows_of(path: &str, table: &str, fragments: &[fusou_synth::Fragment], dataset: Option<&String>) -> Result<usize, String> {
     let expected = table_rows(fragments, table);
     let columns: BTreeSet<String> = fragments
         .iter()
@@ -215,7 +245,12 @@ fn same_rows(path: &str, table: &str, fragments: &[fusou_synth::Fragment]) -> Re
     for batch in reader {
         let batch = batch.map_err(|e| e.to_string())?;
         let keep: Vec<usize> = (0..batch.num_columns()).filter(|&i| columns.contains(batch.schema().field(i).name())).collect();
-        actual.extend(rows(&batch.project(&keep).map_err(|e| e.to_string())?));
+        let of_dataset: Vec<bool> = match dataset {
+            Some(d) => strings(&batch, "dataset_id")?.iter().map(|v| v == d).collect(),
+            None => vec![true; batch.num_rows()],
+        };
+        let all = rows(&batch.project(&keep).map_err(|e| e.to_string())?);
+        actual.extend(all.into_iter().zip(&of_dataset).filter(|(_, of)| **of).map(|(row, _)| row));
     }
     actual.sort();
     ensure_eq!(actual.len(), expected.len(), "rows");

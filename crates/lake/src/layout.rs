@@ -87,7 +87,9 @@ impl PartitionSpec {
     /// The manifest entry's Avro schema: the spec's (v2) fields, this spec's partition record,
     /// the statistics, then `unmodeled`, the Avro fields of `data_file` that a manifest read
     /// held and that are carried over as they are.
-    pub fn entry_schema(&self, unmodeled: &[serde_json::Value]) -> Result<AvroSchema, String> {
+    /// Answered as its JSON too: the parsed schema drops `logicalType` from arrays, which
+    /// readers need to see the statistics' arrays as maps, so the file header takes the JSON.
+    pub fn entry_schema(&self, unmodeled: &[serde_json::Value]) -> Result<(serde_json::Value, AvroSchema), String> {
         let partition: Vec<_> = self
             .fields
             .iter()
@@ -118,7 +120,8 @@ impl PartitionSpec {
             {"name": "file_sequence_number", "type": ["null", "long"], "default": null, "field-id": 4},
             {"name": "data_file", "field-id": 2, "type": {"type": "record", "name": "r2", "fields": data_file}}
         ]});
-        AvroSchema::parse(&entry).map_err(|e| format!("manifest entry schema: {e}"))
+        let parsed = AvroSchema::parse(&entry).map_err(|e| format!("manifest entry schema: {e}"))?;
+        Ok((entry, parsed))
     }
 }
 

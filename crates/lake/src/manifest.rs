@@ -141,18 +141,83 @@ const MANIFEST_FILE: &str = r#"{"type": "record", "name": "manifest_file", "fiel
 
 static FILE_SCHEMA: LazyLock<AvroSchema> = LazyLock::new(|| AvroSchema::parse_str(MANIFEST_FILE).expect("manifest_file schema"));
 
-fn container(schema: &AvroSchema, records: Vec<Value>, metadata: &[(&str, String)]) -> Result<Vec<u8>, String> {
+/// An Avro object container file of `records`. Its header is written here, with `json` as
+/// the schema (`apache-avro` would write its parsed form, which drops the `logicalType` of
+/// arrays), and the blocks by `apache-avro` after it, with the header's sync marker.
+fn container(schema: &AvroSchema, json: &str, records: Vec<Value>, metadata: &[(&str, String)]) -> Result<Vec<u8>, String> {
     // Deflate, as Iceberg writers compress manifests by default; and readers expect the codec
     // named in the header (PyIceberg takes a header without one for gzip, which it cannot read).
     let codec = Codec::Deflate(DeflateSettings::default());
-    let mut writer = Writer::with_codec(schema, Vec::new(), codec).map_err(|e| e.to_string())?;
-    for (key, value) in metadata {
-        writer.add_user_metadata((*key).to_owned(), value).map_err(|e| e.to_string())?;
+    let marker = uuid::Uuid::new_v4().into_bytes();
+    let mut pairs: Vec<(&str, &[u8])> = vec![("avro.schema", json.as_bytes()), ("avro.codec", b"deflate")];
+    pairs.extend(metadata.iter().map(|(k, v)| (*k, v.as_bytes())));
+    let mut out = b"Obj\x01".to_vec();
+    let long = |out: &mut Vec<u8>, n: i64| {
+        // Avro's zig-zag varint.
+        let mut z = ((n << 1) ^ (n >> 63)) as u64;
+        while z >= 0x80 {
+            out.push((z as u8) | 0x80);
+            z >>= 7;
+        }
+        out.push(z as u8);
+    };
+    long(&mut out, pairs.len() as i64);
+    for (key, value) in pairs {
+        long(&mut out, key.len() as i64);
+        out.extend_from_slice(key.as_bytes());
+        long(&mut out, value.len() as i64);
+        out.extend_from_slice(value);
     }
+    long(&mut out, 0);
+    out.extend_from_slice(&marker);
+    let mut writer = Writer::append_to_with_codec(schema, out, codec, marker).map_err(|e| e.to_string())?;
     for record in records {
         writer.append_value(record).map_err(|e| e.to_string())?;
     }
     writer.into_inner().map_err(|e| e.to_string())
+}
+
+/// The header metadata of an Avro container file, as written (the schema's JSON included).
+fn raw_header(bytes: &[u8]) -> Result<HashMap<String, Vec<u8>>, String> {
+    fn long(bytes: &[u8], at: &mut usize) -> Result<i64, String> {
+        let (mut z, mut shift) = (0u64, 0);
+        loop {
+            let b = *bytes.get(*at).ok_or("a truncated Avro header")?;
+            *at += 1;
+            z |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok((z >> 1) as i64 ^ -((z & 1) as i64));
+            }
+            shift += 7;
+            if shift > 63 {
+                return Err("a malformed Avro header".into());
+            }
+        }
+    }
+    fn text(bytes: &[u8], at: &mut usize) -> Result<Vec<u8>, String> {
+        let len = usize::try_from(long(bytes, at)?).map_err(|_| "a negative length in an Avro header")?;
+        let value = bytes.get(*at..at.saturating_add(len)).ok_or("a truncated Avro header")?.to_vec();
+        *at += len;
+        Ok(value)
+    }
+    if bytes.get(..4) != Some(b"Obj\x01") {
+        return Err("not an Avro object container file".into());
+    }
+    let (mut at, mut header) = (4, HashMap::new());
+    loop {
+        let count = long(bytes, &mut at)?;
+        if count == 0 {
+            return Ok(header);
+        }
+        // A negative count is followed by the block's size in bytes.
+        if count < 0 {
+            long(bytes, &mut at)?;
+        }
+        for _ in 0..count.unsigned_abs() {
+            let key = String::from_utf8(text(bytes, &mut at)?).map_err(|e| e.to_string())?;
+            header.insert(key, text(bytes, &mut at)?);
+        }
+    }
 }
 
 /// A manifest of `entries`, written by snapshot `snapshot_id` with `schema` current and their
@@ -169,7 +234,7 @@ pub fn write_manifest(entries: &[Entry], schema: &Schema, spec: &PartitionSpec) 
             Some(_) => {}
         }
     }
-    let avro = spec.entry_schema(&unmodeled.iter().map(|u| u.field.clone()).collect::<Vec<_>>())?;
+    let (json, avro) = spec.entry_schema(&unmodeled.iter().map(|u| u.field.clone()).collect::<Vec<_>>())?;
     let records = entries
         .iter()
         .map(|e| {
@@ -213,7 +278,7 @@ pub fn write_manifest(entries: &[Entry], schema: &Schema, spec: &PartitionSpec) 
         ("format-version", "2".into()),
         ("content", "data".into()),
     ];
-    container(&avro, records, &metadata)
+    container(&avro, &json.to_string(), records, &metadata)
 }
 
 /// The manifest list of snapshot `snapshot_id` (sequence number `sequence_number`).
@@ -263,7 +328,7 @@ pub fn write_manifest_list(
         ("sequence-number", sequence_number.to_string()),
         ("format-version", "2".into()),
     ];
-    container(&FILE_SCHEMA, records, &metadata)
+    container(&FILE_SCHEMA, MANIFEST_FILE, records, &metadata)
 }
 
 /// Summarises `entries` (those of one manifest, in `spec`) as its manifest list lists it.
@@ -353,7 +418,7 @@ pub fn read_manifest(bytes: &[u8], listed: &ManifestFile, specs: &[PartitionSpec
         .find(|s| s.spec_id == listed.partition_spec_id)
         .ok_or_else(|| format!("manifest {}: the table has no partition spec {}", listed.path, listed.partition_spec_id))?;
     let reader = Reader::new(bytes).map_err(|e| format!("manifest {}: {e}", listed.path))?;
-    let declared = data_file_fields(reader.writer_schema())?;
+    let declared = data_file_fields(&raw_header(bytes)?)?;
     let mut entries = Vec::new();
     for value in reader {
         let mut f = fields(value.map_err(|e| e.to_string())?)?;
@@ -396,9 +461,10 @@ pub fn read_manifest(bytes: &[u8], listed: &ManifestFile, specs: &[PartitionSpec
     Ok(entries)
 }
 
-/// The Avro declarations of a manifest's `data_file` fields, by name.
-fn data_file_fields(schema: &AvroSchema) -> Result<HashMap<String, serde_json::Value>, String> {
-    let json = serde_json::to_value(schema).map_err(|e| e.to_string())?;
+/// The Avro declarations of a manifest's `data_file` fields, by name, as its header has them.
+fn data_file_fields(header: &HashMap<String, Vec<u8>>) -> Result<HashMap<String, serde_json::Value>, String> {
+    let schema = header.get("avro.schema").ok_or("the manifest header has no schema")?;
+    let json: serde_json::Value = serde_json::from_slice(schema).map_err(|e| e.to_string())?;
     let fields = json["fields"].as_array().into_iter().flatten();
     let data_file = fields.into_iter().find(|f| f["name"] == "data_file").ok_or("the manifest declares no data_file")?;
     let declared = data_file["type"]["fields"].as_array().ok_or("data_file is not a record")?;
@@ -442,11 +508,8 @@ pub fn read_manifest_list(bytes: &[u8]) -> Result<Vec<ManifestFile>, String> {
     Ok(manifests)
 }
 
-/// The header metadata of an Avro container file (the spec's keys above).
+/// The header metadata of an Avro container file (the spec's keys above), the schema as
+/// written under `avro.schema`.
 pub fn header(bytes: &[u8]) -> Result<HashMap<String, String>, String> {
-    let reader = Reader::new(bytes).map_err(|e| e.to_string())?;
-    let mut header: HashMap<String, String> =
-        reader.user_metadata().iter().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())).collect();
-    header.insert("avro.schema".into(), serde_json::to_string(reader.writer_schema()).map_err(|e| e.to_string())?);
-    Ok(header)
+    Ok(raw_header(bytes)?.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect())
 }

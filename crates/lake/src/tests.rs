@@ -151,6 +151,9 @@ fn manifests_and_lists_round_trip_with_the_specs_schemas_and_header_keys() {
     assert_eq!((data_file["name"].as_str(), data_file["field-id"].as_i64()), (Some("data_file"), Some(2)));
     assert_eq!(data_file["type"]["fields"][1]["field-id"], 100, "file_path");
     assert_eq!(data_file["type"]["fields"][3]["type"]["fields"][0]["field-id"], 1000, "the partition's field ids are the spec's");
+    let lower = &data_file["type"]["fields"][9];
+    assert_eq!((&lower["name"], &lower["field-id"]), (&serde_json::json!("lower_bounds"), &serde_json::json!(125)));
+    assert_eq!(lower["type"][1]["logicalType"], "map", "readers read the pairs as a map<int, binary>");
 
     let list = manifest::write_manifest_list(std::slice::from_ref(&listed), 9, Some(5), 3).unwrap();
     assert_eq!(manifest::read_manifest_list(&list).unwrap(), vec![listed]);
