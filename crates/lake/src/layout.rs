@@ -139,3 +139,11 @@ pub fn optional(value: Option<Value>) -> Value {
         Some(v) => Value::Union(1, Box::new(v)),
     }
 }
+
+/// The value inside an optional Avro value (a union), or the value itself.
+pub fn unwrap_union(value: Value) -> Value {
+    match value {
+        Value::Union(_, inner) => *inner,
+        other => other,
+    }
+}

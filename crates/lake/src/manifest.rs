@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use apache_avro::types::Value;
 use apache_avro::{Codec, DeflateSettings, Reader, Schema as AvroSchema, Writer};
 
-use super::layout::{self, PartitionSpec, optional};
+use super::layout::{self, PartitionSpec, optional, unwrap_union};
 use super::schema::Schema;
 use super::statistics::Statistics;
 
@@ -377,13 +377,6 @@ fn fields(value: Value) -> Result<HashMap<String, Value>, String> {
     match value {
         Value::Record(fields) => Ok(fields.into_iter().collect()),
         other => Err(format!("expected a record, read {other:?}")),
-    }
-}
-
-fn unwrap_union(value: Value) -> Value {
-    match value {
-        Value::Union(_, inner) => *inner,
-        other => other,
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use apache_avro::types::Value;
 
-use super::layout::{STATISTICS, optional};
+use super::layout::{STATISTICS, optional, unwrap_union};
 use super::schema::{Column, Schema};
 
 /// Counts and bounds by field id (Iceberg's `column_sizes`, `value_counts`,
@@ -157,12 +157,5 @@ fn widened(bytes: &[u8], kind: &str) -> Vec<u8> {
         ("long", Ok(b)) => i64::from(i32::from_le_bytes(b)).to_le_bytes().to_vec(),
         ("double", Ok(b)) => f64::from(f32::from_le_bytes(b)).to_le_bytes().to_vec(),
         _ => bytes.to_vec(),
-    }
-}
-
-fn unwrap_union(value: Value) -> Value {
-    match value {
-        Value::Union(_, inner) => *inner,
-        other => other,
     }
 }
