@@ -49,6 +49,7 @@
 pub mod binpack;
 pub mod evolution;
 pub mod merge;
+pub mod rollup;
 pub mod segment;
 pub mod sink;
 pub mod stats;

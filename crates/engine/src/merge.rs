@@ -41,11 +41,14 @@ pub struct Merger {
     schema: SchemaRef,
     /// What is written: `schema` and then the period and dataset columns.
     output_schema: SchemaRef,
-    /// The output's period and dataset, the values of those columns.
+    /// The output's period, the value of that column.
     period: String,
-    dataset: String,
+    /// The dataset of the rows pushed now (a roll-up's output holds many, in turn).
+    dataset: Arc<str>,
     pending: Vec<RecordBatch>,
     pending_rows: usize,
+    /// The dataset of each run of pending rows, in order: (dataset, rows).
+    owners: Vec<(Arc<str>, usize)>,
     /// Segments of one schema not decoded yet: they are decoded together (see [`stitch`]).
     run: Vec<(SegmentDesc, Bytes)>,
     run_schema: Option<SchemaDescPtr>,
@@ -112,9 +115,10 @@ impl Merger {
             schema,
             output_schema,
             period: plan.period.to_string(),
-            dataset: plan.dataset.to_string(),
+            dataset: Arc::from(plan.dataset.as_str()),
             pending: Vec::new(),
             pending_rows: 0,
+            owners: Vec::new(),
             run: Vec::new(),
             run_schema: None,
             run_rows: 0,
@@ -183,8 +187,7 @@ impl Merger {
 
     /// Queues the rows of `segments` fragment segments.
     fn queue(&mut self, batches: Vec<RecordBatch>, segments: usize, rows: usize) {
-        self.pending_rows += rows;
-        self.pending.extend(batches);
+        batches.into_iter().for_each(|b| self.hold(b));
         self.rows_in += rows as u64;
         self.sources += segments as u64;
     }
@@ -240,8 +243,7 @@ impl Merger {
                 Some(batch) => {
                     let batch = align(batch?, &self.schema)?;
                     s.rows += batch.num_rows();
-                    self.pending_rows += batch.num_rows();
-                    self.pending.push(batch);
+                    self.hold(batch);
                     self.write_if_due()?;
                 }
                 None => {
@@ -275,6 +277,50 @@ impl Merger {
         Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, metadata).with_batch_size(self.write_batch_rows).build()?)
     }
 
+    /// Queues decoded rows of the current dataset.
+    fn hold(&mut self, batch: RecordBatch) {
+        let rows = batch.num_rows();
+        match self.owners.last_mut() {
+            Some((dataset, n)) if Arc::ptr_eq(dataset, &self.dataset) => *n += rows,
+            _ => self.owners.push((self.dataset.clone(), rows)),
+        }
+        self.pending_rows += rows;
+        self.pending.push(batch);
+    }
+
+    /// The rows pushed from now on are dataset `dataset`'s (a roll-up's output holds the rows
+    /// of many datasets, each pushed in turn); what was pushed before stays its own dataset's.
+    pub fn begin_dataset(&mut self, dataset: &str) -> Result<(), EngineError> {
+        self.drain()?;
+        self.decode_run()?;
+        if &*self.dataset != dataset {
+            self.dataset = Arc::from(dataset);
+        }
+        Ok(())
+    }
+
+    /// `batch` aligned to the schema rows are pushed in (see [`Merger::input_schema`]).
+    pub fn align(&self, batch: RecordBatch) -> Result<RecordBatch, EngineError> {
+        align(batch, &self.schema)
+    }
+
+    /// The schema rows are pushed in: the output's columns less the period and dataset.
+    pub fn input_schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Queues rows already decoded (a roll-up's sorted rows of one dataset), holding the rows
+    /// of `sources` fragment segments.
+    pub fn push_rows(&mut self, batch: RecordBatch, sources: u64) -> Result<(), EngineError> {
+        self.drain()?;
+        self.decode_run()?;
+        let batch = align(batch, &self.schema)?;
+        self.rows_in += batch.num_rows() as u64;
+        self.sources += sources;
+        self.hold(batch);
+        self.write_if_due()
+    }
+
     /// Writes the queued rows once there are enough for a write batch.
     fn write_if_due(&mut self) -> Result<(), EngineError> {
         if self.pending_rows >= self.write_batch_rows {
@@ -291,9 +337,12 @@ impl Merger {
         self.pending.clear();
         self.pending_rows = 0;
         let rows = batch.num_rows();
-        let constant = |value: &str| Arc::new(StringArray::from_iter_values(std::iter::repeat_n(value, rows))) as ArrayRef;
+        let period = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(&self.period, rows))) as ArrayRef;
+        let owners = std::mem::take(&mut self.owners);
+        let datasets = owners.iter().flat_map(|(dataset, n)| std::iter::repeat_n(&**dataset, *n));
+        let dataset = Arc::new(StringArray::from_iter_values(datasets)) as ArrayRef;
         let mut columns = batch.columns().to_vec();
-        columns.extend([constant(&self.period), constant(&self.dataset)]);
+        columns.extend([period, dataset]);
         self.writer.write(&RecordBatch::try_new(self.output_schema.clone(), columns)?)?;
         self.peak_buffered = self.peak_buffered.max(self.writer.memory_size() + self.writer.inner().buffered());
         if self.writer.memory_size() >= self.row_group_bytes {
