@@ -631,6 +631,7 @@ pub mod cleanup;
 pub mod consolidate;
 pub mod metrics;
 pub mod plan;
+pub mod rollup;
 pub mod run_commit;
 pub mod step;
 mod write;

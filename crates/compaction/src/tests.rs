@@ -792,3 +792,174 @@ fn every_file_a_table_lists_carries_the_counts_and_bounds_of_its_rows() {
         assert_eq!(file.partition[1].as_deref(), Some(DS));
     }
 }
+
+/// The lake of a few datasets' runs, for roll-ups: each dataset's battle rows in one file of
+/// one period, committed.
+struct Lake {
+    db: Sqlite,
+    blobs: Memory,
+    clock: FakeClock,
+    catalog: FakeRegistry,
+    uploads: u64,
+}
+
+impl Lake {
+    const PERIOD: &str = "2025-11-05";
+
+    fn new(datasets: usize) -> Self {
+        let mut lake = Lake {
+            db: Sqlite::migrated(),
+            blobs: Memory::default(),
+            clock: FakeClock::default(),
+            catalog: FakeRegistry::default(),
+            uploads: 0,
+        };
+        for d in 0..datasets {
+            lake.upload_and_run(&format!("ds-{d}"), &config(0));
+        }
+        lake.commit();
+        lake
+    }
+
+    fn lake_config() -> LakeConfig {
+        LakeConfig { commit_interval_ms: 0, ..LakeConfig::default() }
+    }
+
+    fn upload_and_run(&mut self, dataset: &str, config: &RunConfig) {
+        self.uploads += 1;
+        let f = synth::fragment(&FragmentSpec { seed: self.uploads, rows: 1..=20, include_empty_tables: false });
+        fusou_testing::store_fragment(
+            &self.db,
+            &self.blobs,
+            dataset,
+            &format!("battle_data/{dataset}/port_table/{:04}.parquet", self.uploads),
+            &f,
+        );
+        let ports = RunPorts { sql: &self.db, blobs: &self.blobs, checkpoints: &self.db, registry: &self.catalog, clock: &self.clock };
+        let message =
+            CompactionMessage { period_tag: Some(PeriodTag::parse(Self::PERIOD).unwrap()), ..fusou_testing::realtime_message(dataset) };
+        committed(block_on(compact(&message, &format!("run-{}", self.uploads), &ports, config)).unwrap());
+    }
+
+    fn commit(&self) -> fusou_lake::CommitPass {
+        let pass = block_on(fusou_lake::commit_pending(&self.db, &self.blobs, &self.clock, &Self::lake_config()));
+        assert_eq!(pass.failures, []);
+        pass
+    }
+
+    fn roll_up(&self) -> Option<rollup::RollupReport> {
+        let config = rollup::RollupConfig { min_files: 2, ..rollup::RollupConfig::default() };
+        block_on(rollup::roll_up(&self.db, &self.blobs, &self.clock, "battle", Self::PERIOD, &config, &EngineConfig::default())).unwrap()
+    }
+
+    /// The current snapshot of `fusou.battle`: its summary and its files.
+    fn table(&self) -> (std::collections::BTreeMap<String, String>, Vec<fusou_lake::manifest::DataFile>) {
+        let pointer: LakeTable =
+            block_on(self.db.query(fusou_core::index::LAKE_TABLE, &[SqlValue::from("battle")])).unwrap().pop().unwrap();
+        let metadata = block_on(fusou_lake::load(&self.blobs, &pointer)).unwrap().metadata;
+        let files = block_on(fusou_lake::scan(&self.blobs, &Self::lake_config(), &metadata, None)).unwrap();
+        (metadata.current_snapshot().unwrap().summary.clone(), files)
+    }
+
+    fn rows_of(&self, keys: impl IntoIterator<Item = String>) -> Vec<String> {
+        let mut rows: Vec<String> = keys
+            .into_iter()
+            .flat_map(|k| {
+                let bytes = self.blobs.objects.borrow()[&k].clone();
+                let batches: Vec<RecordBatch> =
+                    ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap().map(Result::unwrap).collect();
+                batches.iter().flat_map(synth::rows_as_text).collect::<Vec<_>>()
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    /// The table's rows by value, read from the files its current snapshot lists.
+    fn table_rows(&self) -> Vec<String> {
+        let config = Self::lake_config();
+        self.rows_of(self.table().1.iter().map(|f| config.key(&f.path).unwrap().to_owned()))
+    }
+
+    /// The rows of the live per-dataset files the index holds: what the table must hold.
+    fn index_rows(&self) -> Vec<String> {
+        let keys: Vec<String> = self.db.with(|c| {
+            let mut s = c.prepare("SELECT key FROM compacted_files WHERE table_name = 'battle' AND retired_at IS NULL").unwrap();
+            s.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+        });
+        self.rows_of(keys)
+    }
+
+    fn rollup_state(&self, id: &str) -> (Option<i64>, Option<i64>, Option<String>) {
+        self.db.with(|c| {
+            c.query_row("SELECT lake_snapshot, lake_removed_seq, lake_refused FROM lake_rollups WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap()
+        })
+    }
+}
+
+#[test]
+fn a_period_roll_up_replaces_its_files_with_the_same_rows_and_stays_exact_through_consolidation_and_newer_roll_ups() {
+    let mut lake = Lake::new(10);
+    let before = lake.table_rows();
+    assert_eq!(before, lake.index_rows());
+    assert_eq!(lake.table().1.len(), 10, "one file per dataset");
+
+    // A roll-up of the period: its files listed in their place, in a replace snapshot.
+    let first = lake.roll_up().unwrap();
+    assert_eq!((first.files_in, first.supersedes, first.outputs.len()), (10, 0, 1));
+    assert_eq!(lake.table_rows(), before, "nothing changes before the committer lists it");
+    lake.commit();
+    let (summary, files) = lake.table();
+    assert_eq!(summary["operation"], "replace");
+    assert_eq!((summary["added-data-files"].as_str(), summary["deleted-data-files"].as_str()), ("1", "10"));
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].partition, [Some(Lake::PERIOD.to_owned())], "the period-only spec");
+    assert_eq!(lake.table_rows(), before, "the same rows, by value");
+    // The owners' files are untouched.
+    assert_eq!(lake.index_rows(), before);
+    assert_eq!(lake.db.count("SELECT count(*) FROM compacted_files WHERE table_name = 'battle' AND lake_rollup IS NOT NULL"), 10);
+
+    // A consolidation retires a covered file: the roll-up is taken apart in the same snapshot
+    // that lists the consolidation's output, and each row is still there once.
+    lake.upload_and_run("ds-3", &config(0));
+    lake.commit();
+    assert_eq!(lake.table().1.len(), 2, "the roll-up and the new file");
+    lake.upload_and_run("ds-3", &consolidating(2));
+    assert_eq!(lake.db.count("SELECT count(*) FROM compacted_files WHERE table_name = 'battle' AND retired_at IS NOT NULL"), 2);
+    lake.commit();
+    assert!(lake.rollup_state(&first.id).1.is_some(), "taken apart");
+    assert_eq!(lake.table_rows(), lake.index_rows());
+    assert_eq!(lake.table().1.len(), 10, "each dataset's file on its own again");
+    assert_eq!(lake.db.count("SELECT count(*) FROM compacted_files WHERE lake_rollup IS NOT NULL"), 0);
+
+    // Rolled up again; then a new dataset arrives and a newer roll-up supersedes the last.
+    let second = lake.roll_up().unwrap();
+    lake.commit();
+    assert_eq!(lake.table().1.len(), 1);
+    lake.upload_and_run("ds-10", &config(0));
+    lake.commit();
+    assert_eq!(lake.table().1.len(), 2, "the roll-up and the new file");
+    let third = lake.roll_up().unwrap();
+    assert_eq!((third.files_in, third.supersedes), (11, 1));
+    lake.commit();
+    assert_eq!(lake.table().1.len(), 1);
+    assert!(lake.rollup_state(&second.id).1.is_some(), "superseded");
+    assert!(lake.rollup_state(&third.id).0.is_some());
+    assert_eq!(lake.table_rows(), lake.index_rows());
+
+    // A roll-up whose files change before the committer lists it is refused, its files
+    // garbage; the one it would have replaced is taken apart by the retirement.
+    let stale = lake.roll_up().unwrap();
+    lake.upload_and_run("ds-5", &config(0));
+    lake.upload_and_run("ds-5", &consolidating(2));
+    assert!(lake.db.count("SELECT count(*) FROM compacted_files WHERE dataset_id = 'ds-5' AND retired_at IS NOT NULL") > 0);
+    lake.commit();
+    let (_, _, refused) = lake.rollup_state(&stale.id);
+    assert!(refused.is_some_and(|why| why.contains("changed")), "refused");
+    let garbage = lake.db.count(&format!("SELECT count(*) FROM lake_garbage WHERE key = '{}'", stale.outputs[0].key));
+    assert_eq!(garbage, 1, "its file is garbage");
+    assert_eq!(lake.table_rows(), lake.index_rows());
+}

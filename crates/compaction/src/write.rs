@@ -20,26 +20,26 @@ pub(crate) struct Merged {
 }
 
 /// Where one output goes: its staged key.
-struct Target<'a, S, B> {
-    key: &'a str,
-    sql: &'a S,
-    blobs: &'a B,
+pub(crate) struct Target<'a, S, B> {
+    pub key: &'a str,
+    pub sql: &'a S,
+    pub blobs: &'a B,
 }
 
 /// Parts on their way to one object: a multipart upload begun at the first full part (its id
 /// recorded with the staged key, so that clean-up can abort it), or a single PUT when the whole
 /// output is one part.
-struct PartUpload<'t, 'a, S, B> {
+pub(crate) struct PartUpload<'t, 'a, S, B> {
     target: &'t Target<'a, S, B>,
     multipart: Option<(String, Vec<(u16, String)>)>,
 }
 
 impl<'t, 'a, S: Sql, B: Blobs> PartUpload<'t, 'a, S, B> {
-    fn new(target: &'t Target<'a, S, B>) -> Self {
+    pub(crate) fn new(target: &'t Target<'a, S, B>) -> Self {
         Self { target, multipart: None }
     }
 
-    async fn send(&mut self, part: Bytes) -> PortResult<()> {
+    pub(crate) async fn send(&mut self, part: Bytes) -> PortResult<()> {
         let Target { key, sql, blobs, .. } = *self.target;
         let (id, parts) = match &mut self.multipart {
             Some(m) => m,
@@ -55,7 +55,7 @@ impl<'t, 'a, S: Sql, B: Blobs> PartUpload<'t, 'a, S, B> {
         Ok(())
     }
 
-    async fn finish(&mut self, last: Vec<Bytes>) -> PortResult<()> {
+    pub(crate) async fn finish(&mut self, last: Vec<Bytes>) -> PortResult<()> {
         let Target { key, blobs, .. } = *self.target;
         match self.multipart.take() {
             None if last.len() <= 1 => blobs.put(key, last.into_iter().next().unwrap_or_default()).await,
@@ -70,7 +70,7 @@ impl<'t, 'a, S: Sql, B: Blobs> PartUpload<'t, 'a, S, B> {
         }
     }
 
-    async fn abort(&mut self) {
+    pub(crate) async fn abort(&mut self) {
         if let Some((id, _)) = self.multipart.take() {
             // Best effort: clean-up aborts what is left, from the staged upload id.
             let _ = self.target.blobs.abort_multipart(self.target.key, &id).await;
@@ -112,7 +112,7 @@ pub(crate) async fn write<S: Sql, B: Blobs>(
             rows: finished.rows,
             bytes: finished.bytes,
             source_segments: finished.source_segments,
-            columns: columns_with_statistics(fusou_lake::schema::columns(&finished.schema), &finished.statistics),
+            columns: fusou_lake::schema::columns_json(&columns_with_statistics(&finished)),
         },
         quarantined,
     })
@@ -146,8 +146,9 @@ async fn stream_output<S: Sql, B: Blobs>(
 
 /// The output's columns as the lake reads them: each with the statistics the engine took from
 /// the footer it wrote (bounds as JSON values of the column's kind).
-fn columns_with_statistics(mut columns: Vec<fusou_lake::schema::Column>, statistics: &[fusou_engine::stats::ColumnStatistics]) -> String {
-    for (column, stats) in columns.iter_mut().zip(statistics) {
+pub(crate) fn columns_with_statistics(finished: &merge::Finished) -> Vec<fusou_lake::schema::Column> {
+    let mut columns = fusou_lake::schema::columns(&finished.schema);
+    for (column, stats) in columns.iter_mut().zip(&finished.statistics) {
         debug_assert_eq!(column.name, stats.name);
         let bound = |b: &Option<fusou_engine::stats::Bound>| b.as_ref().and_then(|b| serde_json::to_value(b).ok());
         column.values = Some(stats.values);
@@ -155,5 +156,5 @@ fn columns_with_statistics(mut columns: Vec<fusou_lake::schema::Column>, statist
         column.bytes = Some(stats.bytes);
         (column.lower, column.upper) = (bound(&stats.lower), bound(&stats.upper));
     }
-    fusou_lake::schema::columns_json(&columns)
+    columns
 }

@@ -555,7 +555,8 @@ statements! {
              SELECT DISTINCT table_name AS name FROM compacted_files \
              WHERE lake_snapshot IS NULL AND lake_refused IS NULL AND retired_at IS NULL \
              UNION SELECT DISTINCT table_name FROM compacted_files \
-             WHERE lake_snapshot IS NOT NULL AND lake_removed_seq IS NULL AND retired_at IS NOT NULL) b \
+             WHERE lake_snapshot IS NOT NULL AND lake_removed_seq IS NULL AND retired_at IS NOT NULL \
+             UNION SELECT DISTINCT table_name FROM lake_rollups WHERE lake_snapshot IS NULL AND lake_refused IS NULL) b \
          LEFT JOIN lake_tables t ON t.name = b.name ORDER BY b.name LIMIT ?1";
 
     /// `?1` table → [`LakePending`] rows of whole runs, in one read (so that a snapshot takes a
@@ -565,13 +566,15 @@ statements! {
     /// oldest first while fewer than `?2` files are taken before them (so the first run always
     /// is, however large); `backlog` counts every pending file of the table.
     LAKE_PENDING = "WITH p AS ( \
-             SELECT 1 AS \"add\", key, dataset_id, period_tag, row_count, size, columns, run_id AS run, created_at AS at \
+             SELECT 1 AS \"add\", key, dataset_id, period_tag, row_count, size, columns, run_id AS run, created_at AS at, \
+             NULL AS rollup \
              FROM compacted_files WHERE table_name = ?1 AND lake_snapshot IS NULL AND lake_refused IS NULL AND retired_at IS NULL \
-             UNION ALL SELECT 0, key, dataset_id, period_tag, row_count, size, NULL, coalesce(retired_run_id, ''), retired_at \
+             UNION ALL SELECT 0, key, dataset_id, period_tag, row_count, size, NULL, coalesce(retired_run_id, ''), retired_at, \
+             lake_rollup \
              FROM compacted_files WHERE table_name = ?1 AND lake_snapshot IS NOT NULL AND lake_removed_seq IS NULL \
              AND retired_at IS NOT NULL), \
          runs AS (SELECT run, count(*) AS files, sum(count(*)) OVER (ORDER BY min(at), run) AS upto FROM p GROUP BY run) \
-         SELECT p.\"add\", p.key, p.dataset_id, p.period_tag, p.row_count, p.size, p.columns, p.run, \
+         SELECT p.\"add\", p.key, p.dataset_id, p.period_tag, p.row_count, p.size, p.columns, p.run, p.rollup, \
              (SELECT count(*) FROM p) AS backlog \
          FROM p JOIN runs ON runs.run = p.run WHERE runs.upto - runs.files < ?2 ORDER BY p.at, p.key";
 
@@ -640,6 +643,71 @@ statements! {
 
     /// Forgets deleted objects `{keys}`.
     LAKE_FORGET_GARBAGE = "DELETE FROM lake_garbage WHERE key IN ({keys})";
+    /// `?1` table → its [`LakeRollup`]s not yet listed nor refused, oldest first, at most `?2`,
+    /// each with its members that changed since it read them (`stale`: retired, unlisted, or
+    /// gone) and the files covered by the roll-ups it supersedes that it does not hold
+    /// (`outside`): it can be listed only when both are 0.
+    LAKE_ROLLUPS_PENDING = "SELECT r.id, r.period_tag, r.files, \
+             (SELECT count(*) FROM lake_rollup_members m LEFT JOIN compacted_files f ON f.key = m.file_key \
+              WHERE m.rollup_id = r.id AND (f.key IS NULL OR f.retired_at IS NOT NULL OR f.lake_snapshot IS NULL \
+              OR f.lake_removed_seq IS NOT NULL)) AS stale, \
+             (SELECT count(*) FROM compacted_files o WHERE o.lake_rollup IN (SELECT f.lake_rollup FROM lake_rollup_members m \
+              JOIN compacted_files f ON f.key = m.file_key WHERE m.rollup_id = r.id AND f.lake_rollup IS NOT NULL) \
+              AND o.key NOT IN (SELECT file_key FROM lake_rollup_members WHERE rollup_id = r.id)) AS outside \
+         FROM lake_rollups r WHERE r.table_name = ?1 AND r.lake_snapshot IS NULL AND r.lake_refused IS NULL \
+         ORDER BY r.created_at, r.id LIMIT ?2";
+
+    /// `?1` roll-up → its members ([`LakeCovered`]), with the roll-up each is covered by now.
+    LAKE_ROLLUP_MEMBERS = "SELECT f.key, f.dataset_id, f.period_tag, f.row_count, f.size, f.columns, f.lake_rollup AS rollup \
+         FROM lake_rollup_members m JOIN compacted_files f ON f.key = m.file_key WHERE m.rollup_id = ?1 ORDER BY f.key";
+
+    /// `?1` roll-up → the files ([`LakeCovered`]) it covers now, retired or not.
+    LAKE_ROLLUP_COVERED = "SELECT key, dataset_id, period_tag, row_count, size, columns, lake_rollup AS rollup \
+         FROM compacted_files WHERE lake_rollup = ?1 ORDER BY key";
+
+    /// `?1` roll-up → its [`LakeRollup`] row.
+    LAKE_ROLLUP = "SELECT id, period_tag, files, 0 AS stale, 0 AS outside FROM lake_rollups WHERE id = ?1";
+
+    /// Roll-up `?3` of table `?1` is listed by snapshot `?4`, and covers its members, if the
+    /// pointer names `?2`.
+    LAKE_MARK_ROLLUP_ADDED = "UPDATE lake_rollups SET lake_snapshot = ?4 WHERE id = ?3 AND table_name = ?1 \
+         AND (SELECT metadata_key FROM lake_tables WHERE name = ?1) = ?2";
+    LAKE_MARK_COVERED = "UPDATE compacted_files SET lake_rollup = ?3 WHERE table_name = ?1 \
+         AND key IN (SELECT file_key FROM lake_rollup_members WHERE rollup_id = ?3) \
+         AND (SELECT metadata_key FROM lake_tables WHERE name = ?1) = ?2";
+
+    /// Roll-up `?3` of table `?1` left it at sequence number `?4`, if the pointer names `?2`.
+    LAKE_MARK_ROLLUP_REMOVED = "UPDATE lake_rollups SET lake_removed_seq = ?4 WHERE id = ?3 AND table_name = ?1 \
+         AND (SELECT metadata_key FROM lake_tables WHERE name = ?1) = ?2";
+    /// The files roll-up `?3` covered are listed on their own again, if the pointer names `?2`.
+    LAKE_MARK_UNCOVERED = "UPDATE compacted_files SET lake_rollup = NULL WHERE table_name = ?1 AND lake_rollup = ?3 \
+         AND (SELECT metadata_key FROM lake_tables WHERE name = ?1) = ?2";
+
+    /// Roll-up `?3` of table `?1` is refused (`?4` why), decided on metadata `?2`.
+    LAKE_MARK_ROLLUP_REFUSED = "UPDATE lake_rollups SET lake_refused = ?4 WHERE id = ?3 AND table_name = ?1 \
+         AND lake_snapshot IS NULL AND (SELECT metadata_key FROM lake_tables WHERE name = ?1) IS ?2";
+
+    /// `?1` at most, `?2` fewest → [`RollupDue`]: each (table, period) whose files the tables
+    /// list on their own number at least `?2`, and that has no roll-up waiting for the
+    /// committer; most such files first.
+    LAKE_ROLLUPS_DUE = "SELECT table_name, period_tag, count(*) AS files FROM compacted_files \
+         WHERE lake_snapshot IS NOT NULL AND lake_removed_seq IS NULL AND retired_at IS NULL AND lake_rollup IS NULL \
+         GROUP BY table_name, period_tag HAVING count(*) >= ?2 AND NOT EXISTS (SELECT 1 FROM lake_rollups r \
+         WHERE r.table_name = compacted_files.table_name AND r.period_tag = compacted_files.period_tag \
+         AND r.lake_snapshot IS NULL AND r.lake_refused IS NULL) ORDER BY files DESC, table_name, period_tag LIMIT ?1";
+
+    /// `?1` table, `?2` period → [`RollupMember`]s: the files the table lists of that period (on
+    /// their own or through a roll-up), by schema, then dataset, oldest first.
+    LAKE_ROLLUP_CANDIDATES = "SELECT key, dataset_id, row_count, size, source_segments, schema_fingerprint, lake_rollup AS rollup \
+         FROM compacted_files WHERE table_name = ?1 AND period_tag = ?2 \
+         AND lake_snapshot IS NOT NULL AND lake_removed_seq IS NULL AND retired_at IS NULL \
+         ORDER BY schema_fingerprint, dataset_id, created_at, key";
+
+    /// A roll-up job's outputs: `?1` id, `?2` table, `?3` period, `?4` files (JSON), `?5` now.
+    LAKE_ROLLUP_RECORD = "INSERT INTO lake_rollups (id, table_name, period_tag, files, created_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+    /// Its members: `?1` id, then the file keys `{keys}`.
+    LAKE_ROLLUP_MEMBERS_RECORD = "INSERT INTO lake_rollup_members (rollup_id, file_key) \
+         SELECT ?1, key FROM compacted_files WHERE key IN ({keys})";
 }
 
 /// A table's pointer.
@@ -675,8 +743,57 @@ pub struct LakePending {
     pub columns: Option<String>,
     /// The run that recorded it (`add`) or retired it.
     pub run: String,
+    /// The roll-up that covers it (a file to remove only).
+    #[serde(default)]
+    pub rollup: Option<String>,
     /// How many files of the table are pending in all.
     pub backlog: u64,
+}
+
+/// A roll-up waiting for the committer (or named by [`LAKE_ROLLUP`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct LakeRollup {
+    pub id: String,
+    pub period_tag: String,
+    /// Its output files (JSON).
+    pub files: String,
+    /// Members changed since it read them.
+    pub stale: u64,
+    /// Files of the roll-ups it supersedes that it does not hold.
+    pub outside: u64,
+}
+
+/// A file a roll-up holds or covers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct LakeCovered {
+    pub key: String,
+    pub dataset_id: String,
+    pub period_tag: String,
+    pub row_count: i64,
+    pub size: i64,
+    pub columns: Option<String>,
+    /// The roll-up that covers it now.
+    pub rollup: Option<String>,
+}
+
+/// A (table, period) due for a roll-up.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RollupDue {
+    pub table_name: String,
+    pub period_tag: String,
+    pub files: u64,
+}
+
+/// A file a roll-up job takes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RollupMember {
+    pub key: String,
+    pub dataset_id: String,
+    pub row_count: i64,
+    pub size: i64,
+    pub source_segments: i64,
+    pub schema_fingerprint: String,
+    pub rollup: Option<String>,
 }
 
 /// A staged output key, its run, its multipart upload if one was begun, and whether a commit

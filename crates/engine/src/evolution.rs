@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow_schema::{Field, Schema, SchemaRef};
+use fusou_contract::ids::{DATASET_COLUMN, PERIOD_COLUMN};
 use sha2::{Digest, Sha256};
 
 /// A stable digest of a schema: its fields' names, types and nullability, in order.
@@ -86,7 +87,10 @@ pub fn unify(schemas: &HashMap<Fingerprint, SchemaRef>) -> Vec<SchemaGroup> {
         .into_iter()
         .map(|(schema, members)| {
             let schema = Arc::new(Schema::new(schema.fields().clone()));
-            SchemaGroup { fingerprint: fingerprint(&schema), schema, members }
+            // Named without the period and dataset columns, which every output writes itself:
+            // a compacted file merged again (which has them) keeps its inputs' fingerprint.
+            let own = schema.fields().iter().filter(|f| f.name() != PERIOD_COLUMN && f.name() != DATASET_COLUMN).cloned();
+            SchemaGroup { fingerprint: fingerprint(&Schema::new(own.collect::<Vec<_>>())), schema, members }
         })
         .collect()
 }

@@ -104,41 +104,44 @@ impl Roller {
         Ok(Self { merger: Merger::new(&plan, engine)?, order, config: config.clone() })
     }
 
-    /// Pushes every file of one dataset (oldest first). A small dataset's rows are decoded,
-    /// sorted and queued at once; a large one's files are streamed by [`Roller::pump`].
-    pub fn push_dataset(&mut self, dataset: &DatasetId, files: Vec<RollupFile>) -> Result<(), EngineError> {
+    /// Whether a dataset whose files hold `bytes` bytes is sorted: the table has an order
+    /// column and the files are small enough to decode at once ([`Roller::push_sorted`]);
+    /// otherwise its files are pushed one by one ([`Roller::push_file`]).
+    pub fn sorts(&self, bytes: u64) -> bool {
+        self.order.is_some() && bytes <= self.config.sort_bytes
+    }
+
+    /// Pushes every file of one dataset whose rows [`Roller::sorts`]: decoded, sorted by the
+    /// order column (stable, so rows of equal time keep their files' order) and queued.
+    pub fn push_sorted(&mut self, dataset: &DatasetId, files: Vec<RollupFile>) -> Result<(), EngineError> {
+        let order = self.order.ok_or_else(|| EngineError::Config("the table has no order column".into()))?;
         self.merger.begin_dataset(dataset.as_str())?;
-        let bytes: u64 = files.iter().map(|f| f.bytes.len() as u64).sum();
-        match self.order {
-            Some(order) if bytes <= self.config.sort_bytes => {
-                let (mut batches, mut sources, mut expected) = (Vec::new(), 0, 0);
-                for file in files {
-                    let mut rows = 0;
-                    for batch in ParquetRecordBatchReaderBuilder::try_new(file.bytes)?.build()? {
-                        let batch = self.merger.align(batch?)?;
-                        rows += batch.num_rows();
-                        batches.push(batch);
-                    }
-                    if rows as u64 != file.rows {
-                        return Err(EngineError::RowCountMismatch { expected: file.rows, out: rows as u64 });
-                    }
-                    (sources, expected) = (sources + file.source_segments, expected + rows);
-                }
-                let all = concat_batches(self.merger.input_schema(), &batches)?;
-                debug_assert_eq!(all.num_rows(), expected);
-                self.merger.push_rows(sort_by(&all, order)?, sources)?;
+        let (mut batches, mut sources) = (Vec::new(), 0);
+        for file in files {
+            let mut rows = 0;
+            for batch in ParquetRecordBatchReaderBuilder::try_new(file.bytes)?.build()? {
+                let batch = self.merger.align(batch?)?;
+                rows += batch.num_rows();
+                batches.push(batch);
             }
-            _ => {
-                for file in files {
-                    self.pump()?;
-                    let rows = u32::try_from(file.rows).map_err(|_| EngineError::Config("a file of over 2^32 rows".into()))?;
-                    let desc = SegmentDesc { fragment: 0, table: 0, schema: 0, start: 0, len: file.bytes.len() as u32, rows };
-                    let schema = ParquetMetaDataReader::new().parse_and_finish(&file.bytes)?.file_metadata().schema_descr_ptr();
-                    self.merger.push_compacted(&desc, &schema, file.bytes, file.source_segments)?;
-                }
+            if rows as u64 != file.rows {
+                return Err(EngineError::RowCountMismatch { expected: file.rows, out: rows as u64 });
             }
+            sources += file.source_segments;
         }
-        Ok(())
+        let all = concat_batches(self.merger.input_schema(), &batches)?;
+        drop(batches);
+        self.merger.push_rows(sort_by(&all, order)?, sources)
+    }
+
+    /// Pushes one file of a dataset (its files oldest first), streamed by [`Roller::pump`].
+    pub fn push_file(&mut self, file: RollupFile) -> Result<(), EngineError> {
+        self.merger.begin_dataset(file.dataset.as_str())?;
+        let rows = u32::try_from(file.rows).map_err(|_| EngineError::Config("a file of 2^32 rows or more".into()))?;
+        let len = u32::try_from(file.bytes.len()).map_err(|_| EngineError::Config("a file of 4 GiB or more".into()))?;
+        let desc = SegmentDesc { fragment: 0, table: 0, schema: 0, start: 0, len, rows };
+        let schema = ParquetMetaDataReader::new().parse_and_finish(&file.bytes)?.file_metadata().schema_descr_ptr();
+        self.merger.push_compacted(&desc, &schema, file.bytes, file.source_segments)
     }
 
     /// As [`Merger::pump`].

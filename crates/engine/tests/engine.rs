@@ -436,37 +436,9 @@ fn every_output_carries_its_true_period_and_dataset_whatever_an_uploader_names_i
     assert_eq!(result.outputs.len(), 1);
 }
 
-/// Each row of `batch` as text, its columns by name (a row's identity, to compare as multisets).
-fn rows_as_text(batch: &RecordBatch) -> Vec<String> {
-    use arrow_array::cast::AsArray;
-    use arrow_array::types::{Float32Type, Float64Type, Int32Type, Int64Type};
-    let mut names: Vec<&str> = batch.schema_ref().fields().iter().map(|f| f.name().as_str()).collect();
-    names.sort();
-    (0..batch.num_rows())
-        .map(|i| {
-            let cell = |name: &str| {
-                let c = batch.column_by_name(name).unwrap();
-                if c.is_null(i) {
-                    return "null".to_owned();
-                }
-                match c.data_type() {
-                    DataType::Utf8 => c.as_string::<i32>().value(i).to_owned(),
-                    DataType::Int32 => c.as_primitive::<Int32Type>().value(i).to_string(),
-                    DataType::Int64 => c.as_primitive::<Int64Type>().value(i).to_string(),
-                    DataType::Float32 => c.as_primitive::<Float32Type>().value(i).to_string(),
-                    DataType::Float64 => c.as_primitive::<Float64Type>().value(i).to_string(),
-                    DataType::Boolean => c.as_boolean().value(i).to_string(),
-                    other => panic!("no text for {other}"),
-                }
-            };
-            names.iter().map(|n| format!("{n}={}", cell(n))).collect::<Vec<_>>().join("|")
-        })
-        .collect()
-}
-
 #[test]
 fn a_roll_up_keeps_every_row_with_its_dataset_whole_datasets_in_order_and_rows_in_time_order() {
-    use fusou_engine::rollup::{self, RollupConfig, RollupFile, Roller};
+    use fusou_engine::rollup::{self, Roller, RollupConfig, RollupFile};
     let (period, table) = (PeriodTag::parse("2025-11-05").unwrap(), TableName::parse("battle").unwrap());
     // 12 datasets of 1 to 3 compacted files each, listed out of order.
     let mut files: Vec<(DatasetId, Bytes, u64, u64)> = Vec::new();
@@ -474,12 +446,13 @@ fn a_roll_up_keeps_every_row_with_its_dataset_whole_datasets_in_order_and_rows_i
         let dataset = DatasetId::parse(&format!("ds{d:02}")).unwrap();
         for f in 0..=(d % 3) {
             let fragment = synth::fragment(&FragmentSpec { seed: d * 10 + f, rows: 5..=60, include_empty_tables: false });
-            let compacted = compact_in_memory(&[input("k", dataset.as_str(), period.as_str(), &fragment)], &EngineConfig::default()).unwrap();
+            let compacted =
+                compact_in_memory(&[input("k", dataset.as_str(), period.as_str(), &fragment)], &EngineConfig::default()).unwrap();
             let (_, bytes, finished) = compacted.outputs.into_iter().find(|(p, ..)| p.table == table).unwrap();
             files.push((dataset.clone(), bytes, finished.rows, finished.source_segments));
         }
     }
-    let mut expected: Vec<String> = files.iter().flat_map(|(_, bytes, ..)| rows_as_text(&read_back(bytes).0)).collect();
+    let mut expected: Vec<String> = files.iter().flat_map(|(_, bytes, ..)| synth::rows_as_text(&read_back(bytes).0)).collect();
     files.sort_by(|a, b| a.0.cmp(&b.0));
     let mut datasets: Vec<(DatasetId, u64)> = Vec::new();
     for (d, bytes, ..) in &files {
@@ -500,16 +473,28 @@ fn a_roll_up_keeps_every_row_with_its_dataset_whole_datasets_in_order_and_rows_i
     for output in &outputs {
         let files_of = |i: usize| -> Vec<RollupFile> {
             let d = &datasets[i].0;
-            files.iter().filter(|f| &f.0 == d).map(|f| RollupFile { dataset: f.0.clone(), bytes: f.1.clone(), rows: f.2, source_segments: f.3 }).collect()
+            files
+                .iter()
+                .filter(|f| &f.0 == d)
+                .map(|f| RollupFile { dataset: f.0.clone(), bytes: f.1.clone(), rows: f.2, source_segments: f.3 })
+                .collect()
         };
         let mut roller = Roller::new(&period, &table, &files_of(output[0])[0], Some("timestamp"), &engine, &config).unwrap();
         let mut parts = Vec::new();
+        let mut drain = |roller: &mut Roller| loop {
+            parts.extend(roller.take_parts());
+            if !roller.pump().unwrap() {
+                break;
+            }
+        };
         for &i in output {
-            roller.push_dataset(&datasets[i].0, files_of(i)).unwrap();
-            loop {
-                parts.extend(roller.take_parts());
-                if !roller.pump().unwrap() {
-                    break;
+            if roller.sorts(datasets[i].1) {
+                roller.push_sorted(&datasets[i].0, files_of(i)).unwrap();
+                drain(&mut roller);
+            } else {
+                for file in files_of(i) {
+                    roller.push_file(file).unwrap();
+                    drain(&mut roller);
                 }
             }
         }
@@ -518,7 +503,7 @@ fn a_roll_up_keeps_every_row_with_its_dataset_whole_datasets_in_order_and_rows_i
         let file = Bytes::from(parts.concat());
         let (batch, _) = read_back(&file);
         assert_eq!(finished.rows, batch.num_rows() as u64);
-        got.extend(rows_as_text(&batch));
+        got.extend(synth::rows_as_text(&batch));
         let dataset_of = batch.column_by_name("dataset_id").unwrap().as_any().downcast_ref::<StringArray>().unwrap().clone();
         let periods = batch.column_by_name("period_tag").unwrap().as_any().downcast_ref::<StringArray>().unwrap().clone();
         let times = batch.column_by_name("timestamp").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().clone();

@@ -8,33 +8,49 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use super::contract::Contract;
 use super::manifest::{self, DataFile, Entry, ManifestFile, Status};
 use super::metadata::{Expired, PartitionSpec, Retention, Snapshot, TableMetadata};
+use super::rollup::{self, RollupChanges};
 use super::schema::{self, Column, DATASET_COLUMN, PERIOD_COLUMN};
 use super::statistics::Statistics;
 use fusou_core::index::LakePending;
 
 /// What the index says the table must change.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Pending {
     /// Live files the table does not list yet (their columns as the compaction recorded them).
     pub adds: Vec<LakePending>,
-    /// Retired files the table still lists.
+    /// Retired files the table still lists (on their own, or through a roll-up).
     pub removes: Vec<LakePending>,
+    /// What roll-ups change with them.
+    pub rollups: RollupChanges,
 }
 
 impl Pending {
     /// The pending rows of whole runs, as [`fusou_core::index::LAKE_PENDING`] answers them.
     pub fn of(rows: Vec<LakePending>) -> Self {
         let (adds, removes) = rows.into_iter().partition(|r| r.add);
-        Pending { adds, removes }
+        Pending { adds, removes, rollups: RollupChanges::default() }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.adds.is_empty() && self.removes.is_empty()
+        self.adds.is_empty() && self.removes.is_empty() && self.rollups.is_empty()
     }
 
     /// The runs whose files these are.
     pub fn runs(&self) -> usize {
         self.adds.iter().chain(&self.removes).map(|r| r.run.as_str()).collect::<HashSet<_>>().len()
+    }
+
+    /// The partitions (period, and dataset when known) of every file this commit removes from
+    /// the table's manifests: retired files, the files a new roll-up replaces, and the files of
+    /// the roll-ups that leave.
+    fn removal_partitions(&self) -> Vec<(&str, Option<&str>)> {
+        let mut partitions: Vec<(&str, Option<&str>)> =
+            self.removes.iter().map(|r| (r.period_tag.as_str(), Some(r.dataset_id.as_str()))).collect();
+        if let Some(arriving) = &self.rollups.arriving {
+            partitions.extend(arriving.replaces.iter().map(|r| (r.period_tag.as_str(), Some(r.dataset_id.as_str()))));
+        }
+        partitions.extend(self.rollups.leaving.iter().map(|l| (l.period.as_str(), None)));
+        partitions
     }
 
     /// Whether the table has pending files this commit does not take.
@@ -158,18 +174,19 @@ pub fn manifests_to_read<'a>(
 ) -> Vec<&'a ManifestFile> {
     let merging = listed.len() + 1 > config.manifests_before_merge;
     // Each manifest is pruned by its own spec's fields (a field its spec lacks prunes nothing).
-    let within = |m: &ManifestFile, r: &LakePending| {
+    let within = |m: &ManifestFile, (period, dataset): &(&str, Option<&str>)| {
         let spec = specs.iter().find(|s| s.spec_id == m.partition_spec_id);
-        let may_hold = |column: &str, value: &str| {
+        let may_hold = |column: &str, value: Option<&str>| {
             let summary = spec.and_then(|s| s.position(column)).and_then(|i| m.partitions.get(i));
-            summary.is_none_or(|s| s.may_hold(value))
+            summary.zip(value).is_none_or(|(s, v)| s.may_hold(v))
         };
-        may_hold(PERIOD_COLUMN, &r.period_tag) && may_hold(DATASET_COLUMN, &r.dataset_id)
+        may_hold(PERIOD_COLUMN, Some(period)) && may_hold(DATASET_COLUMN, *dataset)
     };
+    let removing = pending.removal_partitions();
     listed
         .iter()
         .filter(|m| m.live_files() > 0 || merging)
-        .filter(|m| (merging && m.length < config.manifest_target_bytes) || pending.removes.iter().any(|r| within(m, r)))
+        .filter(|m| (merging && m.length < config.manifest_target_bytes) || removing.iter().any(|r| within(m, r)))
         .collect()
 }
 
@@ -191,6 +208,11 @@ pub struct Prepared {
     /// Objects no snapshot will need once every kept snapshot's sequence number is at least
     /// the number given (0: at once).
     pub garbage: Vec<(String, i64)>,
+    /// Roll-ups: the one listed, those removed (and of them, those taken apart), those refused.
+    pub rollup_added: Option<String>,
+    pub rollups_removed: Vec<String>,
+    pub rollups_taken_apart: Vec<String>,
+    pub rollups_refused: Vec<(String, String)>,
 }
 
 impl Prepared {
@@ -207,7 +229,20 @@ impl Prepared {
             refused,
             noted: Vec::new(),
             garbage: Vec::new(),
+            rollup_added: None,
+            rollups_removed: Vec::new(),
+            rollups_taken_apart: Vec::new(),
+            rollups_refused: Vec::new(),
         }
+    }
+
+    /// With the roll-ups `changes` refuses: recorded, and their files garbage at once.
+    fn refusing(mut self, changes: &RollupChanges) -> Self {
+        for (id, why, files) in &changes.refused {
+            self.rollups_refused.push((id.clone(), why.clone()));
+            self.garbage.extend(files.iter().map(|f| (f.key.clone(), 0)));
+        }
+        self
     }
 }
 
@@ -238,7 +273,7 @@ pub fn prepare(
     let Some(contract) = Contract::client().table(table) else {
         let reason = format!("table {table} is outside the client's contract; its files stay in their datasets");
         refused.extend(pending.adds.iter().map(|a| (a.key.clone(), reason.clone())));
-        return Ok(Prepared::nothing(current, &metadata, refused));
+        return Ok(Prepared::nothing(current, &metadata, refused).refusing(&pending.rollups));
     };
     // The schema holds the contract's columns (a changed contract evolves it here), and every
     // added file's columns are admitted to it, or the file is refused.
@@ -265,8 +300,9 @@ pub fn prepare(
         }
     }
     let removed: Vec<String> = pending.removes.iter().map(|r| r.key.clone()).collect();
-    if accepted.is_empty() && removed.is_empty() {
-        return Ok(Prepared::nothing(current, &metadata, refused));
+    let rollups = &pending.rollups;
+    if accepted.is_empty() && removed.is_empty() && rollups.leaving.is_empty() && rollups.arriving.is_none() {
+        return Ok(Prepared::nothing(current, &metadata, refused).refusing(rollups));
     }
 
     let (mut objects, mut garbage, mut list) = (Vec::new(), Vec::new(), Vec::new());
@@ -278,34 +314,55 @@ pub fn prepare(
         objects.push((key, bytes));
         Ok::<_, String>(described)
     };
+    let rollup_spec = match &rollups.arriving {
+        Some(_) => Some(metadata.ensure_spec(rollup::spec()).clone()),
+        None => None,
+    };
     let (schema, spec) = (metadata.current_schema().clone(), metadata.default_spec().clone());
+    let entry = |key: &str, spec: &PartitionSpec, period: &str, dataset: &str, rows: i64, size: i64, columns: &[Column]| Entry {
+        status: Status::Added,
+        snapshot_id,
+        sequence_number,
+        file_sequence_number: sequence_number,
+        file: DataFile {
+            path: config.location(key),
+            partition: spec.partition(|column| match column {
+                PERIOD_COLUMN => Some(period.to_owned()),
+                DATASET_COLUMN => Some(dataset.to_owned()),
+                _ => None,
+            }),
+            record_count: rows,
+            file_size_in_bytes: size,
+            statistics: Statistics::of_columns(columns, &schema),
+            unmodeled: Vec::new(),
+        },
+    };
 
-    // The new files, in one manifest of their own.
-    let added_entries: Vec<Entry> = accepted
-        .iter()
-        .map(|(a, columns)| Entry {
-            status: Status::Added,
-            snapshot_id,
-            sequence_number,
-            file_sequence_number: sequence_number,
-            file: DataFile {
-                path: config.location(&a.key),
-                partition: spec.partition(|column| match column {
-                    PERIOD_COLUMN => Some(a.period_tag.clone()),
-                    DATASET_COLUMN => Some(a.dataset_id.clone()),
-                    _ => None,
-                }),
-                record_count: a.row_count,
-                file_size_in_bytes: a.size,
-                statistics: Statistics::of_columns(columns, &schema),
-                unmodeled: Vec::new(),
-            },
-        })
-        .collect();
+    // The new files, in one manifest of their own, with the files a roll-up taken apart
+    // covered, listed on their own again.
+    let mut added_entries: Vec<Entry> =
+        accepted.iter().map(|(a, columns)| entry(&a.key, &spec, &a.period_tag, &a.dataset_id, a.row_count, a.size, columns)).collect();
+    for c in &rollups.uncovered {
+        let columns: Vec<Column> = match &c.columns {
+            Some(json) => serde_json::from_str(json).map_err(|e| format!("{}: its recorded columns do not decode: {e}", c.key))?,
+            None => Vec::new(),
+        };
+        added_entries.push(entry(&c.key, &spec, &c.period_tag, &c.dataset_id, c.row_count, c.size, &columns));
+    }
+    // A new roll-up's files, in a manifest of the period-only spec.
+    let rollup_entries: Vec<Entry> = match (&rollups.arriving, &rollup_spec) {
+        (Some(a), Some(rs)) => a.files.iter().map(|f| entry(&f.key, rs, &a.period, "", f.rows, f.size, &f.columns)).collect(),
+        _ => Vec::new(),
+    };
 
     // Manifests that were read: rewritten without the removed files (marked deleted), merged
     // with the new files' entries when small; the others carried over as they are.
-    let removing: HashSet<String> = pending.removes.iter().map(|r| config.location(&r.key)).collect();
+    let mut removing: HashSet<String> = pending.removes.iter().map(|r| config.location(&r.key)).collect();
+    if let Some(a) = &rollups.arriving {
+        removing.extend(a.replaces.iter().map(|r| config.location(&r.key)));
+    }
+    removing.extend(rollups.leaving.iter().flat_map(|l| l.files.iter().map(|f| config.location(&f.key))));
+    let mut deleted_files = 0i64;
     let merging = listed.len() + 1 > config.manifests_before_merge;
     let (mut merged, mut deleted_rows, mut deleted_bytes) = (Vec::<Entry>::new(), 0i64, 0i64);
     for m in listed {
@@ -326,6 +383,7 @@ pub fn prepare(
         for e in entries.iter().filter(|e| e.status != Status::Deleted) {
             let mut e = e.clone();
             if removing.contains(&e.file.path) {
+                deleted_files += 1;
                 deleted_rows += e.file.record_count;
                 deleted_bytes += e.file.file_size_in_bytes;
                 (e.status, e.snapshot_id) = (Status::Deleted, snapshot_id);
@@ -352,14 +410,19 @@ pub fn prepare(
     if !merged.is_empty() {
         list.insert(0, write(&merged, &spec, &mut objects, &schema)?);
     }
+    if let Some(rs) = rollup_spec.as_ref().filter(|_| !rollup_entries.is_empty()) {
+        list.insert(0, write(&rollup_entries, rs, &mut objects, &schema)?);
+    }
 
     let parent = metadata.current_snapshot_id;
     let list_key = format!("{prefix}/metadata/snap-{snapshot_id}-1-{}.avro", attempt.uuid);
     objects.push((list_key.clone(), manifest::write_manifest_list(&list, snapshot_id, parent, sequence_number)?));
 
-    let added_rows: i64 = accepted.iter().map(|(a, _)| a.row_count).sum();
-    let added_bytes: i64 = accepted.iter().map(|(a, _)| a.size).sum();
-    let operation = match (added_entries.is_empty(), removed.is_empty()) {
+    let all_added = || added_entries.iter().chain(&rollup_entries).map(|e| &e.file);
+    let added_files = all_added().count() as i64;
+    let added_rows: i64 = all_added().map(|f| f.record_count).sum();
+    let added_bytes: i64 = all_added().map(|f| f.file_size_in_bytes).sum();
+    let operation = match (added_files == 0, deleted_files == 0) {
         (_, true) => "append",
         (false, false) if added_rows == deleted_rows => "replace",
         (true, false) => "delete",
@@ -370,16 +433,15 @@ pub fn prepare(
         let before: i64 = previous.get(name).and_then(|v| v.parse().ok()).unwrap_or(0);
         (before + delta).to_string()
     };
-    let deleted_files = removing.len() as i64;
     let mut summary = BTreeMap::from([
         ("operation".to_owned(), operation.to_owned()),
-        ("added-data-files".to_owned(), added_entries.len().to_string()),
+        ("added-data-files".to_owned(), added_files.to_string()),
         ("deleted-data-files".to_owned(), deleted_files.to_string()),
         ("added-records".to_owned(), added_rows.to_string()),
         ("deleted-records".to_owned(), deleted_rows.to_string()),
         ("added-files-size".to_owned(), added_bytes.to_string()),
         ("removed-files-size".to_owned(), deleted_bytes.to_string()),
-        ("total-data-files".to_owned(), total("total-data-files", added_entries.len() as i64 - deleted_files)),
+        ("total-data-files".to_owned(), total("total-data-files", added_files - deleted_files)),
         ("total-records".to_owned(), total("total-records", added_rows - deleted_rows)),
         ("total-files-size".to_owned(), total("total-files-size", added_bytes - deleted_bytes)),
         ("total-delete-files".to_owned(), "0".to_owned()),
@@ -407,7 +469,9 @@ pub fn prepare(
 
     let metadata_key = format!("{prefix}/metadata/{version:05}-{}.metadata.json", attempt.uuid);
     objects.push((metadata_key.clone(), metadata.to_json().into_bytes()));
-    Ok(Prepared {
+    // The files of the roll-ups that leave: free once no kept snapshot lists them.
+    garbage.extend(rollups.leaving.iter().flat_map(|l| l.files.iter().map(|f| (f.key.clone(), sequence_number))));
+    let prepared = Prepared {
         metadata,
         metadata_key,
         version,
@@ -418,7 +482,12 @@ pub fn prepare(
         refused,
         noted,
         garbage,
-    })
+        rollup_added: rollups.arriving.as_ref().map(|a| a.id.clone()),
+        rollups_removed: rollups.leaving.iter().map(|l| l.id.clone()).collect(),
+        rollups_taken_apart: rollups.leaving.iter().filter(|l| l.taken_apart).map(|l| l.id.clone()).collect(),
+        rollups_refused: Vec::new(),
+    };
+    Ok(prepared.refusing(rollups))
 }
 
 /// What expired snapshots leave to delete once the table keeps no snapshot below `oldest` (a

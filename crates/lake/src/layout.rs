@@ -63,6 +63,16 @@ impl PartitionSpec {
         PartitionSpec { spec_id: 0, fields }
     }
 
+    /// Identity on the period alone (spec 1): the layout of period roll-ups, whose files each
+    /// hold one period of many datasets. A second spec rather than a second table: readers see
+    /// one table, and a query by period prunes both kinds of file (Iceberg partition evolution;
+    /// the period's partition field keeps its id, as the spec requires).
+    pub fn by_period() -> Self {
+        let mut spec = Self::by_period_and_dataset();
+        spec.fields.retain(|f| f.name == PERIOD_COLUMN);
+        PartitionSpec { spec_id: 1, ..spec }
+    }
+
     /// The fields a new table's schema starts with: the partition sources.
     pub fn source_fields() -> Vec<Field> {
         SOURCES.iter().map(|(id, name)| Field { id: *id, name: (*name).into(), required: false, kind: "string".into() }).collect()

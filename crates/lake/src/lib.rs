@@ -40,6 +40,7 @@ pub mod layout;
 pub mod manifest;
 pub mod metadata;
 pub mod rest;
+pub mod rollup;
 pub mod schema;
 pub mod statistics;
 
@@ -56,6 +57,7 @@ mod tables {
     use super::commit::{self, Attempt, Current, LakeConfig, Pending, Prepared};
     use super::manifest::{self, Entry, ManifestFile};
     use super::metadata::{PartitionSpec, TableMetadata};
+    use super::rollup;
     use fusou_core::index::{self, KeyRow, LakeTable, SqlValue, Statement, iso, keyed, text};
     use fusou_ports::Clock;
     use fusou_ports::{Blobs, PortError, PortResult, Sql};
@@ -110,7 +112,8 @@ mod tables {
             spend(2);
             let pointer: Option<LakeTable> = sql.query(index::LAKE_TABLE, &[text(table)]).await?.pop();
             let rows = sql.query(index::LAKE_PENDING, &[text(table), SqlValue::from(config.files_per_commit as u64)]).await?;
-            let pending = Pending::of(rows);
+            let mut pending = Pending::of(rows);
+            pending.rollups = rollup_changes(sql, table, &pending, budget).await?;
             if pending.is_empty() {
                 return Ok(outcome);
             }
@@ -161,6 +164,58 @@ mod tables {
             clock.sleep(backoff_ms(outcome.attempts)).await;
         }
         Err(format!("table {table}: {} commit attempts lost the race to other writers", config.attempts).into())
+    }
+
+    /// Pending roll-ups a commit checks at most (the first valid one is listed).
+    const ROLLUPS_PER_COMMIT: i64 = 8;
+
+    /// What roll-ups change in the commit of `pending` (see [`rollup`]): the roll-ups covering a
+    /// file it removes are taken apart, and the oldest roll-up waiting is listed if what it
+    /// read is unchanged (those before it that changed are refused).
+    async fn rollup_changes<S: Sql>(sql: &S, table: &str, pending: &Pending, budget: &Cell<u64>) -> PortResult<rollup::RollupChanges> {
+        use super::rollup::{Arriving, Leaving, files_of};
+        let spend = |n: u64| budget.set(budget.get().saturating_sub(n));
+        let mut changes = rollup::RollupChanges::default();
+        let leaving = async |id: &str, taken_apart: bool| -> PortResult<Leaving> {
+            let row: index::LakeRollup =
+                sql.query(index::LAKE_ROLLUP, &[text(id)]).await?.pop().ok_or_else(|| format!("roll-up {id} is not recorded"))?;
+            Ok(Leaving { files: files_of(&row)?, id: row.id, period: row.period_tag, taken_apart })
+        };
+        let removing: std::collections::HashSet<&str> = pending.removes.iter().map(|r| r.key.as_str()).collect();
+        let apart: std::collections::BTreeSet<&str> = pending.removes.iter().filter_map(|r| r.rollup.as_deref()).collect();
+        for id in apart {
+            spend(2);
+            changes.leaving.push(leaving(id, true).await?);
+            let covered: Vec<index::LakeCovered> = sql.query(index::LAKE_ROLLUP_COVERED, &[text(id)]).await?;
+            changes.uncovered.extend(covered.into_iter().filter(|c| !removing.contains(c.key.as_str())));
+        }
+        spend(1);
+        let waiting: Vec<index::LakeRollup> =
+            sql.query(index::LAKE_ROLLUPS_PENDING, &[text(table), SqlValue::Int(ROLLUPS_PER_COMMIT)]).await?;
+        for r in waiting {
+            let files = files_of(&r);
+            let why = match (&files, r.stale, r.outside) {
+                (Err(e), ..) => e.clone(),
+                (_, 0, 0) => String::new(),
+                (_, 0, outside) => format!("it does not hold {outside} files of the roll-ups it would replace"),
+                (_, stale, _) => format!("{stale} of the files it holds changed since it read them"),
+            };
+            if !why.is_empty() {
+                changes.refused.push((r.id, why, files.unwrap_or_default()));
+                continue;
+            }
+            spend(1);
+            let members: Vec<index::LakeCovered> = sql.query(index::LAKE_ROLLUP_MEMBERS, &[text(&r.id)]).await?;
+            let superseded: std::collections::BTreeSet<&str> = members.iter().filter_map(|m| m.rollup.as_deref()).collect();
+            for id in superseded {
+                spend(1);
+                changes.leaving.push(leaving(id, false).await?);
+            }
+            let replaces = members.iter().filter(|m| m.rollup.is_none()).cloned().collect();
+            changes.arriving = Some(Arriving { id: r.id, period: r.period_tag, files: files?, replaces });
+            break;
+        }
+        Ok(changes)
     }
 
     /// Exponential backoff with jitter, so that writers that collided spread out.
@@ -246,9 +301,20 @@ mod tables {
             for (key, why) in &prepared.noted {
                 statements.push(Statement::new(index::LAKE_MARK_NOTED, [&fence(text(key))[..], &[text(why)]].concat()));
             }
-            for (key, free_at) in &prepared.garbage {
-                let params = [text(table), text(&prepared.metadata_key), text(key), SqlValue::Int(*free_at), text(now)];
-                statements.push(Statement::new(index::LAKE_GARBAGE, params.to_vec()));
+            // Uncovered before covered: the files of a roll-up a new one supersedes are its.
+            for id in &prepared.rollups_taken_apart {
+                statements.push(Statement::new(index::LAKE_MARK_UNCOVERED, fence(text(id)).to_vec()));
+            }
+            for id in &prepared.rollups_removed {
+                let params = [&fence(text(id))[..], &[SqlValue::Int(snapshot.sequence_number)]].concat();
+                statements.push(Statement::new(index::LAKE_MARK_ROLLUP_REMOVED, params));
+            }
+            if let Some(id) = &prepared.rollup_added {
+                statements.push(Statement::new(
+                    index::LAKE_MARK_ROLLUP_ADDED,
+                    [&fence(text(id))[..], &[SqlValue::Int(snapshot.snapshot_id)]].concat(),
+                ));
+                statements.push(Statement::new(index::LAKE_MARK_COVERED, fence(text(id)).to_vec()));
             }
         }
         // Refusals are decided on the metadata the commit read (or on the new one, if it swaps).
@@ -257,8 +323,15 @@ mod tables {
             (None, Some(c)) => text(&c.key),
             (None, None) => SqlValue::Null,
         };
+        for (key, free_at) in &prepared.garbage {
+            let params = [text(table), decided_on.clone(), text(key), SqlValue::Int(*free_at), text(now)];
+            statements.push(Statement::new(index::LAKE_GARBAGE, params.to_vec()));
+        }
         for (key, why) in &prepared.refused {
             statements.push(Statement::new(index::LAKE_MARK_REFUSED, vec![text(table), decided_on.clone(), text(key), text(why)]));
+        }
+        for (id, why) in &prepared.rollups_refused {
+            statements.push(Statement::new(index::LAKE_MARK_ROLLUP_REFUSED, vec![text(table), decided_on.clone(), text(id), text(why)]));
         }
         statements
     }
@@ -462,6 +535,10 @@ mod tables {
             removed: Vec::new(),
             refused: Vec::new(),
             noted: Vec::new(),
+            rollup_added: None,
+            rollups_removed: Vec::new(),
+            rollups_taken_apart: Vec::new(),
+            rollups_refused: Vec::new(),
             metadata,
         };
         let changes = sql.batch(&swap(&pointer.name, Some(&current), &prepared, now)).await?;

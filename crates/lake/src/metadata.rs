@@ -149,6 +149,19 @@ impl TableMetadata {
         self.partition_specs.iter().find(|s| s.spec_id == spec_id)
     }
 
+    /// The table's spec equal to `spec` (but for its id), added under `spec`'s id if it has none.
+    pub fn ensure_spec(&mut self, spec: PartitionSpec) -> &PartitionSpec {
+        let at = match self.partition_specs.iter().position(|s| s.fields == spec.fields) {
+            Some(at) => at,
+            None => {
+                self.last_partition_id = self.last_partition_id.max(spec.fields.iter().map(|f| f.field_id).max().unwrap_or(0));
+                self.partition_specs.push(spec);
+                self.partition_specs.len() - 1
+            }
+        };
+        &self.partition_specs[at]
+    }
+
     pub fn current_schema(&self) -> &Schema {
         self.schemas.iter().find(|s| s.schema_id == self.current_schema_id).expect("the current schema is listed")
     }

@@ -210,6 +210,18 @@ pub const SETTINGS: &[Setting] = &[
         doc: "the open tables' committer gives each table at most one snapshot this often, taking every run's files pending for it (as Pipelines' roll interval)",
     },
     Setting {
+        name: "LAKE_ROLLUP_MIN_FILES",
+        read_by: Reader::Compaction,
+        default: "32",
+        doc: "a table's period is rolled up (its files across datasets rewritten into a few large ones, by the clean-up) once the table lists at least this many of its files on their own",
+    },
+    Setting {
+        name: "LAKE_ROLLUP_TARGET_MB",
+        read_by: Reader::Compaction,
+        default: "256",
+        doc: "the size a roll-up's output files are packed to (whole datasets; one larger dataset is a file of its own)",
+    },
+    Setting {
         name: "TEST_HOOKS",
         read_by: Reader::Both,
         default: "`off`",

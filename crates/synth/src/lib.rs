@@ -335,3 +335,33 @@ pub fn fragment_of_size(seed: u64, tables: usize, target_bytes: u64) -> Fragment
         .collect();
     concatenate(segments)
 }
+
+/// Each row of `batch` as text, its columns by name: a row's identity, for comparing the rows of
+/// files by value as multisets, whatever their order and their columns' order.
+pub fn rows_as_text(batch: &RecordBatch) -> Vec<String> {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float32Type, Float64Type, Int32Type, Int64Type};
+    let mut names: Vec<&str> = batch.schema_ref().fields().iter().map(|f| f.name().as_str()).collect();
+    names.sort();
+    (0..batch.num_rows())
+        .map(|i| {
+            let cell = |name: &str| {
+                let c = batch.column_by_name(name).unwrap();
+                if c.is_null(i) {
+                    return "null".to_owned();
+                }
+                match c.data_type() {
+                    DataType::Utf8 => c.as_string::<i32>().value(i).to_owned(),
+                    DataType::Int32 => c.as_primitive::<Int32Type>().value(i).to_string(),
+                    DataType::Int64 => c.as_primitive::<Int64Type>().value(i).to_string(),
+                    DataType::Float32 => c.as_primitive::<Float32Type>().value(i).to_string(),
+                    DataType::Float64 => c.as_primitive::<Float64Type>().value(i).to_string(),
+                    DataType::Boolean => c.as_boolean().value(i).to_string(),
+                    other => panic!("no text for {other}"),
+                }
+            };
+            names.iter().map(|n| format!("{n}={}", cell(n))).collect::<Vec<_>>().join("|")
+        })
+        .collect()
+}

@@ -1,0 +1,284 @@
+//! Period roll-ups, the job: a table's files of one period, across datasets, rewritten into a
+//! few large files (the engine's [`fusou_engine::rollup`]) and recorded for the tables'
+//! committer, which lists them in place of those files ([`fusou_lake::rollup`]). The
+//! per-dataset files, and so every owner's downloads, are untouched.
+//!
+//! **When.** The clean-up (daily cron, or an operator's call) rolls up each (table, period)
+//! whose files the table lists on their own number at least [`RollupConfig::min_files`]. So a
+//! closed period is rolled up once, when its last files have arrived; the open period is
+//! rolled up again on each pass that finds enough new files, each roll-up superseding the last
+//! (it rewrites every file of the period, so a period stays a few files). No calendar of periods
+//! is needed: the files say which periods are changing.
+//!
+//! **What it costs.** A roll-up reads each file once and writes the period once, streaming in
+//! the engine's bounded memory: a dataset is decoded whole only when its files are at most
+//! [`RollupConfig::sort_bytes`], else streamed file by file. A period of more than
+//! [`RollupConfig::max_files`] files is rolled up in parts (the files listed on their own,
+//! up to that many), so a job's subrequests stay within an invocation's.
+//!
+//! **Nothing half-written.** Output keys are staged in D1 before their first byte, as a run's
+//! (the clean-up deletes them if the job dies); the job's record, its members and the
+//! unstaging go in one D1 batch.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::write::{PartUpload, Target, columns_with_statistics};
+use fusou_contract::ids::{DatasetId, PeriodTag, TableName};
+use fusou_core::config::{ConfigError, Vars};
+use fusou_core::index::{self, RollupDue, RollupMember, SqlValue, Statement, iso, keyed, text};
+use fusou_engine::EngineConfig;
+use fusou_engine::rollup::{self, Roller, RollupFile};
+use fusou_lake::commit::table_prefix;
+use fusou_lake::contract::Contract;
+use fusou_lake::rollup::RollupFile as ListedFile;
+use fusou_ports::{Blobs, Clock, PortResult, Sql};
+
+/// How periods are rolled up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollupConfig {
+    /// A (table, period) is rolled up once the table lists this many of its files on their
+    /// own (`LAKE_ROLLUP_MIN_FILES`, default 32).
+    pub min_files: u64,
+    /// Outputs are packed to this many input bytes (`LAKE_ROLLUP_TARGET_MB`, default 256 MiB).
+    pub target_bytes: u64,
+    /// Files one job reads at most (a GET each; default 2,000).
+    pub max_files: usize,
+    /// Jobs one pass runs at most (default 4).
+    pub jobs_per_pass: usize,
+    /// As [`fusou_engine::rollup::RollupConfig::sort_bytes`].
+    pub sort_bytes: u64,
+}
+
+impl Default for RollupConfig {
+    fn default() -> Self {
+        Self { min_files: 32, target_bytes: 256 << 20, max_files: 2000, jobs_per_pass: 4, sort_bytes: 4 << 20 }
+    }
+}
+
+impl RollupConfig {
+    /// The defaults, then `LAKE_ROLLUP_MIN_FILES` and `LAKE_ROLLUP_TARGET_MB`.
+    pub fn from_vars(vars: &Vars<'_>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            min_files: vars.positive("LAKE_ROLLUP_MIN_FILES")?,
+            target_bytes: vars.positive("LAKE_ROLLUP_TARGET_MB")?.saturating_mul(1 << 20),
+            ..Self::default()
+        })
+    }
+}
+
+/// The column a table's rows are sorted by within a dataset: its time, when it has one.
+/// Tables without one keep their files' order, which is the order of upload.
+pub fn order_column(table: &str) -> Option<&'static str> {
+    const TIME: &str = "timestamp";
+    Contract::client().table(table)?.iter().any(|c| c.name == TIME).then_some(TIME)
+}
+
+/// What one roll-up job did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RollupReport {
+    pub id: String,
+    pub table: String,
+    pub period: String,
+    pub files_in: u64,
+    pub bytes_in: u64,
+    pub rows: u64,
+    /// Roll-ups of the period it supersedes (their files are among its inputs).
+    pub supersedes: u64,
+    pub outputs: Vec<ListedFile>,
+    /// Most bytes the writer held at once, over its outputs.
+    pub peak_buffered: usize,
+}
+
+/// What one pass of roll-ups did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RollupPass {
+    pub jobs: Vec<RollupReport>,
+    /// (table, period) and why, for jobs that failed (their files stay as they are).
+    pub failures: Vec<(String, String, String)>,
+}
+
+/// Rolls up the (table, period)s that are due, a few per pass.
+pub async fn roll_up_due<S: Sql, B: Blobs, C: Clock>(
+    sql: &S,
+    blobs: &B,
+    clock: &C,
+    config: &RollupConfig,
+    engine: &EngineConfig,
+) -> PortResult<RollupPass> {
+    let params = [SqlValue::from(config.jobs_per_pass as u64), SqlValue::from(config.min_files)];
+    let due: Vec<RollupDue> = sql.query(index::LAKE_ROLLUPS_DUE, &params).await?;
+    let mut pass = RollupPass::default();
+    for d in due {
+        match roll_up(sql, blobs, clock, &d.table_name, &d.period_tag, config, engine).await {
+            Ok(Some(report)) => pass.jobs.push(report),
+            Ok(None) => {}
+            Err(e) => pass.failures.push((d.table_name, d.period_tag, e.to_string())),
+        }
+    }
+    Ok(pass)
+}
+
+/// Rolls up `table`'s files of `period` that the table lists: writes the outputs and records
+/// them for the committer. `None`: fewer than two files to roll up.
+pub async fn roll_up<S: Sql, B: Blobs, C: Clock>(
+    sql: &S,
+    blobs: &B,
+    clock: &C,
+    table: &str,
+    period: &str,
+    config: &RollupConfig,
+    engine: &EngineConfig,
+) -> PortResult<Option<RollupReport>> {
+    let (table_name, period_tag) =
+        (TableName::parse(table).map_err(|e| e.to_string())?, PeriodTag::parse(period).map_err(|e| e.to_string())?);
+    let mut members: Vec<RollupMember> = sql.query(index::LAKE_ROLLUP_CANDIDATES, &[text(table), text(period)]).await?;
+    if members.len() > config.max_files {
+        // Too many for one job: the files listed on their own, in parts.
+        members.retain(|m| m.rollup.is_none());
+        members.truncate(config.max_files);
+    }
+    if members.len() < 2 {
+        return Ok(None);
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let now = clock.now_ms();
+    let supersedes = members.iter().filter_map(|m| m.rollup.as_deref()).collect::<std::collections::BTreeSet<_>>().len() as u64;
+    let engine = EngineConfig { target_file_bytes: config.target_bytes, min_tail_bytes: config.target_bytes / 8, ..engine.clone() };
+    let sorting = rollup::RollupConfig { sort_bytes: config.sort_bytes };
+    let order = order_column(table);
+
+    // Files of one schema are rolled up together: by schema, then whole datasets in order.
+    let mut groups: BTreeMap<&str, Vec<&RollupMember>> = BTreeMap::new();
+    members.iter().for_each(|m| groups.entry(m.schema_fingerprint.as_str()).or_default().push(m));
+    let mut planned: Vec<Vec<Vec<&RollupMember>>> = Vec::new();
+    for files in groups.values() {
+        let mut datasets: Vec<(DatasetId, u64)> = Vec::new();
+        let mut of_dataset: Vec<Vec<&RollupMember>> = Vec::new();
+        for m in files {
+            let dataset = DatasetId::parse(&m.dataset_id).map_err(|e| e.to_string())?;
+            match datasets.last_mut() {
+                Some((d, bytes)) if *d == dataset => {
+                    *bytes += m.size as u64;
+                    of_dataset.last_mut().expect("a dataset per entry").push(m);
+                }
+                _ => {
+                    datasets.push((dataset, m.size as u64));
+                    of_dataset.push(vec![m]);
+                }
+            }
+        }
+        for output in rollup::plan(&datasets, &engine) {
+            planned.push(output.into_iter().map(|i| std::mem::take(&mut of_dataset[i])).collect());
+        }
+    }
+    let keys: Vec<String> =
+        (0..planned.len()).map(|n| format!("{}/data/period_tag={period}/rollup-{id}-{n:03}.parquet", table_prefix(table))).collect();
+    let dataset = DatasetId::parse("rollup").expect("a valid id");
+    sql.batch(&index::stage_outputs(&keys, &dataset, &format!("rollup-{id}"), now)).await?;
+
+    let mut report = RollupReport {
+        id: id.clone(),
+        table: table.to_owned(),
+        period: period.to_owned(),
+        files_in: members.len() as u64,
+        bytes_in: members.iter().map(|m| m.size as u64).sum(),
+        rows: 0,
+        supersedes,
+        outputs: Vec::new(),
+        peak_buffered: 0,
+    };
+    for (datasets, key) in planned.iter().zip(&keys) {
+        let target = Target { key, sql, blobs };
+        let mut upload = PartUpload::new(&target);
+        let written = write_output(datasets, &table_name, &period_tag, order, &engine, &sorting, blobs, &mut upload).await;
+        if written.is_err() {
+            upload.abort().await;
+        }
+        let finished = written?;
+        report.rows += finished.rows;
+        report.peak_buffered = report.peak_buffered.max(finished.peak_buffered);
+        let columns = columns_with_statistics(&finished);
+        report.outputs.push(ListedFile { key: key.clone(), rows: finished.rows as i64, size: finished.bytes as i64, columns });
+    }
+
+    let files = serde_json::to_string(&report.outputs).map_err(|e| e.to_string())?;
+    let mut statements = vec![Statement::new(
+        index::LAKE_ROLLUP_RECORD,
+        vec![text(&id), text(table), text(period), text(&files), text(&iso(clock.now_ms()))],
+    )];
+    let member_keys: Vec<String> = members.iter().map(|m| m.key.clone()).collect();
+    statements.extend(keyed(index::LAKE_ROLLUP_MEMBERS_RECORD, &[text(&id)], &member_keys));
+    statements.extend(keyed(index::UNSTAGE, &[], &keys));
+    sql.batch(&statements).await?;
+    Ok(Some(report))
+}
+
+/// Files fetched at once for a dataset that is streamed file by file.
+const CONCURRENT_GETS: usize = 4;
+
+/// Merges one output's datasets (each its files, oldest first) and streams it to R2.
+#[allow(clippy::too_many_arguments)]
+async fn write_output<S: Sql, B: Blobs>(
+    datasets: &[Vec<&RollupMember>],
+    table: &TableName,
+    period: &PeriodTag,
+    order: Option<&str>,
+    engine: &EngineConfig,
+    sorting: &rollup::RollupConfig,
+    blobs: &B,
+    upload: &mut PartUpload<'_, '_, S, B>,
+) -> PortResult<fusou_engine::merge::Finished> {
+    let fetch = |m: &RollupMember| {
+        let (key, rows, sources, dataset) = (m.key.clone(), m.row_count as u64, m.source_segments as u64, m.dataset_id.clone());
+        async move {
+            let bytes: Bytes = blobs.get(&key).await?.ok_or_else(|| format!("{key} is missing"))?;
+            let dataset = DatasetId::parse(&dataset).map_err(|e| e.to_string())?;
+            Ok::<_, fusou_ports::PortError>(RollupFile { dataset, bytes, rows, source_segments: sources })
+        }
+    };
+    let engine_error = |e: fusou_engine::EngineError| fusou_ports::PortError::new(e);
+    let mut roller: Option<Roller> = None;
+    for files in datasets {
+        let bytes: u64 = files.iter().map(|m| m.size as u64).sum();
+        let mut fetched = futures_util::stream::iter(files.iter().map(|m| fetch(m))).buffered(CONCURRENT_GETS);
+        let first = fetched.try_next().await?.ok_or("a dataset without files")?;
+        let roller = match &mut roller {
+            Some(r) => r,
+            None => roller.insert(Roller::new(period, table, &first, order, engine, sorting).map_err(engine_error)?),
+        };
+        if roller.sorts(bytes) {
+            let mut all = vec![first];
+            all.extend(fetched.try_collect::<Vec<_>>().await?);
+            let dataset = all[0].dataset.clone();
+            roller.push_sorted(&dataset, all).map_err(engine_error)?;
+            send_ready(roller, upload).await?;
+        } else {
+            roller.push_file(first).map_err(engine_error)?;
+            send_ready(roller, upload).await?;
+            while let Some(file) = fetched.try_next().await? {
+                roller.push_file(file).map_err(engine_error)?;
+                send_ready(roller, upload).await?;
+            }
+        }
+    }
+    let mut finished = roller.ok_or("an output without datasets")?.finish().map_err(engine_error)?;
+    upload.finish(std::mem::take(&mut finished.parts)).await?;
+    Ok(finished)
+}
+
+/// Uploads the parts that are full, streaming what is left of a large file as it goes.
+async fn send_ready<S: Sql, B: Blobs>(roller: &mut Roller, upload: &mut PartUpload<'_, '_, S, B>) -> PortResult<()> {
+    loop {
+        for part in roller.take_parts() {
+            upload.send(part).await?;
+        }
+        if !roller.pump().map_err(fusou_ports::PortError::new)? {
+            return Ok(());
+        }
+    }
+}
