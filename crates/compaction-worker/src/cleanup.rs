@@ -2,6 +2,7 @@
 //! once by an operator through the upload Worker (`POST /compact/cleanup`, service binding).
 
 use fusou_compaction::cleanup::{self, CleanupConfig, CleanupReport};
+use fusou_compaction::rollup::RollupConfig;
 use serde::Deserialize;
 
 use crate::context::Ctx;
@@ -14,11 +15,13 @@ use crate::ports::{D1, R2};
 pub(crate) struct Overrides {
     pub retention_seconds: Option<u64>,
     pub orphan_grace_seconds: Option<u64>,
+    /// Roll up periods of this many files the tables list on their own (a small stack has few).
+    pub rollup_min_files: Option<u64>,
 }
 
 impl Overrides {
     pub(crate) fn is_empty(&self) -> bool {
-        self.retention_seconds.is_none() && self.orphan_grace_seconds.is_none()
+        self.retention_seconds.is_none() && self.orphan_grace_seconds.is_none() && self.rollup_min_files.is_none()
     }
 
     /// The configured clean-up with these ages instead.
@@ -26,6 +29,7 @@ impl Overrides {
         CleanupConfig {
             retention_ms: self.retention_seconds.map_or(config.retention_ms, |s| s.saturating_mul(1000)),
             orphan_grace_ms: self.orphan_grace_seconds.map_or(config.orphan_grace_ms, |s| s.saturating_mul(1000)),
+            rollup: RollupConfig { min_files: self.rollup_min_files.unwrap_or(config.rollup.min_files), ..config.rollup.clone() },
             ..config.clone()
         }
     }

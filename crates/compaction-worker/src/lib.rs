@@ -61,9 +61,13 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     console_error_panic_hook::set_once();
     let outcome = match Ctx::load(env) {
         Ok(ctx) => {
-            // Whatever a lost notice left pending is committed too.
+            // Whatever a lost notice left pending is committed too, and the roll-ups written.
             committer::notify(&ctx, "cron").await;
-            cleanup::run(&ctx, &cleanup::Overrides::default()).await
+            let report = cleanup::run(&ctx, &cleanup::Overrides::default()).await;
+            if report.as_ref().is_ok_and(|r| !r.rollups.jobs.is_empty()) {
+                committer::notify(&ctx, "cron").await;
+            }
+            report
         }
         Err(e) => Err(e.to_string()),
     };
@@ -93,11 +97,14 @@ async fn clean_up_now(mut req: Request, ctx: &Ctx) -> Result<Response> {
     if !overrides.is_empty() && !ctx.shared.platform.test_hooks {
         return answer(
             400,
-            &json!({ "error": "retentionSeconds and orphanGraceSeconds are for test stacks only (TEST_HOOKS=on); the deployed ages are FRAGMENT_RETENTION_DAYS and ORPHAN_GRACE_MINUTES" }),
+            &json!({ "error": "retentionSeconds, orphanGraceSeconds and rollupMinFiles are for test stacks only (TEST_HOOKS=on); deployed, they are FRAGMENT_RETENTION_DAYS, ORPHAN_GRACE_MINUTES and LAKE_ROLLUP_MIN_FILES" }),
         );
     }
     match cleanup::run(ctx, &overrides).await {
         Ok(report) => {
+            if !report.rollups.jobs.is_empty() {
+                committer::notify(ctx, "operator").await;
+            }
             log::info("cleanup.done", json!({ "source": "operator", "report": report }));
             Response::from_json(&report)
         }

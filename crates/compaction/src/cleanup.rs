@@ -27,6 +27,7 @@
 //!    Their invocation counts go with them.
 //! 5. Tombstones of refused uploads (`discarded_uploads`) older than the retention are
 //!    forgotten: their keys belong to upload URLs that expired long before.
+//! 6. Periods due are rolled up ([`crate::rollup`]); the committer lists the roll-ups.
 //!
 //! Multipart uploads begun by a run that died before staging their id are left to R2, which
 //! aborts unfinished uploads after 7 days.
@@ -41,7 +42,7 @@ use fusou_lake::commit::LakeConfig;
 use fusou_ports::{Blobs, Clock, PortResult, Sql};
 
 /// How old things must be before the clean-up removes them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CleanupConfig {
     /// Compacted fragments' objects are kept this long after compaction (default 7 days).
     pub retention_ms: u64,
@@ -54,11 +55,23 @@ pub struct CleanupConfig {
     pub max_pages: usize,
     /// The open tables' location and snapshot retention.
     pub lake: fusou_lake::commit::LakeConfig,
+    /// Which periods are rolled up, and how.
+    pub rollup: crate::rollup::RollupConfig,
+    /// How roll-ups write (the engine's defaults: the Worker's memory bound).
+    pub engine: fusou_engine::EngineConfig,
 }
 
 impl Default for CleanupConfig {
     fn default() -> Self {
-        Self { retention_ms: 7 * 24 * 3_600_000, orphan_grace_ms: 3_600_000, page: 1000, max_pages: 10, lake: Default::default() }
+        Self {
+            retention_ms: 7 * 24 * 3_600_000,
+            orphan_grace_ms: 3_600_000,
+            page: 1000,
+            max_pages: 10,
+            lake: Default::default(),
+            rollup: Default::default(),
+            engine: Default::default(),
+        }
     }
 }
 
@@ -69,6 +82,7 @@ impl CleanupConfig {
         Ok(Self {
             retention_ms: vars.number("FRAGMENT_RETENTION_DAYS")?.saturating_mul(86_400_000),
             orphan_grace_ms: vars.number("ORPHAN_GRACE_MINUTES")?.saturating_mul(60_000),
+            rollup: crate::rollup::RollupConfig::from_vars(vars)?,
             lake,
             ..Self::default()
         })
@@ -76,7 +90,7 @@ impl CleanupConfig {
 }
 
 /// What one pass did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CleanupReport {
     pub leases_released: u64,
@@ -92,6 +106,8 @@ pub struct CleanupReport {
     pub discarded_uploads_forgotten: u64,
     /// The open tables: commits of what runs left pending, snapshots expired, objects deleted.
     pub lake: fusou_lake::Maintenance,
+    /// Periods rolled up (for the committer to list).
+    pub rollups: crate::rollup::RollupPass,
     /// More compacted fragments or retired files are due than one pass deletes: the next pass
     /// goes on.
     pub more_due: bool,
@@ -144,6 +160,8 @@ pub async fn clean_up<S: Sql, B: Blobs, C: Clock>(sql: &S, blobs: &B, clock: &C,
     note("finished runs", forget_finished_runs(sql, now_ms, config, &mut report).await);
     let forgotten = sql.run(index::FORGET_DISCARDED_UPLOADS, &[text(&cutoff)]).await;
     note("tombstones", forgotten.map(|n| report.discarded_uploads_forgotten = n));
+    let rolled = crate::rollup::roll_up_due(sql, blobs, clock, &config.rollup, &config.engine).await;
+    note("roll-ups", rolled.map(|pass| report.rollups = pass));
     if failures.len() == PARTS {
         return Err(failures.into_iter().map(|f| format!("{}: {}", f.part, f.error)).collect::<Vec<_>>().join("; ").into());
     }
@@ -152,7 +170,7 @@ pub async fn clean_up<S: Sql, B: Blobs, C: Clock>(sql: &S, blobs: &B, clock: &C,
 }
 
 /// The parts of a pass after the tables.
-const PARTS: usize = 6;
+const PARTS: usize = 7;
 
 /// A part of the clean-up that failed this pass, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

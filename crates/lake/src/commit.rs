@@ -314,10 +314,7 @@ pub fn prepare(
         objects.push((key, bytes));
         Ok::<_, String>(described)
     };
-    let rollup_spec = match &rollups.arriving {
-        Some(_) => Some(metadata.ensure_spec(rollup::spec()).clone()),
-        None => None,
-    };
+    let rollup_spec = rollups.arriving.as_ref().map(|_| metadata.ensure_spec(rollup::spec()).clone());
     let (schema, spec) = (metadata.current_schema().clone(), metadata.default_spec().clone());
     let entry = |key: &str, spec: &PartitionSpec, period: &str, dataset: &str, rows: i64, size: i64, columns: &[Column]| Entry {
         status: Status::Added,
