@@ -7,7 +7,8 @@ the rows it uploaded.
 
 usage: read_lake.py CATALOG_URI TOKEN OUT_DIR PLAN_JSON
 
-The plan names the datasets and the reads: a table, a snapshot id, and the metadata file the
+The plan names the datasets, optionally a period (files planned for it, and for its first
+dataset, are reported), and the reads: a table, a snapshot id, and the metadata file the
 test mirrored (other writers may commit meanwhile: the catalog may already name a newer one,
 whose files the mirror does not hold).
 """
@@ -21,7 +22,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyiceberg.catalog import load_catalog
-from pyiceberg.expressions import GreaterThan, In
+from pyiceberg.expressions import And, EqualTo, GreaterThan, In
 
 
 def plain(table: pa.Table) -> pa.Table:
@@ -63,6 +64,13 @@ def main() -> None:
         report[read["name"]] = {"snapshot": snapshot_id, "pyiceberg": scanned.num_rows,
                                 "partition": [f.name for f in table.spec().fields],
                                 "files": planned, "files_beyond_bounds": len(list(beyond.plan_files()))}
+        if "period" in plan:
+            # Files planned for one period, and for one dataset of it (a roll-up holds many
+            # datasets: its dataset_id bounds prune).
+            of_period = EqualTo("period_tag", plan["period"])
+            of_dataset = And(of_period, EqualTo("dataset_id", datasets[0]))
+            report[read["name"]]["period_files"] = len(list(table.scan(row_filter=of_period, snapshot_id=snapshot_id).plan_files()))
+            report[read["name"]]["dataset_files"] = len(list(table.scan(row_filter=of_dataset, snapshot_id=snapshot_id).plan_files()))
     print(json.dumps(report))
 
 

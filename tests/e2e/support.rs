@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use arrow_array::{Array, BooleanArray, Float32Array, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow_array::RecordBatch;
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use reqwest::blocking::{Client, RequestBuilder, Response};
@@ -317,39 +317,7 @@ pub(crate) fn small_fragment(seed: u64) -> fusou_synth::Fragment {
 }
 
 /// Each row as text, by column name, so rows compare by value whatever file they landed in.
-pub(crate) fn rows(batch: &RecordBatch) -> Vec<String> {
-    let schema = batch.schema();
-    let mut names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    names.sort_unstable();
-    (0..batch.num_rows())
-        .map(|r| {
-            names
-                .iter()
-                .map(|name| {
-                    let col = batch.column_by_name(name).unwrap();
-                    let any = col.as_any();
-                    let v = if col.is_null(r) {
-                        "∅".to_string()
-                    } else if let Some(a) = any.downcast_ref::<StringArray>() {
-                        a.value(r).to_string()
-                    } else if let Some(a) = any.downcast_ref::<Int32Array>() {
-                        a.value(r).to_string()
-                    } else if let Some(a) = any.downcast_ref::<Int64Array>() {
-                        a.value(r).to_string()
-                    } else if let Some(a) = any.downcast_ref::<Float32Array>() {
-                        a.value(r).to_string()
-                    } else if let Some(a) = any.downcast_ref::<BooleanArray>() {
-                        a.value(r).to_string()
-                    } else {
-                        format!("?{}", col.data_type())
-                    };
-                    format!("{name}={v}")
-                })
-                .collect::<Vec<_>>()
-                .join("|")
-        })
-        .collect()
-}
+pub(crate) use fusou_synth::rows_as_text as rows;
 
 /// Waits, watching the owner's status route, until nothing of `dataset` is pending and no run
 /// holds it.

@@ -16,7 +16,10 @@ use serde_json::{Value, json};
 use crate::support::*;
 use crate::{ensure, ensure_eq};
 
-pub(crate) const TESTS: &[(&str, Test)] = &[("lake::pyiceberg_and_duckdb_read_exactly_the_uploaded_rows_and_time_travel", read_back)];
+pub(crate) const TESTS: &[(&str, Test)] = &[
+    ("lake::pyiceberg_and_duckdb_read_exactly_the_uploaded_rows_and_time_travel", read_back),
+    ("lake::a_rolled_up_period_is_one_file_per_table_with_the_same_rows_for_both_readers", rolled_up),
+];
 
 const TABLES: [&str; 2] = ["battle", "cells"];
 
@@ -76,18 +79,7 @@ fn read_back() -> TestResult {
         ensure_eq!(status, 403, "{path}: {body}");
         ensure_eq!(body["error"]["type"], "ForbiddenException", "{path}");
     }
-    let args = [format!("{}/iceberg", stack().url), stack().lake_read_secret.clone(), out.clone(), plan];
-    let python = std::env::var("FUSOU_LAKE_PYTHON").map_err(|_| "FUSOU_LAKE_PYTHON is not set (scripts/test.sh sets it)")?;
-    let script = format!("{}/tests/e2e/read_lake.py", stack().root);
-    let ran = std::process::Command::new(python).arg(script).args(&args).output().map_err(|e| e.to_string())?;
-    ensure!(
-        ran.status.success(),
-        "read_lake.py ({}): {}{}",
-        ran.status,
-        String::from_utf8_lossy(&ran.stderr),
-        String::from_utf8_lossy(&ran.stdout)
-    );
-    let report: Value = serde_json::from_slice(&ran.stdout).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&ran.stdout)))?;
+    let report = read_lake(&out, &plan)?;
     ensure_eq!(report["namespaces"], json!([["fusou"]]));
     for t in TABLES {
         ensure!(report["tables"].as_array().is_some_and(|a| a.contains(&json!(t))), "listed: {report}");
@@ -141,6 +133,88 @@ fn read_back() -> TestResult {
     ensure_eq!(read, uploaded_rows, "rows read by both readers against rows uploaded");
     println!("lake: PyIceberg and DuckDB each read {} rows of {TABLES:?} across 3 datasets ({} uploaded)", read / 2, uploaded_rows / 2);
     Ok(())
+}
+
+/// A period of four datasets rolled up through the clean-up route: once the committer lists the
+/// roll-ups, each table's period is one file, both readers read exactly the uploaded rows from
+/// it (each with its own dataset), and a one-dataset lookup plans that one file.
+fn rolled_up() -> TestResult {
+    let (_, token) = new_user(json!({}))?;
+    // A period of this test's own, so that only its files are rolled up.
+    let period = format!("ru-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let datasets: Vec<String> = (0..4).map(|_| unique_dataset()).collect();
+    let mut uploaded: Vec<Vec<fusou_synth::Fragment>> = Vec::new();
+    for (i, dataset) in datasets.iter().enumerate() {
+        let f = small_fragment(970 + i as u64);
+        upload(&token, dataset, &period, &f)?;
+        uploaded.push(vec![f]);
+    }
+    for dataset in &datasets {
+        wait_until_compacted(dataset, &token, 150)?;
+    }
+    wait_until_in_tables(&datasets)?;
+
+    let (status, report) =
+        send(operator(reqwest::Method::POST, "/compact/cleanup").json(&json!({ "rollupMinFiles": 2, "rollupPeriod": period })))?;
+    ensure_eq!(status, 200, "{report}");
+    let jobs = report["rollups"]["jobs"].as_array().ok_or_else(|| format!("no roll-ups: {report}"))?;
+    for t in TABLES {
+        let job = jobs.iter().find(|j| j["table"] == t).ok_or_else(|| format!("{t} not rolled up: {report}"))?;
+        ensure_eq!(job["filesIn"], json!(datasets.len()), "{job}");
+    }
+    // The committer lists them in the tables' next snapshots.
+    let listed =
+        format!("SELECT count(*) AS n FROM lake_rollups WHERE period_tag = '{period}' AND lake_snapshot IS NULL AND lake_refused IS NULL");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while d1(&listed)?.first().and_then(|r| r["n"].as_i64()) != Some(0) {
+        ensure!(std::time::Instant::now() < deadline, "roll-ups of {period} still waiting for the committer after 90 s");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let refused = d1(&format!("SELECT id, lake_refused FROM lake_rollups WHERE period_tag = '{period}' AND lake_refused IS NOT NULL"))?;
+    ensure!(refused.is_empty(), "refused: {refused:?}");
+
+    let mirrored = mirror(&TABLES)?;
+    let out = format!("{}/lake-rollup", stack().state);
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    let reads: Vec<Value> = mirrored
+        .iter()
+        .map(|(table, metadata, current)| json!({ "name": table, "table": table, "snapshot": current, "metadata": metadata }))
+        .collect();
+    let plan = format!("{out}/plan.json");
+    write(&plan, json!({ "datasets": datasets, "period": period, "reads": reads }).to_string().as_bytes())?;
+    let report = read_lake(&out, &plan)?;
+    let all: Vec<_> = uploaded.iter().flatten().cloned().collect();
+    let mut read = 0;
+    for t in TABLES {
+        // One file for the period, and for one dataset of it.
+        ensure_eq!(report[t]["period_files"], json!(1), "{t}: {report}");
+        ensure_eq!(report[t]["dataset_files"], json!(1), "{t}: {report}");
+        for reader in ["pyiceberg", "duckdb"] {
+            read += same_rows(&format!("{out}/{reader}-{t}.parquet"), t, &all).map_err(|e| format!("{reader} {t}: {e}"))?;
+            for (dataset, fragments) in datasets.iter().zip(&uploaded) {
+                same_rows_of(&format!("{out}/{reader}-{t}.parquet"), t, fragments, Some(dataset))
+                    .map_err(|e| format!("{reader} {t} of {dataset}: {e}"))?;
+            }
+        }
+    }
+    println!("lake: a rolled-up period of {} datasets, one file per table, {} rows read by each reader", datasets.len(), read / 2);
+    Ok(())
+}
+
+/// Runs `read_lake.py` on `plan`, writing into `out`; answers its report.
+fn read_lake(out: &str, plan: &str) -> Result<Value, String> {
+    let args = [format!("{}/iceberg", stack().url), stack().lake_read_secret.clone(), out.to_owned(), plan.to_owned()];
+    let python = std::env::var("FUSOU_LAKE_PYTHON").map_err(|_| "FUSOU_LAKE_PYTHON is not set (scripts/test.sh sets it)")?;
+    let script = format!("{}/tests/e2e/read_lake.py", stack().root);
+    let ran = std::process::Command::new(python).arg(script).args(&args).output().map_err(|e| e.to_string())?;
+    ensure!(
+        ran.status.success(),
+        "read_lake.py ({}): {}{}",
+        ran.status,
+        String::from_utf8_lossy(&ran.stderr),
+        String::from_utf8_lossy(&ran.stdout)
+    );
+    serde_json::from_slice(&ran.stdout).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&ran.stdout)))
 }
 
 /// Waits until every live compacted file of `datasets` is in its table (a run's table commit

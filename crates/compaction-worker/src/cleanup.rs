@@ -15,13 +15,18 @@ use crate::ports::{D1, R2};
 pub(crate) struct Overrides {
     pub retention_seconds: Option<u64>,
     pub orphan_grace_seconds: Option<u64>,
-    /// Roll up periods of this many files the tables list on their own (a small stack has few).
+    /// Roll up periods of this many files the tables list on their own (a small stack has few),
+    /// and only this period.
     pub rollup_min_files: Option<u64>,
+    pub rollup_period: Option<String>,
 }
 
 impl Overrides {
     pub(crate) fn is_empty(&self) -> bool {
-        self.retention_seconds.is_none() && self.orphan_grace_seconds.is_none() && self.rollup_min_files.is_none()
+        self.retention_seconds.is_none()
+            && self.orphan_grace_seconds.is_none()
+            && self.rollup_min_files.is_none()
+            && self.rollup_period.is_none()
     }
 
     /// The configured clean-up with these ages instead.
@@ -29,7 +34,11 @@ impl Overrides {
         CleanupConfig {
             retention_ms: self.retention_seconds.map_or(config.retention_ms, |s| s.saturating_mul(1000)),
             orphan_grace_ms: self.orphan_grace_seconds.map_or(config.orphan_grace_ms, |s| s.saturating_mul(1000)),
-            rollup: RollupConfig { min_files: self.rollup_min_files.unwrap_or(config.rollup.min_files), ..config.rollup.clone() },
+            rollup: RollupConfig {
+                min_files: self.rollup_min_files.unwrap_or(config.rollup.min_files),
+                period: self.rollup_period.clone().or(config.rollup.period.clone()),
+                ..config.rollup.clone()
+            },
             ..config.clone()
         }
     }

@@ -97,7 +97,7 @@ async fn clean_up_now(mut req: Request, ctx: &Ctx) -> Result<Response> {
     if !overrides.is_empty() && !ctx.shared.platform.test_hooks {
         return answer(
             400,
-            &json!({ "error": "retentionSeconds, orphanGraceSeconds and rollupMinFiles are for test stacks only (TEST_HOOKS=on); deployed, they are FRAGMENT_RETENTION_DAYS, ORPHAN_GRACE_MINUTES and LAKE_ROLLUP_MIN_FILES" }),
+            &json!({ "error": "retentionSeconds, orphanGraceSeconds, rollupMinFiles and rollupPeriod are for test stacks only (TEST_HOOKS=on); deployed, the first three are FRAGMENT_RETENTION_DAYS, ORPHAN_GRACE_MINUTES and LAKE_ROLLUP_MIN_FILES, and every period due is rolled up" }),
         );
     }
     match cleanup::run(ctx, &overrides).await {

@@ -47,15 +47,18 @@ pub struct RollupConfig {
     pub target_bytes: u64,
     /// Files one job reads at most (a GET each; default 2,000).
     pub max_files: usize,
-    /// Jobs one pass runs at most (default 4).
-    pub jobs_per_pass: usize,
+    /// Files one pass reads at most, over its jobs (default 6,000: an invocation makes 10,000
+    /// subrequests). A pass runs at least one job.
+    pub files_per_pass: u64,
+    /// Only this period (an operator's choice on a test stack; `None`: every period due).
+    pub period: Option<String>,
     /// As [`fusou_engine::rollup::RollupConfig::sort_bytes`].
     pub sort_bytes: u64,
 }
 
 impl Default for RollupConfig {
     fn default() -> Self {
-        Self { min_files: 32, target_bytes: 256 << 20, max_files: 2000, jobs_per_pass: 4, sort_bytes: 4 << 20 }
+        Self { min_files: 32, target_bytes: 256 << 20, max_files: 2000, files_per_pass: 6000, period: None, sort_bytes: 4 << 20 }
     }
 }
 
@@ -102,7 +105,11 @@ pub struct RollupPass {
     pub failures: Vec<(String, String, String)>,
 }
 
-/// Rolls up the (table, period)s that are due, a few per pass.
+/// Periods due listed per pass at most.
+const JOBS_LISTED: i64 = 256;
+
+/// Rolls up the (table, period)s that are due, the most files first, while the pass has read
+/// fewer than [`RollupConfig::files_per_pass`] files.
 pub async fn roll_up_due<S: Sql, B: Blobs, C: Clock>(
     sql: &S,
     blobs: &B,
@@ -110,10 +117,16 @@ pub async fn roll_up_due<S: Sql, B: Blobs, C: Clock>(
     config: &RollupConfig,
     engine: &EngineConfig,
 ) -> PortResult<RollupPass> {
-    let params = [SqlValue::from(config.jobs_per_pass as u64), SqlValue::from(config.min_files)];
+    let period = config.period.as_deref().map_or(SqlValue::Null, text);
+    let params = [SqlValue::Int(JOBS_LISTED), SqlValue::from(config.min_files), period];
     let due: Vec<RollupDue> = sql.query(index::LAKE_ROLLUPS_DUE, &params).await?;
     let mut pass = RollupPass::default();
+    let mut files = 0;
     for d in due {
+        files += d.files.min(config.max_files as u64);
+        if files > config.files_per_pass && !(pass.jobs.is_empty() && pass.failures.is_empty()) {
+            break;
+        }
         match roll_up(sql, blobs, clock, &d.table_name, &d.period_tag, config, engine).await {
             Ok(Some(report)) => pass.jobs.push(report),
             Ok(None) => {}

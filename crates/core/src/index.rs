@@ -687,12 +687,12 @@ statements! {
     LAKE_MARK_ROLLUP_REFUSED = "UPDATE lake_rollups SET lake_refused = ?4 WHERE id = ?3 AND table_name = ?1 \
          AND lake_snapshot IS NULL AND (SELECT metadata_key FROM lake_tables WHERE name = ?1) IS ?2";
 
-    /// `?1` at most, `?2` fewest → [`RollupDue`]: each (table, period) whose files the tables
-    /// list on their own number at least `?2`, and that has no roll-up waiting for the
-    /// committer; most such files first.
+    /// `?1` at most, `?2` fewest, `?3` one period only (or NULL) → [`RollupDue`]: each (table,
+    /// period) whose files the tables list on their own number at least `?2`, and that has no
+    /// roll-up waiting for the committer; most such files first.
     LAKE_ROLLUPS_DUE = "SELECT table_name, period_tag, count(*) AS files FROM compacted_files \
          WHERE lake_snapshot IS NOT NULL AND lake_removed_seq IS NULL AND retired_at IS NULL AND lake_rollup IS NULL \
-         GROUP BY table_name, period_tag HAVING count(*) >= ?2 AND NOT EXISTS (SELECT 1 FROM lake_rollups r \
+         AND (?3 IS NULL OR period_tag = ?3) GROUP BY table_name, period_tag HAVING count(*) >= ?2 AND NOT EXISTS (SELECT 1 FROM lake_rollups r \
          WHERE r.table_name = compacted_files.table_name AND r.period_tag = compacted_files.period_tag \
          AND r.lake_snapshot IS NULL AND r.lake_refused IS NULL) ORDER BY files DESC, table_name, period_tag LIMIT ?1";
 

@@ -358,7 +358,7 @@ pub fn rows_as_text(batch: &RecordBatch) -> Vec<String> {
                     DataType::Float32 => c.as_primitive::<Float32Type>().value(i).to_string(),
                     DataType::Float64 => c.as_primitive::<Float64Type>().value(i).to_string(),
                     DataType::Boolean => c.as_boolean().value(i).to_string(),
-                    other => panic!("no text for {other}"),
+                    other => format!("?{other}"),
                 }
             };
             names.iter().map(|n| format!("{n}={}", cell(n))).collect::<Vec<_>>().join("|")

@@ -4,7 +4,7 @@
 //!   ends quickly when its work is done.
 //! - `POST /compact/cleanup`: runs the compaction Worker's clean-up now, through the service
 //!   binding, passing the operator's bearer on (the compaction Worker checks it too). On a test
-//!   stack it may name a shorter retention or orphan grace.
+//!   stack it may name a shorter retention or orphan grace, and a period to roll up at once.
 //!
 //! Test stacks only (`TEST_HOOKS=on`, which the production configuration refuses): `POST
 //! /compact/replay?unchecked` sends any JSON body as it is, even one that is no
@@ -72,7 +72,9 @@ pub(crate) async fn cleanup(mut req: Request, ctx: &Ctx, _call: &Call) -> Result
     auth::operator(&req, ctx)?;
     let body = http::body_within(&mut req, 4 * 1024, "the request").await?;
     if !body.is_empty() && serde_json::from_slice::<Value>(&body).map_or(true, |v| !v.is_object()) {
-        return Err(ApiError::bad_request("expected a JSON object: {\"retentionSeconds\"?, \"orphanGraceSeconds\"?} (test stacks only)"));
+        return Err(ApiError::bad_request(
+            "expected a JSON object: {\"retentionSeconds\"?, \"orphanGraceSeconds\"?, \"rollupMinFiles\"?, \"rollupPeriod\"?} (test stacks only)",
+        ));
     }
     let mut init = RequestInit::new();
     init.with_method(Method::Post)
