@@ -27,6 +27,9 @@
 //! 5. [`stats`]: the finished file's per-column counts and bounds, read off the footer the
 //!    writer returns, for the table's manifests.
 //!
+//! [`rollup`] reuses the merge for the open tables' period roll-ups: a table's compacted files
+//! of one period, across datasets, into a few outputs of whole datasets in order.
+//!
 //! Every output carries key-value metadata: `fusou.source_segments`, `fusou.schema_fingerprint`
 //! and `fusou.engine_version`; its row count equals the sum of its inputs'.
 //!

@@ -5,10 +5,11 @@
 //! reads a few large files instead of one small file per dataset.
 //!
 //! The rewrite is the merge's ([`Merger`]), so memory stays bounded the same way: a dataset's
-//! files are pushed one after the other and streamed batch by batch. A dataset whose files are
-//! small (up to [`RollupConfig::sort_bytes`]) is decoded whole and its rows sorted by the
-//! table's order column (stable, nulls last); a larger one keeps its files' order (they are
-//! taken oldest first, so rows still follow time from file to file).
+//! files are pushed one after the other and streamed batch by batch ([`Roller::push_file`]). A
+//! dataset whose files are small (up to [`RollupConfig::sort_bytes`]) is decoded whole and its
+//! rows sorted by the table's order column, stable, nulls last ([`Roller::push_sorted`]); a
+//! larger one keeps its files' order (they are taken oldest first, so rows still follow time
+//! from file to file).
 
 use std::sync::Arc;
 

@@ -310,6 +310,22 @@ pub fn fragment(spec: &FragmentSpec) -> Fragment {
     concatenate(segments)
 }
 
+/// A fragment of only the client tables named, `rows` rows each (for benchmarks that look at a
+/// few tables across many datasets).
+pub fn fragment_of_tables(seed: u64, tables: &[&str], rows: usize) -> Fragment {
+    let mut rng = Rng::new(seed);
+    let env_uuid = rng.uuid();
+    let segments = client_tables()
+        .iter()
+        .filter(|t| tables.contains(&t.name.as_str()))
+        .map(|table| {
+            let batch = table_batch(table, rows, &env_uuid, &mut rng);
+            Segment { table: table.name.clone(), bytes: write_segment(&batch), batch }
+        })
+        .collect();
+    concatenate(segments)
+}
+
 /// A fragment of about `target_bytes` bytes whose first `tables` client tables (in
 /// `client_tables` order, `env_info` aside) share the rows evenly: the largest uploads, for
 /// tests and benchmarks of what a Worker must hold. One table makes a single segment of many

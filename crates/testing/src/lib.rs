@@ -227,9 +227,14 @@ impl fusou_ports::Blobs for Memory {
 /// Fragment `f` of `dataset` uploaded under `key` as the upload Worker stores one: its object,
 /// its row (period 2025-11-05, its key as its hash) and its dataset marked.
 pub fn store_fragment(db: &Sqlite, blobs: &Memory, dataset: &str, key: &str, f: &fusou_synth::Fragment) {
+    store_fragment_of(db, blobs, dataset, "2025-11-05", key, f)
+}
+
+/// As [`store_fragment`], of period `period`.
+pub fn store_fragment_of(db: &Sqlite, blobs: &Memory, dataset: &str, period: &str, key: &str, f: &fusou_synth::Fragment) {
     db.with(|c| {
         c.execute(index::CLAIM_DATASET, params![dataset, "owner", "t0"]).unwrap();
-        let row = params![key, dataset, "port_table", "2025-11-05", key, f.bytes.len() as i64, f.table_offsets_string(), "owner", "t0"];
+        let row = params![key, dataset, "port_table", period, key, f.bytes.len() as i64, f.table_offsets_string(), "owner", "t0"];
         c.execute(index::INSERT_FRAGMENT, row).unwrap();
     });
     blobs.objects.borrow_mut().insert(key.into(), Bytes::from(f.bytes.clone()));

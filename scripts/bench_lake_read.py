@@ -1,0 +1,86 @@
+"""The reads of the reader benchmark (scripts/bench-lake-read.sh): for each table, before and
+after the period roll-ups, a period-wide aggregate and a one-dataset lookup, by PyIceberg and by
+DuckDB, over the tables' metadata files in a local copy of the bucket.
+
+For PyIceberg it reports the files a query plans (the files it opens) and their bytes; for both,
+the query's time (best of three) and its answer, which must be the same before and after.
+
+usage: bench_lake_read.py PLAN_JSON
+"""
+
+import glob
+import json
+import os
+import sys
+import time
+
+import duckdb
+from pyiceberg.expressions import And, EqualTo
+from pyiceberg.table import StaticTable
+
+
+def duck() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(config={"allow_unsigned_extensions": True})
+    site = os.path.dirname(os.path.dirname(duckdb.__file__))
+    for name in ("avro", "iceberg"):
+        (path,) = glob.glob(f"{site}/duckdb_extension_{name}/extensions/v*/{name}.duckdb_extension")
+        con.execute(f"LOAD '{path}'")
+    return con
+
+
+def best(f, times=3):
+    answer, seconds = None, float("inf")
+    for _ in range(times):
+        start = time.perf_counter()
+        answer = f()
+        seconds = min(seconds, time.perf_counter() - start)
+    return answer, seconds
+
+
+def main() -> None:
+    with open(sys.argv[1]) as f:
+        plan = json.load(f)
+    period, dataset = plan["period"], plan["dataset"]
+    con = duck()
+    rows = []
+    for table, states in plan["tables"].items():
+        answers = {}
+        for state in ("before", "after"):
+            metadata = states[state]
+            iceberg = StaticTable.from_metadata(f"file://{metadata}")
+            queries = {
+                "period-wide aggregate": (EqualTo("period_tag", period), f"period_tag = '{period}'"),
+                "one-dataset lookup": (And(EqualTo("period_tag", period), EqualTo("dataset_id", dataset)),
+                                       f"period_tag = '{period}' AND dataset_id = '{dataset}'"),
+            }
+            for name, (expression, where) in queries.items():
+                scan = iceberg.scan(row_filter=expression)
+                planned = list(scan.plan_files())
+                files, size = len(planned), sum(t.file.file_size_in_bytes for t in planned)
+
+                def pyiceberg():
+                    t = iceberg.scan(row_filter=expression).to_arrow()
+                    return (t.num_rows, len(set(t.column("dataset_id").to_pylist())))
+
+                sql = (f"SELECT count(*), count(DISTINCT dataset_id) FROM iceberg_scan('{metadata}') WHERE {where}")
+                (py_answer, py_s) = best(pyiceberg)
+                (duck_answer, duck_s) = best(lambda: tuple(con.execute(sql).fetchone()))
+                assert py_answer == duck_answer, (table, state, name, py_answer, duck_answer)
+                answers.setdefault(name, set()).add(py_answer)
+                rows.append({"table": table, "state": state, "query": name, "files": files, "bytes": size,
+                             "rows": py_answer[0], "datasets": py_answer[1],
+                             "pyiceberg_ms": round(py_s * 1000, 1), "duckdb_ms": round(duck_s * 1000, 1)})
+        for name, seen in answers.items():
+            assert len(seen) == 1, f"{table} {name}: answers differ before and after: {seen}"
+    print(f"{'table':<8} {'state':<7} {'query':<22} {'files':>6} {'bytes':>11} {'rows':>7} {'datasets':>8} {'PyIceberg ms':>13} {'DuckDB ms':>10}")
+    for r in rows:
+        print(f"{r['table']:<8} {r['state']:<7} {r['query']:<22} {r['files']:>6} {r['bytes']:>11} {r['rows']:>7} {r['datasets']:>8} {r['pyiceberg_ms']:>13} {r['duckdb_ms']:>10}")
+    for table in plan["tables"]:
+        for name in ("period-wide aggregate", "one-dataset lookup"):
+            b, a = (next(r for r in rows if r["table"] == table and r["state"] == s and r["query"] == name) for s in ("before", "after"))
+            print(f"{table} {name}: files {b['files']} -> {a['files']} ({b['files'] / max(a['files'], 1):.0f}x fewer), "
+                  f"PyIceberg {b['pyiceberg_ms'] / max(a['pyiceberg_ms'], 0.1):.1f}x, DuckDB {b['duckdb_ms'] / max(a['duckdb_ms'], 0.1):.1f}x faster")
+
+
+if __name__ == "__main__":
+    main()
