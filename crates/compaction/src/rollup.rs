@@ -54,11 +54,22 @@ pub struct RollupConfig {
     pub period: Option<String>,
     /// As [`fusou_engine::rollup::RollupConfig::sort_bytes`].
     pub sort_bytes: u64,
+    /// Row groups of 1 MiB (not the compacted files' 16 MiB): a one-dataset lookup in a large
+    /// roll-up file reads only the row groups whose `dataset_id` bounds hold its dataset.
+    pub row_group_bytes: usize,
 }
 
 impl Default for RollupConfig {
     fn default() -> Self {
-        Self { min_files: 32, target_bytes: 256 << 20, max_files: 2000, files_per_pass: 6000, period: None, sort_bytes: 4 << 20 }
+        Self {
+            min_files: 32,
+            target_bytes: 256 << 20,
+            max_files: 2000,
+            files_per_pass: 6000,
+            period: None,
+            sort_bytes: 4 << 20,
+            row_group_bytes: 1 << 20,
+        }
     }
 }
 
@@ -161,7 +172,12 @@ pub async fn roll_up<S: Sql, B: Blobs, C: Clock>(
     let id = uuid::Uuid::new_v4().to_string();
     let now = clock.now_ms();
     let supersedes = members.iter().filter_map(|m| m.rollup.as_deref()).collect::<std::collections::BTreeSet<_>>().len() as u64;
-    let engine = EngineConfig { target_file_bytes: config.target_bytes, min_tail_bytes: config.target_bytes / 8, ..engine.clone() };
+    let engine = EngineConfig {
+        target_file_bytes: config.target_bytes,
+        min_tail_bytes: config.target_bytes / 8,
+        row_group_bytes: config.row_group_bytes,
+        ..engine.clone()
+    };
     let sorting = rollup::RollupConfig { sort_bytes: config.sort_bytes };
     let order = order_column(table);
 
