@@ -5,6 +5,10 @@
 //!   merge every output) as `fusou compact` does natively, with the parts counted instead of
 //!   written. Its figure, beside the Worker's and the native engine's, splits the Worker's gap
 //!   into what Wasm costs and what the platform's I/O costs.
+//! - For `scripts/bench-lake-read.sh` (see `bench-rollup-wasm.mjs`): a period's compacted files
+//!   loaded into Wasm memory, then [`Period::roll_up`] runs the open tables' roll-up over them as
+//!   the compaction Worker does, with the parts counted instead of written: the Wasm memory the
+//!   roll-up itself needs, beside the files it reads.
 //! - For `scripts/bench-upload.sh` (see `bench-upload-crypto.mjs`): the upload's crypto as the
 //!   upload Worker runs it in Wasm ([`content_hash`], [`verify_token`]), to be set beside the
 //!   platform's WebCrypto doing the same.
@@ -81,6 +85,58 @@ impl Fragments {
     /// The size of this module's Wasm memory (it never shrinks: the peak so far).
     pub fn memory_bytes() -> f64 {
         fusou_core::measure::wasm_memory_bytes() as f64
+    }
+}
+
+/// One table's compacted files of one period, as a roll-up reads them.
+#[wasm_bindgen]
+#[derive(Default)]
+pub struct Period {
+    files: Vec<fusou_engine::rollup::RollupFile>,
+}
+
+#[wasm_bindgen]
+impl Period {
+    /// No files yet.
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one compacted file of `dataset` (files are added in dataset order, oldest first).
+    pub fn add(&mut self, dataset: &str, bytes: &[u8]) -> Result<(), String> {
+        let bytes = Bytes::copy_from_slice(bytes);
+        let footer = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&bytes).map_err(|e| e.to_string())?;
+        let rows = footer.file_metadata().num_rows() as u64;
+        let dataset = DatasetId::parse(dataset).map_err(|e| e.to_string())?;
+        self.files.push(fusou_engine::rollup::RollupFile { dataset, bytes, rows, source_segments: 1 });
+        Ok(())
+    }
+
+    /// Input bytes.
+    pub fn bytes(&self) -> f64 {
+        self.files.iter().map(|f| f.bytes.len() as f64).sum()
+    }
+
+    /// Rolls the files up as the compaction Worker's job does (outputs of `target_mb`, rows of
+    /// a small dataset sorted by `order`, if not empty); answers the output bytes. Fails if a
+    /// row is lost.
+    pub fn roll_up(&self, table: &str, order: &str, target_mb: u32) -> Result<f64, String> {
+        use fusou_engine::rollup::{RollupConfig, roll_up_in_memory};
+        let engine = EngineConfig { target_file_bytes: (target_mb as u64) << 20, row_group_bytes: 1 << 20, ..EngineConfig::default() };
+        let table = fusou_contract::ids::TableName::parse(table).map_err(|e| e.to_string())?;
+        let period = PeriodTag::parse("0").expect("valid");
+        let order = Some(order).filter(|o| !o.is_empty());
+        let mut bytes = 0u64;
+        let outputs =
+            roll_up_in_memory(&period, &table, &self.files, order, &engine, &RollupConfig::default(), |_, part| bytes += part.len() as u64)
+                .map_err(|e| e.to_string())?;
+        let rows: u64 = outputs.iter().map(|o| o.rows).sum();
+        let expected: u64 = self.files.iter().map(|f| f.rows).sum();
+        if rows != expected {
+            return Err(format!("rows out {rows} differ from rows in {expected}"));
+        }
+        Ok(bytes as f64)
     }
 }
 

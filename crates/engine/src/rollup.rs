@@ -161,6 +161,58 @@ impl Roller {
     }
 }
 
+/// Rolls up files held in memory, in dataset order and oldest first within a dataset, handing
+/// each part to `emit` with its output's number; answers each output as it finished (its parts
+/// taken). The compaction Worker drives the same [`Roller`], fetching each dataset's files as
+/// it goes; this is for tests and benchmarks.
+pub fn roll_up_in_memory(
+    period: &PeriodTag,
+    table: &TableName,
+    files: &[RollupFile],
+    order: Option<&str>,
+    engine: &EngineConfig,
+    config: &RollupConfig,
+    mut emit: impl FnMut(usize, Bytes),
+) -> Result<Vec<Finished>, EngineError> {
+    let mut datasets: Vec<(DatasetId, Vec<&RollupFile>)> = Vec::new();
+    for f in files {
+        match datasets.last_mut() {
+            Some((d, of)) if *d == f.dataset => of.push(f),
+            _ => datasets.push((f.dataset.clone(), vec![f])),
+        }
+    }
+    let sizes: Vec<(DatasetId, u64)> = datasets.iter().map(|(d, of)| (d.clone(), of.iter().map(|f| f.bytes.len() as u64).sum())).collect();
+    let mut outputs = Vec::new();
+    for (n, output) in plan(&sizes, engine).into_iter().enumerate() {
+        let mut roller = Roller::new(period, table, datasets[output[0]].1[0], order, engine, config)?;
+        let mut drain = |roller: &mut Roller| -> Result<(), EngineError> {
+            loop {
+                roller.take_parts().into_iter().for_each(|part| emit(n, part));
+                if !roller.pump()? {
+                    return Ok(());
+                }
+            }
+        };
+        for i in output {
+            let (dataset, of) = &datasets[i];
+            let of: Vec<RollupFile> = of.iter().map(|f| (*f).clone()).collect();
+            if roller.sorts(sizes[i].1) {
+                roller.push_sorted(dataset, of)?;
+                drain(&mut roller)?;
+            } else {
+                for file in of {
+                    roller.push_file(file)?;
+                    drain(&mut roller)?;
+                }
+            }
+        }
+        let mut finished = roller.finish()?;
+        finished.parts.drain(..).for_each(|part| emit(n, part));
+        outputs.push(finished);
+    }
+    Ok(outputs)
+}
+
 /// Order columns the roll-up sorts by: integers (a time in milliseconds, a sequence).
 fn sortable(kind: &DataType) -> bool {
     matches!(kind, DataType::Int64 | DataType::Int32)

@@ -438,7 +438,7 @@ fn every_output_carries_its_true_period_and_dataset_whatever_an_uploader_names_i
 
 #[test]
 fn a_roll_up_keeps_every_row_with_its_dataset_whole_datasets_in_order_and_rows_in_time_order() {
-    use fusou_engine::rollup::{self, Roller, RollupConfig, RollupFile};
+    use fusou_engine::rollup::{self, RollupConfig, RollupFile};
     let (period, table) = (PeriodTag::parse("2025-11-05").unwrap(), TableName::parse("battle").unwrap());
     // 12 datasets of 1 to 3 compacted files each, listed out of order.
     let mut files: Vec<(DatasetId, Bytes, u64, u64)> = Vec::new();
@@ -467,39 +467,17 @@ fn a_roll_up_keeps_every_row_with_its_dataset_whole_datasets_in_order_and_rows_i
     let mut sizes: Vec<u64> = datasets.iter().map(|d| d.1).collect();
     sizes.sort();
     let config = RollupConfig { sort_bytes: sizes[sizes.len() / 2] };
-    let outputs = rollup::plan(&datasets, &engine);
+    let all: Vec<RollupFile> =
+        files.iter().map(|f| RollupFile { dataset: f.0.clone(), bytes: f.1.clone(), rows: f.2, source_segments: f.3 }).collect();
+    let mut parts: Vec<Vec<Bytes>> = Vec::new();
+    let outputs = rollup::roll_up_in_memory(&period, &table, &all, Some("timestamp"), &engine, &config, |n, part| {
+        parts.resize_with(parts.len().max(n + 1), Vec::new);
+        parts[n].push(part);
+    })
+    .unwrap();
     assert!(outputs.len() >= 3, "{} outputs", outputs.len());
     let (mut got, mut seen) = (Vec::new(), Vec::new());
-    for output in &outputs {
-        let files_of = |i: usize| -> Vec<RollupFile> {
-            let d = &datasets[i].0;
-            files
-                .iter()
-                .filter(|f| &f.0 == d)
-                .map(|f| RollupFile { dataset: f.0.clone(), bytes: f.1.clone(), rows: f.2, source_segments: f.3 })
-                .collect()
-        };
-        let mut roller = Roller::new(&period, &table, &files_of(output[0])[0], Some("timestamp"), &engine, &config).unwrap();
-        let mut parts = Vec::new();
-        let mut drain = |roller: &mut Roller| loop {
-            parts.extend(roller.take_parts());
-            if !roller.pump().unwrap() {
-                break;
-            }
-        };
-        for &i in output {
-            if roller.sorts(datasets[i].1) {
-                roller.push_sorted(&datasets[i].0, files_of(i)).unwrap();
-                drain(&mut roller);
-            } else {
-                for file in files_of(i) {
-                    roller.push_file(file).unwrap();
-                    drain(&mut roller);
-                }
-            }
-        }
-        let finished = roller.finish().unwrap();
-        parts.extend(finished.parts.iter().cloned());
+    for (finished, parts) in outputs.iter().zip(&parts) {
         let file = Bytes::from(parts.concat());
         let (batch, _) = read_back(&file);
         assert_eq!(finished.rows, batch.num_rows() as u64);
