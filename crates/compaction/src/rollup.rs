@@ -181,11 +181,17 @@ pub async fn roll_up<S: Sql, B: Blobs, C: Clock>(
     let sorting = rollup::RollupConfig { sort_bytes: config.sort_bytes };
     let order = order_column(table);
 
-    // Files of one schema are rolled up together: by schema, then whole datasets in order.
-    let mut groups: BTreeMap<&str, Vec<&RollupMember>> = BTreeMap::new();
-    members.iter().for_each(|m| groups.entry(m.schema_fingerprint.as_str()).or_default().push(m));
-    let mut planned: Vec<Vec<Vec<&RollupMember>>> = Vec::new();
-    for files in groups.values() {
+    // Files of the same contract columns are rolled up together (by their columns, then whole
+    // datasets in order), and only those columns are written: a roll-up file is read by every
+    // reader of the table, and a column outside the client's contract, which an uploader can
+    // name at will, stays in its owner's files alone (nor can such columns split a period into
+    // many roll-up files).
+    let mut groups: BTreeMap<String, Vec<&RollupMember>> = BTreeMap::new();
+    members.iter().for_each(|m| groups.entry(contract_columns(table, m)).or_default().push(m));
+    let mut planned: Vec<Output> = Vec::new();
+    for (key, files) in &groups {
+        let keep: Option<Vec<String>> =
+            serde_json::from_str::<Vec<(String, String)>>(key).ok().map(|c| c.into_iter().map(|(n, _)| n).collect());
         let mut datasets: Vec<(DatasetId, u64)> = Vec::new();
         let mut of_dataset: Vec<Vec<&RollupMember>> = Vec::new();
         for m in files {
@@ -202,7 +208,7 @@ pub async fn roll_up<S: Sql, B: Blobs, C: Clock>(
             }
         }
         for output in rollup::plan(&datasets, &engine) {
-            planned.push(output.into_iter().map(|i| std::mem::take(&mut of_dataset[i])).collect());
+            planned.push(Output { keep: keep.clone(), datasets: output.into_iter().map(|i| std::mem::take(&mut of_dataset[i])).collect() });
         }
     }
     let keys: Vec<String> =
@@ -221,10 +227,11 @@ pub async fn roll_up<S: Sql, B: Blobs, C: Clock>(
         outputs: Vec::new(),
         peak_buffered: 0,
     };
-    for (datasets, key) in planned.iter().zip(&keys) {
+    for (output, key) in planned.iter().zip(&keys) {
         let target = Target { key, sql, blobs };
         let mut upload = PartUpload::new(&target);
-        let written = write_output(datasets, &table_name, &period_tag, order, &engine, &sorting, blobs, &mut upload).await;
+        let columns = Columns { keep: output.keep.as_deref(), order };
+        let written = write_output(&output.datasets, &table_name, &period_tag, columns, &engine, &sorting, blobs, &mut upload).await;
         if written.is_err() {
             upload.abort().await;
         }
@@ -247,6 +254,34 @@ pub async fn roll_up<S: Sql, B: Blobs, C: Clock>(
     Ok(Some(report))
 }
 
+/// The group a member is rolled up in: its recorded columns that are the contract's (names and
+/// types, as JSON), or its schema's fingerprint when the run recorded no columns.
+fn contract_columns(table: &str, member: &RollupMember) -> String {
+    let contract = Contract::client().table(table).unwrap_or(&[]);
+    let recorded: Option<Vec<fusou_lake::schema::Column>> = member.columns.as_deref().and_then(|c| serde_json::from_str(c).ok());
+    match recorded {
+        Some(columns) => {
+            let own: Vec<(&str, &str)> =
+                columns.iter().filter(|c| contract.iter().any(|k| k.name == c.name)).map(|c| (c.name.as_str(), c.kind.as_str())).collect();
+            serde_json::to_string(&own).expect("columns serialize")
+        }
+        None => format!("fingerprint {}", member.schema_fingerprint),
+    }
+}
+
+/// One planned output: the columns it keeps (all: `None`), and its datasets' files.
+struct Output<'m> {
+    keep: Option<Vec<String>>,
+    datasets: Vec<Vec<&'m RollupMember>>,
+}
+
+/// The columns an output keeps (all: `None`) and the one its datasets' rows are sorted by.
+#[derive(Clone, Copy)]
+struct Columns<'a> {
+    keep: Option<&'a [String]>,
+    order: Option<&'a str>,
+}
+
 /// Files fetched at once for a dataset that is streamed file by file.
 const CONCURRENT_GETS: usize = 4;
 
@@ -256,7 +291,7 @@ async fn write_output<S: Sql, B: Blobs>(
     datasets: &[Vec<&RollupMember>],
     table: &TableName,
     period: &PeriodTag,
-    order: Option<&str>,
+    columns: Columns<'_>,
     engine: &EngineConfig,
     sorting: &rollup::RollupConfig,
     blobs: &B,
@@ -278,7 +313,7 @@ async fn write_output<S: Sql, B: Blobs>(
         let first = fetched.try_next().await?.ok_or("a dataset without files")?;
         let roller = match &mut roller {
             Some(r) => r,
-            None => roller.insert(Roller::new(period, table, &first, order, engine, sorting).map_err(engine_error)?),
+            None => roller.insert(Roller::new(period, table, &first, columns.keep, columns.order, engine, sorting).map_err(engine_error)?),
         };
         if roller.sorts(bytes) {
             let mut all = vec![first];

@@ -826,18 +826,18 @@ impl Lake {
     }
 
     fn upload_and_run(&mut self, dataset: &str, config: &RunConfig) {
+        let f = synth::fragment(&FragmentSpec { seed: self.uploads + 1, rows: 1..=20, include_empty_tables: false });
+        self.run_fragment(dataset, &f, config);
+    }
+
+    /// Uploads `f` for `dataset` and compacts it.
+    fn run_fragment(&mut self, dataset: &str, f: &synth::Fragment, config: &RunConfig) {
         self.uploads += 1;
-        let f = synth::fragment(&FragmentSpec { seed: self.uploads, rows: 1..=20, include_empty_tables: false });
-        fusou_testing::store_fragment(
-            &self.db,
-            &self.blobs,
-            dataset,
-            &format!("battle_data/{dataset}/port_table/{:04}.parquet", self.uploads),
-            &f,
-        );
+        let key = format!("battle_data/{dataset}/port_table/{:04}.parquet", self.uploads);
+        fusou_testing::store_fragment(&self.db, &self.blobs, dataset, &key, f);
         let ports = RunPorts { sql: &self.db, blobs: &self.blobs, checkpoints: &self.db, registry: &self.catalog, clock: &self.clock };
-        let message =
-            CompactionMessage { period_tag: Some(PeriodTag::parse(Self::PERIOD).unwrap()), ..fusou_testing::realtime_message(dataset) };
+        let period = Some(PeriodTag::parse(Self::PERIOD).unwrap());
+        let message = CompactionMessage { period_tag: period, ..fusou_testing::realtime_message(dataset) };
         committed(block_on(compact(&message, &format!("run-{}", self.uploads), &ports, config)).unwrap());
     }
 
@@ -962,4 +962,51 @@ fn a_period_roll_up_replaces_its_files_with_the_same_rows_and_stays_exact_throug
     let garbage = lake.db.count(&format!("SELECT count(*) FROM lake_garbage WHERE key = '{}'", stale.outputs[0].key));
     assert_eq!(garbage, 1, "its file is garbage");
     assert_eq!(lake.table_rows(), lake.index_rows());
+}
+
+#[test]
+fn a_roll_up_writes_only_the_contracts_columns_whatever_an_uploader_adds() {
+    use arrow_array::{ArrayRef, StringArray};
+    let mut lake = Lake::new(4);
+    // An uploader's battle rows with a column of its own (and its own dataset_id column).
+    let mut f = synth::fragment_of_tables(77, &["battle"], 12);
+    let batch = &f.segments[0].batch;
+    let mut fields: Vec<_> = batch.schema().fields().iter().cloned().collect();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    for name in ["x_forged", "dataset_id"] {
+        fields.push(std::sync::Arc::new(arrow_schema::Field::new(name, arrow_schema::DataType::Utf8, true)));
+        columns.push(std::sync::Arc::new(StringArray::from(vec!["ds-0"; batch.num_rows()])));
+    }
+    let forged = RecordBatch::try_new(std::sync::Arc::new(arrow_schema::Schema::new(fields)), columns).unwrap();
+    let bytes = synth::write_segment(&forged);
+    f.offsets[0].byte_length = bytes.len() as u64;
+    f.segments[0] = synth::Segment { table: f.segments[0].table.clone(), batch: forged, bytes: bytes.clone() };
+    f.bytes = bytes;
+    lake.run_fragment("ds-x", &f, &config(0));
+    lake.commit();
+    assert_eq!(lake.table().1.len(), 5);
+
+    let report = lake.roll_up().unwrap();
+    assert_eq!((report.files_in, report.outputs.len()), (5, 1), "one roll-up file: the uploader's column splits nothing");
+    lake.commit();
+    let key = &report.outputs[0].key;
+    let bytes = lake.blobs.objects.borrow()[key].clone();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+    let names: Vec<String> = reader.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let contract = fusou_lake::contract::Contract::client().table("battle").unwrap();
+    for name in &names {
+        assert!(contract.iter().any(|c| &c.name == name) || name == "period_tag" || name == "dataset_id", "{name} is not the contract's");
+    }
+    assert!(!names.contains(&"x_forged".to_owned()));
+    // Every row is there, the uploader's under its own dataset.
+    let rows: Vec<RecordBatch> = reader.build().unwrap().map(Result::unwrap).collect();
+    let of_x: usize = rows
+        .iter()
+        .map(|b| {
+            use arrow_array::cast::AsArray;
+            b.column_by_name("dataset_id").unwrap().as_string::<i32>().iter().filter(|d| *d == Some("ds-x")).count()
+        })
+        .sum();
+    assert_eq!(of_x, 12);
+    assert_eq!(rows.iter().map(RecordBatch::num_rows).sum::<usize>() as u64, report.rows);
 }

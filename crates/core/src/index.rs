@@ -698,7 +698,8 @@ statements! {
 
     /// `?1` table, `?2` period → [`RollupMember`]s: the files the table lists of that period (on
     /// their own or through a roll-up), by schema, then dataset, oldest first.
-    LAKE_ROLLUP_CANDIDATES = "SELECT key, dataset_id, row_count, size, source_segments, schema_fingerprint, lake_rollup AS rollup \
+    LAKE_ROLLUP_CANDIDATES = "SELECT key, dataset_id, row_count, size, source_segments, schema_fingerprint, columns, \
+         lake_rollup AS rollup \
          FROM compacted_files WHERE table_name = ?1 AND period_tag = ?2 \
          AND lake_snapshot IS NOT NULL AND lake_removed_seq IS NULL AND retired_at IS NULL \
          ORDER BY schema_fingerprint, dataset_id, created_at, key";
@@ -793,6 +794,8 @@ pub struct RollupMember {
     pub size: i64,
     pub source_segments: i64,
     pub schema_fingerprint: String,
+    /// Its columns as the run recorded them (JSON), if it did.
+    pub columns: Option<String>,
     pub rollup: Option<String>,
 }
 

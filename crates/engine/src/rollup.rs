@@ -77,19 +77,21 @@ pub struct Roller {
 
 impl Roller {
     /// A roll-up output of `table`'s `period`, whose files have the schema of `first` (its
-    /// first file: its schema less the period and dataset columns), rows sorted within a
-    /// dataset by `order` when given.
+    /// first file: its schema less the period and dataset columns, and only the columns `keep`
+    /// names when given), rows sorted within a dataset by `order` when given.
     pub fn new(
         period: &PeriodTag,
         table: &TableName,
         first: &RollupFile,
+        keep: Option<&[String]>,
         order: Option<&str>,
         engine: &EngineConfig,
         config: &RollupConfig,
     ) -> Result<Self, EngineError> {
         let metadata = ParquetMetaDataReader::new().parse_and_finish(&first.bytes)?;
         let schema = parquet_to_arrow_schema(metadata.file_metadata().schema_descr(), None)?;
-        let fields: Vec<_> = schema.fields().iter().filter(|f| f.name() != PERIOD_COLUMN && f.name() != DATASET_COLUMN).cloned().collect();
+        let kept = |name: &String| name != PERIOD_COLUMN && name != DATASET_COLUMN && keep.is_none_or(|k| k.contains(name));
+        let fields: Vec<_> = schema.fields().iter().filter(|f| kept(f.name())).cloned().collect();
         let schema: SchemaRef = Arc::new(arrow_schema::Schema::new(fields));
         let plan = OutputPlan {
             dataset: first.dataset.clone(),
@@ -184,7 +186,7 @@ pub fn roll_up_in_memory(
     let sizes: Vec<(DatasetId, u64)> = datasets.iter().map(|(d, of)| (d.clone(), of.iter().map(|f| f.bytes.len() as u64).sum())).collect();
     let mut outputs = Vec::new();
     for (n, output) in plan(&sizes, engine).into_iter().enumerate() {
-        let mut roller = Roller::new(period, table, datasets[output[0]].1[0], order, engine, config)?;
+        let mut roller = Roller::new(period, table, datasets[output[0]].1[0], None, order, engine, config)?;
         let mut drain = |roller: &mut Roller| -> Result<(), EngineError> {
             loop {
                 roller.take_parts().into_iter().for_each(|part| emit(n, part));
