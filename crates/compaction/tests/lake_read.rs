@@ -5,8 +5,13 @@
 //! table's metadata file before and after the roll-ups, for the readers (PyIceberg and DuckDB)
 //! to query; the rows are compared by value before and after here.
 //!
+//! A third metadata file per table is the rolled-up table with its manifests' column statistics
+//! left out, as the tables were before statistics: what the statistics save a reader.
+//!
 //! Settings: `FUSOU_BENCH_OUT` (the directory), `FUSOU_BENCH_DATASETS` (default 1,000),
-//! `FUSOU_BENCH_ROWS` (rows per table and fragment, default 40).
+//! `FUSOU_BENCH_ROWS` (rows per table and fragment, default 40), `FUSOU_BENCH_ROLLUP_MB` (the
+//! roll-ups' target, default 8: the deployed 256 MiB scaled to this data, whose periods are
+//! tens of MB, so that a period is several roll-up files, as a real one of GBs would be).
 
 use std::time::Instant;
 
@@ -20,6 +25,8 @@ use fusou_core::index::{self, LakeTable, SqlValue};
 use fusou_core::measure::{self, Counting};
 use fusou_core::message::CompactionMessage;
 use fusou_lake::commit::LakeConfig;
+use fusou_lake::manifest::{self, ManifestFile};
+use fusou_lake::metadata::TableMetadata;
 use fusou_ports::Sql;
 use fusou_testing::{FakeClock, FakeRegistry, Memory, Sqlite};
 
@@ -73,6 +80,34 @@ fn table_rows(db: &Sqlite, blobs: &Memory, lake: &LakeConfig, table: &str) -> Ve
     rows
 }
 
+/// A copy of the table whose metadata is at `metadata_key`, its current snapshot's manifests
+/// without column statistics, under new keys; answers its metadata key.
+fn without_statistics(blobs: &Memory, lake: &LakeConfig, metadata_key: &str) -> String {
+    let get = |key: &str| blobs.objects.borrow()[key].clone();
+    let mut metadata: TableMetadata = serde_json::from_slice(&get(metadata_key)).unwrap();
+    let stem = metadata_key.trim_end_matches(".metadata.json").to_owned();
+    let snapshot = metadata.current_snapshot().unwrap().clone();
+    let listed = manifest::read_manifest_list(&get(lake.key(&snapshot.manifest_list).unwrap())).unwrap();
+    let mut rewritten = Vec::new();
+    for (n, m) in listed.iter().enumerate() {
+        let mut entries = manifest::read_manifest(&get(lake.key(&m.path).unwrap()), m, &metadata.partition_specs).unwrap();
+        entries.iter_mut().for_each(|e| e.file.statistics = Default::default());
+        let bytes = manifest::write_manifest(&entries, metadata.current_schema(), metadata.spec(m.partition_spec_id).unwrap()).unwrap();
+        let key = format!("{stem}-nostats-m{n}.avro");
+        rewritten.push(ManifestFile { path: lake.location(&key), length: bytes.len() as i64, ..m.clone() });
+        blobs.objects.borrow_mut().insert(key, bytes.into());
+    }
+    let list =
+        manifest::write_manifest_list(&rewritten, snapshot.snapshot_id, snapshot.parent_snapshot_id, snapshot.sequence_number).unwrap();
+    let list_key = format!("{stem}-nostats-list.avro");
+    blobs.objects.borrow_mut().insert(list_key.clone(), list.into());
+    let current = metadata.snapshots.iter_mut().find(|s| s.snapshot_id == snapshot.snapshot_id).unwrap();
+    current.manifest_list = lake.location(&list_key);
+    let key = format!("{stem}-nostats.metadata.json");
+    blobs.objects.borrow_mut().insert(key.clone(), metadata.to_json().into());
+    key
+}
+
 #[test]
 #[ignore = "a benchmark: scripts/bench-lake-read.sh"]
 fn lake_read_bench() {
@@ -108,7 +143,8 @@ fn lake_read_bench() {
     let rows_before: Vec<Vec<String>> = TABLES.iter().map(|t| table_rows(&db, &blobs, &lake, t)).collect();
 
     // The roll-ups, as the clean-up runs them: every (table, period) is due.
-    let rollup = RollupConfig { min_files: 2, ..RollupConfig::default() };
+    let target_mb = setting("FUSOU_BENCH_ROLLUP_MB", 8) as u64;
+    let rollup = RollupConfig { min_files: 2, target_bytes: target_mb << 20, ..RollupConfig::default() };
     let live = measure::live();
     measure::reset_peak();
     let started = Instant::now();
@@ -121,6 +157,7 @@ fn lake_read_bench() {
     let largest = pass.jobs.iter().max_by_key(|j| j.bytes_in).unwrap();
     let snapshots = commit_all(&db, &blobs, &clock, &lake);
     let after = metadata_keys(&db);
+    let bare: Vec<String> = after.iter().map(|(_, key)| without_statistics(&blobs, &lake, key)).collect();
     for (i, table) in TABLES.iter().enumerate() {
         let rows_after = table_rows(&db, &blobs, &lake, table);
         assert_eq!(rows_after.len(), rows_before[i].len(), "{table}: rows before and after the roll-ups");
@@ -128,7 +165,7 @@ fn lake_read_bench() {
         eprintln!("{table}: {} rows before and after the roll-ups, equal by value", rows_after.len());
     }
     eprintln!(
-        "roll-ups: {} jobs, {} files ({:.1} MB) in, {} files ({:.1} MB) out, in {seconds:.2} s: {:.1} MB/s; {snapshots} replace snapshots",
+        "roll-ups (target {target_mb} MiB): {} jobs, {} files ({:.1} MB) in, {} files ({:.1} MB) out, in {seconds:.2} s: {:.1} MB/s; {snapshots} replace snapshots",
         pass.jobs.len(),
         pass.jobs.iter().map(|j| j.files_in).sum::<u64>(),
         bytes_in as f64 / 1e6,
@@ -156,7 +193,15 @@ fn lake_read_bench() {
     let tables: serde_json::Map<String, serde_json::Value> = before
         .iter()
         .zip(&after)
-        .map(|((table, b), (_, a))| (table.clone(), json!({ "before": format!("{out}/bucket/{b}"), "after": format!("{out}/bucket/{a}") })))
+        .zip(&bare)
+        .map(|(((table, b), (_, a)), n)| {
+            let states = json!({
+                "before": format!("{out}/bucket/{b}"),
+                "after": format!("{out}/bucket/{a}"),
+                "after, no stats": format!("{out}/bucket/{n}"),
+            });
+            (table.clone(), states)
+        })
         .collect();
     let plan = json!({ "tables": tables, "period": PERIODS[0], "dataset": format!("ds-{:04}", datasets / 2) });
     std::fs::write(format!("{out}/plan.json"), plan.to_string()).unwrap();
