@@ -10,25 +10,18 @@ answer, which must be the same before and after.
 usage: bench_lake_read.py PLAN_JSON
 """
 
-import glob
 import json
 import os
 import sys
 import time
 
-import duckdb
 import pyarrow.parquet as pq
 from pyiceberg.expressions import And, EqualTo
 from pyiceberg.table import StaticTable
 
-
-def duck() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(config={"allow_unsigned_extensions": True})
-    site = os.path.dirname(os.path.dirname(duckdb.__file__))
-    for name in ("avro", "iceberg"):
-        (path,) = glob.glob(f"{site}/duckdb_extension_{name}/extensions/v*/{name}.duckdb_extension")
-        con.execute(f"LOAD '{path}'")
-    return con
+# DuckDB with the Iceberg extension, loaded as the end-to-end tests load it.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "e2e"))
+from read_lake import duck  # noqa: E402
 
 
 def best(f, times=3):
