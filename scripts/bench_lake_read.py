@@ -52,11 +52,12 @@ def main() -> None:
     with open(sys.argv[1]) as f:
         plan = json.load(f)
     period, dataset = plan["period"], plan["dataset"]
-    con = duck()
     rows = []
     for table, states in plan["tables"].items():
         answers = {}
         for state, metadata in states.items():
+            # A DuckDB of its own per state: no state reads another's cached footers.
+            con = duck()
             iceberg = StaticTable.from_metadata(f"file://{metadata}")
             queries = {
                 "period-wide aggregate": (EqualTo("period_tag", period), f"period_tag = '{period}'", None),
