@@ -192,23 +192,10 @@ pub async fn roll_up<S: Sql, B: Blobs, C: Clock>(
     for (key, files) in &groups {
         let keep: Option<Vec<String>> =
             serde_json::from_str::<Vec<(String, String)>>(key).ok().map(|c| c.into_iter().map(|(n, _)| n).collect());
-        let mut datasets: Vec<(DatasetId, u64)> = Vec::new();
-        let mut of_dataset: Vec<Vec<&RollupMember>> = Vec::new();
-        for m in files {
-            let dataset = DatasetId::parse(&m.dataset_id).map_err(|e| e.to_string())?;
-            match datasets.last_mut() {
-                Some((d, bytes)) if *d == dataset => {
-                    *bytes += m.size as u64;
-                    of_dataset.last_mut().expect("a dataset per entry").push(m);
-                }
-                _ => {
-                    datasets.push((dataset, m.size as u64));
-                    of_dataset.push(vec![m]);
-                }
-            }
-        }
+        let mut datasets = rollup::by_dataset(files.iter().copied(), |m| (m.dataset_id.clone(), m.size as u64));
         for output in rollup::plan(&datasets, &engine) {
-            planned.push(Output { keep: keep.clone(), datasets: output.into_iter().map(|i| std::mem::take(&mut of_dataset[i])).collect() });
+            let datasets = output.into_iter().map(|i| std::mem::take(&mut datasets[i].files)).collect();
+            planned.push(Output { keep: keep.clone(), datasets });
         }
     }
     let keys: Vec<String> =

@@ -58,11 +58,39 @@ pub struct RollupFile {
     pub source_segments: u64,
 }
 
-/// Which datasets go into which output: `datasets` are `(dataset, bytes)` in dataset order;
-/// outputs hold whole datasets, packed up to `config.target_file_bytes` (one dataset larger
-/// than that is an output of its own). Answers each output's indices into `datasets`.
-pub fn plan(datasets: &[(DatasetId, u64)], config: &EngineConfig) -> Vec<Vec<usize>> {
-    let candidates: Vec<(usize, u64)> = datasets.iter().enumerate().map(|(i, (_, bytes))| (i, *bytes)).collect();
+/// One dataset's files (or anything standing for them) among a roll-up's inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetFiles<K, T> {
+    /// The dataset.
+    pub dataset: K,
+    /// The bytes of its files.
+    pub bytes: u64,
+    /// Its files, in the order given.
+    pub files: Vec<T>,
+}
+
+/// Gathers `files`, listed in dataset order, into each dataset's; `of` answers a file's
+/// dataset and size.
+pub fn by_dataset<K: PartialEq, T>(files: impl IntoIterator<Item = T>, of: impl Fn(&T) -> (K, u64)) -> Vec<DatasetFiles<K, T>> {
+    let mut datasets: Vec<DatasetFiles<K, T>> = Vec::new();
+    for file in files {
+        let (dataset, bytes) = of(&file);
+        match datasets.last_mut() {
+            Some(d) if d.dataset == dataset => {
+                d.bytes += bytes;
+                d.files.push(file);
+            }
+            _ => datasets.push(DatasetFiles { dataset, bytes, files: vec![file] }),
+        }
+    }
+    datasets
+}
+
+/// Which datasets go into which output: outputs hold whole datasets, in the order given,
+/// packed up to `config.target_file_bytes` (one dataset larger than that is an output of its
+/// own). Answers each output's indices into `datasets`.
+pub fn plan<K, T>(datasets: &[DatasetFiles<K, T>], config: &EngineConfig) -> Vec<Vec<usize>> {
+    let candidates: Vec<(usize, u64)> = datasets.iter().enumerate().map(|(i, d)| (i, d.bytes)).collect();
     let unbounded = EngineConfig { max_inputs_per_bin: usize::MAX, ..config.clone() };
     pack(&candidates, &unbounded).into_iter().map(|bin| bin.inputs).collect()
 }
@@ -176,17 +204,10 @@ pub fn roll_up_in_memory(
     config: &RollupConfig,
     mut emit: impl FnMut(usize, Bytes),
 ) -> Result<Vec<Finished>, EngineError> {
-    let mut datasets: Vec<(DatasetId, Vec<&RollupFile>)> = Vec::new();
-    for f in files {
-        match datasets.last_mut() {
-            Some((d, of)) if *d == f.dataset => of.push(f),
-            _ => datasets.push((f.dataset.clone(), vec![f])),
-        }
-    }
-    let sizes: Vec<(DatasetId, u64)> = datasets.iter().map(|(d, of)| (d.clone(), of.iter().map(|f| f.bytes.len() as u64).sum())).collect();
+    let datasets = by_dataset(files, |f| (f.dataset.clone(), f.bytes.len() as u64));
     let mut outputs = Vec::new();
-    for (n, output) in plan(&sizes, engine).into_iter().enumerate() {
-        let mut roller = Roller::new(period, table, datasets[output[0]].1[0], None, order, engine, config)?;
+    for (n, output) in plan(&datasets, engine).into_iter().enumerate() {
+        let mut roller = Roller::new(period, table, datasets[output[0]].files[0], None, order, engine, config)?;
         let mut drain = |roller: &mut Roller| -> Result<(), EngineError> {
             loop {
                 roller.take_parts().into_iter().for_each(|part| emit(n, part));
@@ -196,9 +217,9 @@ pub fn roll_up_in_memory(
             }
         };
         for i in output {
-            let (dataset, of) = &datasets[i];
-            let of: Vec<RollupFile> = of.iter().map(|f| (*f).clone()).collect();
-            if roller.sorts(sizes[i].1) {
+            let DatasetFiles { dataset, bytes, files } = &datasets[i];
+            let of: Vec<RollupFile> = files.iter().map(|f| (*f).clone()).collect();
+            if roller.sorts(*bytes) {
                 roller.push_sorted(dataset, of)?;
                 drain(&mut roller)?;
             } else {

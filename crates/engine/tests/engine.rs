@@ -454,17 +454,11 @@ fn a_roll_up_keeps_every_row_with_its_dataset_whole_datasets_in_order_and_rows_i
     }
     let mut expected: Vec<String> = files.iter().flat_map(|(_, bytes, ..)| synth::rows_as_text(&read_back(bytes).0)).collect();
     files.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut datasets: Vec<(DatasetId, u64)> = Vec::new();
-    for (d, bytes, ..) in &files {
-        match datasets.last_mut() {
-            Some((last, n)) if last == d => *n += bytes.len() as u64,
-            _ => datasets.push((d.clone(), bytes.len() as u64)),
-        }
-    }
+    let datasets = rollup::by_dataset(&files, |(d, bytes, ..)| (d.clone(), bytes.len() as u64));
     // Three outputs or so; half the datasets above the sorting limit (their files' order kept).
-    let total: u64 = datasets.iter().map(|d| d.1).sum();
+    let total: u64 = datasets.iter().map(|d| d.bytes).sum();
     let engine = EngineConfig { target_file_bytes: total / 3, min_tail_bytes: 0, write_batch_rows: 50, ..EngineConfig::default() };
-    let mut sizes: Vec<u64> = datasets.iter().map(|d| d.1).collect();
+    let mut sizes: Vec<u64> = datasets.iter().map(|d| d.bytes).collect();
     sizes.sort();
     let config = RollupConfig { sort_bytes: sizes[sizes.len() / 2] };
     let all: Vec<RollupFile> =
@@ -493,7 +487,7 @@ fn a_roll_up_keeps_every_row_with_its_dataset_whole_datasets_in_order_and_rows_i
                 assert!(seen.last().is_none_or(|last| last < &d), "datasets in order");
                 seen.push(d.clone());
             }
-            let small = datasets.iter().find(|x| x.0.as_str() == d).unwrap().1 <= config.sort_bytes;
+            let small = datasets.iter().find(|x| x.dataset.as_str() == d).unwrap().bytes <= config.sort_bytes;
             if small && i > 0 && dataset_of.value(i - 1) == d {
                 let (a, b) = (times.is_null(i - 1), times.is_null(i));
                 assert!(b || (!a && times.value(i - 1) <= times.value(i)), "{d}: rows in time order, nulls last");
