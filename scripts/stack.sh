@@ -72,7 +72,7 @@ _write_dev_vars() {
             grep -E '^(SUPABASE_SERVICE_KEY|UPLOAD_TOKEN_SECRET|OPERATOR_SECRET|LAKE_READ_SECRET)=' "$FUSOU_LOCAL/secrets.env"
             # Settings a stack may change (the test and benchmark stacks do), as FUSOU_<NAME>.
             local name value
-            for name in REALTIME_DELAY_SECONDS COMPACTION_FAN_IN COMPACTION_RETRY_DELAY_SECONDS REMOTE_TIMEOUT_MS INJECT_LATENCY_MS LAKE_COMMIT_INTERVAL_SECONDS; do
+            for name in REALTIME_DELAY_SECONDS COMPACTION_FAN_IN COMPACTION_RETRY_DELAY_SECONDS COMPACTION_CONCURRENT_RUNS REMOTE_TIMEOUT_MS INJECT_LATENCY_MS LAKE_COMMIT_INTERVAL_SECONDS; do
                 value="FUSOU_$name"
                 [[ -z "${!value:-}" ]] || echo "$name=${!value}"
             done

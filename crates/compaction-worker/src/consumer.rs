@@ -11,13 +11,16 @@ use fusou_core::workflow::StepError;
 use fusou_edge::log;
 use fusou_edge::remote::Service;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use uuid::Uuid;
 use worker::MessageBuilder;
 
 use crate::context::Ctx;
 use crate::faults;
+use fusou_compaction::memory::MemoryBudget;
 use fusou_edge::WorkerClock;
-use fusou_ports::meter::Metered;
+use fusou_ports::meter::{Meter, Metered};
+use std::rc::Rc;
 
 use crate::ports::{D1, R2, SupabaseRegistry};
 
@@ -31,24 +34,25 @@ async fn record(ctx: &Ctx, message: &CompactionMessage, metric_id: Uuid, update:
     }
 }
 
-/// Runs the compaction a message asks for: `Ok(true)` when the run left files pending for the
-/// open tables (their committer is to be told). `Err` means "retry the message".
-pub(crate) async fn compact(ctx: &Ctx, message: &CompactionMessage) -> Result<bool, String> {
+/// Runs the compaction a message asks for, within `memory` (shared with the runs beside it):
+/// `Ok(true)` when the run left files pending for the open tables (their committer is to be
+/// told). `Err` means "retry the message".
+pub(crate) async fn compact(ctx: &Ctx, message: &CompactionMessage, memory: &MemoryBudget) -> Result<bool, String> {
     let metric_id = message.metric_id.unwrap_or_else(Uuid::new_v4);
     let run_id = message.run_id();
     let started = fusou_edge::now_utc();
     let mut fields = json!({ "queue": "fusou-compaction", "datasetId": message.dataset_id, "metricId": metric_id, "runId": run_id });
     record(ctx, message, metric_id, &MetricsUpdate::running(&run_id, started)).await;
 
-    let db = D1(ctx.db().map_err(|e| e.to_string())?);
+    // The run's own meter, counted into the invocation's too: the batch's runs take turns.
+    let meter = Rc::new(Meter::within(ctx.meter.clone()));
+    let db = D1(ctx.db_counted_in(meter.clone()).map_err(|e| e.to_string())?);
     let bucket = R2 { bucket: ctx.bucket().map_err(|e| e.to_string())?, remote: ctx.remote };
-    // The batch's messages share the invocation's meter: this run's part is what it adds.
-    let before = ctx.meter.operations();
-    let bucket = Metered::new(&bucket, &ctx.meter);
+    let bucket = Metered::new(&bucket, &meter);
     let registry = SupabaseRegistry(&ctx.supabase);
     let armed = faults::armed(ctx, &db.0, &message.dataset_id).await;
     let config = RunConfig { crash_after: armed.crash_after, poison: armed.poison, ..ctx.run.clone() };
-    let ports = RunPorts { sql: &db, blobs: &bucket, checkpoints: &db, registry: &registry, clock: &WorkerClock };
+    let ports = RunPorts { sql: &db, blobs: &bucket, checkpoints: &db, registry: &registry, clock: &WorkerClock, memory };
     let run = fusou_compaction::compact(message, &run_id, &ports, &config);
     let (outcome, busy_ms) = Busy::new(run, &WorkerClock).await;
     let finished = fusou_edge::now_utc();
@@ -58,7 +62,7 @@ pub(crate) async fn compact(ctx: &Ctx, message: &CompactionMessage) -> Result<bo
     let metrics = MetricsUpdate {
         worker_busy_ms: Some(busy_ms),
         wasm_memory_bytes: Some(measure::wasm_memory_bytes()),
-        operations: Some(ctx.meter.operations().since(before)),
+        operations: Some(meter.operations()),
         ..MetricsUpdate::finished(&outcome, finished, duration_ms)
     };
     record(ctx, message, metric_id, &metrics).await;
@@ -112,17 +116,17 @@ pub(crate) async fn compact(ctx: &Ctx, message: &CompactionMessage) -> Result<bo
     }
 }
 
-/// Which of `runs` an earlier invocation began reading for and never finished (see
-/// `index::INTERRUPTED_RUNS`). A failure to ask is logged and answers none: the order is a
-/// precaution, never a reason to hold a message.
-pub(crate) async fn interrupted_runs(ctx: &Ctx, runs: &[String]) -> std::collections::HashSet<String> {
+/// Which of `runs` an earlier invocation began reading for and never finished, with how many
+/// of their invocations read alone (see `index::INTERRUPTED_RUNS`). A failure to ask is logged
+/// and answers none: the order is a precaution, never a reason to hold a message.
+pub(crate) async fn interrupted_runs(ctx: &Ctx, runs: &[String]) -> HashMap<String, u64> {
     let ids = serde_json::to_string(runs).unwrap_or_default();
     let found = match ctx.db() {
-        Ok(db) => db.all::<index::RunId>(index::INTERRUPTED_RUNS, &[ids.into()]).await.map_err(|e| e.to_string()),
+        Ok(db) => db.all::<index::Interrupted>(index::INTERRUPTED_RUNS, &[ids.into()]).await.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     match found {
-        Ok(rows) => rows.into_iter().map(|r| r.run_id).collect(),
+        Ok(rows) => rows.into_iter().map(|r| (r.run_id, r.invocations)).collect(),
         Err(e) => {
             log::error("consumer.interrupted_runs_failed", json!({ "error": e }));
             Default::default()

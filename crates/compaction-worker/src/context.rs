@@ -20,6 +20,8 @@ pub(crate) struct Ctx {
     pub cleanup: CleanupConfig,
     /// The delay before a failed message is delivered again (`COMPACTION_RETRY_DELAY_SECONDS`).
     pub retry_delay_secs: u32,
+    /// Runs of different datasets a batch runs side by side (`COMPACTION_CONCURRENT_RUNS`).
+    pub concurrent_runs: usize,
 }
 
 impl Deref for Ctx {
@@ -45,7 +47,7 @@ impl Ctx {
     /// Reads the settings.
     pub(crate) fn load(env: Env) -> Result<Self, Misconfigured> {
         let (worker, settings) = WorkerEnv::load(env, CompactionSettings::from_vars)?;
-        let CompactionSettings { run, cleanup, retry_delay_secs } = settings;
-        Ok(Self { worker, run, cleanup, retry_delay_secs })
+        let CompactionSettings { run, cleanup, retry_delay_secs, concurrent_runs } = settings;
+        Ok(Self { worker, run, cleanup, retry_delay_secs, concurrent_runs })
     }
 }

@@ -5,9 +5,12 @@
 //! block the queue. A valid one runs the compaction workflow of `fusou_compaction` over
 //! D1 and R2 (`ports`); success acknowledges it, a failure retries it with a delay, and after
 //! its retries it reaches the dead-letter queue (`consumer::dead_letter`). Each message of a
-//! batch is acknowledged or retried on its own; a batch whose runs left files pending for the
-//! open tables notifies their committer (`committer`, a Durable Object) once. The cron runs
-//! the clean-up (`cleanup`).
+//! batch is acknowledged or retried on its own. A batch's runs of different datasets run side
+//! by side, since they mostly wait on R2 and D1, within one memory budget
+//! (`fusou_compaction::memory`); a dataset whose run was interrupted runs alone afterwards
+//! (`fusou_core::message::BatchPlan`). A batch whose runs left files pending for the open
+//! tables notifies their committer (`committer`, a Durable Object) once. The cron runs the
+//! clean-up (`cleanup`).
 //!
 //! The `fetch` handler answers `GET /health` and `POST /cleanup` (operator secret as bearer).
 //! The Worker has no public URL (`workers_dev = false`, no routes): only the upload Worker's
@@ -20,13 +23,15 @@ mod context;
 mod faults;
 mod ports;
 
+use fusou_compaction::memory::MemoryBudget;
 use fusou_core::index;
-use fusou_core::message::CompactionMessage;
+use fusou_core::message::{BatchPlan, CompactionMessage};
 use fusou_edge::log;
+use futures_util::stream::{self, StreamExt};
 use serde_json::{Value, json};
 use worker::{
-    Context, Env, MessageBatch, MessageExt, Method, QueueRetryOptionsBuilder, Request, Response, Result, ScheduleContext, ScheduledEvent,
-    event,
+    Context, Env, Message, MessageBatch, MessageExt, Method, QueueRetryOptions, QueueRetryOptionsBuilder, Request, Response, Result,
+    ScheduleContext, ScheduledEvent, event,
 };
 
 use crate::context::Ctx;
@@ -143,50 +148,83 @@ async fn queue(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> Result<()
     };
     let retry = QueueRetryOptionsBuilder::new().with_delay_seconds(ctx.retry_delay_secs).build();
     let messages: Vec<_> = batch.messages()?.into_iter().map(|m| (CompactionMessage::from_value(m.body().clone()), m)).collect();
+    if queue == DEAD_LETTER_QUEUE {
+        for (decoded, message) in &messages {
+            match decoded {
+                Ok(msg) => consumer::dead_letter(&ctx, msg).await,
+                Err(e) => invalid(&ctx, &queue, message, e).await,
+            }
+            message.ack();
+        }
+        return Ok(());
+    }
+    // Runs of different datasets run side by side within one memory budget, each message
+    // acknowledged or retried as soon as it is done, so that what ran before a trap stays done.
     // A message whose run an earlier invocation began and never finished may have trapped it
-    // (out of memory, out of CPU): it goes last (`batch_order`), so that it cannot take down
-    // the batch-mates that come with it. Each message is acknowledged or retried as soon as it
-    // is done, so what ran before a trap stays done.
-    let runs: Vec<Option<String>> = messages.iter().map(|(m, _)| m.as_ref().ok().map(CompactionMessage::run_id)).collect();
-    let interrupted = if queue != DEAD_LETTER_QUEUE && messages.len() > 1 {
-        consumer::interrupted_runs(&ctx, &runs.iter().flatten().cloned().collect::<Vec<_>>()).await
+    // (out of memory, out of CPU): its dataset's messages run alone, after the others.
+    let keys: Vec<_> = messages.iter().map(|(m, _)| m.as_ref().ok().map(|m| (m.dataset_id.as_str(), m.run_id()))).collect();
+    let interrupted = if messages.len() > 1 {
+        consumer::interrupted_runs(&ctx, &keys.iter().flatten().map(|(_, run)| run.clone()).collect::<Vec<_>>()).await
     } else {
         Default::default()
     };
-    let mut slots: Vec<Option<_>> = messages.into_iter().map(Some).collect();
-    let messages = fusou_core::message::batch_order(&runs, &interrupted).into_iter().filter_map(|i| slots[i].take());
-    let mut pending_for_tables = false;
-    for (decoded, message) in messages {
-        match (decoded, queue.as_str()) {
-            (Err(e), _) => {
-                log::error(
-                    "message.invalid",
-                    json!({ "queue": queue, "messageId": message.id(), "metricId": message.body().get("metricId"), "error": e.to_string() }),
-                );
-                consumer::invalid(&ctx, message.body(), &e.to_string()).await;
-                message.ack();
-            }
-            (Ok(msg), DEAD_LETTER_QUEUE) => {
-                consumer::dead_letter(&ctx, &msg).await;
-                message.ack();
-            }
-            (Ok(msg), _) => {
-                log::info(
-                    "message.received",
-                    json!({ "queue": queue, "datasetId": msg.dataset_id, "metricId": msg.metric_id, "message": msg }),
-                );
-                match consumer::compact(&ctx, &msg).await {
-                    Ok(left_pending) => {
-                        pending_for_tables |= left_pending;
-                        message.ack()
-                    }
-                    Err(_) => message.retry_with_options(&retry),
-                }
-            }
+    let plan = BatchPlan::new(&keys, &interrupted);
+    for &i in &plan.invalid {
+        let (decoded, message) = &messages[i];
+        if let Err(e) = decoded {
+            invalid(&ctx, &queue, message, e).await;
         }
+        message.ack();
     }
+    let alone = MemoryBudget::alone(ctx.run.memory_bytes());
+    let beside = match plan.lanes.len().min(ctx.concurrent_runs) {
+        0 | 1 => &alone,
+        _ => &MemoryBudget::shared(ctx.run.memory_bytes()),
+    };
+    let lanes = plan.lanes.iter().map(|lane| run_lane(&ctx, &queue, &messages, lane, beside, &retry));
+    let left_pending: Vec<bool> = stream::iter(lanes).buffer_unordered(ctx.concurrent_runs).collect().await;
+    let mut pending_for_tables = left_pending.contains(&true);
+    pending_for_tables |= run_lane(&ctx, &queue, &messages, &plan.alone, &alone, &retry).await;
     if pending_for_tables {
         committer::notify(&ctx, "queue").await;
     }
     Ok(())
+}
+
+/// A batch's message, decoded or not, and its handle.
+type Delivered = (std::result::Result<CompactionMessage, fusou_core::message::MessageError>, Message<Value>);
+
+/// Runs the messages `lane` of `messages` one after the other within `memory`, acknowledging
+/// or retrying each as soon as it is done: whether a run left files pending for the tables.
+async fn run_lane(
+    ctx: &Ctx,
+    queue: &str,
+    messages: &[Delivered],
+    lane: &[usize],
+    memory: &MemoryBudget,
+    retry: &QueueRetryOptions,
+) -> bool {
+    let mut pending_for_tables = false;
+    for &i in lane {
+        let (Ok(msg), message) = &messages[i] else { continue };
+        log::info("message.received", json!({ "queue": queue, "datasetId": msg.dataset_id, "metricId": msg.metric_id, "message": msg }));
+        match consumer::compact(ctx, msg, memory).await {
+            Ok(left_pending) => {
+                pending_for_tables |= left_pending;
+                message.ack()
+            }
+            Err(_) => message.retry_with_options(retry),
+        }
+    }
+    pending_for_tables
+}
+
+/// A body that is not a compaction message: logged and marked failed (it is acknowledged by
+/// the caller: no retry can fix it).
+async fn invalid(ctx: &Ctx, queue: &str, message: &Message<Value>, error: &impl std::fmt::Display) {
+    log::error(
+        "message.invalid",
+        json!({ "queue": queue, "messageId": message.id(), "metricId": message.body().get("metricId"), "error": error.to_string() }),
+    );
+    consumer::invalid(ctx, message.body(), &error.to_string()).await;
 }

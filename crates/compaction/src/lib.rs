@@ -47,6 +47,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use self::consolidate::{ConsolidationConfig, SmallFile};
+use self::memory::MemoryBudget;
 use self::plan::{Inputs, Listing, Outputs, ReadPlan, SMALL_FILES_LISTED};
 use self::write::Merged;
 use crate::run_commit::{CommitOutcome, Lease, OutputRecord, commit_batch};
@@ -167,16 +168,21 @@ pub struct CompactionSettings {
     pub cleanup: cleanup::CleanupConfig,
     /// `COMPACTION_RETRY_DELAY_SECONDS`: the delay before a failed message is delivered again.
     pub retry_delay_secs: u32,
+    /// `COMPACTION_CONCURRENT_RUNS`: runs of different datasets a queue batch runs side by
+    /// side, within [`RunConfig::memory_bytes`] together.
+    pub concurrent_runs: usize,
 }
 
 impl CompactionSettings {
-    /// Reads [`RunConfig`], [`cleanup::CleanupConfig`] and `COMPACTION_RETRY_DELAY_SECONDS`.
+    /// Reads [`RunConfig`], [`cleanup::CleanupConfig`], `COMPACTION_RETRY_DELAY_SECONDS` and
+    /// `COMPACTION_CONCURRENT_RUNS`.
     pub fn from_vars(vars: &Vars<'_>) -> Result<Self, ConfigError> {
         let lake = LakeConfig::from_vars(vars)?;
         Ok(Self {
             run: RunConfig::from_vars(vars, lake.clone())?,
             cleanup: cleanup::CleanupConfig::from_vars(vars, lake)?,
             retry_delay_secs: vars.queue_delay_secs("COMPACTION_RETRY_DELAY_SECONDS")?,
+            concurrent_runs: vars.positive("COMPACTION_CONCURRENT_RUNS")? as usize,
         })
     }
 }
@@ -204,6 +210,13 @@ impl RunConfig {
             budget => (2 * self.max_run_bytes.div_ceil(budget) + 1).min(outputs),
         };
         FIXED_SUBREQUESTS + self.max_fragments as u64 + outputs + 4 * parts + merge_steps
+    }
+
+    /// The memory an invocation's runs share ([`memory::MemoryBudget`]): what the largest run
+    /// holds, so that runs side by side never hold more than one run alone may. (A run reads at
+    /// most `max_run_bytes`, or one fragment of up to `max_fragment_bytes`.)
+    pub fn memory_bytes(&self) -> u64 {
+        memory::MemoryBudget::need(self.max_run_bytes.max(self.max_fragment_bytes))
     }
 }
 
@@ -286,13 +299,13 @@ pub async fn compact<S: Sql, B: Blobs, K: CheckpointStore, R: DatasetRegistry, C
     ports: &RunPorts<'_, S, B, K, R, C>,
     config: &RunConfig,
 ) -> Result<Outcome, RunError> {
-    let RunPorts { sql, blobs, checkpoints, registry, clock } = *ports;
+    let RunPorts { sql, blobs, checkpoints, registry, clock, memory } = *ports;
     let dataset = &message.dataset_id;
     let mut run = Run::new(run_id, checkpoints, clock);
     if let Some(step) = &config.crash_after {
         run = run.crash_after(step);
     }
-    let steps = Steps { sql, blobs, catalog: registry, clock, config };
+    let steps = Steps { sql, blobs, catalog: registry, clock, memory, config };
     let outcome = steps.steps(message, &mut run).await;
     if outcome.as_ref().is_err_and(|e| !matches!(e, StepError::Interrupted { .. })) {
         // Best effort: an expired lease frees itself anyway. (An interrupted invocation
@@ -315,6 +328,8 @@ pub struct RunPorts<'a, S, B, K, R, C> {
     pub registry: &'a R,
     /// Time.
     pub clock: &'a C,
+    /// The memory this run shares with the runs beside it.
+    pub memory: &'a MemoryBudget,
 }
 
 impl<S, B, K, R, C> Clone for RunPorts<'_, S, B, K, R, C> {
@@ -331,6 +346,7 @@ struct Steps<'a, S, B, Ca, C> {
     blobs: &'a B,
     catalog: &'a Ca,
     clock: &'a C,
+    memory: &'a MemoryBudget,
     config: &'a RunConfig,
 }
 
@@ -356,6 +372,8 @@ impl<S: Sql, B: Blobs, Ca: DatasetRegistry, C: Clock> Steps<'_, S, B, Ca, C> {
             }
             Inputs::Read(inputs) => inputs,
         };
+        // Held until the run ends: its inputs and its outputs' buffers live until then.
+        let _memory = self.memory.hold(inputs.bytes()).await;
         if let Some(poison) = &self.config.poison
             && inputs.to_read().any(|f| &f.key == poison)
         {
@@ -514,7 +532,7 @@ impl<S: Sql, B: Blobs, Ca: DatasetRegistry, C: Clock> Steps<'_, S, B, Ca, C> {
             })
             .await;
         if read.as_ref().is_err_and(|e| !matches!(e, StepError::Interrupted { .. })) {
-            let _ = self.sql.run(index::UNCOUNT_INVOCATION, &[text(&lease.run_id)]).await;
+            let _ = self.sql.run(index::UNCOUNT_INVOCATION, &[text(&lease.run_id), self.reads_alone()]).await;
         }
         read
     }
@@ -578,10 +596,17 @@ impl<S: Sql, B: Blobs, Ca: DatasetRegistry, C: Clock> Steps<'_, S, B, Ca, C> {
         .await
     }
 
-    /// Counts this invocation of the run before it reads; answers the invocations so far.
+    /// 1 if this invocation's runs read alone, so that one that dies died of its own bytes (see
+    /// [`memory`]); 0 if they read side by side.
+    fn reads_alone(&self) -> SqlValue {
+        SqlValue::Int(self.memory.reads_alone().into())
+    }
+
+    /// Counts this invocation of the run before it reads; answers the invocations so far that
+    /// read alone.
     async fn count_invocation(&self, lease: &Lease) -> Result<u64, StepError> {
         let failed = |e: PortError| StepError::failed_once(Step::ReadFragments.name(), e);
-        let params = [text(&lease.run_id), text(lease.dataset.as_str()), text(&iso(self.clock.now_ms()))];
+        let params = [text(&lease.run_id), text(lease.dataset.as_str()), text(&iso(self.clock.now_ms())), self.reads_alone()];
         let rows: Vec<index::Invocations> = self.sql.query(index::COUNT_INVOCATION, &params).await.map_err(failed)?;
         rows.first().map(|r| r.invocations).ok_or_else(|| failed(PortError::new("the invocation was not counted")))
     }
@@ -629,6 +654,7 @@ impl Source<'_> {
 
 pub mod cleanup;
 pub mod consolidate;
+pub mod memory;
 pub mod metrics;
 pub mod plan;
 pub mod rollup;

@@ -87,6 +87,11 @@ impl ReadPlan {
         self.taken.iter().filter(|f| !self.set_aside.iter().any(|q| q.fragment_key == f.key))
     }
 
+    /// The bytes the run reads: the fragments it reads and the files it consolidates.
+    pub fn bytes(&self) -> u64 {
+        self.to_read().map(|f| f.size).chain(self.consolidate.iter().map(|f| f.size)).sum()
+    }
+
     /// The keys of every fragment taken (all marked compacted by the commit, set aside or not).
     pub fn consumed(&self) -> Vec<String> {
         self.taken.iter().map(|f| f.key.clone()).collect()

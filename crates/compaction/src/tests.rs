@@ -24,6 +24,7 @@ struct World {
     blobs: Memory,
     catalog: FakeRegistry,
     clock: FakeClock,
+    memory: MemoryBudget,
     fragments: Vec<synth::Fragment>,
 }
 
@@ -34,6 +35,7 @@ impl World {
             blobs: Memory::default(),
             catalog: FakeRegistry::default(),
             clock: FakeClock::default(),
+            memory: MemoryBudget::alone(RunConfig::default().memory_bytes()),
             fragments: Vec::new(),
         };
         let mut w = w;
@@ -50,7 +52,14 @@ impl World {
     }
 
     fn ports(&self) -> RunPorts<'_, Sqlite, Memory, Sqlite, FakeRegistry, FakeClock> {
-        RunPorts { sql: &self.db, blobs: &self.blobs, checkpoints: &self.db, registry: &self.catalog, clock: &self.clock }
+        RunPorts {
+            sql: &self.db,
+            blobs: &self.blobs,
+            checkpoints: &self.db,
+            registry: &self.catalog,
+            clock: &self.clock,
+            memory: &self.memory,
+        }
     }
 
     fn run(&self, run_id: &str, config: &RunConfig) -> Result<Outcome, RunError> {
@@ -229,7 +238,7 @@ fn a_run_that_lost_its_lease_commits_nothing() {
     let outcome = block_on(compact(
         &message(),
         "run-a",
-        &RunPorts { sql: &thief, blobs: &w.blobs, checkpoints: &w.db, registry: &w.catalog, clock: &w.clock },
+        &RunPorts { sql: &thief, blobs: &w.blobs, checkpoints: &w.db, registry: &w.catalog, clock: &w.clock, memory: &w.memory },
         &config(0),
     ))
     .unwrap();
@@ -632,6 +641,29 @@ fn a_fragment_that_kills_every_run_reading_it_is_isolated_then_quarantined_and_t
 }
 
 #[test]
+fn an_invocation_that_dies_reading_beside_other_runs_never_counts_towards_isolation() {
+    let w = World::with_fragments(4);
+    let poisoned = RunConfig { poison: Some("battle_data/ds-1/port_table/0002.parquet".into()), ..config(0) };
+    let beside = MemoryBudget::shared(poisoned.memory_bytes());
+    let ports = RunPorts { memory: &beside, ..w.ports() };
+    for _ in 0..5 {
+        let died = block_on(compact(&message(), "r1", &ports, &poisoned)).unwrap_err();
+        assert_eq!(died.0, StepError::Interrupted { step: "read-fragments".into() });
+    }
+    assert_eq!(w.db.count("SELECT count(*) FROM battle_files WHERE isolated = 1"), 0, "a batch-mate may have been the killer");
+    let interrupted: Vec<index::Interrupted> = block_on(w.db.query(index::INTERRUPTED_RUNS, &[text(r#"["r1"]"#)])).unwrap();
+    assert_eq!(
+        interrupted.iter().map(|r| (r.run_id.as_str(), r.invocations)).collect::<Vec<_>>(),
+        [("r1", 0)],
+        "interrupted, so its message runs alone next time, where it counts"
+    );
+    for _ in 0..2 {
+        assert!(w.run("r1", &poisoned).is_err());
+    }
+    assert_eq!(w.run("r1", &poisoned).unwrap(), Outcome::Isolated { fragments: 4 }, "the third invocation alone gives up");
+}
+
+#[test]
 fn a_run_that_fails_cleanly_on_reads_is_not_counted_against_its_fragments() {
     let w = World::with_fragments(3);
     w.blobs.fail_reads.set(true);
@@ -702,16 +734,13 @@ fn eight_compaction_runs_at_once_then_one_pass_of_the_committer_put_every_output
     }
     let config = RunConfig { lake: LakeConfig { root: "s3://bucket".into(), ..LakeConfig::default() }, ..RunConfig::default() };
     let messages: Vec<_> = datasets.iter().map(|d| fusou_testing::realtime_message(d)).collect();
+    // Memory for about three of them at a time: the others wait their turn.
+    let memory = MemoryBudget::shared(3 * MemoryBudget::need(64 << 10));
     let runs = messages.iter().enumerate().map(|(i, m)| {
-        let (shared, catalog, config) = (&shared, &catalog, &config);
+        let (shared, catalog, config, memory) = (&shared, &catalog, &config, &memory);
         async move {
-            compact(
-                m,
-                &format!("run-{i}"),
-                &RunPorts { sql: shared, blobs: shared, checkpoints: shared, registry: catalog, clock: shared },
-                config,
-            )
-            .await
+            let ports = RunPorts { sql: shared, blobs: shared, checkpoints: shared, registry: catalog, clock: shared, memory };
+            compact(m, &format!("run-{i}"), &ports, config).await
         }
     });
     let outcomes = block_on(futures::future::join_all(runs));
@@ -722,6 +751,12 @@ fn eight_compaction_runs_at_once_then_one_pass_of_the_committer_put_every_output
             other => panic!("{other:?}"),
         }
     }
+    assert_eq!(memory.free(), 3 * MemoryBudget::need(64 << 10), "every run gave its memory back");
+    assert_eq!(
+        (w.0.count("SELECT sum(invocations) FROM compaction_runs"), w.0.count("SELECT sum(shared_invocations) FROM compaction_runs")),
+        (0, 8),
+        "runs that read side by side are counted apart"
+    );
     let pass = block_on(fusou_lake::commit_pending(w.0, w.1, &FakeClock::default(), &config.lake));
     assert_eq!(pass.failures, []);
     let commits = pass.commits.iter().filter(|t| t.snapshot_id.is_some()).count();
@@ -800,6 +835,7 @@ struct Lake {
     blobs: Memory,
     clock: FakeClock,
     catalog: FakeRegistry,
+    memory: MemoryBudget,
     uploads: u64,
 }
 
@@ -812,6 +848,7 @@ impl Lake {
             blobs: Memory::default(),
             clock: FakeClock::default(),
             catalog: FakeRegistry::default(),
+            memory: MemoryBudget::alone(RunConfig::default().memory_bytes()),
             uploads: 0,
         };
         for d in 0..datasets {
@@ -835,7 +872,14 @@ impl Lake {
         self.uploads += 1;
         let key = format!("battle_data/{dataset}/port_table/{:04}.parquet", self.uploads);
         fusou_testing::store_fragment(&self.db, &self.blobs, dataset, &key, f);
-        let ports = RunPorts { sql: &self.db, blobs: &self.blobs, checkpoints: &self.db, registry: &self.catalog, clock: &self.clock };
+        let ports = RunPorts {
+            sql: &self.db,
+            blobs: &self.blobs,
+            checkpoints: &self.db,
+            registry: &self.catalog,
+            clock: &self.clock,
+            memory: &self.memory,
+        };
         let period = Some(PeriodTag::parse(Self::PERIOD).unwrap());
         let message = CompactionMessage { period_tag: period, ..fusou_testing::realtime_message(dataset) };
         committed(block_on(compact(&message, &format!("run-{}", self.uploads), &ports, config)).unwrap());

@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use futures::executor::block_on;
 
 use fusou_compaction::cleanup::{CleanupConfig, clean_up};
+use fusou_compaction::memory::MemoryBudget;
 use fusou_compaction::{Outcome, RunConfig, RunPorts, compact};
 use fusou_core::index::{self, LakeTable, SqlValue, Statement};
 use fusou_lake::commit::LakeConfig;
@@ -87,6 +88,7 @@ fn day(name: &'static str, commits: Commits) -> Figures {
         }
     };
     let run_config = RunConfig { lake: lake_config.clone(), ..RunConfig::default() };
+    let memory = MemoryBudget::alone(run_config.memory_bytes());
 
     // The day's events, in time order (a min-heap of (time, event)).
     let mut events = BinaryHeap::new();
@@ -126,7 +128,8 @@ fn day(name: &'static str, commits: Commits) -> Figures {
                 runs += 1;
                 let (sql, blobs_m, checkpoints) =
                     (Metered::new(&db, &compaction_meter), Metered::new(&blobs, &compaction_meter), Metered::new(&db, &compaction_meter));
-                let ports = RunPorts { sql: &sql, blobs: &blobs_m, checkpoints: &checkpoints, registry: &registry, clock: &clock };
+                let ports =
+                    RunPorts { sql: &sql, blobs: &blobs_m, checkpoints: &checkpoints, registry: &registry, clock: &clock, memory: &memory };
                 let outcome = block_on(compact(&message, &format!("run-{runs}"), &ports, &run_config)).expect("a run");
                 // The batch's notice, or the previous version's own table commits.
                 if let Outcome::Committed(summary) = outcome

@@ -18,6 +18,7 @@ use std::time::Instant;
 use futures::executor::block_on;
 use serde_json::json;
 
+use fusou_compaction::memory::MemoryBudget;
 use fusou_compaction::rollup::{self, RollupConfig};
 use fusou_compaction::{Outcome, RunConfig, RunPorts, compact};
 use fusou_contract::ids::PeriodTag;
@@ -116,7 +117,8 @@ fn lake_read_bench() {
     let lake = LakeConfig { root: format!("file://{out}/bucket"), commit_interval_ms: 0, ..LakeConfig::default() };
     let (db, blobs, clock, catalog) = (Sqlite::migrated(), Memory::default(), FakeClock::default(), FakeRegistry::default());
     let config = RunConfig { lake: lake.clone(), ..RunConfig::default() };
-    let ports = RunPorts { sql: &db, blobs: &blobs, checkpoints: &db, registry: &catalog, clock: &clock };
+    let memory = MemoryBudget::alone(config.memory_bytes());
+    let ports = RunPorts { sql: &db, blobs: &blobs, checkpoints: &db, registry: &catalog, clock: &clock, memory: &memory };
 
     let started = Instant::now();
     let mut uploads = 0u64;

@@ -289,17 +289,21 @@ statements! {
          ORDER BY created_at, key LIMIT ?4";
 
     /// Counts an invocation of run `?1` of dataset `?2` that is about to read its fragments; `?3`
-    /// now. Answers [`Invocations`], this one included.
-    COUNT_INVOCATION = "INSERT INTO compaction_runs (run_id, dataset_id, invocations, updated_at) \
-         VALUES (?1, ?2, 1, ?3) ON CONFLICT (run_id) DO UPDATE SET invocations = invocations + 1, updated_at = ?3 \
-         RETURNING invocations";
+    /// now; `?4` 1 if it reads alone, 0 if beside other runs (counted apart: it may die of their
+    /// bytes). Answers [`Invocations`]: those that read alone, this one included.
+    COUNT_INVOCATION = "INSERT INTO compaction_runs (run_id, dataset_id, invocations, shared_invocations, updated_at) \
+         VALUES (?1, ?2, ?4, 1 - ?4, ?3) ON CONFLICT (run_id) DO UPDATE SET invocations = invocations + ?4, \
+         shared_invocations = shared_invocations + 1 - ?4, updated_at = ?3 RETURNING invocations";
 
     /// Of the runs whose ids `?1` lists (a JSON array), those an invocation began reading for and
-    /// never finished: it may have trapped on their bytes. Answers [`RunId`]s.
-    INTERRUPTED_RUNS = "SELECT run_id FROM compaction_runs WHERE invocations > 0 AND run_id IN (SELECT value FROM json_each(?1))";
+    /// never finished: it may have trapped on their bytes. Answers [`Interrupted`]s.
+    INTERRUPTED_RUNS = "SELECT run_id, invocations FROM compaction_runs \
+         WHERE invocations + shared_invocations > 0 AND run_id IN (SELECT value FROM json_each(?1))";
 
-    /// Takes back the count of an invocation of run `?1` that failed cleanly on I/O.
-    UNCOUNT_INVOCATION = "UPDATE compaction_runs SET invocations = invocations - 1 WHERE run_id = ?1 AND invocations > 0";
+    /// Takes back the count of an invocation of run `?1` that failed cleanly on I/O; `?2` as
+    /// [`COUNT_INVOCATION`]'s `?4`.
+    UNCOUNT_INVOCATION = "UPDATE compaction_runs SET invocations = invocations - ?2, \
+         shared_invocations = shared_invocations - (1 - ?2) WHERE run_id = ?1 AND invocations >= ?2 AND shared_invocations >= 1 - ?2";
 
     /// Isolates the pending fragments `{keys}` of dataset `?1` (each is taken alone by a later
     /// run), fenced by run `?2`'s lease at epoch `?3`.
@@ -368,9 +372,12 @@ pub struct LakeLeftOut {
     pub note: Option<String>,
 }
 
+/// A run an earlier invocation began reading for and never finished, and how many of its
+/// invocations read alone ([`INTERRUPTED_RUNS`]).
 #[derive(Debug, Deserialize)]
-pub struct RunId {
+pub struct Interrupted {
     pub run_id: String,
+    pub invocations: u64,
 }
 
 #[derive(Debug, Deserialize)]

@@ -89,15 +89,52 @@ impl CompactionMessage {
     }
 }
 
-/// The order a batch's messages run in: each by its position, those whose run is in
-/// `interrupted` (an earlier invocation began it and never finished: it may have trapped on
-/// its bytes) after all the others, the batch's order kept otherwise. A message that may trap
-/// thus never takes down a batch-mate that would not; undecodable bodies (`None`) go first,
-/// as they cost nothing.
-pub fn batch_order(runs: &[Option<String>], interrupted: &std::collections::HashSet<String>) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..runs.len()).collect();
-    order.sort_by_key(|&i| runs[i].as_ref().is_some_and(|run| interrupted.contains(run)));
-    order
+/// How a batch's messages run ([`BatchPlan::new`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BatchPlan {
+    /// Bodies that are not messages: answered first, they cost nothing.
+    pub invalid: Vec<usize>,
+    /// Run side by side, one lane per dataset, each lane its messages in the batch's order: runs
+    /// of different datasets share only memory (bounded apart), while two runs of one dataset
+    /// would only wait on its lease.
+    pub lanes: Vec<Vec<usize>>,
+    /// Run one at a time after the lanes: every message of a dataset for which an earlier
+    /// invocation began a run and never finished it (it may have trapped on the dataset's
+    /// bytes), the datasets whose runs died alone fewer times first. So a message that may trap never
+    /// takes down a batch-mate that would not, and a batch-mate it did take down, reading beside
+    /// it, gets an invocation of its own before it.
+    pub alone: Vec<usize>,
+}
+
+impl BatchPlan {
+    /// The plan for a batch whose messages are `messages` (each its dataset and run, `None`
+    /// for a body that is not a message), given which runs were interrupted and how many of
+    /// their invocations read alone.
+    pub fn new(messages: &[Option<(&str, String)>], interrupted: &std::collections::HashMap<String, u64>) -> Self {
+        let mut plan = BatchPlan::default();
+        // A dataset is as suspect as its most suspect run: its runs all read its pending bytes.
+        let mut suspect: std::collections::HashMap<&str, u64> = Default::default();
+        for (dataset, run) in messages.iter().flatten() {
+            if let Some(&died_alone) = interrupted.get(run) {
+                let most = suspect.entry(dataset).or_default();
+                *most = (*most).max(died_alone);
+            }
+        }
+        let mut lanes: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (i, message) in messages.iter().enumerate() {
+            match message {
+                None => plan.invalid.push(i),
+                Some((dataset, _)) if suspect.contains_key(dataset) => plan.alone.push(i),
+                Some((dataset, _)) => match lanes.iter_mut().find(|(d, _)| d == dataset) {
+                    Some((_, lane)) => lane.push(i),
+                    None => lanes.push((dataset, vec![i])),
+                },
+            }
+        }
+        plan.alone.sort_by_key(|&i| messages[i].as_ref().map(|(dataset, _)| suspect[dataset]));
+        plan.lanes = lanes.into_iter().map(|(_, lane)| lane).collect();
+        plan
+    }
 }
 
 #[cfg(test)]
@@ -105,11 +142,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn messages_that_may_trap_run_after_their_batch_mates() {
-        let runs: Vec<Option<String>> = vec![Some("a".into()), Some("suspect".into()), None, Some("b".into()), Some("other".into())];
-        let interrupted = ["suspect".to_owned(), "other".to_owned()].into_iter().collect();
-        assert_eq!(batch_order(&runs, &interrupted), [0, 2, 3, 1, 4]);
-        assert_eq!(batch_order(&runs, &Default::default()), [0, 1, 2, 3, 4], "nothing suspect: the batch's order");
+    fn a_batch_runs_one_lane_per_dataset_and_what_may_trap_alone_afterwards() {
+        let m = |dataset: &'static str, run: &str| Some((dataset, run.to_owned()));
+        let messages = vec![m("a", "a1"), m("b", "b1"), None, m("a", "a2"), m("s", "s1"), m("c", "c1"), m("s", "s2"), m("t", "t1")];
+        // s1 died alone twice (s2 reads the same dataset); t1 died only beside others.
+        let interrupted = [("s1".to_owned(), 2), ("t1".to_owned(), 0)].into_iter().collect();
+        let plan = BatchPlan::new(&messages, &interrupted);
+        assert_eq!(plan.invalid, [2]);
+        assert_eq!(plan.lanes, [vec![0, 3], vec![1], vec![5]], "a lane per dataset, in the batch's order");
+        assert_eq!(plan.alone, [7, 4, 6], "every message of a suspect dataset, the least suspect first");
+        let calm = BatchPlan::new(&messages, &Default::default());
+        assert_eq!(calm.lanes, [vec![0, 3], vec![1], vec![4, 6], vec![5], vec![7]]);
+        assert!(calm.alone.is_empty(), "nothing suspect: every dataset has its lane");
     }
 
     fn check_refused(body: &str) {

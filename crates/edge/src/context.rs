@@ -54,7 +54,12 @@ impl WorkerEnv {
 
     /// The battle-data index (D1), every call behind the remote policy.
     pub fn db(&self) -> worker::Result<Db> {
-        Ok(Db::new(self.env.d1(bindings::BATTLE_INDEX_DB)?, self.remote, self.meter.clone()))
+        self.db_counted_in(self.meter.clone())
+    }
+
+    /// The battle-data index, its calls counted into `meter` (a part of the invocation's).
+    pub fn db_counted_in(&self, meter: Rc<Meter>) -> worker::Result<Db> {
+        Ok(Db::new(self.env.d1(bindings::BATTLE_INDEX_DB)?, self.remote, meter))
     }
 
     /// The battle-data bucket (R2).

@@ -4,6 +4,7 @@
 //! invocation and report the counts; the cost benchmark wraps the native ports the same way.
 
 use std::cell::Cell;
+use std::rc::Rc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -89,18 +90,34 @@ impl Prices {
         Prices { r2_class_a: 4.50, r2_class_b: 0.36, d1_rows_read: 0.001, d1_rows_written: 1.00, queue_operations: 0.40 };
 }
 
-/// Counts, for one invocation (single-threaded: a Worker's isolate runs one task at a time).
+/// Counts, for one invocation or one part of it (single-threaded: a Worker's isolate runs one
+/// task at a time, though tasks may take turns).
 #[derive(Debug, Default)]
 pub struct Meter {
     ops: Cell<Operations>,
+    /// The meter this one's counts are also counted into.
+    within: Option<Rc<Meter>>,
 }
 
 impl Meter {
+    /// A meter for a part of what `outer` counts (one run of a batch whose runs take turns):
+    /// what it counts, `outer` counts too.
+    pub fn within(outer: Rc<Meter>) -> Self {
+        Meter { ops: Cell::default(), within: Some(outer) }
+    }
+
     /// Adds `f`'s changes to the counts.
     pub fn add(&self, f: impl FnOnce(&mut Operations)) {
         let mut ops = self.ops.get();
         f(&mut ops);
-        self.ops.set(ops);
+        self.count(ops.since(self.ops.get()));
+    }
+
+    fn count(&self, added: Operations) {
+        self.ops.set(self.ops.get().plus(added));
+        if let Some(outer) = &self.within {
+            outer.count(added);
+        }
     }
 
     /// The counts so far.
@@ -227,5 +244,17 @@ mod tests {
         };
         let dollars = ops.dollars(&Prices::PUBLISHED_2026_12_06);
         assert!((dollars - (9.0 + 0.36 + 1.0 + 1.2)).abs() < 1e-9, "{dollars}");
+    }
+
+    #[test]
+    fn a_runs_meter_counts_its_own_calls_and_its_invocations_too() {
+        let invocation = Rc::new(Meter::default());
+        let (a, b) = (Meter::within(invocation.clone()), Meter::within(invocation.clone()));
+        a.add(|o| o.r2_class_a += 2);
+        b.add(|o| o.r2_class_b += 1);
+        a.add(|o| o.d1_rows_written += 5);
+        assert_eq!(a.operations(), Operations { r2_class_a: 2, d1_rows_written: 5, ..Default::default() });
+        assert_eq!(b.operations(), Operations { r2_class_b: 1, ..Default::default() });
+        assert_eq!(invocation.operations(), a.operations().plus(b.operations()));
     }
 }

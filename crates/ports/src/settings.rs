@@ -138,6 +138,12 @@ pub const SETTINGS: &[Setting] = &[
         doc: "fragment bytes one run holds in memory",
     },
     Setting {
+        name: "COMPACTION_CONCURRENT_RUNS",
+        read_by: Reader::Compaction,
+        default: "10",
+        doc: "runs of different datasets a queue batch runs side by side, within the memory of one run at its caps (1: one at a time)",
+    },
+    Setting {
         name: "COMPACTION_MAX_OUTPUTS",
         read_by: Reader::Compaction,
         default: "128",

@@ -20,6 +20,7 @@ struct World {
     blobs: Memory,
     catalog: FakeRegistry,
     clock: FakeClock,
+    memory: crate::memory::MemoryBudget,
     uploaded: usize,
 }
 
@@ -30,6 +31,7 @@ impl World {
             blobs: Memory::default(),
             catalog: FakeRegistry::default(),
             clock: FakeClock::default(),
+            memory: crate::memory::MemoryBudget::alone(crate::RunConfig::default().memory_bytes()),
             uploaded: 0,
         };
         w.clock.now.set(1_800_000_000_000);
@@ -50,7 +52,14 @@ impl World {
         block_on(compact(
             &message,
             run_id,
-            &crate::RunPorts { sql: &self.db, blobs: &self.blobs, checkpoints: &self.db, registry: &self.catalog, clock: &self.clock },
+            &crate::RunPorts {
+                sql: &self.db,
+                blobs: &self.blobs,
+                checkpoints: &self.db,
+                registry: &self.catalog,
+                clock: &self.clock,
+                memory: &self.memory,
+            },
             config,
         ))
     }
