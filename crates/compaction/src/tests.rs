@@ -19,6 +19,19 @@ use fusou_testing::{FakeClock, FakeRegistry, Interleaved, Memory, Sqlite};
 
 const DS: &str = "ds-1";
 
+/// A run's ports over SQLite (the index and the checkpoints) and memory (the bucket).
+pub(crate) type LocalPorts<'a> = RunPorts<'a, Sqlite, Memory, Sqlite, FakeRegistry, FakeClock>;
+
+pub(crate) fn local_ports<'a>(
+    db: &'a Sqlite,
+    blobs: &'a Memory,
+    registry: &'a FakeRegistry,
+    clock: &'a FakeClock,
+    memory: &'a MemoryBudget,
+) -> LocalPorts<'a> {
+    RunPorts { sql: db, blobs, checkpoints: db, registry, clock, memory }
+}
+
 struct World {
     db: Sqlite,
     blobs: Memory,
@@ -51,15 +64,8 @@ impl World {
         self.fragments.push(f);
     }
 
-    fn ports(&self) -> RunPorts<'_, Sqlite, Memory, Sqlite, FakeRegistry, FakeClock> {
-        RunPorts {
-            sql: &self.db,
-            blobs: &self.blobs,
-            checkpoints: &self.db,
-            registry: &self.catalog,
-            clock: &self.clock,
-            memory: &self.memory,
-        }
+    fn ports(&self) -> LocalPorts<'_> {
+        local_ports(&self.db, &self.blobs, &self.catalog, &self.clock, &self.memory)
     }
 
     fn run(&self, run_id: &str, config: &RunConfig) -> Result<Outcome, RunError> {
@@ -600,6 +606,8 @@ fn settings_come_from_the_variables_and_bad_ones_are_errors() {
     assert_eq!(set.cleanup.lake.retention.max_age_ms, 3 * 86_400_000);
     assert_eq!(settings(&[("COMPACTION_MAX_RUN_BYTES", "32MB")]).unwrap_err().name, "COMPACTION_MAX_RUN_BYTES");
     assert_eq!(settings(&[("COMPACTION_MAX_FRAGMENTS", "0")]).unwrap_err().name, "COMPACTION_MAX_FRAGMENTS");
+    assert_eq!(settings(&[]).unwrap().concurrent_runs, 10);
+    assert_eq!(settings(&[("COMPACTION_CONCURRENT_RUNS", "0")]).unwrap_err().name, "COMPACTION_CONCURRENT_RUNS");
     assert_eq!(settings(&[("COMPACTION_RETRY_DELAY_SECONDS", "99999")]).unwrap().retry_delay_secs, 43_200);
 }
 
@@ -872,14 +880,7 @@ impl Lake {
         self.uploads += 1;
         let key = format!("battle_data/{dataset}/port_table/{:04}.parquet", self.uploads);
         fusou_testing::store_fragment(&self.db, &self.blobs, dataset, &key, f);
-        let ports = RunPorts {
-            sql: &self.db,
-            blobs: &self.blobs,
-            checkpoints: &self.db,
-            registry: &self.catalog,
-            clock: &self.clock,
-            memory: &self.memory,
-        };
+        let ports = local_ports(&self.db, &self.blobs, &self.catalog, &self.clock, &self.memory);
         let period = Some(PeriodTag::parse(Self::PERIOD).unwrap());
         let message = CompactionMessage { period_tag: period, ..fusou_testing::realtime_message(dataset) };
         committed(block_on(compact(&message, &format!("run-{}", self.uploads), &ports, config)).unwrap());

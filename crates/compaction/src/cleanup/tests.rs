@@ -52,14 +52,7 @@ impl World {
         block_on(compact(
             &message,
             run_id,
-            &crate::RunPorts {
-                sql: &self.db,
-                blobs: &self.blobs,
-                checkpoints: &self.db,
-                registry: &self.catalog,
-                clock: &self.clock,
-                memory: &self.memory,
-            },
+            &crate::tests::local_ports(&self.db, &self.blobs, &self.catalog, &self.clock, &self.memory),
             config,
         ))
     }
