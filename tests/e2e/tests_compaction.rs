@@ -36,13 +36,20 @@ fn uploaded_rows_come_back() -> TestResult {
     let metrics = pg_json(
         &[],
         &format!(
-            "SELECT status::text, output_files, input_rows - coalesce(consolidated_rows, 0) AS new_rows FROM public.processing_metrics \
-         WHERE dataset_id = '{dataset}' AND status = 'success' AND output_files > 0"
+            "SELECT status::text, output_files, input_rows - coalesce(consolidated_rows, 0) AS new_rows, \
+             input_fragments + coalesce(consolidated_files, 0) AS inputs, r2_class_a, r2_class_b, subrequests \
+             FROM public.processing_metrics WHERE dataset_id = '{dataset}' AND status = 'success' AND output_files > 0"
         ),
     )?;
     let total: u64 = metrics.as_array().into_iter().flatten().filter_map(|m| m["new_rows"].as_u64()).sum();
     let uploaded: u64 = fragments.iter().map(|f| f.total_rows()).sum();
     ensure_eq!(total, uploaded, "rows counted by the runs' metrics: {metrics}");
+    // Each run's own billable operations, though runs of other tests' datasets share its
+    // invocation: a put per (single-part) output, a get per input.
+    for run in metrics.as_array().into_iter().flatten() {
+        ensure_eq!((&run["r2_class_a"], &run["r2_class_b"]), (&run["output_files"], &run["inputs"]), "{run}");
+        ensure!(run["subrequests"].as_u64() > run["r2_class_a"].as_u64(), "{run}");
+    }
 
     // The dataset's summary in Supabase follows the index.
     let summary = pg_json(
