@@ -36,6 +36,17 @@ fn read_back() -> TestResult {
         wait_until_compacted(dataset, &token, 150)?;
     }
     wait_until_in_tables(&datasets)?;
+    // The operator sees the committer: its passes, their snapshots and their operations (each
+    // snapshot at least its manifest, its manifest list and its metadata file: 3 puts).
+    let (status, body) = send(operator(reqwest::Method::GET, "/compact/status"))?;
+    ensure_eq!(status, 200, "{body}");
+    let total = &body["committer"]["total"];
+    let snapshots = total["snapshots"].as_u64().ok_or("snapshots")?;
+    ensure!(snapshots >= TABLES.len() as u64 && total["passes"].as_u64() >= Some(1), "{body}");
+    ensure!(total["operations"]["r2_class_a"].as_u64() >= Some(3 * snapshots), "{body}");
+    ensure!(body["committer"]["lastPass"]["atMs"].is_u64(), "{body}");
+    let (status, _) = send(lake_reader(reqwest::Method::GET, "/compact/status"))?;
+    ensure_eq!(status, 403, "the read key is no operator");
     let first: Vec<(String, i64)> =
         TABLES.iter().map(|t| Ok::<_, String>((t.to_string(), current_snapshot(t)?))).collect::<Result<_, _>>()?;
 

@@ -15,8 +15,9 @@
 //! each table's pointer stays the fence against anything else (the clean-up's expiry).
 
 use fusou_edge::{WorkerClock, log};
-use fusou_ports::meter::Metered;
-use serde_json::json;
+use fusou_ports::meter::{Metered, Operations};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use worker::{DurableObject, Env, Request, Response, Result, State, durable_object};
 
 use crate::context::Ctx;
@@ -24,6 +25,30 @@ use crate::ports::{D1, R2};
 
 /// The one object's name.
 const NAME: &str = "lake";
+
+/// Where the object keeps its last pass's summary, and the sum of every pass's.
+const LAST_PASS: &str = "last_pass";
+const TOTAL: &str = "total";
+
+/// What the committer's passes did, all together, since the object was created.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Total {
+    passes: u64,
+    snapshots: u64,
+    /// Their billable operations (R2 and D1: a pass makes no queue operation).
+    operations: Operations,
+}
+
+/// The committer's status for the operator: its last pass, its totals and when its alarm is
+/// set (`None`: nothing pending).
+pub(crate) async fn status(ctx: &Ctx) -> worker::Result<Value> {
+    let stub = ctx.lake_committer()?.get_by_name(NAME)?;
+    let asked = async { stub.fetch_with_str("https://committer/status").await?.json::<Value>().await };
+    ctx.remote
+        .call(fusou_edge::remote::Service::Committer, "the committer's status", asked)
+        .await
+        .map_err(|e| worker::Error::RustError(e.to_string()))
+}
 
 /// Tells the committer that files are pending. Failures are logged, never fatal: the files
 /// stay pending for the next notice (the next batch, the clean-up's).
@@ -49,9 +74,17 @@ impl DurableObject for LakeCommitter {
         Self { state, env }
     }
 
-    /// A notice: a pass at once, unless one is already set (which then takes these files too).
-    async fn fetch(&self, _req: Request) -> Result<Response> {
+    /// `/status`: the last pass and the passes' operations so far. Anything else is a notice: a
+    /// pass at once, unless one is already set (which then takes these files too).
+    async fn fetch(&self, req: Request) -> Result<Response> {
         let storage = self.state.storage();
+        if req.path() == "/status" {
+            return Response::from_json(&json!({
+                "lastPass": storage.get::<Value>(LAST_PASS).await?,
+                "total": storage.get::<Total>(TOTAL).await?.unwrap_or_default(),
+                "alarmMs": storage.get_alarm().await?,
+            }));
+        }
         if storage.get_alarm().await?.is_none() {
             storage.set_alarm(0).await?;
         }
@@ -68,17 +101,35 @@ impl DurableObject for LakeCommitter {
         let event = if pass.failures.is_empty() { "committer.pass" } else { "committer.pass_partly_failed" };
         let snapshots = pass.commits.iter().filter(|c| c.snapshot_id.is_some()).count();
         let attempts: u32 = pass.commits.iter().map(|c| c.attempts).sum();
-        log::info(
-            event,
-            json!({
-                "snapshots": snapshots,
-                "attempts": attempts,
-                "waiting": pass.waiting,
-                "nextMs": pass.next_ms,
-                "operations": ctx.meter.operations(),
-                "pass": pass,
-            }),
-        );
+        let operations = ctx.meter.operations();
+        let summary = json!({
+            "atMs": fusou_edge::now_ms(),
+            "snapshots": snapshots,
+            "attempts": attempts,
+            "failures": pass.failures.len(),
+            "waiting": pass.waiting,
+            "nextMs": pass.next_ms,
+            "operations": operations,
+        });
+        let mut logged = summary.clone();
+        logged["pass"] = json!(pass);
+        log::info(event, logged);
+        // For the operator's status (`GET /compact/status`); a failure to keep it is only logged.
+        let storage = self.state.storage();
+        let total = storage.get::<Total>(TOTAL).await.ok().flatten().unwrap_or_default();
+        let total = Total {
+            passes: total.passes + 1,
+            snapshots: total.snapshots + snapshots as u64,
+            operations: total.operations.plus(operations),
+        };
+        if let Err(e) = async {
+            storage.put(LAST_PASS, &summary).await?;
+            storage.put(TOTAL, &total).await
+        }
+        .await
+        {
+            log::warn("committer.status_not_kept", json!({ "error": e.to_string() }));
+        }
         if let Some(next_ms) = pass.next_ms {
             let offset = (next_ms - fusou_edge::now_ms() as i64).max(0);
             self.state.storage().set_alarm(offset).await?;

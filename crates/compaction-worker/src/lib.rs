@@ -12,7 +12,8 @@
 //! tables notifies their committer (`committer`, a Durable Object) once. The cron runs the
 //! clean-up (`cleanup`).
 //!
-//! The `fetch` handler answers `GET /health` and `POST /cleanup` (operator secret as bearer).
+//! The `fetch` handler answers `GET /health`, and `POST /cleanup` and `GET /status` (operator
+//! secret as bearer).
 //! The Worker has no public URL (`workers_dev = false`, no routes): only the upload Worker's
 //! service binding reaches it.
 
@@ -57,6 +58,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     match (req.method(), req.path().as_str()) {
         (Method::Get, "/health") => health(&ctx).await,
         (Method::Post, "/cleanup") => clean_up_now(req, &ctx).await,
+        (Method::Get, "/status") => status(&req, &ctx).await,
         _ => answer(404, &json!({ "error": "no such route" })),
     }
 }
@@ -117,6 +119,19 @@ async fn clean_up_now(mut req: Request, ctx: &Ctx) -> Result<Response> {
             log::error("cleanup.failed", json!({ "source": "operator", "error": e }));
             answer(503, &json!({ "error": format!("clean-up failed: {e}") }))
         }
+    }
+}
+
+/// What the operator reads of the compaction service: the tables' committer (its last pass,
+/// its totals with their billable operations, its alarm). Runs' own counts are in their
+/// metrics rows.
+async fn status(req: &Request, ctx: &Ctx) -> Result<Response> {
+    if ctx.check_operator(req).is_err() {
+        return answer(401, &json!({ "error": "the operator secret is required" }));
+    }
+    match committer::status(ctx).await {
+        Ok(committer) => answer(200, &json!({ "committer": committer })),
+        Err(e) => answer(503, &json!({ "error": format!("the committer did not answer: {e}") })),
     }
 }
 

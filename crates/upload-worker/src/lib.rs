@@ -49,6 +49,7 @@ routes! {
     POST "/trigger-scheduled" => routes::trigger::handle,
     POST "/compact/replay" => routes::operator::replay,
     POST "/compact/cleanup" => routes::operator::cleanup,
+    GET "/compact/status" => routes::operator::status,
     POST "/compact/sql" => routes::operator::sql,
     GET "/battle-data/datasets/:id" => routes::datasets::show,
     GET "/battle-data/datasets/:id/outputs" => routes::datasets::outputs,

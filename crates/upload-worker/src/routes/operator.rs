@@ -2,6 +2,8 @@
 //! - `POST /compact/replay`: sends a compaction message to the queue exactly as given, e.g. one
 //!   taken from the dead-letter log. The same message is the same run: a replay resumes it, or
 //!   ends quickly when its work is done.
+//! - `GET /compact/status`: the compaction service's status through the service binding: the
+//!   tables' committer's last pass, its totals and their billable operations.
 //! - `POST /compact/cleanup`: runs the compaction Worker's clean-up now, through the service
 //!   binding, passing the operator's bearer on (the compaction Worker checks it too). On a test
 //!   stack it may name a shorter retention or orphan grace, and a period to roll up at once.
@@ -76,28 +78,54 @@ pub(crate) async fn cleanup(mut req: Request, ctx: &Ctx, _call: &Call) -> Result
             "expected a JSON object: {\"retentionSeconds\"?, \"orphanGraceSeconds\"?, \"rollupMinFiles\"?, \"rollupPeriod\"?} (test stacks only)",
         ));
     }
+    let body = (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned());
+    let (status, body) = forward(ctx, Method::Post, "/cleanup", body, "the clean-up", CLEANUP_TIMEOUT_MS).await?;
+    if status == 200 {
+        Ok(http::json(200, &body)?)
+    } else {
+        Err(ApiError::new(status, body["error"].as_str().unwrap_or("clean-up failed").to_owned()))
+    }
+}
+
+/// The compaction service's status: the tables' committer, its last pass and its totals, with
+/// their billable operations.
+pub(crate) async fn status(req: Request, ctx: &Ctx, _call: &Call) -> Result<Response, ApiError> {
+    auth::operator(&req, ctx)?;
+    let (status, body) =
+        forward(ctx, Method::Get, "/status", None, "the compaction status", ctx.remote.timeout_ms(Service::Worker)).await?;
+    if status == 200 {
+        Ok(http::json(200, &body)?)
+    } else {
+        Err(ApiError::new(status, body["error"].as_str().unwrap_or("the compaction service did not answer").to_owned()))
+    }
+}
+
+/// Calls the compaction Worker's operator route `path` through the service binding, with the
+/// operator secret (its routes check it too: reaching it is not enough), answering its status
+/// and JSON body.
+async fn forward(
+    ctx: &Ctx,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+    what: &str,
+    timeout_ms: u64,
+) -> Result<(u16, Value), ApiError> {
     let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_body((!body.is_empty()).then(|| worker::wasm_bindgen::JsValue::from(String::from_utf8_lossy(&body).into_owned())));
-    // The compaction Worker checks the operator secret too: its route needs more than reaching it.
+    init.with_method(method).with_body(body.map(worker::wasm_bindgen::JsValue::from));
     init.headers.set("authorization", &format!("Bearer {}", ctx.shared.operator_secret().map_err(ApiError::misconfigured)?))?;
-    let forwarded = Request::new_with_init("https://fusou-compaction/cleanup", &init)?;
+    let forwarded = Request::new_with_init(&format!("https://fusou-compaction{path}"), &init)?;
     let service = ctx.compaction_service()?;
-    let (status, body) = ctx
+    Ok(ctx
         .remote
-        .call_within(Service::Worker, "the clean-up", CLEANUP_TIMEOUT_MS, async {
+        .call_within(Service::Worker, what, timeout_ms, async {
             let mut answer = service.fetch_request(forwarded).await?;
             let status = answer.status_code();
             let body: Value =
                 answer.json().await.unwrap_or_else(|e| json!({ "error": format!("the compaction Worker answered {status}: {e}") }));
             Ok::<_, worker::Error>((status, body))
         })
-        .await?;
-    if status == 200 {
-        Ok(http::json(200, &body)?)
-    } else {
-        Err(ApiError::new(status, body["error"].as_str().unwrap_or("clean-up failed").to_owned()))
-    }
+        .await?)
 }
 
 /// A statement on D1 through the binding (test stacks only), answering its rows.
