@@ -29,7 +29,7 @@ use serde::Serialize;
 use crate::write::{PartUpload, Target, columns_with_statistics};
 use fusou_contract::ids::{DatasetId, PeriodTag, TableName};
 use fusou_core::config::{ConfigError, Vars};
-use fusou_core::index::{self, RollupDue, RollupMember, SqlValue, Statement, iso, keyed, text};
+use fusou_core::index::{self, RollupDue, RollupInput, SqlValue, Statement, iso, keyed, text};
 use fusou_engine::EngineConfig;
 use fusou_engine::rollup::{self, Roller, RollupFile};
 use fusou_lake::commit::table_prefix;
@@ -160,7 +160,7 @@ pub async fn roll_up<S: Sql, B: Blobs, C: Clock>(
 ) -> PortResult<Option<RollupReport>> {
     let (table_name, period_tag) =
         (TableName::parse(table).map_err(|e| e.to_string())?, PeriodTag::parse(period).map_err(|e| e.to_string())?);
-    let mut members: Vec<RollupMember> = sql.query(index::LAKE_ROLLUP_CANDIDATES, &[text(table), text(period)]).await?;
+    let mut members: Vec<RollupInput> = sql.query(index::LAKE_ROLLUP_CANDIDATES, &[text(table), text(period)]).await?;
     if members.len() > config.max_files {
         // Too many for one job: the files listed on their own, in parts.
         members.retain(|m| m.rollup.is_none());
@@ -186,7 +186,7 @@ pub async fn roll_up<S: Sql, B: Blobs, C: Clock>(
     // reader of the table, and a column outside the client's contract, which an uploader can
     // name at will, stays in its owner's files alone (nor can such columns split a period into
     // many roll-up files).
-    let mut groups: BTreeMap<String, Vec<&RollupMember>> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Vec<&RollupInput>> = BTreeMap::new();
     members.iter().for_each(|m| groups.entry(contract_columns(table, m)).or_default().push(m));
     let mut planned: Vec<Output> = Vec::new();
     for (key, files) in &groups {
@@ -243,7 +243,7 @@ pub async fn roll_up<S: Sql, B: Blobs, C: Clock>(
 
 /// The group a member is rolled up in: its recorded columns that are the contract's (names and
 /// types, as JSON), or its schema's fingerprint when the run recorded no columns.
-fn contract_columns(table: &str, member: &RollupMember) -> String {
+fn contract_columns(table: &str, member: &RollupInput) -> String {
     let contract = Contract::client().table(table).unwrap_or(&[]);
     let recorded: Option<Vec<fusou_lake::schema::Column>> = member.columns.as_deref().and_then(|c| serde_json::from_str(c).ok());
     match recorded {
@@ -259,7 +259,7 @@ fn contract_columns(table: &str, member: &RollupMember) -> String {
 /// One planned output: the columns it keeps (all: `None`), and its datasets' files.
 struct Output<'m> {
     keep: Option<Vec<String>>,
-    datasets: Vec<Vec<&'m RollupMember>>,
+    datasets: Vec<Vec<&'m RollupInput>>,
 }
 
 /// The columns an output keeps (all: `None`) and the one its datasets' rows are sorted by.
@@ -275,7 +275,7 @@ const CONCURRENT_GETS: usize = 4;
 /// Merges one output's datasets (each its files, oldest first) and streams it to R2.
 #[allow(clippy::too_many_arguments)]
 async fn write_output<S: Sql, B: Blobs>(
-    datasets: &[Vec<&RollupMember>],
+    datasets: &[Vec<&RollupInput>],
     table: &TableName,
     period: &PeriodTag,
     columns: Columns<'_>,
@@ -284,7 +284,7 @@ async fn write_output<S: Sql, B: Blobs>(
     blobs: &B,
     upload: &mut PartUpload<'_, '_, S, B>,
 ) -> PortResult<fusou_engine::merge::Finished> {
-    let fetch = |m: &RollupMember| {
+    let fetch = |m: &RollupInput| {
         let (key, rows, sources, dataset) = (m.key.clone(), m.row_count as u64, m.source_segments as u64, m.dataset_id.clone());
         async move {
             let bytes: Bytes = blobs.get(&key).await?.ok_or_else(|| format!("{key} is missing"))?;

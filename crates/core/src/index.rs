@@ -664,12 +664,13 @@ statements! {
          FROM lake_rollups r WHERE r.table_name = ?1 AND r.lake_snapshot IS NULL AND r.lake_refused IS NULL \
          ORDER BY r.created_at, r.id LIMIT ?2";
 
-    /// `?1` roll-up → its members ([`LakeCovered`]), with the roll-up each is covered by now.
-    LAKE_ROLLUP_MEMBERS = "SELECT f.key, f.dataset_id, f.period_tag, f.row_count, f.size, f.columns, f.lake_rollup AS rollup \
+    /// `?1` roll-up → its members ([`RollupInput`]), with the roll-up each is covered by now.
+    LAKE_ROLLUP_MEMBERS = "SELECT f.key, f.dataset_id, f.period_tag, f.row_count, f.size, f.source_segments, \
+         f.schema_fingerprint, f.columns, f.lake_rollup AS rollup \
          FROM lake_rollup_members m JOIN compacted_files f ON f.key = m.file_key WHERE m.rollup_id = ?1 ORDER BY f.key";
 
-    /// `?1` roll-up → the files ([`LakeCovered`]) it covers now, retired or not.
-    LAKE_ROLLUP_COVERED = "SELECT key, dataset_id, period_tag, row_count, size, columns, lake_rollup AS rollup \
+    /// `?1` roll-up → the files ([`RollupInput`]) it covers now, retired or not.
+    LAKE_ROLLUP_COVERED = "SELECT key, dataset_id, period_tag, row_count, size, source_segments, schema_fingerprint, columns, lake_rollup AS rollup \
          FROM compacted_files WHERE lake_rollup = ?1 ORDER BY key";
 
     /// `?1` roll-up → its [`LakeRollup`] row.
@@ -703,10 +704,9 @@ statements! {
          WHERE r.table_name = compacted_files.table_name AND r.period_tag = compacted_files.period_tag \
          AND r.lake_snapshot IS NULL AND r.lake_refused IS NULL) ORDER BY files DESC, table_name, period_tag LIMIT ?1";
 
-    /// `?1` table, `?2` period → [`RollupMember`]s: the files the table lists of that period (on
+    /// `?1` table, `?2` period → [`RollupInput`]s: the files the table lists of that period (on
     /// their own or through a roll-up), by schema, then dataset, oldest first.
-    LAKE_ROLLUP_CANDIDATES = "SELECT key, dataset_id, row_count, size, source_segments, schema_fingerprint, columns, \
-         lake_rollup AS rollup \
+    LAKE_ROLLUP_CANDIDATES = "SELECT key, dataset_id, period_tag, row_count, size, source_segments, schema_fingerprint, columns, lake_rollup AS rollup \
          FROM compacted_files WHERE table_name = ?1 AND period_tag = ?2 \
          AND lake_snapshot IS NOT NULL AND lake_removed_seq IS NULL AND retired_at IS NULL \
          ORDER BY schema_fingerprint, dataset_id, created_at, key";
@@ -771,19 +771,6 @@ pub struct LakeRollup {
     pub outside: u64,
 }
 
-/// A file a roll-up holds or covers.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct LakeCovered {
-    pub key: String,
-    pub dataset_id: String,
-    pub period_tag: String,
-    pub row_count: i64,
-    pub size: i64,
-    pub columns: Option<String>,
-    /// The roll-up that covers it now.
-    pub rollup: Option<String>,
-}
-
 /// A (table, period) due for a roll-up.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct RollupDue {
@@ -792,17 +779,21 @@ pub struct RollupDue {
     pub files: u64,
 }
 
-/// A file a roll-up job takes.
+/// A table's compacted file as roll-ups see it: one a roll-up job may take
+/// ([`LAKE_ROLLUP_CANDIDATES`]), or one a roll-up holds or covers ([`LAKE_ROLLUP_MEMBERS`],
+/// [`LAKE_ROLLUP_COVERED`]).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct RollupMember {
+pub struct RollupInput {
     pub key: String,
     pub dataset_id: String,
+    pub period_tag: String,
     pub row_count: i64,
     pub size: i64,
     pub source_segments: i64,
     pub schema_fingerprint: String,
     /// Its columns as the run recorded them (JSON), if it did.
     pub columns: Option<String>,
+    /// The roll-up that covers it now.
     pub rollup: Option<String>,
 }
 

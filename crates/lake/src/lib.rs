@@ -186,7 +186,7 @@ mod tables {
         for id in apart {
             spend(2);
             changes.leaving.push(leaving(id, true).await?);
-            let covered: Vec<index::LakeCovered> = sql.query(index::LAKE_ROLLUP_COVERED, &[text(id)]).await?;
+            let covered: Vec<index::RollupInput> = sql.query(index::LAKE_ROLLUP_COVERED, &[text(id)]).await?;
             changes.uncovered.extend(covered.into_iter().filter(|c| !removing.contains(c.key.as_str())));
         }
         spend(1);
@@ -205,7 +205,7 @@ mod tables {
                 continue;
             }
             spend(1);
-            let members: Vec<index::LakeCovered> = sql.query(index::LAKE_ROLLUP_MEMBERS, &[text(&r.id)]).await?;
+            let members: Vec<index::RollupInput> = sql.query(index::LAKE_ROLLUP_MEMBERS, &[text(&r.id)]).await?;
             let superseded: std::collections::BTreeSet<&str> = members.iter().filter_map(|m| m.rollup.as_deref()).collect();
             for id in superseded {
                 spend(1);

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use super::layout::PartitionSpec;
 use super::schema::Column;
-use fusou_core::index::{LakeCovered, LakeRollup};
+use fusou_core::index::{LakeRollup, RollupInput};
 
 /// One output file of a roll-up, as `lake_rollups.files` records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,7 +63,7 @@ pub struct Arriving {
     pub files: Vec<RollupFile>,
     /// The files it holds that the table lists on their own (removed by this commit); the
     /// others are covered by the roll-ups it supersedes.
-    pub replaces: Vec<LakeCovered>,
+    pub replaces: Vec<RollupInput>,
 }
 
 /// What roll-ups change in one table commit.
@@ -72,7 +72,7 @@ pub struct RollupChanges {
     pub leaving: Vec<Leaving>,
     /// Files listed on their own again: those the roll-ups taken apart covered, but the ones
     /// this commit removes.
-    pub uncovered: Vec<LakeCovered>,
+    pub uncovered: Vec<RollupInput>,
     pub arriving: Option<Arriving>,
     /// Roll-ups refused, with why, and their files (garbage at once).
     pub refused: Vec<(String, String, Vec<RollupFile>)>,
