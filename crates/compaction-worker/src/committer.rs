@@ -116,23 +116,22 @@ impl DurableObject for LakeCommitter {
         log::info(event, logged);
         // For the operator's status (`GET /compact/status`); a failure to keep it is only logged.
         let storage = self.state.storage();
-        let total = storage.get::<Total>(TOTAL).await.ok().flatten().unwrap_or_default();
-        let total = Total {
-            passes: total.passes + 1,
-            snapshots: total.snapshots + snapshots as u64,
-            operations: total.operations.plus(operations),
-        };
-        if let Err(e) = async {
+        let kept = async {
+            let total = storage.get::<Total>(TOTAL).await?.unwrap_or_default();
+            let total = Total {
+                passes: total.passes + 1,
+                snapshots: total.snapshots + snapshots as u64,
+                operations: total.operations.plus(operations),
+            };
             storage.put(LAST_PASS, &summary).await?;
             storage.put(TOTAL, &total).await
-        }
-        .await
-        {
+        };
+        if let Err(e) = kept.await {
             log::warn("committer.status_not_kept", json!({ "error": e.to_string() }));
         }
         if let Some(next_ms) = pass.next_ms {
             let offset = (next_ms - fusou_edge::now_ms() as i64).max(0);
-            self.state.storage().set_alarm(offset).await?;
+            storage.set_alarm(offset).await?;
         }
         Response::ok("passed")
     }
